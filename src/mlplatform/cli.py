@@ -1,0 +1,108 @@
+"""The ``mlplatform`` command: train, serve one service, or bring the whole platform up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from mlplatform.services import SERVICES
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="mlplatform: serving, features, drift, explain"
+)
+
+
+@app.command()
+def serve(
+    service: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}"),
+    port: int | None = typer.Option(None, help="Port to listen on (default: the service's own)."),
+    host: str = typer.Option("0.0.0.0", help="Interface to bind."),
+) -> None:
+    """Run one service in this process (what each container's entrypoint calls)."""
+    import uvicorn
+
+    from mlplatform.core.logging import configure_logging
+
+    spec = SERVICES.get(service)
+    if spec is None:
+        raise typer.BadParameter(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    settings_cls = spec.load_settings_class()
+    settings = settings_cls()
+    configure_logging(spec.name, settings.log_level)
+    fastapi_app = spec.load_factory()(settings)
+    uvicorn.run(
+        fastapi_app,
+        host=host,
+        port=port or spec.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+@app.command()
+def train(
+    rows: int = typer.Option(200_000, help="Number of generated transactions."),
+    seed: int = typer.Option(7, help="Random seed: the same seed gives the same data and models."),
+    force: bool = typer.Option(False, help="Retrain even if the demo models are already registered."),
+) -> None:
+    """Generate the demo data, train the demo models and register them in MLflow as 'champion'."""
+    from mlplatform.training.pipeline import TrainSettings, run_training
+
+    settings = TrainSettings(rows=rows, seed=seed)
+    run_training(settings, force=force, progress=True)
+
+
+@app.command()
+def up(
+    train_rows: int = typer.Option(
+        200_000, help="Transactions to generate if the demo models need training."
+    ),
+) -> None:
+    """Train and register the demo models if none exist, then start all four services (Ctrl-C stops them)."""
+    from mlplatform.training.pipeline import TrainSettings, run_training
+
+    run_training(TrainSettings(rows=train_rows), force=False, progress=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    env = dict(os.environ)
+    env.setdefault("MLPLATFORM_DATA_DIR", str(Path.cwd() / "data"))
+    # Local mode: authentication off unless the user configured keys.
+    if "MLPLATFORM_API_KEYS" not in env:
+        for prefix in ("SERVING_", "FEATURES_", "DRIFT_", "EXPLAIN_"):
+            env.setdefault(f"{prefix}AUTH_ENABLED", "false")
+    env.setdefault("SERVING_FEATURE_STORE_URL", "http://127.0.0.1:8081")
+    env.setdefault("SERVING_DRIFT_URL", "http://127.0.0.1:8082")
+    env.setdefault("EXPLAIN_FEATURE_STORE_URL", "http://127.0.0.1:8081")
+    for spec in SERVICES.values():
+        cmd = [sys.executable, "-m", "mlplatform.cli", "serve", spec.name, "--port", str(spec.port)]
+        typer.echo(f"starting {spec.name} on http://127.0.0.1:{spec.port}")
+        procs.append(subprocess.Popen(cmd, env=env))
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        failed = [s for s, p in zip(SERVICES, procs, strict=True) if p.poll() is not None]
+        typer.echo(f"service exited: {', '.join(failed)}; stopping the rest", err=True)
+        raise typer.Exit(1)
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=35)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Shared building blocks for every service: settings, errors, logging, metrics, tracing, secrets."""

@@ -1,0 +1,90 @@
+"""Prometheus metrics on a private registry per app, served at ``GET /metrics``."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+# Label names shared across services (dashboards and alerts rely on them).
+LABEL_SERVICE = "service"
+LABEL_ROUTE = "route"
+LABEL_METHOD = "method"
+LABEL_CODE = "code"
+LABEL_MODEL = "model"
+LABEL_VERSION = "version"
+LABEL_OUTCOME = "outcome"
+
+# Latency buckets from 0.5 ms to 10 s: fine resolution where the serving SLO lives.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+
+
+class HttpMetrics:
+    """Request metrics every service exports (health probes and /metrics are left out)."""
+
+    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        self.service = service
+        self.requests = Counter(
+            "mlplatform_http_requests_total",
+            "HTTP requests handled, by route template, method and status code.",
+            [LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD, LABEL_CODE],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "mlplatform_http_request_duration_seconds",
+            "HTTP request latency in seconds, by route template and method.",
+            [LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "mlplatform_http_requests_in_flight",
+            "HTTP requests being handled right now (the HPA's per-pod custom metric).",
+            [LABEL_SERVICE],
+            registry=registry,
+        )
+        self._in_flight = self.in_flight.labels(service)
+
+    def inc_in_flight(self) -> None:
+        self._in_flight.inc()
+
+    def dec_in_flight(self) -> None:
+        self._in_flight.dec()
+
+    def observe(self, route: str, method: str, code: int, seconds: float) -> None:
+        self.requests.labels(self.service, route, method, str(code)).inc()
+        self.latency.labels(self.service, route, method).observe(seconds)
+
+
+def metrics_router(registry: CollectorRegistry) -> APIRouter:
+    """``GET /metrics`` in the Prometheus text format for this app's registry."""
+    router = APIRouter()
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router

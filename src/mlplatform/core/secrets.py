@@ -1,0 +1,58 @@
+"""Secrets interface. The environment backend is the local default; Vault plugs in behind the same API."""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol, runtime_checkable
+
+from mlplatform.core.errors import PlatformError
+
+
+class SecretNotFound(PlatformError):
+    status_code = 500
+
+
+@runtime_checkable
+class SecretsBackend(Protocol):
+    """Reads named secrets. Implementations must never log secret values."""
+
+    def get(self, name: str) -> str | None:
+        """The secret's current value, or None when it is not set."""
+        ...
+
+    def close(self) -> None:
+        """Release resources (timers, HTTP sessions)."""
+        ...
+
+
+class EnvSecretsBackend:
+    """Secrets from environment variables (local mode and plain Kubernetes Secrets mounted as env)."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        self._environ = environ if environ is not None else os.environ
+
+    def get(self, name: str) -> str | None:
+        value = self._environ.get(name)
+        return value if value not in (None, "") else None
+
+    def close(self) -> None:
+        return None
+
+
+def require_secret(backend: SecretsBackend, name: str) -> str:
+    """The secret's value, or an error naming the missing secret (never its value)."""
+    value = backend.get(name)
+    if value is None:
+        raise SecretNotFound(f"secret {name!r} is not set in the {type(backend).__name__}")
+    return value
+
+
+def build_secrets_backend(kind: str) -> SecretsBackend:
+    """The backend named by settings (``env`` or ``vault``)."""
+    if kind == "env":
+        return EnvSecretsBackend()
+    if kind == "vault":
+        from mlplatform.core.vault import VaultSecretsBackend  # the security work provides it
+
+        return VaultSecretsBackend.from_env()
+    raise ValueError(f"unknown secrets backend {kind!r}; expected 'env' or 'vault'")
