@@ -104,5 +104,11 @@ def up(
                 p.kill()
 
 
+# Deployment: pin a model version or image tag in an environment overlay (mlplatform.deploy.promote).
+from mlplatform.deploy.promote import promote as _promote  # noqa: E402
+
+app.command(name="promote")(_promote)
+
+
 if __name__ == "__main__":
     app()

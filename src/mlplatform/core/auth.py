@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,14 +45,28 @@ def parse_keyring(value: str) -> dict[str, frozenset[str]]:
     return keys
 
 
+MAX_KEY_LENGTH = 4096
+
+
 @dataclass
 class ApiKeyAuth:
-    """Checks keys against the keyring held in the secrets backend (re-read on every refresh)."""
+    """Checks keys against the keyring held in the secrets backend (re-read on every refresh).
+
+    Rotation: when the backend offers ``add_listener(callback)`` (the Vault backend does), the
+    keyring is reloaded as soon as the backend reports that ``secret_name`` changed. With
+    ``refresh_interval_s`` set, the keyring is also re-read from the backend at most that often,
+    on the request path (for backends without change notifications). A rotated keyring that does
+    not parse is rejected and the previous keys stay in force.
+    """
 
     secrets: SecretsBackend
     secret_name: str = "MLPLATFORM_API_KEYS"
     enabled: bool = True
     _keys: dict[str, frozenset[str]] = field(default_factory=dict)
+    refresh_interval_s: float | None = None
+    clock: Callable[[], float] = time.monotonic
+    _last_refresh: float = 0.0
+    _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         if not self.enabled:
@@ -58,11 +74,53 @@ class ApiKeyAuth:
                 "API key authentication is DISABLED by setting; do not run like this outside local mode"
             )
         self.refresh()
+        if self.enabled and not self._keys:
+            log.warning(
+                "API key authentication is enabled but secret %r holds no keys: every client request "
+                "will get 401",
+                self.secret_name,
+            )
+        add_listener = getattr(self.secrets, "add_listener", None)
+        if self.enabled and callable(add_listener):
+            add_listener(self._on_secrets_changed)
 
     def refresh(self) -> None:
         """Reload the keyring (called on a schedule so rotated keys take effect without a restart)."""
         raw = self.secrets.get(self.secret_name) if self.enabled else None
         self._keys = parse_keyring(raw) if raw else {}
+        self._last_refresh = self.clock()
+
+    @property
+    def key_count(self) -> int:
+        """How many keys the current keyring holds."""
+        return len(self._keys)
+
+    def _on_secrets_changed(self, names: frozenset[str]) -> None:
+        """Rotation hook the secrets backend calls with the names whose value changed."""
+        if self.secret_name in names:
+            self._safe_refresh()
+
+    def _safe_refresh(self) -> None:
+        try:
+            self.refresh()
+        except ValueError as exc:
+            self._last_refresh = self.clock()
+            log.error(
+                "rotated API keyring in %r rejected, keeping the previous keys: %s", self.secret_name, exc
+            )
+        else:
+            log.info("API keyring reloaded from %r (%d keys)", self.secret_name, len(self._keys))
+
+    def _maybe_refresh(self) -> None:
+        if self.refresh_interval_s is None:
+            return
+        if self.clock() - self._last_refresh < self.refresh_interval_s:
+            return
+        if self._refresh_lock.acquire(blocking=False):
+            try:
+                self._safe_refresh()
+            finally:
+                self._refresh_lock.release()
 
     def scopes_for(self, key: str) -> frozenset[str] | None:
         digest = hash_key(key)
@@ -76,14 +134,17 @@ class ApiKeyAuth:
         """Raise 401/403 unless the request carries a key with ``scope`` (or ``admin``)."""
         if not self.enabled:
             return
-        key = request.headers.get("x-api-key")
+        self._maybe_refresh()
+        key = (request.headers.get("x-api-key") or "").strip()
         if not key:
             authz = request.headers.get("authorization", "")
-            scheme, _, token = authz.partition(" ")
+            scheme, _, token = authz.strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 key = token.strip()
         if not key:
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+        if len(key) > MAX_KEY_LENGTH:
+            raise Unauthorized("unknown API key")
         scopes = self.scopes_for(key)
         if scopes is None:
             raise Unauthorized("unknown API key")

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    generate_latest,
 )
+from prometheus_client.exposition import choose_encoder
+
+from mlplatform.core.tracing import current_trace_id
 
 # Label names shared across services (dashboards and alerts rely on them).
 LABEL_SERVICE = "service"
@@ -75,16 +76,24 @@ class HttpMetrics:
         self._in_flight.dec()
 
     def observe(self, route: str, method: str, code: int, seconds: float) -> None:
+        """Count the request and record its latency, with the active trace id as exemplar."""
         self.requests.labels(self.service, route, method, str(code)).inc()
-        self.latency.labels(self.service, route, method).observe(seconds)
+        trace_id = current_trace_id()
+        exemplar = {"trace_id": trace_id} if trace_id else None
+        self.latency.labels(self.service, route, method).observe(seconds, exemplar=exemplar)
 
 
 def metrics_router(registry: CollectorRegistry) -> APIRouter:
-    """``GET /metrics`` in the Prometheus text format for this app's registry."""
+    """``GET /metrics`` for this app's registry.
+
+    Prometheus text format by default; OpenMetrics (which carries the latency histogram's
+    ``trace_id`` exemplars for Grafana's jump to Tempo) when the scraper's ``Accept`` asks for it.
+    """
     router = APIRouter()
 
     @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(registry), media_type=content_type)
 
     return router

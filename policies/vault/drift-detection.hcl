@@ -1,0 +1,8 @@
+# Vault policy of the drift-detection service: read its own KV v2 secret, nothing else.
+# Installed by scripts/vault-bootstrap.sh as mlplatform-<env>-drift-detection, with the path's
+# "<env>" and "<kv-mount>" placeholders filled in. Token lookup-self/renew-self come from
+# Vault's built-in "default" policy, which Kubernetes-auth tokens carry.
+
+path "<kv-mount>/data/mlplatform/<env>/drift-detection" {
+  capabilities = ["read"]
+}

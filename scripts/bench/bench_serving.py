@@ -1,0 +1,172 @@
+"""Serving benchmark: single-row V2 infer throughput and latency against a real server process.
+
+Starts ``mlplatform serve model-serving`` (one process) on a free port against a throw-away SQLite
+MLflow registry holding ``fraud-detector`` (trained by ``mlplatform.training`` when that is
+available, else a scikit-learn random forest with the same shape), then drives
+``POST /v2/models/fraud-detector/infer`` with ``wrk`` (16 connections, a Lua script for the POST),
+and prints requests/s, p50 and p99.
+
+    .venv/bin/python scripts/bench/bench_serving.py [--duration 15] [--connections 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.procs import start_service  # noqa: E402
+
+MODEL = "fraud-detector"
+
+
+def prepare_registry(data_dir: Path, rows: int) -> str:
+    """Register fraud-detector; return the tracking URI."""
+    uri = f"sqlite:///{data_dir / 'mlflow' / 'mlflow.db'}"
+    (data_dir / "mlflow").mkdir(parents=True, exist_ok=True)
+    try:
+        from mlplatform.training.pipeline import TrainSettings, run_training
+
+        print(f"training the demo models with mlplatform.training ({rows} rows) ...", flush=True)
+        run_training(
+            TrainSettings(rows=rows, seed=7, data_dir=data_dir, tracking_uri=uri), force=True, progress=False
+        )
+    except ImportError:
+        from sklearn.ensemble import RandomForestClassifier
+        from tests.unit.serving.registry_models import make_frame, make_target, register_sklearn
+
+        print("mlplatform.training not available: registering a random forest as fraud-detector", flush=True)
+        df = make_frame(rows)
+        forest = RandomForestClassifier(n_estimators=100, max_depth=10, random_state=0, n_jobs=1)
+        register_sklearn(uri, MODEL, forest.fit(df, make_target(df)), df)
+    return uri
+
+
+def request_body(url: str) -> tuple[dict, dict]:
+    """One single-row request built from the model metadata (first check row values)."""
+    import httpx
+
+    meta = httpx.get(f"{url}/v2/models/{MODEL}", timeout=10).json()
+    inputs = []
+    for i, spec in enumerate(meta["inputs"]):
+        dt = spec["datatype"]
+        value: object = 0.5 + i if dt.startswith("FP") else (False if dt == "BOOL" else i + 1)
+        inputs.append({"name": spec["name"], "shape": [1], "datatype": dt, "data": [value]})
+    return {"inputs": inputs}, meta
+
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [[%s]]
+"""
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    def ms(value: str, unit: str) -> float:
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    out: dict[str, float] = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    out["rps"] = float(m.group(1)) if m else float("nan")
+    for pct in ("50", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        out[f"p{pct}"] = ms(m.group(1), m.group(2)) if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    out["non2xx"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", text)
+    out["requests"] = float(m.group(1)) if m else 0.0
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=int, default=15, help="seconds of load per run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=20_000, help="training rows for the demo model")
+    parser.add_argument(
+        "--log-level", default="WARNING", help="server SERVING_LOG_LEVEL (INFO logs every request)"
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server/wrk to separate cores")
+    args = parser.parse_args()
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("wrk is not installed: run `make sysdeps` (apt-get install -y wrk)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    try:
+        uri = prepare_registry(tmp, args.rows)
+        env = {
+            "MLPLATFORM_DATA_DIR": str(tmp),
+            "MLFLOW_TRACKING_URI": uri,
+            "SERVING_MODELS": MODEL,
+            "SERVING_AUTH_ENABLED": "false",
+            "SERVING_LOG_LEVEL": args.log_level,
+            "SERVING_POLL_INTERVAL_S": "0",
+        }
+        t0 = time.monotonic()
+        svc = start_service("model-serving", env, tmp / "logs", ready_timeout=300)
+        print(f"server ready in {time.monotonic() - t0:.1f}s on {svc.url}", flush=True)
+        try:
+            body, meta = request_body(svc.url)
+            runtime = meta.get("parameters", {}).get("runtime")
+            print(
+                f"model {MODEL} v{meta['versions'][0]} runtime={runtime} ({meta['parameters'].get('runtime_reason')})"
+            )
+            pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+            if pinned:
+                subprocess.run(
+                    ["taskset", "-a", "-p", "-c", "0", str(svc.proc.pid)], check=False, capture_output=True
+                )
+            lua = tmp / "post.lua"
+            lua.write_text(LUA % json.dumps(body))
+            url = f"{svc.url}/v2/models/{MODEL}/infer"
+            cmd = [
+                wrk,
+                "-t1",
+                f"-c{args.connections}",
+                f"-d{args.duration}s",
+                "--latency",
+                "-s",
+                str(lua),
+                url,
+            ]
+            if pinned:
+                cmd = ["taskset", "-c", "1", *cmd]
+            # warm-up, then the measured run
+            warm = [c if c != f"-d{args.duration}s" else "-d3s" for c in cmd]
+            subprocess.run(warm, capture_output=True, text=True)
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            stats = parse_wrk(res.stdout)
+        finally:
+            svc.stop()
+        print()
+        print(f"command: {' '.join(cmd)}")
+        print(res.stdout)
+        print(
+            f"{'model':<16}{'runtime':<14}{'conns':>6}{'req/s':>10}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}"
+        )
+        print(
+            f"{MODEL:<16}{runtime or '?':<14}{args.connections:>6}{stats['rps']:>10.0f}"
+            f"{stats['p50']:>9.2f}{stats['p90']:>9.2f}{stats['p99']:>9.2f}{stats['non2xx']:>9.0f}"
+        )
+        print("target: >= 5000 req/s with p99 < 10 ms (2-core machine, server and wrk on separate cores)")
+        return 0 if stats["non2xx"] == 0 else 1
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

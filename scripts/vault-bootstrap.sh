@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Bootstrap HashiCorp Vault for one mlplatform environment (idempotent; safe to re-run).
+#
+#   scripts/vault-bootstrap.sh --env prod [--namespace mlplatform-prod] [--auth-path kubernetes]
+#       [--kv-mount secret] [--kubernetes-host https://kubernetes.default.svc]
+#       [--kubernetes-ca-cert FILE] [--token-reviewer-jwt-file FILE] [--audience AUD]
+#       [--ttl 1h] [--max-ttl 24h] [--seed-dir DIR] [--dry-run]
+#
+# What it does (with the `vault` CLI, VAULT_ADDR and a token allowed to manage auth, mounts and
+# policies in the environment):
+#   1. enables the Kubernetes auth method at --auth-path (if not enabled) and configures it;
+#   2. enables a KV version 2 engine at --kv-mount (if not enabled);
+#   3. for each service (model-serving, feature-store, drift-detection, explainability) writes the
+#      least-privilege policy policies/vault/<service>.hcl as mlplatform-<env>-<service> and a role
+#      of the same name bound to ServiceAccount <service> in --namespace only;
+#   4. with --seed-dir, creates <kv-mount>/mlplatform/<env>/<service> from DIR/<service>.json when
+#      that secret does not exist yet (values are passed as a file, never on the command line).
+# The services then run with VAULT_ROLE=mlplatform-<env>-<service>,
+# VAULT_SECRET_PATH=mlplatform/<env>/<service> (docs/security.md).
+# --dry-run prints the vault commands (and policy bodies) instead of running them.
+set -euo pipefail
+
+SERVICES=(model-serving feature-store drift-detection explainability)
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+POLICY_DIR="$ROOT/policies/vault"
+
+ENV_NAME=""
+NAMESPACE=""
+AUTH_PATH="kubernetes"
+KV_MOUNT="secret"
+K8S_HOST="https://kubernetes.default.svc"
+K8S_CA_CERT=""
+REVIEWER_JWT_FILE=""
+AUDIENCE=""
+TTL="1h"
+MAX_TTL="24h"
+SEED_DIR=""
+DRY_RUN=0
+
+die() { echo "vault-bootstrap: $*" >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --env) ENV_NAME="${2:-}"; shift 2 ;;
+    --namespace) NAMESPACE="${2:-}"; shift 2 ;;
+    --auth-path) AUTH_PATH="${2:-}"; shift 2 ;;
+    --kv-mount) KV_MOUNT="${2:-}"; shift 2 ;;
+    --kubernetes-host) K8S_HOST="${2:-}"; shift 2 ;;
+    --kubernetes-ca-cert) K8S_CA_CERT="${2:-}"; shift 2 ;;
+    --token-reviewer-jwt-file) REVIEWER_JWT_FILE="${2:-}"; shift 2 ;;
+    --audience) AUDIENCE="${2:-}"; shift 2 ;;
+    --ttl) TTL="${2:-}"; shift 2 ;;
+    --max-ttl) MAX_TTL="${2:-}"; shift 2 ;;
+    --seed-dir) SEED_DIR="${2:-}"; shift 2 ;;
+    --dry-run) DRY_RUN=1; shift ;;
+    -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument: $1 (see --help)" ;;
+  esac
+done
+
+[[ "$ENV_NAME" =~ ^(dev|staging|prod)$ ]] || die "--env must be dev, staging or prod (got '${ENV_NAME}')"
+NAMESPACE="${NAMESPACE:-mlplatform-$ENV_NAME}"
+AUTH_PATH="${AUTH_PATH#/}"; AUTH_PATH="${AUTH_PATH%/}"
+KV_MOUNT="${KV_MOUNT#/}"; KV_MOUNT="${KV_MOUNT%/}"
+[[ -n "$AUTH_PATH" && -n "$KV_MOUNT" ]] || die "--auth-path and --kv-mount must not be empty"
+[[ -z "$K8S_CA_CERT" || -f "$K8S_CA_CERT" ]] || die "--kubernetes-ca-cert $K8S_CA_CERT is not a file"
+[[ -z "$REVIEWER_JWT_FILE" || -f "$REVIEWER_JWT_FILE" ]] || die "--token-reviewer-jwt-file $REVIEWER_JWT_FILE is not a file"
+[[ -z "$SEED_DIR" || -d "$SEED_DIR" ]] || die "--seed-dir $SEED_DIR is not a directory"
+
+run() {  # run a vault command (or print it with --dry-run)
+  if [[ $DRY_RUN -eq 1 ]]; then
+    echo "+ vault $*"
+  else
+    vault "$@"
+  fi
+}
+
+if [[ $DRY_RUN -eq 0 ]]; then
+  command -v vault >/dev/null || die "the vault CLI is not on PATH"
+  [[ -n "${VAULT_ADDR:-}" ]] || die "VAULT_ADDR is not set"
+  vault status >/dev/null 2>&1 || die "Vault at $VAULT_ADDR is unreachable or sealed (vault status failed)"
+fi
+
+# 1. Kubernetes auth method
+if [[ $DRY_RUN -eq 1 ]] || ! vault auth list -format=json | grep -q "\"${AUTH_PATH}/\""; then
+  run auth enable -path="$AUTH_PATH" kubernetes
+else
+  echo "kubernetes auth already enabled at $AUTH_PATH/"
+fi
+config_args=("kubernetes_host=$K8S_HOST")
+[[ -n "$K8S_CA_CERT" ]] && config_args+=("kubernetes_ca_cert=@$K8S_CA_CERT")
+[[ -n "$REVIEWER_JWT_FILE" ]] && config_args+=("token_reviewer_jwt=@$REVIEWER_JWT_FILE")
+run write "auth/$AUTH_PATH/config" "${config_args[@]}"
+
+# 2. KV version 2 engine
+if [[ $DRY_RUN -eq 1 ]] || ! vault secrets list -format=json | grep -q "\"${KV_MOUNT}/\""; then
+  run secrets enable -path="$KV_MOUNT" -version=2 kv
+else
+  echo "secrets engine already mounted at $KV_MOUNT/"
+fi
+
+# 3. per-service policy and role, 4. optional seed
+for svc in "${SERVICES[@]}"; do
+  name="mlplatform-$ENV_NAME-$svc"
+  template="$POLICY_DIR/$svc.hcl"
+  [[ -f "$template" ]] || die "missing policy template $template"
+  body="$(sed -e "s|<env>|$ENV_NAME|g" -e "s|<kv-mount>|$KV_MOUNT|g" "$template")"
+  if [[ $DRY_RUN -eq 1 ]]; then
+    echo "+ vault policy write $name - <<'HCL'"
+    echo "$body"
+    echo "HCL"
+  else
+    printf '%s\n' "$body" | vault policy write "$name" -
+  fi
+  role_args=(
+    "bound_service_account_names=$svc"
+    "bound_service_account_namespaces=$NAMESPACE"
+    "token_policies=$name"
+    "token_ttl=$TTL"
+    "token_max_ttl=$MAX_TTL"
+  )
+  [[ -n "$AUDIENCE" ]] && role_args+=("audience=$AUDIENCE")
+  run write "auth/$AUTH_PATH/role/$name" "${role_args[@]}"
+
+  if [[ -n "$SEED_DIR" && -f "$SEED_DIR/$svc.json" ]]; then
+    path="mlplatform/$ENV_NAME/$svc"
+    if [[ $DRY_RUN -eq 0 ]] && vault kv get -mount="$KV_MOUNT" "$path" >/dev/null 2>&1; then
+      echo "secret $KV_MOUNT/$path exists; left as is (rotate with: vault kv patch -mount=$KV_MOUNT $path KEY=@file)"
+    else
+      run kv put -mount="$KV_MOUNT" "$path" "@$SEED_DIR/$svc.json"
+    fi
+  fi
+  echo "service $svc: VAULT_ROLE=$name VAULT_SECRET_PATH=mlplatform/$ENV_NAME/$svc (namespace $NAMESPACE)"
+done

@@ -1,0 +1,1 @@
+"""Deployment helpers: render the Kustomize overlays and Helm charts, promote model/image pins."""

@@ -1,0 +1,1 @@
+"""Drift detection: payload ingestion, Evidently-compatible drift statistics, retraining triggers."""

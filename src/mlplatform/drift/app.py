@@ -1,0 +1,52 @@
+"""App factory of the drift-detection service: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from mlplatform.core.app import build_app, build_context
+from mlplatform.core.secrets import SecretsBackend
+from mlplatform.drift.dataplane import DriftService
+from mlplatform.drift.metrics import DriftMetrics
+from mlplatform.drift.retrain import RetrainLauncher
+from mlplatform.drift.routes import drift_router
+from mlplatform.drift.settings import DriftSettings
+
+SERVICE = "drift-detection"
+
+
+def create_app(
+    settings: DriftSettings,
+    *,
+    secrets: SecretsBackend | None = None,
+    launcher: RetrainLauncher | None = None,
+    mlflow_client_factory: Callable[[], Any] | None = None,
+) -> FastAPI:
+    """Build the drift-detection app from ``settings``; ``launcher``/``mlflow_client_factory`` replace defaults."""
+    ctx = build_context(SERVICE, settings, secrets=secrets)
+    metrics = DriftMetrics(ctx.registry)
+    svc = DriftService(settings, metrics, launcher=launcher, client_factory=mlflow_client_factory)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await svc.start()
+        try:
+            yield
+        finally:
+            await svc.stop()
+
+    app = build_app(
+        ctx,
+        title="mlplatform drift detection",
+        description="Evidently-compatible data and prediction drift per model version, with retraining triggers.",
+        lifespan=lifespan,
+        is_ready=lambda: svc.ready,
+        routers=[drift_router()],
+    )
+    app.state.dataplane = svc
+    app.state.drift_metrics = metrics
+    return app

@@ -1,0 +1,341 @@
+"""The transport-free drift service ("data plane"): ingest, windows, status, reports, retraining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mlplatform.core.errors import NotFound, PlatformError, Unavailable
+from mlplatform.core.payloads import InferenceRecord
+from mlplatform.core.registry import ModelRef, resolve_version
+from mlplatform.drift import stats
+from mlplatform.drift.detector import DriftDetector, prediction_of
+from mlplatform.drift.metrics import DriftMetrics
+from mlplatform.drift.retrain import RetrainLauncher, TriggerOutcome
+from mlplatform.drift.schemas import (
+    DriftHistory,
+    DriftStatus,
+    IngestResponse,
+    RetrainResponse,
+    RetrainStateOut,
+    window_out,
+)
+from mlplatform.drift.settings import DriftSettings
+from mlplatform.drift.store import DriftStore, StoredRecord
+
+log = logging.getLogger("mlplatform.drift")
+
+
+class DriftService:
+    """Everything drift detection does, driven by the HTTP routes and by tests alike."""
+
+    def __init__(
+        self,
+        settings: DriftSettings,
+        metrics: DriftMetrics,
+        *,
+        launcher: RetrainLauncher | None = None,
+        client_factory: Callable[[], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.launcher = launcher or RetrainLauncher(settings)
+        self._client_factory = client_factory
+        self._client: Any = None
+        self.store: DriftStore | None = None
+        self.detectors: dict[tuple[str, str], DriftDetector] = {}
+        self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._window_lock = asyncio.Lock()
+        self._ticker: asyncio.Task[None] | None = None
+        self.ready = False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.store = DriftStore(self.settings.drift_dir() / "drift.db")
+        for row in self.store.latest_windows():
+            self._export_window(row.model, row.version, row.result, row.n_records)
+        for model, version, n, _ in self.store.open_versions():
+            self.metrics.open_records.labels(model, version).set(n)
+        if self.settings.window_mode == "time":
+            self._ticker = asyncio.create_task(self._time_windows())
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        if self._ticker is not None:
+            self._ticker.cancel()
+        await self.launcher.aclose()
+        for det in self.detectors.values():
+            det.unload()
+        if self.store is not None:
+            self.store.close()
+
+    def _mlflow(self) -> Any:  # noqa: ANN401
+        if self._client is None:
+            if self._client_factory is not None:
+                self._client = self._client_factory()
+            else:
+                from mlplatform.core.registry import mlflow_client
+
+                self._client = mlflow_client(self.settings.resolved_tracking_uri())
+        return self._client
+
+    async def detector(self, model: str, version: str) -> DriftDetector:
+        """The loaded detector of a model version (404 when the registry does not know it)."""
+        key = (model, version)
+        det = self.detectors.get(key)
+        if det is not None:
+            return det
+        lock = self._load_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            det = self.detectors.get(key)
+            if det is None:
+                det = DriftDetector(model, version, self.settings.drift_dir() / "reference")
+                try:
+                    await asyncio.to_thread(lambda: det.load(self._mlflow()))
+                except PlatformError:
+                    raise
+                except Exception as exc:  # registry/artifact store unreachable: the sender retries
+                    log.exception("could not load the reference of %s/%s", model, version)
+                    raise Unavailable(
+                        f"reference data of model {model!r} version {version!r} could not be loaded from the "
+                        "model registry; retry later"
+                    ) from exc
+                self.detectors[key] = det
+        return det
+
+    # -- ingest ----------------------------------------------------------------------------------
+    async def ingest(self, records: Sequence[InferenceRecord]) -> IngestResponse:
+        """Validate every record first (all or nothing), store new ones, close full windows."""
+        assert self.store is not None
+        groups: dict[tuple[str, str], list[InferenceRecord]] = {}
+        for rec in records:
+            groups.setdefault((rec.model, rec.version), []).append(rec)
+        for (model, version), recs in groups.items():
+            try:
+                det = await self.detector(model, version)
+            except NotFound:
+                self.metrics.rejected.labels(model, "unknown_model").inc(len(recs))
+                raise NotFound(f"model {model!r} version {version!r} is not in the registry") from None
+            try:
+                det.validate([r.inputs for r in recs], self.settings.ignored_columns())
+            except Exception:
+                self.metrics.rejected.labels(model, "schema").inc(len(recs))
+                raise
+        accepted = 0
+        name = self.settings.prediction_output
+        for (model, version), recs in groups.items():
+            rows = [
+                StoredRecord(
+                    r.request_id,
+                    r.row_index,
+                    model,
+                    version,
+                    r.timestamp,
+                    r.inputs,
+                    prediction_of(r.outputs, name),
+                )
+                for r in recs
+            ]
+            new = self.store.insert_records(rows)
+            accepted += new
+            self.metrics.ingested.labels(model, version).inc(new)
+            if len(rows) - new:
+                self.metrics.duplicates.labels(model, version).inc(len(rows) - new)
+        closed = 0
+        if self.settings.window_mode == "count":
+            for model, version in groups:
+                closed += await self._close_count_windows(model, version)
+        for model, version in groups:
+            self.metrics.open_records.labels(model, version).set(self.store.open_count(model, version))
+        return IngestResponse(accepted=accepted, duplicates=len(records) - accepted, windows_closed=closed)
+
+    # -- windows ---------------------------------------------------------------------------------
+    async def _close_count_windows(self, model: str, version: str) -> int:
+        assert self.store is not None
+        closed = 0
+        async with self._window_lock:
+            while self.store.open_count(model, version) >= self.settings.window_size:
+                rows = self.store.oldest_open(model, version, self.settings.window_size)
+                await self._evaluate(model, version, rows)
+                closed += 1
+        return closed
+
+    async def _time_windows(self) -> None:
+        period = min(max(self.settings.window_seconds / 4, 0.2), 5.0)
+        while True:
+            try:
+                await self.close_due_time_windows()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep ticking; the failure is logged
+                log.exception("closing time windows failed")
+            await asyncio.sleep(period)
+
+    async def close_due_time_windows(self, now: float | None = None) -> int:
+        """Time mode: evaluate every version whose oldest open record is a full window old."""
+        assert self.store is not None
+        now = time.time() if now is None else now
+        closed = 0
+        async with self._window_lock:
+            for model, version, n, oldest in self.store.open_versions():
+                if now - oldest < self.settings.window_seconds or n < self.settings.min_window_records:
+                    continue
+                await self._evaluate(model, version, self.store.oldest_open(model, version, None))
+                closed += 1
+        return closed
+
+    async def _evaluate(self, model: str, version: str, rows: list[tuple[int, StoredRecord]]) -> None:
+        assert self.store is not None
+        det = await self.detector(model, version)
+        recs = [r for _, r in rows]
+        start = time.perf_counter()
+        current = det.frame([r.inputs for r in recs], [r.prediction for r in recs])
+        result = await asyncio.to_thread(det.detect, current, self.settings.drift_share)
+        elapsed = time.perf_counter() - start
+        summary = stats.as_json(result)
+        opened = min(r.ts for r in recs)
+        self.store.close_window(
+            model, version, [i for i, _ in rows], opened, result.drift_share, result.dataset_drift, summary
+        )
+        self.metrics.windows.labels(model, version).inc()
+        self.metrics.compute_seconds.labels(model, version).set(elapsed)
+        self._export_window(model, version, summary, len(rows))
+        log.info(
+            "window closed for %s/%s: %d records, drift share %.2f, dataset drift %s",
+            model,
+            version,
+            len(rows),
+            result.drift_share,
+            result.dataset_drift,
+        )
+        await self._after_window(model, version, result.dataset_drift)
+
+    def _export_window(self, model: str, version: str, summary: dict[str, Any], n: int) -> None:
+        m = self.metrics
+        cols = dict(summary["features"])
+        if summary.get("prediction"):
+            cols["prediction"] = summary["prediction"]
+        for name, col in cols.items():
+            m.score.labels(model, version, name, col["method"]).set(col["statistic"])
+            m.drifted.labels(model, version, name).set(1 if col["drifted"] else 0)
+            if col.get("psi") is not None:
+                m.psi.labels(model, version, name).set(col["psi"])
+        m.share.labels(model, version).set(summary["drift_share"])
+        m.dataset.labels(model, version).set(1 if summary["dataset_drift"] else 0)
+        m.window_size.labels(model, version).set(n)
+
+    # -- retraining ------------------------------------------------------------------------------
+    async def _after_window(self, model: str, version: str, drifted: bool) -> None:
+        """Count consecutive drifted windows; fire once per episode (and not within the cool-down)."""
+        assert self.store is not None
+        state = self.store.retrain_state(model)
+        if not drifted:
+            state.consecutive = 0
+            state.episode_active = False
+            self.store.save_retrain_state(state)
+            return
+        state.consecutive += 1
+        due = state.consecutive >= self.settings.retrain_after_windows and not state.episode_active
+        cooled = (
+            state.last_trigger is None or time.time() - state.last_trigger >= self.settings.retrain_cooldown_s
+        )
+        if due and cooled:
+            state.episode_active = True
+            state.last_trigger = time.time()
+            self.store.save_retrain_state(state)
+            reason = f"dataset drift in {state.consecutive} consecutive windows"
+            await self._fire(model, version, reason)
+        else:
+            if due:
+                log.info("drift persists for %s but retraining is cooling down", model)
+            self.store.save_retrain_state(state)
+
+    async def _fire(self, model: str, version: str, reason: str) -> TriggerOutcome:
+        assert self.store is not None
+        outcome = await self.launcher.launch(model, version, reason)
+        self.metrics.retrains.labels(model, outcome.mode, outcome.outcome).inc()
+        self.store.add_retrain_event(model, version, reason, outcome.mode, outcome.outcome, outcome.detail)
+        log.warning(
+            "retraining trigger for %s/%s (%s): %s %s",
+            model,
+            version,
+            reason,
+            outcome.outcome,
+            outcome.detail,
+        )
+        return outcome
+
+    async def retrain(self, model: str, version: str | None, reason: str) -> RetrainResponse:
+        """Start retraining now (admin route); records the trigger like an automatic one."""
+        assert self.store is not None
+        version = version or await self._latest_version(model)
+        state = self.store.retrain_state(model)
+        state.last_trigger = time.time()
+        self.store.save_retrain_state(state)
+        outcome = await self._fire(model, version, f"manual: {reason}")
+        return RetrainResponse(model=model, mode=outcome.mode, outcome=outcome.outcome, detail=outcome.detail)
+
+    def retrain_events(self, model: str) -> list[dict[str, Any]]:
+        assert self.store is not None
+        return self.store.retrain_events(model)
+
+    # -- queries ---------------------------------------------------------------------------------
+    async def _latest_version(self, model: str) -> str:
+        """Last version seen in a window or record; else the registry's champion; else 404."""
+        assert self.store is not None
+        windows = self.store.windows(model, 1)
+        if windows:
+            return windows[0].version
+        open_versions = [v for m, v, _, _ in self.store.open_versions() if m == model]
+        if open_versions:
+            return open_versions[-1]
+        try:
+            resolved = await asyncio.to_thread(lambda: resolve_version(self._mlflow(), ModelRef(model)))
+        except ValueError:
+            raise NotFound(f"model {model!r} is not known to drift detection") from None
+        return resolved.version
+
+    async def status(self, model: str) -> DriftStatus:
+        assert self.store is not None
+        await self._latest_version(model)  # 404 for models nobody knows
+        windows = self.store.windows(model, 1)
+        state = self.store.retrain_state(model)
+        return DriftStatus(
+            model=model,
+            window=window_out(windows[0]) if windows else None,
+            open_records={v: n for m, v, n, _ in self.store.open_versions() if m == model},
+            retraining=RetrainStateOut(
+                consecutive_drift_windows=state.consecutive,
+                episode_active=state.episode_active,
+                last_trigger=state.last_trigger,
+            ),
+        )
+
+    async def history(self, model: str, limit: int) -> DriftHistory:
+        assert self.store is not None
+        await self._latest_version(model)
+        return DriftHistory(model=model, windows=[window_out(w) for w in self.store.windows(model, limit)])
+
+    async def report_html(self, model: str) -> str:
+        """Evidently's HTML report for the last closed window (or the open one if none closed yet)."""
+        assert self.store is not None
+        version = await self._latest_version(model)
+        windows = self.store.windows(model, 1)
+        if windows:
+            recs = self.store.window_records(windows[0].id)
+        else:
+            recs = [r for _, r in self.store.oldest_open(model, version, None)]
+        if not recs:
+            raise NotFound(f"no records received yet for model {model!r}; nothing to report")
+        det = await self.detector(model, recs[0].version)
+        current = det.frame([r.inputs for r in recs], [r.prediction for r in recs])
+        result = await asyncio.to_thread(det.detect, current, self.settings.drift_share)
+        return await asyncio.to_thread(det.report_html, current, result, self.settings.report_max_rows)
+
+    def models(self) -> list[str]:
+        assert self.store is not None
+        return self.store.known_models()

@@ -1,0 +1,96 @@
+"""Prometheus metrics of the drift-detection service (prefix ``mlplatform_drift_``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from mlplatform.core.metrics import LABEL_MODEL, LABEL_OUTCOME, LABEL_VERSION
+
+LABEL_FEATURE = "feature"
+LABEL_METHOD = "method"
+LABEL_REASON = "reason"
+LABEL_MODE = "mode"
+
+
+class DriftMetrics:
+    """Per model, version and feature drift gauges plus ingestion and retraining counters."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.score = Gauge(
+            "mlplatform_drift_feature_score",
+            "Drift statistic of a feature in the last closed window (p-value or distance, see method).",
+            [LABEL_MODEL, LABEL_VERSION, LABEL_FEATURE, LABEL_METHOD],
+            registry=registry,
+        )
+        self.psi = Gauge(
+            "mlplatform_drift_feature_psi",
+            "Population stability index of a feature in the last closed window.",
+            [LABEL_MODEL, LABEL_VERSION, LABEL_FEATURE],
+            registry=registry,
+        )
+        self.drifted = Gauge(
+            "mlplatform_drift_feature_drifted",
+            "1 when the feature drifted in the last closed window, else 0.",
+            [LABEL_MODEL, LABEL_VERSION, LABEL_FEATURE],
+            registry=registry,
+        )
+        self.share = Gauge(
+            "mlplatform_drift_dataset_drift_share_ratio",
+            "Share of features that drifted in the last closed window.",
+            [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )
+        self.dataset = Gauge(
+            "mlplatform_drift_dataset_drifted",
+            "1 when the last closed window shows dataset drift, else 0.",
+            [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )
+        self.window_size = Gauge(
+            "mlplatform_drift_window_size_records",
+            "Records in the last closed window.",
+            [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )
+        self.open_records = Gauge(
+            "mlplatform_drift_open_window_records",
+            "Records collected for the next window so far.",
+            [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )
+        self.windows = Counter(
+            "mlplatform_drift_windows_total",
+            "Windows closed and evaluated.",
+            [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )
+        self.ingested = Counter(
+            "mlplatform_drift_records_ingested_total",
+            "Records stored (duplicates of already stored records are not counted).",
+            [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "mlplatform_drift_records_duplicate_total",
+            "Records received again (same request_id and row_index) and ignored.",
+            [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )
+        self.rejected = Counter(
+            "mlplatform_drift_records_rejected_total",
+            "Records rejected: unknown model, schema mismatch or bad values.",
+            [LABEL_MODEL, LABEL_REASON],
+            registry=registry,
+        )
+        self.retrains = Counter(
+            "mlplatform_drift_retraining_triggers_total",
+            "Retraining triggers, by how they were started and whether starting worked.",
+            [LABEL_MODEL, LABEL_MODE, LABEL_OUTCOME],
+            registry=registry,
+        )
+        self.compute_seconds = Gauge(
+            "mlplatform_drift_last_compute_seconds",
+            "Seconds the last window's drift computation took.",
+            [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )

@@ -1,0 +1,91 @@
+"""HTTP routes of drift detection (they only speak HTTP; :class:`DriftService` does the work)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import HTMLResponse
+
+from mlplatform.core.auth import require_scope
+from mlplatform.core.errors import PayloadTooLarge
+from mlplatform.drift.dataplane import DriftService
+from mlplatform.drift.schemas import (
+    DriftHistory,
+    DriftStatus,
+    IngestRequest,
+    IngestResponse,
+    ModelsOut,
+    RetrainRequest,
+    RetrainResponse,
+)
+
+ERRORS = {
+    400: {"description": "malformed JSON body"},
+    401: {"description": "missing or unknown API key"},
+    403: {"description": "API key lacks the needed scope"},
+    404: {"description": "model or version not in the registry / unknown to drift detection"},
+    422: {"description": "records do not match the model's signature (the columns are named)"},
+}
+
+MODEL = Path(description="Registered model name.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _svc(request: Request) -> DriftService:
+    return request.app.state.dataplane
+
+
+def drift_router() -> APIRouter:
+    """Ingest (``drift:write``), status/history/report (read), manual retraining (``admin``)."""
+    router = APIRouter(tags=["drift"], responses=ERRORS)
+
+    @router.post(
+        "/v1/records",
+        response_model=IngestResponse,
+        dependencies=[Depends(require_scope("drift:write"))],
+        responses={413: {"description": "too many records in one request"}},
+    )
+    async def ingest(body: IngestRequest, request: Request) -> IngestResponse:
+        svc = _svc(request)
+        limit = svc.settings.max_records_per_request
+        if len(body.records) > limit:
+            raise PayloadTooLarge(
+                f"records: {len(body.records)} records exceed the limit of {limit} per request"
+            )
+        return await svc.ingest(body.records)
+
+    @router.get("/v1/models", response_model=ModelsOut)
+    async def models(request: Request) -> ModelsOut:
+        return ModelsOut(models=_svc(request).models())
+
+    @router.get("/v1/models/{model}/drift", response_model=DriftStatus)
+    async def status(request: Request, model: str = MODEL) -> DriftStatus:
+        return await _svc(request).status(model)
+
+    @router.get("/v1/models/{model}/drift/history", response_model=DriftHistory)
+    async def history(
+        request: Request,
+        model: str = MODEL,
+        limit: int = Query(50, ge=1, le=1000, description="Most windows returned, newest first."),
+    ) -> DriftHistory:
+        return await _svc(request).history(model, limit)
+
+    @router.get(
+        "/v1/models/{model}/drift/report",
+        response_class=HTMLResponse,
+        response_model=None,
+        responses={200: {"content": {"text/html": {}}, "description": "Evidently HTML report"}},
+    )
+    async def report(request: Request, model: str = MODEL) -> HTMLResponse:
+        return HTMLResponse(await _svc(request).report_html(model))
+
+    @router.post(
+        "/v1/models/{model}/retrain",
+        response_model=RetrainResponse,
+        dependencies=[Depends(require_scope("admin"))],
+    )
+    async def retrain(
+        request: Request, body: RetrainRequest | None = None, model: str = MODEL
+    ) -> RetrainResponse:
+        body = body or RetrainRequest()
+        return await _svc(request).retrain(model, body.version, body.reason)
+
+    return router

@@ -1,0 +1,97 @@
+"""Settings of the drift-detection service (env prefix ``DRIFT_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from mlplatform.core.settings import ServiceSettings
+
+
+class DriftSettings(ServiceSettings):
+    """Configuration of drift detection; every field is read from ``DRIFT_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFT_", extra="ignore", populate_by_name=True)
+
+    port: int = Field(8082, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    window_mode: str = Field(
+        "count",
+        pattern="^(count|time)$",
+        description="How windows close: 'count' (every window_size records) or 'time' (every window_seconds).",
+    )
+    window_size: int = Field(
+        1000,
+        ge=10,
+        description="Records per window in count mode (most recent records of one model version).",
+    )
+    window_seconds: float = Field(
+        3600.0, gt=0, description="Window length in seconds in time mode (by ingestion time)."
+    )
+    min_window_records: int = Field(
+        50, ge=1, description="A time window with fewer records than this is carried into the next window."
+    )
+    drift_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Dataset drift when at least this share of features drifted (Evidently's default 0.5).",
+    )
+    prediction_output: str | None = Field(
+        None,
+        description="Output name whose value is the model's prediction; default: the first numeric output.",
+    )
+    ignored_input_columns: str = Field(
+        "user_id,merchant_id",
+        description="Comma-separated input names that are not model features (entity keys serving adds "
+        "for traceability); accepted in records and left out of drift and schema checks.",
+    )
+    max_records_per_request: int = Field(
+        10_000, ge=1, description="Largest number of records accepted in one POST /v1/records."
+    )
+    retrain_after_windows: int = Field(
+        3, ge=1, description="Start retraining after dataset drift in this many consecutive windows."
+    )
+    retrain_cooldown_s: float = Field(
+        3600.0,
+        ge=0,
+        description="Minimum seconds between two retraining triggers of the same model (besides the episode rule).",
+    )
+    retrain_mode: str = Field(
+        "auto",
+        pattern="^(auto|kubernetes|subprocess|off)$",
+        description="'kubernetes' creates a batch/v1 Job, 'subprocess' runs retrain_command, 'off' only logs; "
+        "'auto' picks kubernetes inside a cluster (KUBERNETES_SERVICE_HOST set), else subprocess.",
+    )
+    retrain_command: str = Field(
+        "mlplatform train --force",
+        description="Command run locally (subprocess mode) to retrain; split like a shell would.",
+    )
+    retrain_namespace: str = Field("mlplatform", description="Namespace the retraining Job is created in.")
+    retrain_job_template: Path | None = Field(
+        None,
+        description="YAML file with the batch/v1 Job manifest to create; default: a built-in training Job.",
+    )
+    retrain_image: str = Field(
+        "ghcr.io/mlplatform/mlplatform:0.1.0",
+        description="Container image of the built-in training Job template.",
+    )
+    kube_api_url: str | None = Field(
+        None,
+        description="Kubernetes API server URL; default: in-cluster config (service account token and CA).",
+    )
+    kube_token: str | None = Field(
+        None, description="Bearer token for kube_api_url (only used together with kube_api_url)."
+    )
+    report_max_rows: int = Field(
+        5000, ge=100, description="Rows of reference and current data the HTML report renders at most."
+    )
+
+    def ignored_columns(self) -> frozenset[str]:
+        """The parsed ``ignored_input_columns``."""
+        return frozenset(c.strip() for c in self.ignored_input_columns.split(",") if c.strip())
+
+    def drift_dir(self) -> Path:
+        """Where the SQLite database, cached references and reports live."""
+        return self.data_dir / "drift"

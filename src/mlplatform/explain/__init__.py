@@ -1,0 +1,1 @@
+"""Explainability service: SHAP attributions for exactly the model version that serving uses."""

@@ -1,0 +1,70 @@
+"""App factory of the explainability service: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from mlplatform.core.app import build_app, build_context
+from mlplatform.core.secrets import SecretsBackend
+from mlplatform.explain.dataplane import ExplainDataPlane
+from mlplatform.explain.metrics import ExplainMetrics
+from mlplatform.explain.routes import explain_router
+from mlplatform.explain.settings import ExplainSettings
+
+SERVICE = "explainability"
+
+
+def _feature_client(settings: ExplainSettings, secrets: SecretsBackend, registry: Any) -> Any | None:
+    if not settings.feature_store_url:
+        return None
+    from mlplatform.features.client import FeatureStoreClient
+
+    return FeatureStoreClient(
+        settings.feature_store_url,
+        timeout_s=settings.feature_store_timeout_s,
+        retries=settings.feature_store_retries,
+        registry=registry,
+        api_key=secrets.get(settings.feature_store_api_key_secret),
+    )
+
+
+def create_app(
+    settings: ExplainSettings,
+    *,
+    secrets: SecretsBackend | None = None,
+    feature_client: Any | None = None,
+    mlflow: Any | None = None,
+) -> FastAPI:
+    """Build the explainability app from ``settings``; ``feature_client``/``mlflow`` replace the defaults."""
+    ctx = build_context(SERVICE, settings, secrets=secrets)
+    metrics = ExplainMetrics(ctx.registry)
+    owns_client = feature_client is None
+    if feature_client is None:
+        feature_client = _feature_client(settings, ctx.secrets, ctx.registry)
+    plane = ExplainDataPlane(settings, metrics, feature_client=feature_client, mlflow=mlflow)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await plane.start()
+        try:
+            yield
+        finally:
+            await plane.stop()
+            if owns_client and feature_client is not None:
+                await feature_client.aclose()
+
+    app = build_app(
+        ctx,
+        title="mlplatform explainability",
+        description="SHAP explanations of the model version that serving uses.",
+        lifespan=lifespan,
+        is_ready=plane.ready,
+        routers=[explain_router()],
+    )
+    app.state.dataplane = plane
+    app.state.explain_metrics = metrics
+    return app

@@ -1,0 +1,77 @@
+"""HTTP routes of the explainability service (they only speak HTTP; the data plane does the work)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from mlplatform.core.auth import require_scope
+from mlplatform.core.logging import request_id_var
+from mlplatform.core.responses import JSONResponse
+from mlplatform.explain.dataplane import ExplainDataPlane
+from mlplatform.explain.schemas import ExplainResponse, ImportanceResponse
+from mlplatform.serving.protocol import REQUEST_BODY_DOC
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What was wrong, naming the input or model.")
+
+
+ERRORS = {
+    400: {"model": ErrorBody, "description": "malformed JSON"},
+    401: {"model": ErrorBody, "description": "missing or unknown API key"},
+    403: {"model": ErrorBody, "description": "API key lacks the 'explain' scope"},
+    404: {"model": ErrorBody, "description": "unknown model, or a version other than the served one"},
+    413: {"model": ErrorBody, "description": "body over the size limit"},
+    422: {"model": ErrorBody, "description": "bad input, or the model's flavour has no explainer"},
+    503: {"model": ErrorBody, "description": "model not loaded yet or feature store unavailable"},
+}
+TOP_K_DOC = "Top features per row by |attribution| (else the body's parameters.top_k, else the default)."
+
+
+def _plane(request: Request) -> ExplainDataPlane:
+    return request.app.state.dataplane
+
+
+def explain_router() -> APIRouter:
+    """``POST .../explain`` and ``GET .../importance`` (scope ``explain``)."""
+    router = APIRouter(tags=["explain"], dependencies=[Depends(require_scope("explain"))], responses=ERRORS)
+
+    @router.post(
+        "/v2/models/{model_name}/explain", response_model=ExplainResponse, openapi_extra=REQUEST_BODY_DOC
+    )
+    async def explain(
+        model_name: str, request: Request, top_k: int | None = Query(None, ge=1, description=TOP_K_DOC)
+    ) -> JSONResponse:
+        body = await request.body()
+        doc = await _plane(request).explain(model_name, body, top_k=top_k, request_id=request_id_var.get())
+        return JSONResponse(doc)
+
+    @router.post(
+        "/v2/models/{model_name}/versions/{model_version}/explain",
+        response_model=ExplainResponse,
+        openapi_extra=REQUEST_BODY_DOC,
+    )
+    async def explain_version(
+        model_name: str,
+        model_version: str,
+        request: Request,
+        top_k: int | None = Query(None, ge=1, description=TOP_K_DOC),
+    ) -> JSONResponse:
+        body = await request.body()
+        doc = await _plane(request).explain(
+            model_name, body, version=model_version, top_k=top_k, request_id=request_id_var.get()
+        )
+        return JSONResponse(doc)
+
+    @router.get("/v2/models/{model_name}/importance", response_model=ImportanceResponse)
+    async def importance(model_name: str, request: Request) -> JSONResponse:
+        return JSONResponse(await _plane(request).importance(model_name))
+
+    @router.get(
+        "/v2/models/{model_name}/versions/{model_version}/importance", response_model=ImportanceResponse
+    )
+    async def importance_version(model_name: str, model_version: str, request: Request) -> JSONResponse:
+        return JSONResponse(await _plane(request).importance(model_name, model_version))
+
+    return router

@@ -1,0 +1,67 @@
+"""Request and response bodies of the explainability API."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+OutputSpace = Literal["probability", "margin", "raw"]
+ExplainerKind = Literal["tree", "deep", "gradient", "kernel"]
+
+
+class FeatureAttribution(BaseModel):
+    """One input feature's value and SHAP attribution for one row."""
+
+    name: str = Field(description="Feature (model input column) name.")
+    value: float = Field(description="The feature's value in this row, as passed to the model.")
+    attribution: float = Field(description="SHAP value: the feature's contribution to output - base_value.")
+
+
+class RowExplanation(BaseModel):
+    """Explanation of one row."""
+
+    prediction: float = Field(description="What the model returns for the row (e.g. fraud probability).")
+    output: float = Field(
+        description="The model's output in output_space; base_value + sum(attributions) equals it."
+    )
+    base_value: float = Field(description="SHAP base value: expected output over the background data.")
+    attributions: list[FeatureAttribution] = Field(description="One entry per input feature, in input order.")
+    top_features: list[FeatureAttribution] = Field(
+        description="The top_k features by absolute attribution, largest first."
+    )
+
+
+class ExplainResponse(BaseModel):
+    """Per-row SHAP explanations of the model version serving uses."""
+
+    id: str = Field(description="The request's id (echoed, or the X-Request-Id / a generated one).")
+    model_name: str = Field(description="Registered model name.")
+    model_version: str = Field(description="Registered model version that was explained.")
+    explainer: ExplainerKind = Field(description="SHAP algorithm: tree, deep, gradient or kernel.")
+    output_space: OutputSpace = Field(
+        description="Space of output, base_value and attributions: probability, margin (log-odds) or raw."
+    )
+    feature_perturbation: str | None = Field(
+        None, description="TreeExplainer feature_perturbation (interventional or tree_path_dependent)."
+    )
+    top_k: int = Field(description="Number of top features returned per row.")
+    explanations: list[RowExplanation] = Field(description="One explanation per request row, in order.")
+
+
+class FeatureImportance(BaseModel):
+    """Global importance of one feature."""
+
+    name: str = Field(description="Feature name.")
+    mean_abs_attribution: float = Field(description="Mean |SHAP value| over the reference sample.")
+
+
+class ImportanceResponse(BaseModel):
+    """Global feature importance (mean |SHAP|) over the model version's reference sample."""
+
+    model_name: str = Field(description="Registered model name.")
+    model_version: str = Field(description="Registered model version.")
+    explainer: ExplainerKind = Field(description="SHAP algorithm used.")
+    output_space: OutputSpace = Field(description="Space of the attributions averaged.")
+    rows: int = Field(description="Reference rows explained.")
+    features: list[FeatureImportance] = Field(description="Every feature, largest importance first.")

@@ -1,0 +1,129 @@
+"""Settings of the explainability service (env prefix ``EXPLAIN_``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from mlplatform.core.registry import DEMO_MODELS, ModelRef, parse_model_list
+from mlplatform.core.settings import ServiceSettings
+
+
+class ExplainSettings(ServiceSettings):
+    """Configuration of the explainability service."""
+
+    model_config = SettingsConfigDict(env_prefix="EXPLAIN_", extra="ignore", populate_by_name=True)
+
+    port: int = Field(8083, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    models: str = Field(
+        ",".join(DEMO_MODELS),
+        description=(
+            "Comma-separated model references to explain, resolved exactly like SERVING_MODELS: "
+            "'name' (alias champion), 'name@alias' or 'name/version'. Keep it equal to SERVING_MODELS "
+            "so the explained version is the served one."
+        ),
+    )
+    poll_interval_s: float = Field(
+        30.0,
+        ge=0,
+        description=(
+            "Seconds between re-resolving model aliases (as serving polls); an alias moved to a new "
+            "version gets a new explainer. 0 turns the poller off once every model has loaded."
+        ),
+    )
+    default_top_k: int = Field(
+        5, ge=1, le=1000, description="Top-k features returned per row when the request names no top_k."
+    )
+    max_rows: int = Field(
+        1000, ge=1, description="Most rows one explain request may carry; more gets a 422 naming the input."
+    )
+    background_size: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Rows sampled from the model version's reference data as the SHAP background set.",
+    )
+    importance_sample_size: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Rows of the reference data explained to compute global importance (mean |SHAP|).",
+    )
+    sample_seed: int = Field(0, description="Seed for sampling background and importance rows.")
+    tree_feature_perturbation: Literal["interventional", "tree_path_dependent"] = Field(
+        "interventional",
+        description=(
+            "shap.TreeExplainer feature_perturbation: 'interventional' (background sample, exact "
+            "interventional SHAP) or 'tree_path_dependent' (no background, uses training cover)."
+        ),
+    )
+    tree_model_output: Literal["raw", "probability"] = Field(
+        "raw",
+        description=(
+            "shap.TreeExplainer model_output. 'raw' explains what the trees output (probability for "
+            "random forests, log-odds margin for gradient boosting); 'probability' converts boosted "
+            "margins to probability (needs tree_feature_perturbation=interventional)."
+        ),
+    )
+    torch_explainer: Literal["auto", "deep", "gradient"] = Field(
+        "auto",
+        description=(
+            "Explainer for torch models: 'deep' (shap.DeepExplainer), 'gradient' (shap.GradientExplainer) "
+            "or 'auto' (DeepExplainer, falling back to GradientExplainer when DeepExplainer's additivity "
+            "check fails on the background sample, e.g. for unsupported operators)."
+        ),
+    )
+    gradient_samples: int = Field(
+        200, ge=1, description="nsamples of shap.GradientExplainer (expected-gradients samples per row)."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Device for torch explainers: 'auto' uses CUDA when available."
+    )
+    kernel_fallback: bool = Field(
+        True,
+        description=(
+            "Explain models with no specialised explainer (not a tree ensemble, not torch) with "
+            "shap.KernelExplainer. Off: such models get a 422."
+        ),
+    )
+    kernel_background_size: int = Field(
+        20, ge=1, le=1000, description="Background rows for KernelExplainer (its cost grows with this)."
+    )
+    kernel_nsamples: int | Literal["auto"] = Field(
+        "auto", description="nsamples of KernelExplainer per row ('auto' is 2*features+2048)."
+    )
+    explainer_cache_size: int = Field(
+        8,
+        ge=1,
+        description="Explainers (one per model version) kept in memory; least recently used go first.",
+    )
+    feature_store_url: str | None = Field(
+        None,
+        description=(
+            "Base URL of the feature-store service. Needed for requests that send entity keys "
+            "(user_id, merchant_id) instead of every model input."
+        ),
+    )
+    feature_store_timeout_s: float = Field(
+        1.0, gt=0, description="Timeout of one online-feature request to the feature store."
+    )
+    feature_deadline_s: float = Field(
+        2.0, gt=0, description="Total time allowed for the feature lookup of one request (retries included)."
+    )
+    feature_store_retries: int = Field(2, ge=0, description="Retries of a failed online-feature request.")
+    feature_store_api_key_secret: str = Field(
+        "EXPLAIN_FEATURE_STORE_API_KEY",
+        description="Secret holding the API key (scope features:read) sent to the feature store, if any.",
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: str) -> str:
+        parse_model_list(value)
+        return value
+
+    def model_refs(self) -> list[ModelRef]:
+        """The configured model references."""
+        return parse_model_list(self.models)

@@ -1,0 +1,1 @@
+"""Feature store: Feast repository, online feature service, client and helpers."""

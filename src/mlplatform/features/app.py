@@ -1,0 +1,44 @@
+"""App factory of the feature-store service: ``create_app(settings)``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from mlplatform.core.app import build_app, build_context
+from mlplatform.core.secrets import SecretsBackend
+from mlplatform.features.dataplane import FeatureDataPlane
+from mlplatform.features.metrics import FeatureMetrics
+from mlplatform.features.routes import admin_router, read_router
+from mlplatform.features.settings import FeatureSettings
+
+SERVICE = "feature-store"
+
+
+def create_app(settings: FeatureSettings, *, secrets: SecretsBackend | None = None) -> FastAPI:
+    """Build the feature-store app from ``settings`` (the Feast repository is opened at start-up)."""
+    ctx = build_context(SERVICE, settings, secrets=secrets)
+    metrics = FeatureMetrics(ctx.registry)
+    plane = FeatureDataPlane(settings, metrics, secrets=ctx.secrets)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await plane.start()
+        try:
+            yield
+        finally:
+            await plane.stop()
+
+    app = build_app(
+        ctx,
+        title="mlplatform feature store",
+        description="Online features from the Feast repository: reads, pushes and materialisation.",
+        lifespan=lifespan,
+        is_ready=plane.ready,
+        routers=[read_router(), admin_router()],
+    )
+    app.state.dataplane = plane
+    app.state.feature_metrics = metrics
+    return app

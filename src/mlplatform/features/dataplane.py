@@ -1,0 +1,497 @@
+"""The feature-store data plane: online reads, pushes, materialisation and listings over Feast.
+
+Online reads take Feast's provider path (``provider.online_read`` per feature view, one query for
+every entity of the request) with the feature-service resolution cached, instead of
+``FeatureStore.get_online_features`` whose per-call Python overhead dominates at one entity. The
+values are Feast's own: the same online store rows, decoded from Feast's ``ValueProto``; the
+on-demand view runs its registered transformation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from mlplatform.core.errors import InvalidInput, NotFound, Unavailable
+from mlplatform.features.metrics import REFS_LABEL, FeatureMetrics
+from mlplatform.features.settings import FeatureSettings
+from mlplatform.features.store import (
+    FeatureRepoPaths,
+    OnlineStoreSpec,
+    apply_definitions,
+    odfv_inputs,
+    open_store,
+)
+
+log = logging.getLogger(__name__)
+
+_INT_KINDS = ("int64_val", "int32_val")
+
+
+def _decode(value: Any) -> Any:
+    """A Feast ``ValueProto`` as a plain Python value (None when unset)."""
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    out = getattr(value, kind)
+    if kind in ("double_val", "float_val") and (math.isnan(out) or math.isinf(out)):
+        return None
+    if kind.endswith("_list_val"):
+        return list(out.val)
+    return out
+
+
+def _entity_value(raw: Any, where: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        if isinstance(raw, float) and raw.is_integer():
+            return int(raw)
+        raise InvalidInput(f"{where}: must be an integer entity key, got {type(raw).__name__}")
+    if not -(2**63) <= raw < 2**63:
+        raise InvalidInput(f"{where}: out of int64 range")
+    return raw
+
+
+@dataclass
+class _ViewRead:
+    """One feature view to read: its Feast object, join key and requested feature names."""
+
+    view: Any
+    join_key: str
+    features: list[str]
+
+
+@dataclass
+class _Plan:
+    """A resolved feature service or reference list (cached)."""
+
+    label: str
+    feature_names: list[str]
+    reads: list[_ViewRead]
+    odfvs: list[tuple[Any, list[str], list[str]]] = field(default_factory=list)
+    request_fields: list[str] = field(default_factory=list)
+    join_keys: list[str] = field(default_factory=list)
+
+
+class FeatureDataPlane:
+    """Transport-free feature-store service (routes and tests drive it)."""
+
+    def __init__(self, settings: FeatureSettings, metrics: FeatureMetrics, secrets: Any = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.secrets = secrets
+        self.paths = FeatureRepoPaths(settings.data_dir)
+        self.store: Any = None
+        self._provider: Any = None
+        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._plans_lock = threading.Lock()
+        self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-read")
+        self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write")
+        self._schedule: asyncio.Task[None] | None = None
+        self._materialize_lock = asyncio.Lock()
+        self._written: dict[str, int] = {}
+        self._ready = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _spec(self) -> OnlineStoreSpec:
+        password = None
+        if self.settings.online_store == "redis" and self.secrets is not None:
+            password = self.secrets.get(self.settings.redis_password_secret)
+        return OnlineStoreSpec(
+            kind=self.settings.online_store,
+            redis_address=self.settings.redis_address,
+            redis_password=password,
+            redis_db=self.settings.redis_db,
+            redis_ssl=self.settings.redis_ssl,
+        )
+
+    def load(self) -> None:
+        """Open the Feast repository (blocking): render the config, apply definitions, warm the store."""
+        store = open_store(
+            self.paths,
+            self._spec(),
+            environment=self.settings.environment,
+            registry_cache_ttl_seconds=self.settings.registry_cache_ttl_seconds,
+        )
+        if self.settings.apply_on_start:
+            apply_definitions(store, self.paths)
+        provider = store._get_provider()  # noqa: SLF001 - Feast's provider API (online_read)
+        online_store = provider.online_store
+        original_write = online_store.online_write_batch
+
+        def counting_write(config: Any, table: Any, data: list[Any], progress: Any) -> None:
+            original_write(config, table, data, progress)
+            self._written[table.name] = self._written.get(table.name, 0) + len(data)
+
+        online_store.online_write_batch = counting_write  # counts rows written by materialisation
+        self.store, self._provider = store, provider
+        self._ready = True
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._write_pool, self.load)
+        if self.settings.materialize_interval_s > 0:
+            self._schedule = asyncio.create_task(self._materialize_forever())
+
+    async def stop(self) -> None:
+        self._ready = False
+        if self._schedule is not None:
+            self._schedule.cancel()
+            try:
+                await self._schedule
+            except asyncio.CancelledError:
+                pass
+        self._read_pool.shutdown(wait=True)
+        self._write_pool.shutdown(wait=True)
+
+    def ready(self) -> bool:
+        return self._ready
+
+    def _require_store(self) -> Any:
+        if self.store is None:
+            raise Unavailable("feature store is starting: the Feast repository is not loaded yet")
+        return self.store
+
+    # -- resolution ----------------------------------------------------------------------------
+    def _odfv_names(self) -> set[str]:
+        return {v.name for v in self.store.list_on_demand_feature_views()}
+
+    def _build_plan(self, feature_service: str | None, refs: list[str] | None) -> _Plan:
+        from feast.errors import FeatureServiceNotFoundException, FeatureViewNotFoundException
+
+        store = self._require_store()
+        wanted: list[tuple[str, list[str]]] = []  # (view name, features)
+        if feature_service is not None:
+            try:
+                service = store.get_feature_service(feature_service)
+            except FeatureServiceNotFoundException as exc:
+                raise NotFound(f"feature_service: unknown feature service {feature_service!r}") from exc
+            for projection in service.feature_view_projections:
+                wanted.append((projection.name_to_use(), [f.name for f in projection.features]))
+            label = feature_service
+        else:
+            grouped: dict[str, list[str]] = {}
+            for i, ref in enumerate(refs or []):
+                view, sep, name = ref.partition(":")
+                if not sep or not view or not name:
+                    raise InvalidInput(f"features[{i}]: {ref!r} is not a 'feature_view:feature' reference")
+                grouped.setdefault(view, []).append(name)
+            wanted = list(grouped.items())
+            label = REFS_LABEL
+        odfv_names = self._odfv_names()
+        plan = _Plan(label=label, feature_names=[], reads=[])
+        reads: dict[str, _ViewRead] = {}
+        for view_name, names in wanted:
+            if view_name in odfv_names:
+                odfv = store.get_on_demand_feature_view(view_name)
+                known = {f.name for f in odfv.features}
+                for name in names:
+                    if name not in known:
+                        raise NotFound(f"features: feature view {view_name!r} has no feature {name!r}")
+                plan.odfvs.append((odfv, names, odfv_inputs(odfv)))
+                for source in odfv.source_request_sources.values():
+                    plan.request_fields += [
+                        f.name for f in source.schema if f.name not in plan.request_fields
+                    ]
+                for projection in odfv.source_feature_view_projections.values():
+                    src = store.get_feature_view(projection.name)
+                    self._add_read(reads, src, [f.name for f in projection.features], hidden=True)
+                plan.feature_names += names
+                continue
+            try:
+                view = store.get_feature_view(view_name)
+            except FeatureViewNotFoundException as exc:
+                raise NotFound(f"features: unknown feature view {view_name!r}") from exc
+            known = {f.name for f in view.features}
+            for name in names:
+                if name not in known:
+                    raise NotFound(f"features: feature view {view_name!r} has no feature {name!r}")
+            self._add_read(reads, view, names, hidden=False)
+            plan.feature_names += names
+        plan.reads = list(reads.values())
+        plan.join_keys = sorted({r.join_key for r in plan.reads})
+        return plan
+
+    @staticmethod
+    def _add_read(reads: dict[str, _ViewRead], view: Any, names: list[str], *, hidden: bool) -> None:
+        read = reads.get(view.name)
+        if read is None:
+            join_key = view.entity_columns[0].name
+            read = reads[view.name] = _ViewRead(view=view, join_key=join_key, features=[])
+        for name in names:
+            if name not in read.features:
+                read.features.append(name)
+
+    def resolve(self, feature_service: str | None, refs: list[str] | None) -> _Plan:
+        """The cached read plan for a feature service or a list of references (404 if unknown)."""
+        if (feature_service is None) == (not refs):
+            raise InvalidInput(
+                "feature_service/features: give exactly one of a feature service or feature references"
+            )
+        key = (feature_service,) if feature_service is not None else ("", *refs)  # type: ignore[misc]
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._build_plan(feature_service, refs)
+            with self._plans_lock:
+                self._plans[key] = plan
+        return plan
+
+    def invalidate(self) -> None:
+        """Forget cached plans (after definitions change)."""
+        with self._plans_lock:
+            self._plans.clear()
+
+    # -- online reads -----------------------------------------------------------------------------
+    def _validate_rows(self, plan: _Plan, rows: list[dict[str, Any]]) -> dict[str, list[int]]:
+        if not rows:
+            raise InvalidInput("rows: must hold at least one entity row")
+        if len(rows) > self.settings.max_rows:
+            raise InvalidInput(f"rows: at most {self.settings.max_rows} rows per request, got {len(rows)}")
+        keys: dict[str, list[int]] = {k: [] for k in plan.join_keys}
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InvalidInput(f"rows[{i}]: must be an object of entity keys and request fields")
+            for key in plan.join_keys:
+                if key not in row or row[key] is None:
+                    raise InvalidInput(f"rows[{i}].{key}: missing entity key")
+                keys[key].append(_entity_value(row[key], f"rows[{i}].{key}"))
+            for name in plan.request_fields:
+                value = row.get(name)
+                if value is None:
+                    raise InvalidInput(f"rows[{i}].{name}: missing request-time field")
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise InvalidInput(f"rows[{i}].{name}: must be a number")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise InvalidInput(f"rows[{i}].{name}: must be a finite number")
+        return keys
+
+    def read_online(self, plan: _Plan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Blocking online read for validated ``rows`` (runs on the read thread)."""
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        started = time.perf_counter()
+        keys = self._validate_rows(plan, rows)
+        store = self.store
+        config = store.config
+        store_kind = self.settings.online_store
+        values: list[dict[str, Any]] = [{} for _ in rows]
+        missing: list[dict[str, Any]] = []
+        now = time.time()
+        for read in plan.reads:
+            entity_keys = [
+                EntityKey(join_keys=[read.join_key], entity_values=[Value(int64_val=v)])
+                for v in keys[read.join_key]
+            ]
+            t0 = time.perf_counter()
+            result = self._provider.online_read(config, read.view, entity_keys, read.features)
+            self.metrics.store_read_latency.labels(store_kind, read.view.name).observe(
+                time.perf_counter() - t0
+            )
+            newest: datetime | None = None
+            for i, (ts, data) in enumerate(result):
+                out = values[i]
+                if data is None:
+                    missing.append(
+                        {
+                            "row": i,
+                            "feature_view": read.view.name,
+                            "join_key": read.join_key,
+                            "value": keys[read.join_key][i],
+                        }
+                    )
+                    for name in read.features:
+                        out[name] = None
+                    continue
+                for name in read.features:
+                    proto = data.get(name)
+                    out[name] = None if proto is None else _decode(proto)
+                if ts is not None and (newest is None or ts > newest):
+                    newest = ts
+            if newest is not None:
+                ts_s = newest.timestamp() if newest.tzinfo else newest.replace(tzinfo=UTC).timestamp()
+                self.metrics.freshness.labels(read.view.name).set(max(0.0, now - ts_s))
+            n_missing = sum(1 for _, d in result if d is None)
+            if n_missing:
+                self.metrics.missing_entities.labels(read.view.name).inc(n_missing)
+        for odfv, names, inputs in plan.odfvs:
+            columns = {
+                name: [float(r[name]) for r in rows]
+                if name in plan.request_fields
+                else [v.get(name) for v in values]
+                for name in inputs
+            }
+            computed = odfv.feature_transformation.transform(columns)
+            for name in names:
+                for i, v in enumerate(computed[name]):
+                    values[i][name] = (
+                        None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
+                    )
+        out_rows = [{name: row.get(name) for name in plan.feature_names} for row in values]
+        self.metrics.request_latency.labels(plan.label).observe(time.perf_counter() - started)
+        return {
+            "feature_service": plan.label if plan.label != REFS_LABEL else None,
+            "features": plan.feature_names,
+            "rows": out_rows,
+            "missing": missing,
+        }
+
+    async def get_online_features(
+        self,
+        rows: list[dict[str, Any]],
+        feature_service: str | None = None,
+        features: list[str] | None = None,
+    ) -> dict[str, Any]:
+        """Feature values for each row (null where the entity has none) plus the missing entities."""
+        self._require_store()
+        plan = self.resolve(feature_service, features)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._read_pool, self.read_online, plan, rows)
+
+    # -- push -----------------------------------------------------------------------------------
+    def _push(self, push_source: str, rows: list[dict[str, Any]], to: str) -> dict[str, Any]:
+        from feast.data_source import PushMode
+
+        store = self._require_store()
+        views = [
+            v
+            for v in store.list_feature_views()
+            if getattr(v, "stream_source", None) is not None and v.stream_source.name == push_source
+        ]
+        if not views:
+            raise NotFound(f"push_source: unknown push source {push_source!r}")
+        if not rows:
+            raise InvalidInput("rows: must hold at least one row")
+        if len(rows) > self.settings.max_push_rows:
+            raise InvalidInput(f"rows: at most {self.settings.max_push_rows} rows per push, got {len(rows)}")
+        timestamp_field = views[0].batch_source.timestamp_field
+        needed: dict[str, str] = {}
+        for view in views:
+            for col in view.entity_columns:
+                needed[col.name] = "int"
+            for f in view.features:
+                needed[f.name] = "int" if "Int" in str(f.dtype) else "float"
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise InvalidInput(f"rows[{i}]: must be an object")
+            if timestamp_field not in row:
+                raise InvalidInput(f"rows[{i}].{timestamp_field}: missing")
+            for name, kind in needed.items():
+                if name not in row:
+                    raise InvalidInput(f"rows[{i}].{name}: missing")
+                v = row[name]
+                if kind == "int":
+                    _entity_value(v, f"rows[{i}].{name}")
+                elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
+                    raise InvalidInput(f"rows[{i}].{name}: must be a finite number")
+        frame = pd.DataFrame(rows)
+        try:
+            frame[timestamp_field] = pd.to_datetime(frame[timestamp_field], utc=True, format="ISO8601")
+        except (ValueError, TypeError) as exc:
+            raise InvalidInput(f"rows[].{timestamp_field}: not an ISO 8601 timestamp") from exc
+        for name, kind in needed.items():
+            frame[name] = frame[name].astype("int64" if kind == "int" else "float64")
+        mode = {"online": PushMode.ONLINE, "offline": PushMode.OFFLINE}.get(to, PushMode.ONLINE_AND_OFFLINE)
+        store.push(push_source, frame, to=mode)
+        self.metrics.pushed_rows.labels(push_source).inc(len(frame))
+        return {"push_source": push_source, "rows": len(frame), "feature_views": [v.name for v in views]}
+
+    async def push(self, push_source: str, rows: list[dict[str, Any]], to: str = "online") -> dict[str, Any]:
+        """Write fresh values through a push source (online store, offline store or both)."""
+        self._require_store()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._write_pool, self._push, push_source, rows, to
+        )
+
+    # -- materialisation -------------------------------------------------------------------------
+    def _materialize(self, end: datetime, feature_views: list[str] | None) -> dict[str, Any]:
+        store = self._require_store()
+        known = [v.name for v in store.list_feature_views()]
+        for name in feature_views or []:
+            if name not in known:
+                raise NotFound(f"feature_views: unknown feature view {name!r}")
+        names = feature_views or known
+        before = dict(self._written)
+        started = time.perf_counter()
+        try:
+            store.materialize_incremental(end_date=end, feature_views=names)
+        except Exception:
+            self.metrics.materialization_runs.labels("error").inc()
+            raise
+        duration = time.perf_counter() - started
+        written = {n: self._written.get(n, 0) - before.get(n, 0) for n in names}
+        self.metrics.materialization_runs.labels("success").inc()
+        self.metrics.materialization_duration.observe(duration)
+        for name, n in written.items():
+            if n:
+                self.metrics.materialized_rows.labels(name).inc(n)
+        return {"end": end, "feature_views": names, "rows_written": written, "duration_s": duration}
+
+    async def materialize(
+        self, end: datetime | None = None, feature_views: list[str] | None = None
+    ) -> dict[str, Any]:
+        """Incremental materialisation up to ``end`` (default now); one run at a time."""
+        self._require_store()
+        end = end or datetime.now(UTC)
+        if end.tzinfo is None:
+            end = end.replace(tzinfo=UTC)
+        async with self._materialize_lock:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._write_pool, self._materialize, end, feature_views)
+
+    async def _materialize_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.materialize_interval_s)
+            try:
+                result = await self.materialize()
+                log.info("scheduled materialisation wrote %s", result["rows_written"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - keep the schedule alive; the run is counted as an error
+                log.exception("scheduled materialisation failed")
+
+    # -- listings --------------------------------------------------------------------------------
+    def list_feature_views(self) -> dict[str, Any]:
+        store = self._require_store()
+        out = []
+        for view in store.list_feature_views():
+            intervals = getattr(view, "materialization_intervals", None) or []
+            out.append(
+                {
+                    "name": view.name,
+                    "kind": "batch",
+                    "entities": [c.name for c in view.entity_columns],
+                    "features": [{"name": f.name, "dtype": str(f.dtype)} for f in view.features],
+                    "ttl_seconds": view.ttl.total_seconds() if view.ttl else None,
+                    "materialized_until": max(i[1] for i in intervals) if intervals else None,
+                }
+            )
+        for odfv in store.list_on_demand_feature_views():
+            out.append(
+                {
+                    "name": odfv.name,
+                    "kind": "on_demand",
+                    "entities": [],
+                    "features": [{"name": f.name, "dtype": str(f.dtype)} for f in odfv.features],
+                    "request_fields": [
+                        f.name for s in odfv.source_request_sources.values() for f in s.schema
+                    ],
+                }
+            )
+        return {"feature_views": out}
+
+    def list_feature_services(self) -> dict[str, Any]:
+        store = self._require_store()
+        services = []
+        for svc in store.list_feature_services():
+            refs = [f"{p.name_to_use()}:{f.name}" for p in svc.feature_view_projections for f in p.features]
+            services.append({"name": svc.name, "features": refs, "tags": dict(svc.tags or {})})
+        services.sort(key=lambda s: (s["name"] != self.settings.default_feature_service, s["name"]))
+        return {"feature_services": services}

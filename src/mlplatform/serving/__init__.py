@@ -1,0 +1,1 @@
+"""Model serving: Open Inference Protocol (V2) over registered MLflow models."""

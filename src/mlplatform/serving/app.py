@@ -1,0 +1,103 @@
+"""``create_app(settings)``: the model-serving FastAPI app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.middleware import Middleware
+
+from mlplatform.core.app import build_app, build_context
+from mlplatform.core.payloads import PayloadSink
+from mlplatform.core.secrets import SecretsBackend
+from mlplatform.serving.dataplane import DataPlane
+from mlplatform.serving.metrics import ServingMetrics
+from mlplatform.serving.repository import ModelRepository
+from mlplatform.serving.routes import FastInferMiddleware, build_router
+from mlplatform.serving.settings import ServingSettings
+
+log = logging.getLogger("mlplatform.serving")
+
+
+def create_app(
+    settings: ServingSettings,
+    *,
+    secrets: SecretsBackend | None = None,
+    feature_client: Any = None,
+    payload_sink: PayloadSink | None = None,
+    tracer_provider: Any = None,
+) -> FastAPI:
+    """Build the serving app. ``feature_client``/``payload_sink`` override the ones built from settings."""
+    ctx = build_context("model-serving", settings, secrets=secrets, tracer_provider=tracer_provider)
+    metrics = ServingMetrics(ctx.registry)
+    repository = ModelRepository(settings, metrics)
+    plane = DataPlane(settings, repository, metrics, feature_client=feature_client, payload_sink=payload_sink)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        owned: list[Any] = []
+        if plane.feature_client is None and settings.feature_store_url:
+            plane.feature_client = _feature_client(settings, ctx)
+            owned.append(plane.feature_client)
+        logger = None
+        if plane.payload_sink is None and settings.drift_url:
+            logger = _payload_logger(settings, ctx)
+            await logger.start()
+            plane.payload_sink = logger
+        await repository.start()
+        try:
+            yield
+        finally:
+            await repository.stop()
+            if logger is not None:
+                await logger.stop()
+                plane.payload_sink = None
+            for client in owned:
+                await client.aclose()
+                plane.feature_client = None
+
+    app = build_app(
+        ctx,
+        title="mlplatform model-serving",
+        description="Open Inference Protocol (V2) REST serving of registered MLflow models.",
+        lifespan=lifespan,
+        is_ready=plane.ready,
+        routers=[build_router(plane)],
+    )
+    # Innermost middleware (inside the core request middleware): the lean infer path.
+    app.user_middleware.append(Middleware(FastInferMiddleware, plane=plane))
+    app.state.dataplane = plane
+    app.state.repository = repository
+    return app
+
+
+def _feature_client(settings: ServingSettings, ctx: Any) -> Any:
+    from mlplatform.features.client import FeatureStoreClient
+
+    return FeatureStoreClient(
+        settings.feature_store_url,
+        timeout_s=settings.feature_store_timeout_s,
+        retries=settings.feature_store_retries,
+        registry=ctx.registry,
+        api_key=ctx.secrets.get(settings.feature_store_api_key_secret),
+    )
+
+
+def _payload_logger(settings: ServingSettings, ctx: Any) -> Any:
+    from mlplatform.drift.payload_logger import PayloadLogger
+
+    kwargs: dict[str, Any] = dict(
+        batch_size=settings.payload_batch_size,
+        sample_rate=settings.payload_sample_rate,
+        spool_dir=settings.resolved_spool_dir(),
+        spool_max_bytes=settings.payload_spool_max_bytes,
+        flush_interval_s=settings.payload_flush_interval_s,
+        registry=ctx.registry,
+    )
+    api_key = ctx.secrets.get(settings.drift_api_key_secret)
+    if api_key:
+        kwargs["api_key"] = api_key
+    return PayloadLogger(settings.drift_url, **kwargs)

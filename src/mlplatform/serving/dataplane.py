@@ -1,0 +1,267 @@
+"""The transport-free serving data plane: what the REST routes and the tests drive."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import orjson
+from opentelemetry import trace
+
+from mlplatform import __version__
+from mlplatform.core.errors import InvalidInput, NotFound, PlatformError, Unavailable
+from mlplatform.core.payloads import InferenceRecord, PayloadSink
+from mlplatform.serving.batching import BatcherClosed
+from mlplatform.serving.metrics import (
+    OUTCOME_CLIENT_ERROR,
+    OUTCOME_ERROR,
+    OUTCOME_OK,
+    OUTCOME_UNAVAILABLE,
+    ServingMetrics,
+)
+from mlplatform.serving.protocol import (
+    COLUMN_DATATYPE,
+    Frame,
+    MetadataTensor,
+    ModelMetadata,
+    ParsedRequest,
+    ServerMetadata,
+    assemble_frame,
+    entity_rows,
+    frame_from_rows,
+    is_entity_request,
+    parse_infer_request,
+)
+from mlplatform.serving.repository import ModelHandle, ModelRepository
+from mlplatform.serving.runtimes import Prediction
+from mlplatform.serving.settings import ServingSettings
+
+log = logging.getLogger("mlplatform.serving.dataplane")
+
+_OUT_DATATYPE = {"f": "FP64", "i": "INT64", "u": "INT64", "b": "BOOL"}
+
+
+class DataPlane:
+    """Inference, metadata and readiness over the model repository."""
+
+    def __init__(
+        self,
+        settings: ServingSettings,
+        repository: ModelRepository,
+        metrics: ServingMetrics,
+        *,
+        feature_client: Any = None,
+        payload_sink: PayloadSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.repository = repository
+        self.metrics = metrics
+        self.feature_client = feature_client
+        self.payload_sink = payload_sink
+        self.max_rows = settings.max_rows_per_request
+        self.allow_nan = settings.allow_nan
+        fs_budget = settings.feature_store_timeout_s * (settings.feature_store_retries + 1)
+        self.feature_deadline_s = fs_budget + 0.05 * (2 ** (settings.feature_store_retries + 1)) + 0.25
+
+    # ----- metadata -----------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        return self.repository.ready()
+
+    def server_metadata(self) -> ServerMetadata:
+        return ServerMetadata(
+            name="mlplatform-model-serving", version=__version__, extensions=["model_repository"]
+        )
+
+    def model_ready(self, name: str) -> bool:
+        slot = self.repository.slots.get(name)
+        if slot is None:
+            raise NotFound(f"model '{name}' is not served here (served: {', '.join(self.repository.slots)})")
+        return slot.handle is not None
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        handle = self._handle(name, version)
+        m = handle.model
+        return ModelMetadata(
+            name=m.name,
+            versions=[m.version],
+            platform=m.platform,
+            inputs=[
+                MetadataTensor(name=c.name, datatype=COLUMN_DATATYPE[c.type], shape=[-1])
+                for c in m.schema.columns
+            ],
+            outputs=m.outputs,
+            parameters=m.metadata_parameters(),
+        )
+
+    def _handle(self, name: str, version: str | None) -> ModelHandle:
+        handle = self.repository.get(name)
+        if version is not None and handle.model.version != version:
+            raise NotFound(
+                f"model '{name}' version {version} is not loaded (serving version {handle.model.version})"
+            )
+        return handle
+
+    # ----- inference ----------------------------------------------------------------------------
+
+    async def infer(
+        self, name: str, body: bytes, *, version: str | None = None, request_id: str = ""
+    ) -> bytes:
+        """Run one V2 inference request; returns the JSON response body."""
+        start = time.perf_counter()
+        model_version = version or "unknown"
+        try:
+            handle = self._handle(name, version)
+            model_version = handle.model.version
+            req = parse_infer_request(body, max_rows=self.max_rows)
+            frame, inputs_rows = await self._frame(handle, req)
+            try:
+                pred = await handle.batcher.submit(frame)
+            except BatcherClosed:
+                # swapped while we waited for features: run on the version now being served
+                handle = self._handle(name, version)
+                model_version = handle.model.version
+                frame, inputs_rows = await self._frame(handle, req)
+                pred = await handle.batcher.submit(frame)
+            rid = req.id or request_id
+            out = self._response(handle, rid, pred, req.outputs)
+        except PlatformError as exc:
+            if exc.status_code in (503, 504):
+                outcome = OUTCOME_UNAVAILABLE
+            elif exc.status_code >= 500:
+                outcome = OUTCOME_ERROR
+            else:
+                outcome = OUTCOME_CLIENT_ERROR
+            label = name if name in self.repository.slots else "unknown"
+            self.metrics.observe_request(label, model_version, outcome, time.perf_counter() - start)
+            raise
+        except Exception:
+            self.metrics.observe_request(name, model_version, OUTCOME_ERROR, time.perf_counter() - start)
+            raise
+        self.metrics.observe_request(name, model_version, OUTCOME_OK, time.perf_counter() - start)
+        if self.payload_sink is not None:
+            self._log_payloads(handle, rid, frame, inputs_rows, pred)
+        return out
+
+    async def _frame(
+        self, handle: ModelHandle, req: ParsedRequest
+    ) -> tuple[Frame, list[dict[str, Any]] | None]:
+        schema = handle.model.schema
+        if is_entity_request(req, schema):
+            rows = await self._entity_features(handle, req)
+            return frame_from_rows(rows, schema, allow_nan=self.allow_nan), rows
+        return assemble_frame(req, schema, allow_nan=self.allow_nan), None
+
+    async def _entity_features(self, handle: ModelHandle, req: ParsedRequest) -> list[dict[str, Any]]:
+        model = handle.model
+        rows = entity_rows(req)
+        if self.feature_client is None:
+            raise InvalidInput(
+                "inputs 'user_id'/'merchant_id': entity-based inference needs SERVING_FEATURE_STORE_URL; "
+                f"send the model inputs instead ({', '.join(model.schema.names)})"
+            )
+        if not model.feature_service:
+            raise InvalidInput(
+                f"inputs 'user_id'/'merchant_id': model '{model.name}' version {model.version} has no "
+                "feature service tag, so it cannot be fed from the feature store; send its inputs"
+            )
+        try:
+            features = await asyncio.wait_for(
+                self.feature_client.get_online_features(model.feature_service, rows), self.feature_deadline_s
+            )
+        except TimeoutError as exc:
+            return self._feature_fallback(model, rows, "timeout", exc)
+        except PlatformError as exc:
+            if exc.status_code < 500:
+                raise
+            return self._feature_fallback(model, rows, "unavailable", exc)
+        except Exception as exc:  # noqa: BLE001 - transport errors of the client
+            return self._feature_fallback(model, rows, "error", exc)
+        if len(features) != len(rows):
+            return self._feature_fallback(model, rows, "bad_response", RuntimeError("row count mismatch"))
+        merged = []
+        for row, feats in zip(rows, features, strict=True):
+            merged.append({**(feats or {}), **row})
+        return merged
+
+    def _feature_fallback(
+        self, model: Any, rows: list[dict[str, Any]], reason: str, exc: BaseException
+    ) -> list[dict[str, Any]]:
+        self.metrics.feature_store_failures.labels(model.name, reason).inc()
+        detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        if not self.settings.feature_fallback_defaults:
+            log.warning("feature store %s for %s: %s", reason, model.name, detail)
+            raise Unavailable(
+                f"feature store unavailable ({reason}): cannot fetch features for model '{model.name}'"
+            )
+        log.warning(
+            "feature store %s for %s: %s; predicting with default feature values", reason, model.name, detail
+        )
+        return [{**model.defaults, **row} for row in rows]
+
+    def _response(self, handle: ModelHandle, rid: str, pred: Prediction, wanted: list[str] | None) -> bytes:
+        outputs = pred.outputs
+        names = list(outputs)
+        if wanted is not None:
+            for w in wanted:
+                if w not in outputs:
+                    raise InvalidInput(
+                        f"outputs: '{w}' is not an output of this model (outputs: {', '.join(names)})"
+                    )
+            names = wanted
+        docs = []
+        for key in names:
+            arr = outputs[key]
+            dt = _OUT_DATATYPE.get(arr.dtype.kind, "BYTES")
+            data = arr if dt != "BYTES" else [str(v) for v in arr]
+            docs.append({"name": key, "shape": [len(arr)], "datatype": dt, "data": data})
+        return orjson.dumps(
+            {
+                "model_name": handle.model.name,
+                "model_version": handle.model.version,
+                "id": rid,
+                "outputs": docs,
+            },
+            option=orjson.OPT_SERIALIZE_NUMPY,
+        )
+
+    def _log_payloads(
+        self, handle: ModelHandle, rid: str, frame: Frame, rows: list[dict[str, Any]] | None, pred: Prediction
+    ) -> None:
+        sink = self.payload_sink
+        assert sink is not None
+        try:
+            model = handle.model
+            names = model.schema.names
+            span_ctx = trace.get_current_span().get_span_context()
+            trace_id = format(span_ctx.trace_id, "032x") if span_ctx.is_valid else ""
+            now = time.time()
+            outs = {k: v.tolist() for k, v in pred.outputs.items()}
+            matrix = frame.matrix.tolist() if frame.matrix is not None else None
+            for i in range(frame.n_rows):
+                if matrix is not None:
+                    inputs = dict(zip(names, matrix[i], strict=True))
+                else:
+                    inputs = {
+                        k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in frame.columns.items()
+                    }
+                if rows is not None:
+                    for key in ("user_id", "merchant_id"):
+                        if key in rows[i]:
+                            inputs.setdefault(key, rows[i][key])
+                sink.submit(
+                    InferenceRecord(
+                        request_id=rid,
+                        row_index=i,
+                        model=model.name,
+                        version=model.version,
+                        timestamp=now,
+                        inputs=inputs,
+                        outputs={k: v[i] for k, v in outs.items()},
+                        trace_id=trace_id,
+                    )
+                )
+        except Exception:  # noqa: BLE001 - payload logging must never fail a prediction
+            log.exception("could not hand inference payloads to the payload logger")

@@ -1,0 +1,496 @@
+"""Open Inference Protocol (V2) request parsing and validation, shared by serving and explainability.
+
+The hot path does not go through pydantic: :func:`parse_infer_request` decodes the body with orjson
+and checks it by hand (names, shapes, datatypes, element counts, NaN/Inf), then
+:func:`assemble_frame` maps the tensors onto a model's input schema (one input per signature
+column with shape ``[N]`` or ``[N, 1]``, or a single 2-D ``[N, n_columns]`` input in signature
+order). Every client mistake raises :class:`~mlplatform.core.errors.InvalidInput` (422) or
+:class:`~mlplatform.core.errors.BadRequest` (400) with a message naming the input.
+
+The pydantic models below describe the same documents for the OpenAPI schema and for clients.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, Field
+
+from mlplatform.core.errors import BadRequest, InvalidInput
+
+# ---------------------------------------------------------------------------------------------
+# Documents (OpenAPI)
+# ---------------------------------------------------------------------------------------------
+
+DATATYPES = (
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+)
+FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+INT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
+ENTITY_KEYS = ("user_id", "merchant_id")
+_NON_FINITE = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
+_NON_FINITE.update({"infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf})
+
+
+class RequestInput(BaseModel):
+    """One input tensor of an inference request."""
+
+    name: str = Field(description="Input name: a signature column, or any name for one 2-D input.")
+    shape: list[int] = Field(description="Tensor shape, e.g. [N] or [N, 1] per column, [N, C] for 2-D.")
+    datatype: str = Field(description="One of " + ", ".join(DATATYPES) + ".")
+    parameters: dict[str, Any] | None = Field(None, description="Optional per-input parameters.")
+    data: list[Any] = Field(description="Tensor contents, flat (row-major) or nested to match shape.")
+
+
+class RequestOutput(BaseModel):
+    """An output the client asks for (all outputs when the list is omitted)."""
+
+    name: str = Field(description="Output name: 'probability' or 'label'.")
+    parameters: dict[str, Any] | None = Field(None, description="Optional per-output parameters.")
+
+
+class InferenceRequest(BaseModel):
+    """``POST /v2/models/{name}/infer`` body."""
+
+    id: str | None = Field(None, description="Request id echoed in the response (generated when absent).")
+    parameters: dict[str, Any] | None = Field(None, description="Optional request parameters.")
+    inputs: list[RequestInput] = Field(description="Input tensors.")
+    outputs: list[RequestOutput] | None = Field(None, description="Requested outputs (default: all).")
+
+
+class ResponseOutput(BaseModel):
+    """One output tensor of an inference response."""
+
+    name: str = Field(description="Output name.")
+    shape: list[int] = Field(description="Tensor shape.")
+    datatype: str = Field(description="Tensor datatype.")
+    parameters: dict[str, Any] | None = Field(None, description="Optional per-output parameters.")
+    data: list[Any] = Field(description="Tensor contents (flat).")
+
+
+class InferenceResponse(BaseModel):
+    """Inference response."""
+
+    model_name: str = Field(description="Registered model name.")
+    model_version: str = Field(description="Registered model version that answered.")
+    id: str = Field(description="Request id.")
+    parameters: dict[str, Any] | None = Field(None, description="Optional response parameters.")
+    outputs: list[ResponseOutput] = Field(description="Output tensors.")
+
+
+class MetadataTensor(BaseModel):
+    """Name, datatype and shape of a model input or output (-1: any size)."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    """``GET /v2/models/{name}``."""
+
+    name: str = Field(description="Registered model name.")
+    versions: list[str] = Field(description="Loaded version(s).")
+    platform: str = Field(description="Framework of the model: 'sklearn' or 'pytorch'.")
+    inputs: list[MetadataTensor] = Field(description="Inputs, one per signature column.")
+    outputs: list[MetadataTensor] = Field(description="Outputs.")
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Serving details: runtime in use (onnxruntime or native), reason, alias, device.",
+    )
+
+
+class ServerMetadata(BaseModel):
+    """``GET /v2``."""
+
+    name: str
+    version: str
+    extensions: list[str] = Field(default_factory=list)
+
+
+class ModelReady(BaseModel):
+    """``GET /v2/models/{name}/ready``."""
+
+    name: str
+    ready: bool
+
+
+REQUEST_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
+    }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Parsed request
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Tensor:
+    """A validated input tensor: ``array`` already has ``shape``."""
+
+    name: str
+    shape: tuple[int, ...]
+    datatype: str
+    array: np.ndarray
+
+
+@dataclass(slots=True)
+class ParsedRequest:
+    """A validated V2 request body."""
+
+    id: str | None
+    inputs: list[Tensor]
+    outputs: list[str] | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    def input(self, name: str) -> Tensor | None:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        return None
+
+
+def parse_infer_request(body: bytes, *, max_rows: int = 10_000) -> ParsedRequest:
+    """Decode and check a V2 inference body (400 for malformed JSON, 422 for a bad document)."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"malformed JSON body: {exc}") from None
+    return parse_infer_document(doc, max_rows=max_rows)
+
+
+def parse_infer_document(doc: Any, *, max_rows: int = 10_000) -> ParsedRequest:
+    """Check an already-decoded V2 inference document."""
+    if type(doc) is not dict:
+        raise InvalidInput("request body must be a JSON object with an 'inputs' list")
+    raw_inputs = doc.get("inputs")
+    if type(raw_inputs) is not list or not raw_inputs:
+        raise InvalidInput("inputs: must be a non-empty list of tensors")
+    req_id = doc.get("id")
+    if req_id is not None and type(req_id) is not str:
+        raise InvalidInput("id: must be a string")
+    params = doc.get("parameters") or {}
+    if type(params) is not dict:
+        raise InvalidInput("parameters: must be an object")
+    outputs: list[str] | None = None
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if type(raw_outputs) is not list:
+            raise InvalidInput("outputs: must be a list of {name} objects")
+        outputs = []
+        for i, o in enumerate(raw_outputs):
+            name = o.get("name") if type(o) is dict else None
+            if type(name) is not str:
+                raise InvalidInput(f"outputs[{i}].name: must be a string")
+            outputs.append(name)
+    tensors: list[Tensor] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_inputs):
+        t = decode_tensor(raw, i, max_rows=max_rows)
+        if t.name in seen:
+            raise InvalidInput(f"input '{t.name}': given more than once")
+        seen.add(t.name)
+        tensors.append(t)
+    return ParsedRequest(id=req_id, inputs=tensors, outputs=outputs, parameters=params)
+
+
+def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor:
+    """Validate one V2 input tensor and turn its data into a numpy array of its shape."""
+    if type(raw) is not dict:
+        raise InvalidInput(f"inputs[{index}]: must be an object with name, shape, datatype, data")
+    name = raw.get("name")
+    if type(name) is not str or not name:
+        raise InvalidInput(f"inputs[{index}].name: must be a non-empty string")
+    shape = raw.get("shape")
+    if type(shape) is not list or not shape or any(type(d) is not int or d < 0 for d in shape):
+        raise InvalidInput(f"input '{name}': shape must be a non-empty list of non-negative integers")
+    if len(shape) > 2:
+        raise InvalidInput(f"input '{name}': shape {shape} has {len(shape)} dimensions; at most 2 allowed")
+    if shape[0] > max_rows:
+        raise InvalidInput(f"input '{name}': {shape[0]} rows exceeds the limit of {max_rows} per request")
+    datatype = raw.get("datatype")
+    if datatype not in DATATYPES:
+        raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+    data = raw.get("data")
+    if type(data) is not list:
+        raise InvalidInput(f"input '{name}': data must be a list")
+    count = math.prod(shape)
+    flat = _flatten(data, name)
+    if len(flat) != count:
+        raise InvalidInput(f"input '{name}': data has {len(flat)} elements but shape {shape} needs {count}")
+    array = _to_array(flat, datatype, name)
+    return Tensor(name=name, shape=tuple(shape), datatype=datatype, array=array.reshape(shape))
+
+
+def _flatten(data: list[Any], name: str) -> list[Any]:
+    if not data or type(data[0]) is not list:
+        for v in data:
+            if type(v) is list:
+                raise InvalidInput(f"input '{name}': data mixes nested lists and scalars")
+        return data
+    out: list[Any] = []
+    for row in data:
+        if type(row) is not list:
+            raise InvalidInput(f"input '{name}': data mixes nested lists and scalars")
+        for v in row:
+            if type(v) is list:
+                raise InvalidInput(f"input '{name}': data is nested deeper than its shape allows")
+        out.extend(row)
+    return out
+
+
+def _to_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
+    if datatype in FLOAT_TYPES:
+        values = flat
+        for i, v in enumerate(flat):
+            tv = type(v)
+            if tv is float or tv is int:
+                continue
+            if tv is str and v.strip().lower() in _NON_FINITE:
+                if values is flat:
+                    values = list(flat)
+                values[i] = _NON_FINITE[v.strip().lower()]
+                continue
+            raise InvalidInput(f"input '{name}': element {i} ({v!r}) is not a number for datatype {datatype}")
+        return np.asarray(values, dtype=np.float64)
+    if datatype in INT_TYPES:
+        for i, v in enumerate(flat):
+            if type(v) is not int:
+                raise InvalidInput(
+                    f"input '{name}': element {i} ({v!r}) is not an integer for datatype {datatype}"
+                )
+        try:
+            arr = np.asarray(flat, dtype=np.int64)
+        except OverflowError:
+            raise InvalidInput(f"input '{name}': integer out of the INT64 range") from None
+        if datatype.startswith("UINT") and len(arr) and arr.min() < 0:
+            raise InvalidInput(f"input '{name}': negative value for unsigned datatype {datatype}")
+        return arr
+    if datatype == "BOOL":
+        for i, v in enumerate(flat):
+            if type(v) is not bool:
+                raise InvalidInput(f"input '{name}': element {i} ({v!r}) is not true/false for datatype BOOL")
+        return np.asarray(flat, dtype=np.bool_)
+    # BYTES: strings
+    for i, v in enumerate(flat):
+        if type(v) is not str:
+            raise InvalidInput(f"input '{name}': element {i} ({v!r}) is not a string for datatype BYTES")
+    return np.asarray(flat, dtype=object)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mapping tensors onto a model's input schema
+# ---------------------------------------------------------------------------------------------
+
+# MLflow column types -> the V2 datatypes a client may send for them.
+_COLUMN_ACCEPTS: dict[str, frozenset[str]] = {
+    "double": FLOAT_TYPES | INT_TYPES,
+    "float": FLOAT_TYPES | INT_TYPES,
+    "long": INT_TYPES,
+    "integer": INT_TYPES,
+    "boolean": frozenset({"BOOL"}) | INT_TYPES,
+    "string": frozenset({"BYTES"}),
+}
+COLUMN_DATATYPE = {
+    "double": "FP64",
+    "float": "FP32",
+    "long": "INT64",
+    "integer": "INT32",
+    "boolean": "BOOL",
+    "string": "BYTES",
+}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One model input column (from the MLflow signature)."""
+
+    name: str
+    type: str  # double | float | long | integer | boolean | string
+
+
+@dataclass(frozen=True)
+class InputSchema:
+    """The ordered input columns of a model."""
+
+    columns: tuple[ColumnSpec, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    @property
+    def numeric(self) -> bool:
+        return all(c.type != "string" for c in self.columns)
+
+    def index(self) -> dict[str, ColumnSpec]:
+        return {c.name: c for c in self.columns}
+
+
+@dataclass(slots=True)
+class Frame:
+    """Rows in signature column order: a float64 matrix (numeric schemas) or per-column arrays."""
+
+    matrix: np.ndarray | None
+    columns: dict[str, np.ndarray]
+    n_rows: int
+
+
+def is_entity_request(req: ParsedRequest, schema: InputSchema) -> bool:
+    """True when the request names entity keys the model does not take directly (feature lookup)."""
+    names = set(schema.names)
+    return any(t.name in ENTITY_KEYS and t.name not in names for t in req.inputs)
+
+
+def _column_vector(t: Tensor) -> np.ndarray:
+    if len(t.shape) == 2 and t.shape[1] != 1:
+        raise InvalidInput(
+            f"input '{t.name}': shape {list(t.shape)} is not a column; use [N] or [N, 1] per column, "
+            "or one 2-D input with every column"
+        )
+    return t.array.reshape(-1)
+
+
+def _check_values(name: str, col: ColumnSpec, t_datatype: str, arr: np.ndarray, allow_nan: bool) -> None:
+    if t_datatype not in _COLUMN_ACCEPTS[col.type]:
+        raise InvalidInput(
+            f"input '{name}': datatype {t_datatype} does not match column type {col.type} "
+            f"(send {COLUMN_DATATYPE[col.type]})"
+        )
+    if col.type == "boolean" and t_datatype != "BOOL" and len(arr) and ((arr != 0) & (arr != 1)).any():
+        raise InvalidInput(f"input '{name}': boolean column takes true/false or 0/1")
+    if not allow_nan and t_datatype in FLOAT_TYPES and not np.isfinite(arr).all():
+        raise InvalidInput(f"input '{name}': NaN or Inf is not allowed")
+
+
+def _check_matrix_column(t: Tensor, j: int, col: ColumnSpec, allow_nan: bool) -> None:
+    """A 2-D input has one datatype for every column: floats may feed integer/boolean columns if integral."""
+    vec = t.array[:, j]
+    if t.datatype in FLOAT_TYPES and col.type in ("long", "integer", "boolean"):
+        if not np.isfinite(vec).all() or (vec != np.round(vec)).any():
+            raise InvalidInput(f"input '{t.name}': column {j} ({col.name}) needs whole numbers")
+        if col.type == "boolean" and ((vec != 0) & (vec != 1)).any():
+            raise InvalidInput(f"input '{t.name}': column {j} ({col.name}) is boolean and takes 0 or 1")
+        return
+    try:
+        _check_values(t.name, col, t.datatype, vec, allow_nan)
+    except InvalidInput as exc:
+        raise InvalidInput(
+            exc.message.replace(f"input '{t.name}':", f"input '{t.name}' column {j} ({col.name}):")
+        ) from None
+
+
+def assemble_frame(req: ParsedRequest, schema: InputSchema, *, allow_nan: bool = False) -> Frame:
+    """Map request tensors onto the schema's columns (422 naming the input on any mismatch)."""
+    cols = schema.columns
+    by_name = schema.index()
+    # A single 2-D input holding every column in order.
+    if len(req.inputs) == 1 and len(cols) > 1 and req.inputs[0].name not in by_name:
+        t = req.inputs[0]
+        if len(t.shape) != 2 or t.shape[1] != len(cols):
+            raise InvalidInput(
+                f"input '{t.name}': a single input must have shape [N, {len(cols)}] holding the columns "
+                f"{', '.join(schema.names)} in order (or send one input per column); got shape {list(t.shape)}"
+            )
+        n = t.shape[0]
+        for j, c in enumerate(cols):
+            _check_matrix_column(t, j, c, allow_nan)
+        if schema.numeric:
+            return Frame(matrix=t.array.astype(np.float64, copy=False), columns={}, n_rows=n)
+        return Frame(matrix=None, columns={c.name: t.array[:, j] for j, c in enumerate(cols)}, n_rows=n)
+
+    given = {t.name: t for t in req.inputs}
+    extra = [name for name in given if name not in by_name]
+    if extra:
+        raise InvalidInput(
+            f"input '{extra[0]}': not an input of this model (inputs: {', '.join(schema.names)})"
+        )
+    missing = [c.name for c in cols if c.name not in given]
+    if missing:
+        raise InvalidInput(f"input '{missing[0]}': missing ({len(missing)} of {len(cols)} inputs missing)")
+    n_rows: int | None = None
+    vectors: list[np.ndarray] = []
+    for c in cols:
+        t = given[c.name]
+        vec = _column_vector(t)
+        if n_rows is None:
+            n_rows = len(vec)
+        elif len(vec) != n_rows:
+            raise InvalidInput(f"input '{c.name}': has {len(vec)} rows but other inputs have {n_rows}")
+        _check_values(c.name, c, t.datatype, vec, allow_nan)
+        vectors.append(vec)
+    assert n_rows is not None
+    if schema.numeric:
+        if n_rows == 1:
+            matrix = np.array([[v[0] for v in vectors]], dtype=np.float64)
+        else:
+            matrix = np.column_stack(vectors).astype(np.float64, copy=False)
+        return Frame(matrix=matrix, columns={}, n_rows=n_rows)
+    return Frame(matrix=None, columns={c.name: v for c, v in zip(cols, vectors, strict=True)}, n_rows=n_rows)
+
+
+def frame_from_rows(rows: list[dict[str, Any]], schema: InputSchema, *, allow_nan: bool = False) -> Frame:
+    """Build a frame from per-row dicts (entity-based inference after the feature lookup)."""
+    n = len(rows)
+    vectors: list[np.ndarray] = []
+    for c in schema.columns:
+        values = []
+        for i, row in enumerate(rows):
+            if c.name not in row or row[c.name] is None:
+                raise InvalidInput(
+                    f"input '{c.name}': no value for row {i} (not sent and not in the feature store)"
+                )
+            values.append(row[c.name])
+        if c.type == "string":
+            vectors.append(np.asarray([str(v) for v in values], dtype=object))
+            continue
+        try:
+            vec = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInput(f"input '{c.name}': value is not a number") from None
+        if not allow_nan and not np.isfinite(vec).all():
+            raise InvalidInput(f"input '{c.name}': NaN or Inf is not allowed")
+        vectors.append(vec)
+    if schema.numeric:
+        matrix = np.column_stack(vectors) if vectors else np.zeros((n, 0))
+        return Frame(matrix=matrix.astype(np.float64, copy=False), columns={}, n_rows=n)
+    return Frame(
+        matrix=None, columns={c.name: v for c, v in zip(schema.columns, vectors, strict=True)}, n_rows=n
+    )
+
+
+def entity_rows(req: ParsedRequest) -> list[dict[str, Any]]:
+    """Turn the inputs of an entity request into per-row dicts (entity keys + request-time fields)."""
+    n_rows: int | None = None
+    vectors: dict[str, np.ndarray] = {}
+    for t in req.inputs:
+        vec = _column_vector(t)
+        if n_rows is None:
+            n_rows = len(vec)
+        elif len(vec) != n_rows:
+            raise InvalidInput(f"input '{t.name}': has {len(vec)} rows but other inputs have {n_rows}")
+        vectors[t.name] = vec
+    for key in ENTITY_KEYS:
+        if key not in vectors:
+            raise InvalidInput(f"input '{key}': missing (entity requests need {' and '.join(ENTITY_KEYS)})")
+    lists = {k: v.tolist() for k, v in vectors.items()}
+    return [{k: v[i] for k, v in lists.items()} for i in range(n_rows or 0)]

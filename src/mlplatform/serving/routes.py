@@ -1,0 +1,201 @@
+"""Open Inference Protocol (V2) REST routes: HTTP only, everything else is the data plane's."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from mlplatform.core.auth import require_scope
+from mlplatform.core.errors import PlatformError
+from mlplatform.core.logging import request_id_var
+from mlplatform.core.responses import JSONResponse
+from mlplatform.serving.dataplane import DataPlane
+from mlplatform.serving.protocol import (
+    REQUEST_BODY_DOC,
+    InferenceResponse,
+    ModelMetadata,
+    ModelReady,
+    ServerMetadata,
+)
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What was wrong, naming the input or model.")
+
+
+class ReloadResult(BaseModel):
+    """Result of a forced reload."""
+
+    name: str = Field(description="Registered model name.")
+    version: str = Field(description="Version served after the reload.")
+    runtime: str = Field(description="Runtime serving it.")
+
+
+INFER_ERRORS = {
+    400: {"model": ErrorBody, "description": "malformed JSON"},
+    401: {"model": ErrorBody, "description": "missing or unknown API key"},
+    403: {"model": ErrorBody, "description": "API key lacks the 'infer' scope"},
+    404: {"model": ErrorBody, "description": "unknown model or version"},
+    413: {"model": ErrorBody, "description": "body over the size limit"},
+    422: {"model": ErrorBody, "description": "bad input (shape, datatype, missing/extra input, NaN)"},
+    503: {"model": ErrorBody, "description": "model not loaded yet or feature store unavailable"},
+}
+_JSON = "application/json"
+log = logging.getLogger("mlplatform.serving.routes")
+
+
+def scope_dependency(scope: str) -> Callable[[Request], Awaitable[None]]:
+    """``core.auth.require_scope`` as an async dependency.
+
+    FastAPI runs a plain ``def`` dependency in its thread pool; that hop cost more than the whole
+    ONNX prediction on the infer path. The check itself is an in-memory digest comparison.
+    """
+    check = require_scope(scope)
+
+    async def dependency(request: Request) -> None:
+        check(request)
+
+    return dependency
+
+
+def build_router(plane: DataPlane) -> APIRouter:
+    """The V2 routes bound to one data plane."""
+    router = APIRouter(tags=["inference"])
+    infer_scope = [Depends(scope_dependency("infer"))]
+
+    @router.get("/v2", response_model=ServerMetadata)
+    async def server_metadata() -> ServerMetadata:
+        return plane.server_metadata()
+
+    @router.get(
+        "/v2/models/{model_name}",
+        response_model=ModelMetadata,
+        responses=INFER_ERRORS,
+        dependencies=infer_scope,
+    )
+    async def model_metadata(model_name: str) -> ModelMetadata:
+        return plane.model_metadata(model_name)
+
+    @router.get(
+        "/v2/models/{model_name}/versions/{model_version}",
+        response_model=ModelMetadata,
+        responses=INFER_ERRORS,
+        dependencies=infer_scope,
+    )
+    async def model_version_metadata(model_name: str, model_version: str) -> ModelMetadata:
+        return plane.model_metadata(model_name, model_version)
+
+    @router.get(
+        "/v2/models/{model_name}/ready", response_model=ModelReady, responses={404: {"model": ErrorBody}}
+    )
+    async def model_ready(model_name: str) -> JSONResponse:
+        ok = plane.model_ready(model_name)
+        return JSONResponse({"name": model_name, "ready": ok}, status_code=200 if ok else 503)
+
+    @router.post(
+        "/v2/models/{model_name}/infer",
+        response_model=InferenceResponse,
+        responses=INFER_ERRORS,
+        openapi_extra=REQUEST_BODY_DOC,
+        dependencies=infer_scope,
+    )
+    async def infer(model_name: str, request: Request) -> Response:
+        body = await request.body()
+        out = await plane.infer(model_name, body, request_id=request_id_var.get())
+        return Response(out, media_type=_JSON)
+
+    @router.post(
+        "/v2/models/{model_name}/versions/{model_version}/infer",
+        response_model=InferenceResponse,
+        responses=INFER_ERRORS,
+        openapi_extra=REQUEST_BODY_DOC,
+        dependencies=infer_scope,
+    )
+    async def infer_version(model_name: str, model_version: str, request: Request) -> Response:
+        body = await request.body()
+        out = await plane.infer(model_name, body, version=model_version, request_id=request_id_var.get())
+        return Response(out, media_type=_JSON)
+
+    @router.post(
+        "/v2/repository/models/{model_name}/load",
+        response_model=ReloadResult,
+        responses=INFER_ERRORS,
+        dependencies=[Depends(scope_dependency("admin"))],
+        tags=["admin"],
+    )
+    async def reload_model(model_name: str) -> ReloadResult:
+        await plane.repository.reload(model_name, force=True)
+        m = plane.repository.get(model_name).model
+        return ReloadResult(name=m.name, version=m.version, runtime=m.runtime.name)
+
+    return router
+
+
+class _RouteTemplate:
+    """What the core request middleware reads from ``scope["route"]`` for its metric labels."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+INFER_TEMPLATE = _RouteTemplate("/v2/models/{model_name}/infer")
+INFER_VERSION_TEMPLATE = _RouteTemplate("/v2/models/{model_name}/versions/{model_version}/infer")
+_INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+_HEADERS = [(b"content-type", b"application/json")]
+
+
+class FastInferMiddleware:
+    """The infer routes as a plain ASGI handler, innermost (inside the core request middleware).
+
+    Same behaviour as the FastAPI routes above (which stay for the OpenAPI document): the
+    ``infer`` scope check, the V2 body, ``{"error": ...}`` bodies for every failure. It skips
+    FastAPI's routing and dependency resolution, which cost more per request than the prediction.
+    """
+
+    def __init__(self, app: ASGIApp, plane: DataPlane) -> None:
+        self.app = app
+        self.plane = plane
+        self.check = require_scope("infer")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        m = _INFER_PATH.match(scope["path"])
+        if m is None:
+            await self.app(scope, receive, send)
+            return
+        name, version = m.group(1), m.group(2)
+        scope["route"] = INFER_VERSION_TEMPLATE if version else INFER_TEMPLATE
+        # Read the body outside the try: the core middleware's body limit raises through here.
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        status = 200
+        try:
+            self.check(Request(scope))
+            out = await self.plane.infer(name, body, version=version, request_id=request_id_var.get())
+        except PlatformError as exc:
+            status, out = exc.status_code, orjson.dumps({"error": exc.message})
+        except Exception:  # noqa: BLE001 - never a stack trace to the client
+            log.exception("unhandled error on POST %s", scope["path"])
+            status = 500
+            out = orjson.dumps({"error": "internal error; see the service logs with this request's trace id"})
+        headers = [*_HEADERS, (b"content-length", str(len(out)).encode())]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": out})

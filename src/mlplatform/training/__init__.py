@@ -1,0 +1,1 @@
+"""Demo data, features and models: generate card transactions, train and register the fraud detectors."""

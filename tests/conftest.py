@@ -1,0 +1,69 @@
+"""Shared session fixtures.
+
+``demo_registry`` trains the small demo models once per test session (once per session across
+pytest-xdist workers too, guarded by a file lock) into a temporary data directory with a real
+SQLite MLflow registry. Depend on it wherever a test needs registered models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+DEMO_ROWS = 20_000
+DEMO_SEED = 11
+
+
+@dataclass(frozen=True)
+class DemoRegistry:
+    """Where the demo models live: MLflow URI, data directory and the model's feature columns."""
+
+    tracking_uri: str
+    data_dir: Path
+    features: tuple[str, ...]
+    summary: dict = field(default_factory=dict)
+
+    @property
+    def model_features(self) -> tuple[str, ...]:
+        return self.features
+
+    def env(self) -> dict[str, str]:
+        """Environment variables pointing a service process at this registry and data directory."""
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri, "MLPLATFORM_DATA_DIR": str(self.data_dir)}
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> DemoRegistry:
+    """Small demo models (20k rows, 20 trees, 4 epochs) registered as champion in a tmp SQLite MLflow."""
+    from filelock import FileLock
+
+    from mlplatform.training.features import MODEL_FEATURES
+    from mlplatform.training.pipeline import TrainSettings, run_training
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # shared by every worker of this session
+    root = base / "demo_registry"
+    done = root / "summary.json"
+    with FileLock(str(base / "demo_registry.lock")):
+        if not done.exists():
+            settings = TrainSettings(
+                rows=DEMO_ROWS,
+                seed=DEMO_SEED,
+                data_dir=root,
+                tracking_uri=None,
+                n_estimators=20,
+                max_depth=10,
+                epochs=4,
+                reference_rows=2000,
+            )
+            summary = run_training(settings, force=True, progress=False)
+            done.write_text(json.dumps(summary))
+    summary = json.loads(done.read_text())
+    return DemoRegistry(
+        tracking_uri=summary["tracking_uri"], data_dir=root, features=tuple(MODEL_FEATURES), summary=summary
+    )

@@ -1,0 +1,195 @@
+"""Argo CD: project, ApplicationSet, root app, settings and RBAC; every path an Application points
+at exists and builds. The Argo CD controller cannot run here: the ApplicationSet's list generator
+is expanded with Go-template semantics (missingkey=error) by a small expander in this file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlplatform.deploy.render import ENVIRONMENTS, KUSTOMIZE_FLAGS, kustomize_build, parse_documents
+from tests.deploy.conftest import ROOT
+from tests.deploy.k8s import validate_object
+
+ARGO = ROOT / "argo-cd"
+REPO_URL = "https://github.com/mlplatform/mlplatform.git"
+
+
+def _docs(path: Path) -> list[dict[str, Any]]:
+    return parse_documents(path.read_text())
+
+
+def _all_argo_objects() -> list[dict[str, Any]]:
+    return [o for p in sorted(ARGO.rglob("*.yaml")) if p.name != "kustomization.yaml" for o in _docs(p)]
+
+
+def _expand(template: Any, params: dict[str, str]) -> Any:
+    """Go-template substitution of ``{{ .key }}`` with missingkey=error."""
+    if isinstance(template, dict):
+        return {_expand(k, params): _expand(v, params) for k, v in template.items()}
+    if isinstance(template, list):
+        return [_expand(v, params) for v in template]
+    if isinstance(template, str):
+
+        def sub(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key not in params:
+                raise KeyError(f"map has no entry for key {key!r}")
+            return str(params[key])
+
+        out = re.sub(r"\{\{-?\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}", sub, template)
+        assert "{{" not in out, f"unsupported template expression in {template!r}"
+        return out
+    return template
+
+
+def generated_applications() -> list[dict[str, Any]]:
+    (appset,) = [o for o in _all_argo_objects() if o["kind"] == "ApplicationSet"]
+    apps = []
+    for generator in appset["spec"]["generators"]:
+        for element in generator["list"]["elements"]:
+            app = _expand(appset["spec"]["template"], element)
+            apps.append({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", **app})
+    return apps
+
+
+def test_argo_objects_are_schema_valid():
+    objects = [*_all_argo_objects(), *generated_applications()]
+    assert {o["kind"] for o in objects} >= {"AppProject", "ApplicationSet", "Application", "ConfigMap"}
+    errors = [e for o in objects for e in validate_object(o)]
+    assert errors == []
+
+
+def test_applicationset_uses_strict_go_templates():
+    (appset,) = [o for o in _all_argo_objects() if o["kind"] == "ApplicationSet"]
+    assert appset["spec"]["goTemplate"] is True
+    assert appset["spec"]["goTemplateOptions"] == ["missingkey=error"]
+    with pytest.raises(KeyError):
+        _expand(appset["spec"]["template"], {"env": "dev"})  # no revision: must fail, not render ""
+
+
+def test_one_application_per_environment_overlay():
+    apps = generated_applications()
+    assert sorted(a["metadata"]["name"] for a in apps) == sorted(f"mlplatform-{e}" for e in ENVIRONMENTS)
+    overlays = sorted(p.name for p in (ROOT / "kubernetes" / "overlays").iterdir() if p.is_dir())
+    assert sorted(a["spec"]["source"]["path"].rsplit("/", 1)[1] for a in apps) == overlays
+    waves = [int(a["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]) for a in apps]
+    assert waves == sorted(waves) and len(set(waves)) == len(waves)
+
+
+def _applications() -> list[dict[str, Any]]:
+    return [o for o in _all_argo_objects() if o["kind"] == "Application"] + generated_applications()
+
+
+@pytest.mark.parametrize("app", _applications(), ids=lambda a: a["metadata"]["name"])
+def test_application_source_exists_builds_and_is_pinned(app):
+    spec = app["spec"]
+    assert spec["project"] != "default"
+    source = spec["source"]
+    assert source["repoURL"] == REPO_URL
+    revision = source["targetRevision"]
+    assert revision and revision.upper() != "HEAD" and "*" not in revision
+    if app["metadata"]["name"].endswith(("-prod", "-staging", "-root")):
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", revision), f"{app['metadata']['name']} must pin a release tag"
+    path = ROOT / source["path"]
+    assert (path / "kustomization.yaml").is_file(), f"{source['path']} has no kustomization.yaml"
+    objects = parse_documents(kustomize_build(path, ROOT))
+    assert objects
+    sync = spec["syncPolicy"]["automated"]
+    assert sync["prune"] is True and sync["selfHeal"] is True
+    projects = {o["metadata"]["name"]: o for o in _all_argo_objects() if o["kind"] == "AppProject"}
+    project = projects[spec["project"]]["spec"]
+    assert source["repoURL"] in project["sourceRepos"]
+    dest = spec["destination"]
+    assert {"server": dest["server"], "namespace": dest["namespace"]} in project["destinations"]
+    # Every object the app renders is allowed by its project.
+    cluster_kinds = {(k["group"], k["kind"]) for k in project.get("clusterResourceWhitelist", [])}
+    ns_kinds = {(k["group"], k["kind"]) for k in project.get("namespaceResourceWhitelist", [])}
+    for obj in objects:
+        group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+        allowed = cluster_kinds if obj["kind"] == "Namespace" else ns_kinds
+        assert (group, obj["kind"]) in allowed, f"{spec['project']} does not allow {group}/{obj['kind']}"
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace", dest["namespace"]) == dest["namespace"]
+
+
+def test_prod_has_a_sync_window():
+    (project,) = [
+        o for o in _all_argo_objects() if o["kind"] == "AppProject" and o["metadata"]["name"] == "mlplatform"
+    ]
+    windows = project["spec"]["syncWindows"]
+    prod = [w for w in windows if "mlplatform-prod" in w.get("applications", [])]
+    assert prod and prod[0]["kind"] == "allow" and prod[0]["duration"]
+    assert len(prod[0]["schedule"].split()) == 5
+    assert not any("mlplatform-dev" in w.get("applications", []) for w in windows)
+
+
+def test_argocd_cm_enables_helm_in_kustomize():
+    (cm,) = [
+        o for o in _all_argo_objects() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "argocd-cm"
+    ]
+    assert cm["data"]["kustomize.buildOptions"].split() == list(KUSTOMIZE_FLAGS)
+
+
+def _rbac() -> tuple[set[tuple[str, ...]], dict[str, set[str]]]:
+    (cm,) = [
+        o
+        for o in _all_argo_objects()
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "argocd-rbac-cm"
+    ]
+    assert cm["data"]["policy.default"] == ""
+    policies: set[tuple[str, ...]] = set()
+    groups: dict[str, set[str]] = {}
+    for line in cm["data"]["policy.csv"].splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if parts[0] == "p":
+            policies.add(tuple(parts[1:]))
+        elif parts[0] == "g":
+            groups.setdefault(parts[1], set()).add(parts[2])
+    return policies, groups
+
+
+def _can(subject: str, resource: str, action: str, obj: str) -> bool:
+    """Casbin-style evaluation of the Argo CD policy: deny wins, roles inherit through g lines."""
+    policies, groups = _rbac()
+    roles = {subject}
+    while True:
+        more = {r for s in roles for r in groups.get(s, set())} - roles
+        if not more:
+            break
+        roles |= more
+
+    def match(pattern: str, value: str) -> bool:
+        return re.fullmatch(re.escape(pattern).replace(r"\*", ".*"), value) is not None
+
+    effects = [
+        eff
+        for (sub, res, act, o, eff) in policies
+        if sub in roles and res == resource and match(act, action) and match(o, obj)
+    ]
+    return "allow" in effects and "deny" not in effects
+
+
+def test_rbac_read_only_versus_sync():
+    app = "mlplatform/mlplatform-prod"
+    assert _can("mlplatform-viewers", "applications", "get", app)
+    assert not _can("mlplatform-viewers", "applications", "sync", app)
+    assert _can("mlplatform-operators", "applications", "get", app)
+    assert _can("mlplatform-operators", "applications", "sync", app)
+    assert _can("mlplatform-operators", "applications", "action/argoproj.io/Rollout/promote-full", app)
+    assert not _can("mlplatform-operators", "applications", "delete", app)
+    assert not _can("someone-else", "applications", "get", app)
+    assert not _can("mlplatform-operators", "applications", "sync", "other-project/app")
+
+
+def test_root_app_manages_the_apps_folder():
+    (root,) = [o for o in _all_argo_objects() if o["kind"] == "Application"]
+    assert root["spec"]["source"]["path"] == "argo-cd/apps"
+    built = parse_documents(kustomize_build(ROOT / "argo-cd" / "apps", ROOT))
+    assert {o["kind"] for o in built} == {"AppProject", "ApplicationSet"}
+    assert all(o["metadata"]["namespace"] == "argocd" for o in built)
+    assert yaml.safe_load((ARGO / "bootstrap" / "kustomization.yaml").read_text())["resources"]

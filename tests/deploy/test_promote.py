@@ -1,0 +1,124 @@
+"""`mlplatform promote`: a one-line edit of the overlay pin that the rendered manifests then carry."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlplatform.cli import app as cli
+from mlplatform.deploy.promote import PromoteError, plan_promotion, set_scalar
+from mlplatform.deploy.render import render_overlay
+from tests.deploy.conftest import ROOT
+from tests.deploy.k8s import by_kind, containers, workloads
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(ROOT / "kubernetes", root / "kubernetes")
+    shutil.copytree(ROOT / "charts", root / "charts", symlinks=True)
+    (root / ".venv").mkdir()
+    (root / ".venv" / "bin").symlink_to(ROOT / ".venv" / "bin")
+    return root
+
+
+def _changed_lines(before: str, after: str) -> list[tuple[str, str]]:
+    b, a = before.splitlines(), after.splitlines()
+    assert len(a) == len(b), "lines were added or removed"
+    return [(x, y) for x, y in zip(b, a, strict=True) if x != y]
+
+
+def test_promote_model_is_a_one_line_diff_that_renders(repo):
+    common = repo / "kubernetes/overlays/prod/values/common.yaml"
+    before = common.read_text()
+    result = CliRunner().invoke(
+        cli, ["promote", "--model", "fraud-detector", "--version", "7", "--env", "prod", "--root", str(repo)]
+    )
+    assert result.exit_code == 0, result.output
+    assert '+  fraud-detector: "7"' in result.output
+    assert _changed_lines(before, common.read_text()) == [('  fraud-detector: "1"', '  fraud-detector: "7"')]
+    objects = render_overlay("prod", repo)
+    data = {c["metadata"]["name"]: c["data"] for c in by_kind(objects, "ConfigMap")}
+    assert "fraud-detector/7" in data["model-serving"]["SERVING_MODELS"].split(",")
+    assert "fraud-detector/7" in data["explainability"]["EXPLAIN_MODELS"].split(",")
+    # Promoting again is a no-op.
+    again = CliRunner().invoke(
+        cli, ["promote", "--model", "fraud-detector", "--version", "7", "--env", "prod", "--root", str(repo)]
+    )
+    assert again.exit_code == 0 and "nothing changed" in again.output
+
+
+def test_promote_image_tag_in_staging(repo):
+    common = repo / "kubernetes/overlays/staging/values/common.yaml"
+    before = common.read_text()
+    result = CliRunner().invoke(
+        cli, ["promote", "--image-tag", "0.2.0", "--env", "staging", "--root", str(repo)]
+    )
+    assert result.exit_code == 0, result.output
+    assert _changed_lines(before, common.read_text()) == [('  tag: "0.1.0"', '  tag: "0.2.0"')]
+    images = {c["image"] for w in workloads(render_overlay("staging", repo)) for c in containers(w)}
+    assert images and all(i.endswith(":0.2.0") for i in images)
+
+
+def test_promote_image_in_prod_needs_digests(repo):
+    result = CliRunner().invoke(
+        cli, ["promote", "--image-tag", "0.2.0", "--env", "prod", "--root", str(repo)]
+    )
+    assert result.exit_code == 2
+    assert "--image-digest" in result.output
+    args = ["promote", "--image-tag", "0.2.0", "--env", "prod", "--root", str(repo)]
+    for svc in ("model-serving", "feature-store", "drift-detection", "explainability"):
+        args += ["--image-digest", f"{svc}={DIGEST}"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    images = {
+        w["metadata"]["name"]: c["image"]
+        for w in workloads(render_overlay("prod", repo))
+        for c in containers(w)
+    }
+    assert images["feature-store"] == f"ghcr.io/mlplatform/feature-store:0.2.0@{DIGEST}"
+    # The GPU variants keep their own digests until --gpu-image-digest promotes them.
+    assert images["model-serving"].startswith("ghcr.io/mlplatform/model-serving-gpu:0.2.0@sha256:")
+    assert DIGEST not in images["model-serving"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"model": "fraud-detector"}, "--model and --version go together"),
+        ({"model": "fraud detector", "version": 2}, "--model"),
+        ({"model": "fraud-detector", "version": 0}, "--version"),
+        ({"image_tag": "latest"}, "--image-tag"),
+        ({"image_tag": "0.2.0", "image_digests": ["model-serving=sha256:xyz"]}, "--image-digest"),
+        ({"image_digests": ["nobody=" + DIGEST]}, "SERVICE"),
+        ({}, "nothing to promote"),
+    ],
+)
+def test_promote_rejects_bad_input(repo, kwargs, message):
+    with pytest.raises(PromoteError, match=message):
+        plan_promotion(repo, "staging", **kwargs)
+
+
+def test_promote_unknown_environment(repo):
+    result = CliRunner().invoke(
+        cli, ["promote", "--model", "fraud-detector", "--version", "3", "--env", "qa", "--root", str(repo)]
+    )
+    assert result.exit_code == 2
+    assert "unknown environment 'qa'" in result.output
+
+
+def test_set_scalar_keeps_comments_and_layout():
+    text = 'a: 1\n# -- doc\nmodels:\n  # pinned\n  m1: "1"  # note\n  m2: champion\nother:\n  x: 1\n'
+    out = set_scalar(text, ["models", "m1"], "5")
+    assert out == text.replace('m1: "1"  # note', 'm1: "5"  # note')
+    added = set_scalar(text, ["models", "m3"], "2")
+    assert added == text.replace("  m2: champion\n", '  m2: champion\n  m3: "2"\n')
+    nested = set_scalar("x: 1\n", ["gpu", "image", "digest"], DIGEST)
+    assert nested == f'x: 1\ngpu:\n  image:\n    digest: "{DIGEST}"\n'
+    with pytest.raises(PromoteError):
+        set_scalar("image: {tag: x}\n", ["image", "tag"], "y")

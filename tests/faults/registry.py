@@ -1,0 +1,84 @@
+"""A private copy of the demo MLflow registry, and a real ``mlflow server`` over it on a free port."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def copy_registry(demo_registry: Any, dest: Path) -> str:
+    """Copy the demo registry's SQLite DB; returns its ``sqlite:///`` URI.
+
+    The artifacts stay where training wrote them (the DB records their absolute locations), so the
+    copy serves the same model files while new versions and alias moves stay private to the test.
+    """
+    src = Path(demo_registry.tracking_uri.removeprefix("sqlite:///"))
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / "mlflow.db"
+    shutil.copyfile(src, target)
+    return f"sqlite:///{target}"
+
+
+class MlflowServer:
+    """``mlflow server`` (tracking + registry) on ``port`` over the SQLite URI ``backend``."""
+
+    def __init__(self, backend: str, port: int, workdir: Path) -> None:
+        self.backend = backend
+        self.port = port
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / f"mlflow-server-{port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_timeout: float = 120.0) -> None:
+        mlflow = Path(sys.executable).parent / "mlflow"
+        with open(self.log_path, "ab") as fh:
+            self.proc = subprocess.Popen(
+                [
+                    str(mlflow),
+                    "server",
+                    "--backend-store-uri",
+                    self.backend,
+                    "--default-artifact-root",
+                    str(self.workdir / "artifacts"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        end = time.monotonic() + ready_timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mlflow server exited: {self.log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"mlflow server not up after {ready_timeout}s: {self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)

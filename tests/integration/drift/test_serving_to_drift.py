@@ -1,0 +1,108 @@
+"""End to end: inferences through model-serving reach drift detection exactly once, across an outage.
+
+Real processes: drift-detection and model-serving (SERVING_DRIFT_URL set, so serving builds its
+PayloadLogger), the trained demo model ``fraud-detector`` from ``demo_registry``. Drift is
+stopped while inferences continue (serving spools), then restarted on the same port; every
+inference row must be stored once.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+from mlplatform.drift.store import DriftStore
+from tests.procs import free_port, start_service
+
+pytestmark = pytest.mark.integration
+
+MODEL = "fraud-detector"
+ROWS_PER_REQUEST = 4
+
+
+def _poll(predicate, deadline_s: float = 90.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met before the deadline")
+
+
+def _body(meta: dict, request_id: str, rng: np.random.Generator) -> dict:
+    inputs = []
+    for spec in meta["inputs"]:
+        dtype = spec["datatype"]
+        if dtype.startswith("FP"):
+            data = rng.gamma(2.0, 20.0, ROWS_PER_REQUEST).round(3).tolist()
+        elif dtype == "BOOL":
+            data = (rng.random(ROWS_PER_REQUEST) < 0.3).tolist()
+        else:
+            data = rng.integers(0, 5, ROWS_PER_REQUEST).tolist()
+        inputs.append({"name": spec["name"], "shape": [ROWS_PER_REQUEST], "datatype": dtype, "data": data})
+    return {"id": request_id, "inputs": inputs}
+
+
+def _sent(serving_url: str) -> float:
+    text = httpx.get(f"{serving_url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("mlplatform_payload_records_sent_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def test_inferences_reach_drift_exactly_once_across_an_outage(demo_registry, tmp_path):
+    drift_port = free_port()
+    drift_env = {
+        **demo_registry.env(),
+        "MLPLATFORM_DATA_DIR": str(tmp_path / "drift-data"),
+        "DRIFT_AUTH_ENABLED": "false",
+        "DRIFT_WINDOW_SIZE": "40",
+        "DRIFT_RETRAIN_MODE": "off",
+    }
+    serving_env = {
+        **demo_registry.env(),
+        "MLPLATFORM_DATA_DIR": str(tmp_path / "serving-data"),
+        "SERVING_MODELS": MODEL,
+        "SERVING_AUTH_ENABLED": "false",
+        "SERVING_DRIFT_URL": f"http://127.0.0.1:{drift_port}",
+        "SERVING_PAYLOAD_BATCH_SIZE": "16",
+        "SERVING_PAYLOAD_FLUSH_INTERVAL_S": "0.2",
+    }
+    logs = tmp_path / "logs"
+    drift = start_service("drift-detection", drift_env, logs, port=drift_port)
+    serving = start_service("model-serving", serving_env, logs)
+    rng = np.random.default_rng(0)
+    sent_ids: list[str] = []
+    try:
+        meta = httpx.get(f"{serving.url}/v2/models/{MODEL}", timeout=10).json()
+
+        def drive(prefix: str, n: int) -> None:
+            with httpx.Client(base_url=serving.url, timeout=30) as client:
+                for i in range(n):
+                    rid = f"{prefix}-{i}"
+                    r = client.post(f"/v2/models/{MODEL}/infer", json=_body(meta, rid, rng))
+                    assert r.status_code == 200, r.text
+                    sent_ids.append(rid)
+
+        drive("before", 15)
+        _poll(lambda: _sent(serving.url) >= 15 * ROWS_PER_REQUEST)
+        drift.stop()
+        drive("during", 20)  # drift is down: serving keeps answering and spools
+        drift = start_service("drift-detection", drift_env, logs, port=drift_port)
+        drive("after", 10)
+        total = len(sent_ids) * ROWS_PER_REQUEST
+        _poll(lambda: _sent(serving.url) >= total)
+        status = httpx.get(f"{drift.url}/v1/models/{MODEL}/drift", timeout=30).json()
+        assert status["window"] is not None and status["window"]["features"]
+    finally:
+        serving.stop()
+        drift.stop()
+    store = DriftStore(tmp_path / "drift-data" / "drift" / "drift.db")
+    keys = store.record_keys()
+    store.close()
+    expected = {(rid, i) for rid in sent_ids for i in range(ROWS_PER_REQUEST)}
+    assert len(keys) == len(expected) and set(keys) == expected

@@ -1,0 +1,166 @@
+"""scripts/vault-bootstrap.sh and the per-service Vault policies (policies/vault/*.hcl).
+
+No Vault server or CLI can run here, so the script runs against a test double of the ``vault``
+CLI on PATH: a shell script that records each invocation (argv and stdin) and answers the read
+commands the script uses (``status``, ``auth list -format=json``, ``secrets list -format=json``,
+``kv get``) the way the real CLI does (JSON keyed by mount path with a trailing slash; exit 2 for a
+missing secret).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+SCRIPT = REPO / "scripts" / "vault-bootstrap.sh"
+SERVICES = ("model-serving", "feature-store", "drift-detection", "explainability")
+
+FAKE_VAULT = r"""#!/usr/bin/env bash
+dir="$FAKE_VAULT_DIR/calls"
+mkdir -p "$dir"
+n=$(ls "$dir" | wc -l)
+call="$dir/$(printf '%04d' "$n")"
+printf '%s\0' "$@" > "$call.args"
+if [[ "${!#}" == "-" ]]; then cat > "$call.stdin"; fi
+case "$1 $2" in
+  "status "*) [[ -f "$FAKE_VAULT_DIR/sealed" ]] && exit 2; exit 0 ;;
+  "auth list") cat "$FAKE_VAULT_DIR/auth.json" 2>/dev/null || echo '{"token/": {"type": "token"}}' ;;
+  "secrets list") cat "$FAKE_VAULT_DIR/secrets.json" 2>/dev/null || echo '{"cubbyhole/": {"type": "cubbyhole"}}' ;;
+  "kv get") [[ -f "$FAKE_VAULT_DIR/exists" ]] && exit 0; echo "No value found" >&2; exit 2 ;;
+esac
+exit 0
+"""
+
+
+@pytest.fixture
+def fake_vault(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "vault").write_text(FAKE_VAULT)
+    (bindir / "vault").chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bindir}:{os.environ['PATH']}",
+        "FAKE_VAULT_DIR": str(tmp_path),
+        "VAULT_ADDR": "https://vault.example:8200",
+    }
+    return tmp_path, env
+
+
+def run(args, env, check=True):
+    proc = subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=60)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def calls(tmp_path):
+    folder = tmp_path / "calls"
+    out = []
+    for args in sorted(folder.glob("*.args")) if folder.exists() else []:
+        stdin = args.with_suffix(".stdin")
+        out.append(
+            {
+                "args": args.read_text().split("\0")[:-1],
+                "stdin": stdin.read_text() if stdin.exists() else "",
+            }
+        )
+    return out
+
+
+def test_bootstrap_enables_auth_kv_and_binds_one_role_per_service(fake_vault):
+    tmp, env = fake_vault
+    out = run(["--env", "prod"], env).stdout
+    got = calls(tmp)
+    argv = [c["args"] for c in got]
+    assert ["auth", "enable", "-path=kubernetes", "kubernetes"] in argv
+    assert ["write", "auth/kubernetes/config", "kubernetes_host=https://kubernetes.default.svc"] in argv
+    assert ["secrets", "enable", "-path=secret", "-version=2", "kv"] in argv
+    for svc in SERVICES:
+        name = f"mlplatform-prod-{svc}"
+        policy = next(c for c in got if c["args"] == ["policy", "write", name, "-"])
+        assert f'path "secret/data/mlplatform/prod/{svc}"' in policy["stdin"]
+        assert "<env>" not in policy["stdin"] and "<kv-mount>" not in policy["stdin"]
+        assert [
+            "write",
+            f"auth/kubernetes/role/{name}",
+            f"bound_service_account_names={svc}",
+            "bound_service_account_namespaces=mlplatform-prod",
+            f"token_policies={name}",
+            "token_ttl=1h",
+            "token_max_ttl=24h",
+        ] in argv
+        assert f"VAULT_ROLE={name} VAULT_SECRET_PATH=mlplatform/prod/{svc}" in out
+    # nothing wider than one service account per role
+    assert not any("*" in a for args in argv for a in args)
+
+
+def test_rerun_skips_existing_mounts_and_keeps_existing_secrets(fake_vault):
+    tmp, env = fake_vault
+    (tmp / "auth.json").write_text('{"kubernetes/": {"type": "kubernetes"}, "token/": {"type": "token"}}')
+    (tmp / "secrets.json").write_text('{"kv-ml/": {"type": "kv", "options": {"version": "2"}}}')
+    seed = tmp / "seed"
+    seed.mkdir()
+    (seed / "feature-store.json").write_text('{"REDIS_PASSWORD": "s3cret-value"}')
+    out = run(["--env", "dev", "--kv-mount", "kv-ml", "--seed-dir", str(seed)], env).stdout
+    argv = [c["args"] for c in calls(tmp)]
+    assert not any(a[:2] == ["auth", "enable"] for a in argv)
+    assert not any(a[:2] == ["secrets", "enable"] for a in argv)
+    put = [a for a in argv if a[:2] == ["kv", "put"]]
+    assert put == [
+        ["kv", "put", "-mount=kv-ml", "mlplatform/dev/feature-store", f"@{seed}/feature-store.json"]
+    ]
+    assert "s3cret-value" not in json.dumps(argv) and "s3cret-value" not in out
+    # second run: the secret now exists and is left alone
+    (tmp / "exists").write_text("")
+    shutil.rmtree(tmp / "calls")
+    out = run(["--env", "dev", "--kv-mount", "kv-ml", "--seed-dir", str(seed)], env).stdout
+    assert not any(c["args"][:2] == ["kv", "put"] for c in calls(tmp))
+    assert "exists; left as is" in out
+
+
+def test_dry_run_prints_commands_without_calling_vault(fake_vault):
+    tmp, env = fake_vault
+    out = run(["--env", "staging", "--audience", "vault", "--dry-run"], env).stdout
+    assert calls(tmp) == []
+    assert "+ vault auth enable -path=kubernetes kubernetes" in out
+    assert out.count("+ vault policy write mlplatform-staging-") == 4
+    assert "bound_service_account_namespaces=mlplatform-staging" in out and "audience=vault" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "qa"], "--env must be dev, staging or prod"),
+        (["--env", "prod", "--bogus"], "unknown argument: --bogus"),
+        (["--env", "prod", "--seed-dir", "/nonexistent"], "is not a directory"),
+    ],
+)
+def test_bad_arguments_fail_clearly(fake_vault, args, message):
+    _, env = fake_vault
+    proc = run(args, env, check=False)
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_unreachable_or_sealed_vault_stops_the_script(fake_vault):
+    tmp, env = fake_vault
+    (tmp / "sealed").write_text("")
+    proc = run(["--env", "prod"], env, check=False)
+    assert proc.returncode == 2 and "unreachable or sealed" in proc.stderr
+    assert [c["args"][0] for c in calls(tmp)] == ["status"]
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_service_policy_is_least_privilege(svc):
+    text = (REPO / "policies" / "vault" / f"{svc}.hcl").read_text()
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    paths = re.findall(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*\}', code)
+    assert paths == [(f"<kv-mount>/data/mlplatform/<env>/{svc}", '"read"')]
+    assert code.count("path ") == 1

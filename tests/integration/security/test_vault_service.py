@@ -1,0 +1,135 @@
+"""A real service process with ``secrets_backend=vault``: fail-fast start-up and key rotation.
+
+No Vault server can run here, so the service talks to the HTTP test double of the Vault API in
+``tests/unit/security/fake_vault.py`` (Kubernetes auth login, KV v2 read, token lookup/renew, and
+Vault's ``{"errors": [...]}`` bodies, with the JSON shapes of Vault's API documentation) over
+real HTTP on a free port.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlplatform.core.auth import hash_key
+from tests.procs import free_port, wait_ready
+from tests.unit.security.fake_vault import FakeVault, Role
+
+pytestmark = pytest.mark.integration
+
+SERVICE = "drift-detection"
+ROLE = "mlplatform-dev-drift-detection"
+PATH = "mlplatform/dev/drift-detection"
+JWT = "eyJhbGciOiJSUzI1NiJ9.drift-detection-sa.signature"
+
+
+@pytest.fixture
+def vault() -> Iterator[FakeVault]:
+    with FakeVault(time.monotonic) as fake:
+        st = fake.state
+        st.roles[ROLE] = Role({"drift-detection"}, {"mlplatform-dev"}, [ROLE], ttl=3600)
+        st.jwts[JWT] = ("drift-detection", "mlplatform-dev")
+        st.policies[ROLE] = {f"secret/data/{PATH}"}
+        st.put_secret("secret", PATH, {"MLPLATFORM_API_KEYS": f"{hash_key('old-key')}:drift:write"})
+        yield fake
+
+
+def service_env(vault: FakeVault, tmp_path: Path, **extra: str) -> dict[str, str]:
+    token = tmp_path / "sa-token"
+    token.write_text(JWT)
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "MLPLATFORM_DATA_DIR": str(tmp_path / "data"),
+        "MLPLATFORM_ENV": "dev",
+        "DRIFT_SECRETS_BACKEND": "vault",
+        "DRIFT_RETRAIN_MODE": "off",
+        "VAULT_ADDR": vault.url,
+        "VAULT_ROLE": ROLE,
+        "VAULT_SECRET_PATH": PATH,
+        "VAULT_SA_TOKEN_PATH": str(token),
+        "VAULT_REFRESH_INTERVAL_S": "0.5",
+        **extra,
+    }
+
+
+def serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as fh:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mlplatform.cli",
+                "serve",
+                SERVICE,
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+        )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"VAULT_ROLE": "no-such-role"},
+            'rejected the login: InvalidRequest: invalid role name "no-such-role"',
+        ),
+        ({"VAULT_ADDR": "http://127.0.0.1:{port}"}, "is unreachable: connection refused"),
+        ({"VAULT_SECRET_PATH": "mlplatform/dev/model-serving"}, "may not read"),
+    ],
+)
+def test_service_refuses_to_start_with_a_clear_message(vault, tmp_path, extra, message):
+    extra = {k: v.format(port=free_port()) for k, v in extra.items()}
+    log = tmp_path / "service.log"
+    proc = serve(service_env(vault, tmp_path, **extra), free_port(), log)
+    try:
+        assert proc.wait(timeout=120) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log.read_text(errors="replace")
+    assert "VaultStartupError" in output and message in " ".join(output.split())
+    assert JWT not in output and hash_key("old-key") not in output
+
+
+def test_rotated_api_key_takes_effect_without_restart(vault, tmp_path):
+    port = free_port()
+    log = tmp_path / "service.log"
+    proc = serve(service_env(vault, tmp_path), port, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, 120, proc, path="/v2/health/live")
+
+        def status(key: str) -> int:
+            return httpx.post(
+                f"{url}/v1/records", json={"records": []}, headers={"X-API-Key": key}
+            ).status_code
+
+        assert status("old-key") != 401
+        assert status("new-key") == 401
+        vault.state.put_secret("secret", PATH, {"MLPLATFORM_API_KEYS": f"{hash_key('new-key')}:drift:write"})
+        deadline = time.monotonic() + 30
+        while status("new-key") == 401 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status("new-key") != 401
+        assert status("old-key") == 401
+        assert vault.state.count("POST", "/v1/auth/kubernetes/login") == 1  # no restart, no re-login
+    finally:
+        proc.terminate()
+        proc.wait(timeout=40)
+    output = log.read_text(errors="replace")
+    assert "vault secrets rotated: MLPLATFORM_API_KEYS" in output
+    assert JWT not in output and hash_key("new-key") not in output

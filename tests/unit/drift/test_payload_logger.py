@@ -1,0 +1,109 @@
+"""Payload logger without a drift service: spooling, spool limit, queue limit, sampling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from mlplatform.core.payloads import InferenceRecord
+from mlplatform.drift.payload_logger import PayloadLogger
+from tests.procs import free_port
+
+
+def _record(i: int) -> InferenceRecord:
+    return InferenceRecord(
+        request_id=f"req-{i}",
+        row_index=0,
+        model="m",
+        version="1",
+        timestamp=time.time(),
+        inputs={"amount": float(i), "hour": i % 24},
+        outputs={"p": 0.5},
+    )
+
+
+def _value(registry: CollectorRegistry, name: str, labels: dict | None = None) -> float:
+    return registry.get_sample_value(name, labels or {}) or 0.0
+
+
+async def _until(predicate, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met before the deadline")
+
+
+async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_path):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / ".tmp-half-written.json").write_bytes(b'{"records": [')  # left by a crash
+    registry = CollectorRegistry()
+    logger = PayloadLogger(
+        f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        batch_size=10,
+        sample_rate=1.0,
+        spool_dir=spool,
+        spool_max_bytes=6000,
+        flush_interval_s=0.05,
+        registry=registry,
+    )
+    await logger.start()
+    assert not list(spool.glob(".tmp-*"))
+    for i in range(30):
+        logger.submit(_record(i))
+    await _until(lambda: _value(registry, "mlplatform_payload_records_spooled_total") == 30)
+    files = sorted(spool.glob("*.json"))
+    assert len(files) == 3
+    assert [len(orjson.loads(f.read_bytes())["records"]) for f in files] == [10, 10, 10]
+    assert _value(registry, "mlplatform_payload_spool_bytes") == sum(f.stat().st_size for f in files)
+
+    for i in range(30, 60):  # the spool has room for a few more batches only
+        logger.submit(_record(i))
+    await logger.stop()
+    spooled = _value(registry, "mlplatform_payload_records_spooled_total")
+    dropped = _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "spool_full"})
+    assert dropped > 0 and spooled + dropped == 60
+    assert logger.spool_bytes <= 6000
+    kept = sum(len(orjson.loads(f.read_bytes())["records"]) for f in spool.glob("*.json"))
+    assert kept == spooled
+    assert _value(registry, "mlplatform_payload_records_submitted_total") == 60
+    assert _value(registry, "mlplatform_payload_records_sent_total") == 0
+
+
+async def test_queue_bound_and_sampling(tmp_path):
+    registry = CollectorRegistry()
+    logger = PayloadLogger(
+        "http://127.0.0.1:9",
+        batch_size=100,
+        sample_rate=1.0,
+        spool_dir=tmp_path,
+        spool_max_bytes=10_000_000,
+        flush_interval_s=60,
+        registry=registry,
+        max_queue=5,
+    )
+    for i in range(8):  # not started: the queue just fills up, submit never blocks
+        logger.submit(_record(i))
+    assert logger.queue_depth == 5
+    assert _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 3
+    assert _value(registry, "mlplatform_payload_queue_records") == 5
+
+    sampled = PayloadLogger(
+        "http://127.0.0.1:9",
+        batch_size=100,
+        sample_rate=0.25,
+        spool_dir=tmp_path,
+        spool_max_bytes=10_000_000,
+        flush_interval_s=60,
+        registry=CollectorRegistry(),
+    )
+    for i in range(2000):
+        sampled.submit(_record(i))
+    assert 350 < sampled.queue_depth < 650  # about a quarter, chosen by request id
+    again = [sampled._sampled(f"req-{i}") for i in range(50)]
+    assert again == [sampled._sampled(f"req-{i}") for i in range(50)]  # deterministic per request

@@ -1,0 +1,199 @@
+"""Retraining triggers: once per drift episode, manual admin route, Kubernetes Job and subprocess paths."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mlplatform.core.auth import hash_key
+from tests.unit.drift.tiny_registry import MODEL, drift_settings, make_frame, records, running_app
+
+
+def _poll(predicate, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met before the deadline")
+
+
+async def _window(client, shift: float, tag: str, seed: int) -> None:
+    body = {"records": records(make_frame(300, seed=seed, shift=shift), MODEL, "1", tag)}
+    r = await client.post("/v1/records", json=body)
+    assert r.status_code == 200 and r.json()["windows_closed"] == 1, r.text
+
+
+async def test_retraining_fires_once_per_episode_via_subprocess(tiny_registry, tmp_path):
+    marker = tmp_path / "retrained.txt"
+    cmd = f"{sys.executable} -c \"import os; open({str(marker)!r}, 'a').write(os.environ['MLPLATFORM_RETRAIN_MODEL'] + chr(10))\""
+    settings = drift_settings(
+        tiny_registry,
+        tmp_path / "d",
+        window_size=300,
+        retrain_after_windows=2,
+        retrain_cooldown_s=0,
+        retrain_mode="subprocess",
+        retrain_command=cmd,
+    )
+    async with running_app(settings) as (client, app):
+        svc = app.state.dataplane
+        await _window(client, 1.0, "a", 1)
+        assert svc.retrain_events(MODEL) == []  # one drifted window is not enough
+        for i in range(4):  # the episode goes on: still exactly one trigger
+            await _window(client, 1.0, f"b{i}", 10 + i)
+        events = svc.retrain_events(MODEL)
+        assert len(events) == 1 and events[0]["mode"] == "subprocess" and events[0]["outcome"] == "started"
+        _poll(lambda: marker.exists() and marker.read_text() == f"{MODEL}\n")
+        state = (await client.get(f"/v1/models/{MODEL}/drift")).json()["retraining"]
+        assert state["consecutive_drift_windows"] == 5 and state["episode_active"] is True
+
+        await _window(client, 0.0, "calm", 30)  # episode over
+        await _window(client, 1.0, "c1", 31)
+        assert len(svc.retrain_events(MODEL)) == 1
+        await _window(client, 1.0, "c2", 32)  # a new episode fires again
+        assert len(svc.retrain_events(MODEL)) == 2
+        _poll(lambda: marker.read_text().count(MODEL) == 2)
+        metrics = (await client.get("/metrics")).text
+        assert (
+            'mlplatform_drift_retraining_triggers_total{mode="subprocess",model="drift-demo",outcome="started"} 2.0'
+            in metrics
+        )
+
+
+async def test_cooldown_blocks_a_second_episode(tiny_registry, tmp_path):
+    settings = drift_settings(
+        tiny_registry, tmp_path, window_size=300, retrain_after_windows=1, retrain_cooldown_s=3600
+    )
+    async with running_app(settings) as (client, app):
+        await _window(client, 1.0, "x1", 1)
+        await _window(client, 0.0, "x2", 2)
+        await _window(client, 1.0, "x3", 3)
+        events = app.state.dataplane.retrain_events(MODEL)
+        assert [e["mode"] for e in events] == ["off"] and events[0]["outcome"] == "skipped"
+
+
+class _FakeKubeApi(BaseHTTPRequestHandler):
+    """Speaks the Kubernetes API wire format for ``POST /apis/batch/v1/namespaces/{ns}/jobs``.
+
+    A test double for the API server (which cannot run here): it answers ``201 Created`` with the
+    Job object as the real server does (``metadata.name`` generated from ``generateName``, a ``uid``
+    and ``creationTimestamp``), and ``404`` with a ``Status`` object for any other path.
+    """
+
+    received: list[tuple[str, dict, dict]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if (
+            len(parts) == 6
+            and parts[:3] == ["apis", "batch", "v1"]
+            and parts[3] == "namespaces"
+            and parts[5] == "jobs"
+        ):
+            type(self).received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
+            meta = body.setdefault("metadata", {})
+            meta["name"] = meta.get("name") or meta.get("generateName", "job-") + "x7k2p"
+            meta.update(
+                namespace=parts[4],
+                uid="6f1c0d5e-1111-2222-3333-444455556666",
+                creationTimestamp="2026-11-23T16:00:00Z",
+                resourceVersion="1",
+            )
+            body["status"] = {}
+            self._reply(201, body)
+        else:
+            self._reply(
+                404,
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "reason": "NotFound",
+                    "code": 404,
+                },
+            )
+
+    def _reply(self, code: int, obj: dict) -> None:
+        data = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def kube_api():
+    _FakeKubeApi.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKubeApi)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", _FakeKubeApi.received
+    server.shutdown()
+
+
+async def test_manual_retrain_creates_kubernetes_job(tiny_registry, tmp_path, kube_api, monkeypatch):
+    """The Job path against an HTTP double of the Kubernetes API server (documented wire format)."""
+    url, received = kube_api
+    monkeypatch.setenv("MLPLATFORM_API_KEYS", f"{hash_key('writer')}:drift:write,{hash_key('boss')}:admin")
+    settings = drift_settings(
+        tiny_registry,
+        tmp_path,
+        auth_enabled=True,
+        retrain_mode="kubernetes",
+        kube_api_url=url,
+        kube_token="sa-token",
+        retrain_namespace="ml",
+    )
+    async with running_app(settings) as (client, _):
+        route = f"/v1/models/{MODEL}/retrain"
+        assert (await client.post(route, json={})).status_code == 401
+        r = await client.post(route, json={}, headers={"Authorization": "Bearer writer"})
+        assert r.status_code == 403
+        r = await client.post(route, json={"reason": "new data"}, headers={"Authorization": "Bearer boss"})
+        assert r.status_code == 200, r.text
+        assert r.json() == {
+            "model": MODEL,
+            "mode": "kubernetes",
+            "outcome": "started",
+            "detail": "job ml/mlplatform-retrain-x7k2p",
+        }
+        path, headers, job = received[0]
+        assert path.startswith("/apis/batch/v1/namespaces/ml/jobs")
+        assert headers["authorization"] == "Bearer sa-token"
+        assert job["kind"] == "Job" and job["apiVersion"] == "batch/v1"
+        assert job["metadata"]["labels"]["mlplatform.io/model"] == MODEL
+        assert job["metadata"]["labels"]["mlplatform.io/model-version"] == "2"  # the champion
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["mlplatform", "train", "--force"]
+        assert {"name": "MLPLATFORM_RETRAIN_MODEL", "value": MODEL} in container["env"]
+        # ingest needs drift:write
+        body = {"records": records(make_frame(2, seed=1), MODEL, "1", "k")}
+        assert (await client.post("/v1/records", json=body)).status_code == 401
+        r = await client.post("/v1/records", json=body, headers={"X-API-Key": "writer"})
+        assert r.status_code == 200
+
+
+async def test_failed_job_creation_is_reported_not_raised(tiny_registry, tmp_path, kube_api):
+    url, _ = kube_api
+    settings = drift_settings(
+        tiny_registry, tmp_path, retrain_mode="kubernetes", kube_api_url=url + "/nowhere"
+    )
+    async with running_app(settings) as (client, app):
+        r = await client.post(f"/v1/models/{MODEL}/retrain", json={})
+        assert r.status_code == 200 and r.json()["outcome"] == "failed"
+        metrics = (await client.get("/metrics")).text
+        assert (
+            'mlplatform_drift_retraining_triggers_total{mode="kubernetes",model="drift-demo",outcome="failed"} 1.0'
+            in metrics
+        )

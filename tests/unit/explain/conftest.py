@@ -1,0 +1,95 @@
+"""Fixtures for the explainability unit tests.
+
+``explain_app`` runs the real app (lifespan entered) on the demo models from the shared
+``demo_registry`` (real SQLite MLflow); ``extra_app`` runs it on small models of our own registry
+(``tests/unit/explain/models.py``): a logistic regression, a pt2 torch MLP and a forest whose
+alias the tests move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from mlplatform.core.secrets import EnvSecretsBackend
+from mlplatform.explain.app import create_app
+from mlplatform.explain.settings import ExplainSettings
+from tests.unit.explain.models import LINEAR, MLP, TREE, Registry, register_models
+
+DEMO_TREE = "fraud-detector"
+DEMO_MLP = "fraud-detector-mlp"
+
+
+@dataclass
+class RunningApp:
+    app: Any
+    client: httpx.AsyncClient
+
+    @property
+    def plane(self) -> Any:
+        return self.app.state.dataplane
+
+
+async def wait_until(predicate: Callable[[], bool], deadline_s: float = 120.0) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("condition not met before the deadline")
+
+
+@contextlib.asynccontextmanager
+async def running(settings: ExplainSettings, secrets_env: dict | None = None) -> AsyncIterator[RunningApp]:
+    app = create_app(settings, secrets=EnvSecretsBackend(secrets_env or {}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://explain") as client:
+            await wait_until(app.state.dataplane.ready)
+            yield RunningApp(app, client)
+
+
+def demo_settings(demo_registry, tmp_path, **kw) -> ExplainSettings:
+    base: dict[str, Any] = dict(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=demo_registry.tracking_uri,
+        models=f"{DEMO_TREE},{DEMO_MLP}",
+        auth_enabled=False,
+        poll_interval_s=3600,
+        importance_sample_size=200,
+    )
+    base.update(kw)
+    return ExplainSettings(**base)
+
+
+@pytest.fixture(scope="session")
+async def explain_app(demo_registry, tmp_path_factory) -> AsyncIterator[RunningApp]:
+    settings = demo_settings(demo_registry, tmp_path_factory.mktemp("explain-app"))
+    async with running(settings) as app:
+        yield app
+
+
+@pytest.fixture(scope="session")
+def extra_registry(tmp_path_factory) -> Registry:
+    return register_models(tmp_path_factory.mktemp("explain-registry"))
+
+
+@pytest.fixture(scope="session")
+async def extra_app(extra_registry, tmp_path_factory) -> AsyncIterator[RunningApp]:
+    settings = ExplainSettings(
+        data_dir=tmp_path_factory.mktemp("explain-extra"),
+        mlflow_tracking_uri=extra_registry.tracking_uri,
+        models=f"{LINEAR},{MLP},{TREE}",
+        auth_enabled=False,
+        poll_interval_s=3600,
+        kernel_nsamples=200,
+    )
+    async with running(settings) as app:
+        yield app
