@@ -397,9 +397,17 @@ def overview() -> dict[str, Any]:
                 w=8,
             ),
             timeseries(
+                "Responses per second by service and status code",
+                [target("service_code:mlplatform_http_requests:rate5m", "{{service}} {{code}}")],
+                unit="reqps",
+                w=12,
+                stack=True,
+            ),
+            timeseries(
                 "Requests in flight by service",
                 [target(f"sum by (service) (mlplatform_http_requests_in_flight{{{NS}}})", "{{service}}")],
                 w=12,
+                description="The HPAs' per-pod custom metric (prometheus-adapter).",
             ),
             timeseries(
                 "Scrape targets up",

@@ -6,7 +6,7 @@ torch MLP ``fraud-detector-mlp``) into a throw-away SQLite MLflow, starts
 ``POST /v2/models/{model}/explain`` requests (one HTTP/1.1 keep-alive connection) with rows from the
 model's reference sample, and prints p50/p99 latency per model and batch size.
 
-    .venv/bin/python scripts/bench/bench_explain.py [--rows 50000] [--requests 300]
+    .venv/bin/python scripts/bench/bench_explain.py [--rows 30000] [--requests 300]
         [--perturbation interventional|tree_path_dependent|both]
 """
 
@@ -85,13 +85,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--rows", type=int, default=50_000, help="transactions to train the demo models on")
+    parser.add_argument("--rows", type=int, default=30_000, help="transactions to train the demo models on")
     parser.add_argument("--requests", type=int, default=300, help="single-row requests per model")
     parser.add_argument("--batch-requests", type=int, default=20, help="100-row requests per model")
     parser.add_argument(
         "--perturbation",
         choices=("interventional", "tree_path_dependent", "both"),
-        default="both",
+        default="interventional",
         help="EXPLAIN_TREE_FEATURE_PERTURBATION to measure",
     )
     args = parser.parse_args()

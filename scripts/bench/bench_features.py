@@ -97,6 +97,7 @@ def main() -> None:
         with running_service("feature-store", env, Path(tmp) / "logs") as svc:
             print(f"feature-store service on {svc.url}", flush=True)
             ours_ms = measure(svc.url + "/v1/features/online", ours, warmup)
+            ours_first = httpx.post(svc.url + "/v1/features/online", json=ours[0]).json()["rows"][0]
         port = free_port()
         repo_dir = FeatureRepoPaths(data_dir).repo_dir
         feast_cmd = [
@@ -116,6 +117,9 @@ def main() -> None:
             wait_ready(f"http://127.0.0.1:{port}", 180, proc, path="/health")
             print(f"feast serve on http://127.0.0.1:{port}", flush=True)
             feast_ms = measure(f"http://127.0.0.1:{port}/get-online-features", feast_bodies, warmup)
+            answer = httpx.post(f"http://127.0.0.1:{port}/get-online-features", json=feast_bodies[0]).json()
+            names = answer["metadata"]["feature_names"]
+            feast_first = {n: r["values"][0] for n, r in zip(names, answer["results"], strict=True)}
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -130,8 +134,15 @@ def main() -> None:
         print(
             f"{name:<28}{pct(ms, 0.5):>10.2f}{pct(ms, 0.9):>10.2f}{pct(ms, 0.99):>10.2f}{statistics.mean(ms):>10.2f}"
         )
+    same = all(
+        feast_first.get(k) == v or abs((feast_first.get(k) or 0) - (v or 0)) < 1e-9
+        for k, v in ours_first.items()
+    )
+    print(f"\nsame values as feast serve for the first entity: {'yes' if same else 'NO'}")
+    if not same:
+        print(f"  ours:  {ours_first}\n  feast: {feast_first}")
     print(
-        f"\ncommand: .venv/bin/python scripts/bench/bench_features.py --requests {args.requests} --rows {args.rows}"
+        f"command: .venv/bin/python scripts/bench/bench_features.py --requests {args.requests} --rows {args.rows}"
     )
 
 

@@ -72,6 +72,16 @@ wrk.body = [[%s]]
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
 def parse_wrk(text: str) -> dict[str, float]:
     def ms(value: str, unit: str) -> float:
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
@@ -148,7 +158,9 @@ def main() -> int:
             # warm-up, then the measured run
             warm = [c if c != f"-d{args.duration}s" else "-d3s" for c in cmd]
             subprocess.run(warm, capture_output=True, text=True)
+            cpu0, load0 = cpu_seconds(svc.proc.pid), load_average()
             res = subprocess.run(cmd, capture_output=True, text=True)
+            cpu1, load1 = cpu_seconds(svc.proc.pid), load_average()
             stats = parse_wrk(res.stdout)
         finally:
             svc.stop()
@@ -162,6 +174,13 @@ def main() -> int:
             f"{MODEL:<16}{runtime or '?':<14}{args.connections:>6}{stats['rps']:>10.0f}"
             f"{stats['p50']:>9.2f}{stats['p90']:>9.2f}{stats['p99']:>9.2f}{stats['non2xx']:>9.0f}"
         )
+        if stats["requests"]:
+            per_req_us = (cpu1 - cpu0) / stats["requests"] * 1e6
+            print(
+                f"server CPU: {per_req_us:.0f} us per request "
+                f"(=> ~{1e6 / per_req_us:.0f} req/s if the server had one core to itself); "
+                f"load average before/after: {load0} / {load1} on {os.cpu_count()} cores"
+            )
         print("target: >= 5000 req/s with p99 < 10 ms (2-core machine, server and wrk on separate cores)")
         return 0 if stats["non2xx"] == 0 else 1
     finally:

@@ -251,3 +251,31 @@ def test_record_refuses_change_without_bump(tmp_path):
     chart_yaml = root / "charts" / "drift-detection" / "Chart.yaml"
     chart_yaml.write_text(chart_yaml.read_text().replace("version: 0.1.0", "version: 0.1.1", 1))
     assert record_chart_digests(root)["drift-detection"]["version"] == "0.1.1"
+
+
+def test_value_schemas_agree_across_charts():
+    """The four schemas differ only where the charts do: the component and which features they allow."""
+
+    def normalised(chart: str) -> dict:
+        schema = json.loads((CHARTS / chart / "values.schema.json").read_text())
+        props = schema["properties"]
+        assert props["component"] == {"const": chart}
+        props["component"] = {}
+        props["gpu"]["properties"]["enabled"] = {}
+        props["rollout"]["properties"]["enabled"] = {}
+        assert schema.pop("title") == f"{chart} chart values"
+        return schema
+
+    reference = normalised("model-serving")
+    for chart in SERVICE_CHARTS:
+        assert normalised(chart) == reference, chart
+    allows = {
+        chart: (
+            json.loads((CHARTS / chart / "values.schema.json").read_text())["properties"]["gpu"][
+                "properties"
+            ]["enabled"]
+        )
+        for chart in SERVICE_CHARTS
+    }
+    assert allows["feature-store"] == allows["drift-detection"] == {"const": False}
+    assert allows["model-serving"] == allows["explainability"] == {"type": "boolean"}

@@ -7,6 +7,7 @@ with authentication off and only the ``fraud-detector`` model, to keep start-up 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,12 @@ from typing import Any
 import pytest
 
 from tests.load.payloads import load_samples
+from tests.procs import ServiceProcess, start_service
 
 SERVED_MODEL = "fraud-detector"
 FEATURE_SERVICE = "fraud_detection_v1"
+#: Start-up deadline of one service (loading a model or the Feast repository on 2 busy cores).
+START_TIMEOUT_S = 240.0
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +61,26 @@ def copy_feature_repo(demo_registry: Any, data_dir: Path) -> Path:
     for sub in ("features", "feature_repo"):
         shutil.copytree(src / sub, data_dir / sub, dirs_exist_ok=True)
     return data_dir
+
+
+async def start_all(*specs: tuple[Any, ...]) -> list[ServiceProcess]:
+    """Start services in parallel: each spec is ``(name, env, log_dir[, port])``.
+
+    Waits for every one to be ready; if one fails, the others are stopped and the error raised.
+    """
+
+    async def one(spec: tuple[Any, ...]) -> ServiceProcess:
+        name, env, logs, *rest = spec
+        port = rest[0] if rest else None
+        return await asyncio.to_thread(
+            start_service, name, env, logs, port=port, ready_timeout=START_TIMEOUT_S
+        )
+
+    results = await asyncio.gather(*(one(s) for s in specs), return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        for r in results:
+            if isinstance(r, ServiceProcess):
+                r.stop()
+        raise errors[0]
+    return list(results)  # type: ignore[arg-type]

@@ -113,7 +113,9 @@ class Burst:
         return [o for o in self.results if t0 <= o.start < t1 and (kind is None or o.kind == kind)]
 
 
-async def wait_until(predicate: Callable[[], bool], deadline_s: float, what: str, step_s: float = 0.05) -> float:
+async def wait_until(
+    predicate: Callable[[], bool], deadline_s: float, what: str, step_s: float = 0.05
+) -> float:
     """Poll ``predicate`` until true; return the monotonic time it became true, fail after the deadline."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:

@@ -72,7 +72,9 @@ class MlflowServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise TimeoutError(f"mlflow server not up after {ready_timeout}s: {self.log_path.read_text()[-3000:]}")
+        raise TimeoutError(
+            f"mlflow server not up after {ready_timeout}s: {self.log_path.read_text()[-3000:]}"
+        )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

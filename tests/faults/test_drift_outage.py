@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from tests.faults.conftest import SERVED_MODEL, base_env
+from tests.faults.conftest import SERVED_MODEL, START_TIMEOUT_S, base_env, start_all
 from tests.faults.harness import Burst, Call, percentile, run_for, summary, wait_until
 from tests.load.payloads import tensor_request
-from tests.procs import start_service
+from tests.procs import free_port, start_service
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
 ROWS_PER_REQUEST = 2
 INFER_P99_BUDGET_S = 0.5  # single-request p99 budget while drift detection is down (2 shared cores)
@@ -46,18 +46,19 @@ async def test_drift_killed_mid_load_then_restarted(
     env = base_env(demo_registry, workdir / "data")
     logs = workdir / "logs"
     drift_env = {**env, "DRIFT_RETRAIN_MODE": "off", "DRIFT_WINDOW_SIZE": "100000"}
-    drift = await asyncio.to_thread(start_service, "drift-detection", drift_env, logs, ready_timeout=180.0)
-    serving = None
+    drift_port = free_port()
+    serving_env = {
+        **env,
+        "SERVING_DRIFT_URL": f"http://127.0.0.1:{drift_port}",
+        "SERVING_PAYLOAD_SAMPLE_RATE": "1.0",
+        "SERVING_PAYLOAD_BATCH_SIZE": "20",
+        "SERVING_PAYLOAD_FLUSH_INTERVAL_S": "0.2",
+        "SERVING_PAYLOAD_SPOOL_DIR": str(workdir / "spool"),
+    }
+    drift, serving = await start_all(
+        ("drift-detection", drift_env, logs, drift_port), ("model-serving", serving_env, logs)
+    )
     try:
-        serving_env = {
-            **env,
-            "SERVING_DRIFT_URL": drift.url,
-            "SERVING_PAYLOAD_SAMPLE_RATE": "1.0",
-            "SERVING_PAYLOAD_BATCH_SIZE": "20",
-            "SERVING_PAYLOAD_FLUSH_INTERVAL_S": "0.2",
-            "SERVING_PAYLOAD_SPOOL_DIR": str(workdir / "spool"),
-        }
-        serving = await asyncio.to_thread(start_service, "model-serving", serving_env, logs, ready_timeout=180.0)
         url = f"{serving.url}/v2/models/{SERVED_MODEL}/infer"
 
         def make(worker: int, i: int) -> Call:
@@ -73,7 +74,12 @@ async def test_drift_killed_mid_load_then_restarted(
             await run_for(3.0)
             t_restart = time.monotonic()
             drift = await asyncio.to_thread(
-                start_service, "drift-detection", drift_env, logs, port=drift.port, ready_timeout=180.0
+                start_service,
+                "drift-detection",
+                drift_env,
+                logs,
+                port=drift.port,
+                ready_timeout=START_TIMEOUT_S,
             )
             await run_for(1.0)
 
@@ -107,6 +113,5 @@ async def test_drift_killed_mid_load_then_restarted(
         assert not extra, f"{len(extra)} records stored that serving never accepted, e.g. {sorted(extra)[:3]}"
         assert serving.proc.poll() is None
     finally:
-        if serving is not None:
-            serving.stop()
+        serving.stop()
         drift.stop()

@@ -8,20 +8,20 @@ registry; the new version is registered from the champion's own model source wit
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlplatform.core.registry import mlflow_client
-from tests.faults.conftest import SERVED_MODEL, base_env
+from mlplatform.training.pipeline import mlflow_uri
+from tests.faults.conftest import SERVED_MODEL, START_TIMEOUT_S, base_env
 from tests.faults.harness import Burst, Call, run_for, summary, wait_until
 from tests.faults.registry import copy_registry
 from tests.load.payloads import tensor_request
 from tests.procs import start_service
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
 POLL_S = 0.3
 
@@ -30,9 +30,11 @@ def _promote_copy(uri: str) -> str:
     """Register a new version of the served model from the champion's source and move the alias."""
     client = mlflow_client(uri)
     current = client.get_model_version_by_alias(SERVED_MODEL, "champion")
-    new = client.create_model_version(
-        SERVED_MODEL, source=current.source, run_id=current.run_id, tags=dict(current.tags)
-    )
+    # MLflow resolves a 'models:/m-...' source through the fluent (process-global) tracking URI.
+    with mlflow_uri(uri):
+        new = client.create_model_version(
+            SERVED_MODEL, source=current.source, run_id=current.run_id, tags=dict(current.tags)
+        )
     client.set_registered_model_alias(SERVED_MODEL, "champion", new.version)
     return str(new.version)
 
@@ -44,7 +46,9 @@ async def test_promotion_under_load(demo_registry: Any, samples: list[dict], wor
         "MLFLOW_TRACKING_URI": uri,
         "SERVING_POLL_INTERVAL_S": str(POLL_S),
     }
-    serving = await asyncio.to_thread(start_service, "model-serving", env, workdir / "logs", ready_timeout=180.0)
+    serving = await asyncio.to_thread(
+        start_service, "model-serving", env, workdir / "logs", ready_timeout=START_TIMEOUT_S
+    )
     try:
         url = f"{serving.url}/v2/models/{SERVED_MODEL}/infer"
 

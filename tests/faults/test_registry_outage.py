@@ -25,7 +25,7 @@ from tests.faults.registry import MlflowServer, copy_registry
 from tests.load.payloads import tensor_request
 from tests.procs import ServiceProcess, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
 
 def _spawn_serving(env: dict[str, str], logs: Path) -> ServiceProcess:

@@ -74,5 +74,7 @@ def feature_read_request(rows: list[dict[str, Any]], feature_service: str) -> di
     """A feature-store ``POST /v1/features/online`` body for these rows' entities."""
     return {
         "feature_service": feature_service,
-        "rows": [{"user_id": r["user_id"], "merchant_id": r["merchant_id"], "amount": r["amount"]} for r in rows],
+        "rows": [
+            {"user_id": r["user_id"], "merchant_id": r["merchant_id"], "amount": r["amount"]} for r in rows
+        ],
     }

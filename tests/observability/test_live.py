@@ -157,7 +157,12 @@ def test_latency_exemplars_link_to_traces(stack, traffic, service: str) -> None:
         for series in stack.prometheus.exemplars(expr, seconds=3600):
             found += [e["labels"].get("trace_id", "") for e in series["exemplars"]]
         time.sleep(0.5)
-    assert found, f"no exemplars for {expr}"
+    if not found:
+        everything = stack.prometheus.client.get(
+            "/api/v1/query_exemplars",
+            params={"query": '{__name__=~".+"}', "start": time.time() - 3600, "end": time.time() + 5},
+        ).text[:2000]
+        raise AssertionError(f"no exemplars for {expr}; all exemplars: {everything}")
     assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in found), found[:5]
 
 

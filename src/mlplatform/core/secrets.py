@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Protocol, runtime_checkable
 
@@ -52,7 +53,12 @@ def build_secrets_backend(kind: str) -> SecretsBackend:
     if kind == "env":
         return EnvSecretsBackend()
     if kind == "vault":
-        from mlplatform.core.vault import VaultSecretsBackend  # the security work provides it
+        from mlplatform.core.vault import VaultSecretsBackend, VaultStartupError
 
-        return VaultSecretsBackend.from_env()
+        try:
+            return VaultSecretsBackend.from_env()
+        except VaultStartupError as exc:
+            # one clear log line (JSON logs) before the start-up aborts; never carries a secret value
+            logging.getLogger("mlplatform.secrets").critical("cannot start with secrets from Vault: %s", exc)
+            raise
     raise ValueError(f"unknown secrets backend {kind!r}; expected 'env' or 'vault'")

@@ -141,6 +141,8 @@ class VaultStats:
 
 def _vault_reason(exc: BaseException) -> str:
     """A client-safe description of a Vault/transport failure (Vault's own ``errors`` list)."""
+    if isinstance(exc, VaultStartupError):
+        return str(exc)
     if isinstance(exc, hvac.exceptions.VaultError):
         errors = getattr(exc, "errors", None) or []
         text = "; ".join(str(e) for e in errors) if errors else str(exc).split(", on ")[0]
@@ -189,7 +191,7 @@ class VaultSecretsBackend:
             self._thread.start()
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **kwargs: Any) -> VaultSecretsBackend:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> VaultSecretsBackend:
         """Build from ``VAULT_ADDR``, ``VAULT_ROLE``, ``VAULT_SECRET_PATH``, ``VAULT_AUTH_PATH``,
         ``VAULT_KV_MOUNT`` and the service-account token file; fail fast with a clear message."""
         return cls(VaultConfig.from_env(environ), **kwargs)
@@ -246,6 +248,9 @@ class VaultSecretsBackend:
                 with self._lock:
                     self.stats.read_failures += 1
                     self._next_refresh = now + min(self.config.refresh_interval_s, 10.0)
+                    if isinstance(exc, hvac.exceptions.Forbidden):
+                        # the token may have been revoked (or Vault's token store lost): log in again
+                        self._token = None
                 log.warning("vault secret re-read failed, keeping last values: %s", _vault_reason(exc))
 
     def refresh(self) -> frozenset[str]:

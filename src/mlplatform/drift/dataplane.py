@@ -118,7 +118,8 @@ class DriftService:
             try:
                 det = await self.detector(model, version)
             except NotFound:
-                self.metrics.rejected.labels(model, "unknown_model").inc(len(recs))
+                # the label is not the client-supplied name: unknown names must not grow the series
+                self.metrics.rejected.labels("", "unknown_model").inc(len(recs))
                 raise NotFound(f"model {model!r} version {version!r} is not in the registry") from None
             try:
                 det.validate([r.inputs for r in recs], self.settings.ignored_columns())

@@ -185,12 +185,6 @@ class _SklearnPredict:
             return np.asarray(self.model.predict_proba(self.frame(x)), dtype=np.float64)[:, -1]
         return np.asarray(self.model.predict(self.frame(x)), dtype=np.float64).reshape(len(x))
 
-    def margin(self, x: np.ndarray) -> np.ndarray:
-        if hasattr(self.model, "decision_function"):
-            return np.asarray(self.model.decision_function(self.frame(x)), dtype=np.float64).reshape(len(x))
-        p = np.clip(self.prediction(x), 1e-15, 1 - 1e-15)
-        return np.log(p / (1 - p))
-
 
 class TreeShapExplainer(ShapExplainer):
     """shap.TreeExplainer; exact SHAP values for tree ensembles."""

@@ -291,7 +291,11 @@ class FeatureDataPlane:
                 for v in keys[read.join_key]
             ]
             t0 = time.perf_counter()
-            result = self._provider.online_read(config, read.view, entity_keys, read.features)
+            try:
+                result = self._provider.online_read(config, read.view, entity_keys, read.features)
+            except Exception as exc:
+                log.exception("online store read failed for feature view %s", read.view.name)
+                raise Unavailable(f"online store ({store_kind}) is unavailable") from exc
             self.metrics.store_read_latency.labels(store_kind, read.view.name).observe(
                 time.perf_counter() - t0
             )
@@ -399,7 +403,13 @@ class FeatureDataPlane:
         for name, kind in needed.items():
             frame[name] = frame[name].astype("int64" if kind == "int" else "float64")
         mode = {"online": PushMode.ONLINE, "offline": PushMode.OFFLINE}.get(to, PushMode.ONLINE_AND_OFFLINE)
-        store.push(push_source, frame, to=mode)
+        try:
+            store.push(push_source, frame, to=mode)
+        except Exception as exc:
+            log.exception("push to %s failed", push_source)
+            raise Unavailable(
+                f"push_source {push_source!r}: the feature store could not write the rows"
+            ) from exc
         self.metrics.pushed_rows.labels(push_source).inc(len(frame))
         return {"push_source": push_source, "rows": len(frame), "feature_views": [v.name for v in views]}
 
@@ -422,9 +432,10 @@ class FeatureDataPlane:
         started = time.perf_counter()
         try:
             store.materialize_incremental(end_date=end, feature_views=names)
-        except Exception:
+        except Exception as exc:
             self.metrics.materialization_runs.labels("error").inc()
-            raise
+            log.exception("materialisation failed")
+            raise Unavailable("materialisation failed: the offline or online store is unavailable") from exc
         duration = time.perf_counter() - started
         written = {n: self._written.get(n, 0) - before.get(n, 0) for n in names}
         self.metrics.materialization_runs.labels("success").inc()

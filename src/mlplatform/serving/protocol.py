@@ -41,6 +41,7 @@ DATATYPES = (
     "FP64",
     "BYTES",
 )
+_DATATYPE_SET = frozenset(DATATYPES)
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
 INT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
 ENTITY_KEYS = ("user_id", "merchant_id")
@@ -228,7 +229,7 @@ def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor
     if shape[0] > max_rows:
         raise InvalidInput(f"input '{name}': {shape[0]} rows exceeds the limit of {max_rows} per request")
     datatype = raw.get("datatype")
-    if datatype not in DATATYPES:
+    if datatype not in _DATATYPE_SET:
         raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
     data = raw.get("data")
     if type(data) is not list:
@@ -362,7 +363,9 @@ def is_entity_request(req: ParsedRequest, schema: InputSchema) -> bool:
 
 
 def _column_vector(t: Tensor) -> np.ndarray:
-    if len(t.shape) == 2 and t.shape[1] != 1:
+    if len(t.shape) == 1:
+        return t.array
+    if t.shape[1] != 1:
         raise InvalidInput(
             f"input '{t.name}': shape {list(t.shape)} is not a column; use [N] or [N, 1] per column, "
             "or one 2-D input with every column"
@@ -378,8 +381,10 @@ def _check_values(name: str, col: ColumnSpec, t_datatype: str, arr: np.ndarray, 
         )
     if col.type == "boolean" and t_datatype != "BOOL" and len(arr) and ((arr != 0) & (arr != 1)).any():
         raise InvalidInput(f"input '{name}': boolean column takes true/false or 0/1")
-    if not allow_nan and t_datatype in FLOAT_TYPES and not np.isfinite(arr).all():
-        raise InvalidInput(f"input '{name}': NaN or Inf is not allowed")
+    if not allow_nan and t_datatype in FLOAT_TYPES:
+        finite = math.isfinite(arr[0]) if len(arr) == 1 else bool(np.isfinite(arr).all())
+        if not finite:
+            raise InvalidInput(f"input '{name}': NaN or Inf is not allowed")
 
 
 def _check_matrix_column(t: Tensor, j: int, col: ColumnSpec, allow_nan: bool) -> None:

@@ -96,7 +96,7 @@ class ServingSettings(ServiceSettings):
         False,
         description=(
             "When the feature store is down, predict with default feature values (the training "
-            "reference medians, else 0) instead of answering 503. Off by default."
+            "reference sample medians) instead of answering 503. Off by default."
         ),
     )
     drift_url: str | None = Field(

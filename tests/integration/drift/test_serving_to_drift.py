@@ -17,7 +17,8 @@ import pytest
 from mlplatform.drift.store import DriftStore
 from tests.procs import free_port, start_service
 
-pytestmark = pytest.mark.integration
+# training the demo models (session fixture) alone can take minutes on a busy machine
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 MODEL = "fraud-detector"
 ROWS_PER_REQUEST = 4

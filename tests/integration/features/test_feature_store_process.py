@@ -65,7 +65,7 @@ async def test_sqlite_service_process(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[str]:
+def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A real redis-server with a password on a free port (make test installs it via mk/features.mk)."""
     binary = shutil.which("redis-server")
     if binary is None:
@@ -106,18 +106,23 @@ def redis_server(tmp_path: Path) -> Iterator[str]:
                 pytest.fail("redis-server did not start")
             time.sleep(0.05)
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", proc
     finally:
         client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
-async def test_redis_service_process(tmp_path: Path, redis_server: str) -> None:
-    """Materialise into a real Redis (password from the secrets interface), then read, push and re-read."""
+async def test_redis_service_process(
+    tmp_path: Path, redis_server: tuple[str, subprocess.Popen[bytes]]
+) -> None:
+    """Materialise into a real Redis (password from the secrets interface), read, push, re-read; then
+    Redis goes away and reads answer 503 naming the online store (no stack trace)."""
+    address, redis_proc = redis_server
     repo = build_small_repo(tmp_path / "data", rows=2000, seed=19, materialize=False)
     paths = FeatureRepoPaths(repo.data_dir)
-    spec = OnlineStoreSpec(kind="redis", redis_address=redis_server, redis_password=REDIS_PASSWORD)
+    spec = OnlineStoreSpec(kind="redis", redis_address=address, redis_password=REDIS_PASSWORD)
     store = open_store(paths, spec, environment="staging")
     apply_definitions(store, paths)
     assert REDIS_PASSWORD not in paths.yaml.read_text()
@@ -130,7 +135,7 @@ async def test_redis_service_process(tmp_path: Path, redis_server: str) -> None:
         "MLPLATFORM_ENV": "staging",
         "FEATURES_AUTH_ENABLED": "false",
         "FEATURES_ONLINE_STORE": "redis",
-        "FEATURES_REDIS_ADDRESS": redis_server,
+        "FEATURES_REDIS_ADDRESS": address,
         "FEATURES_REDIS_PASSWORD": REDIS_PASSWORD,
     }
     with running_service("feature-store", env, tmp_path / "logs") as svc:
@@ -156,3 +161,12 @@ async def test_redis_service_process(tmp_path: Path, redis_server: str) -> None:
         assert r.json()["rows"] == [{"user_mean_amount_7d": 12.0}]
         metrics = httpx.get(svc.url + "/metrics").text
         assert 'store="redis"' in metrics
+        redis_proc.terminate()
+        redis_proc.wait(timeout=10)
+        r = httpx.post(
+            svc.url + "/v1/features/online",
+            json={"features": ["user_activity_7d:user_mean_amount_7d"], "rows": [{"user_id": 5_000_001}]},
+            timeout=30,
+        )
+        assert r.status_code == 503, r.text
+        assert r.json() == {"error": "online store (redis) is unavailable"}

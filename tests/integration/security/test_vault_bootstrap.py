@@ -140,12 +140,12 @@ def test_dry_run_prints_commands_without_calling_vault(fake_vault):
     [
         (["--env", "qa"], "--env must be dev, staging or prod"),
         (["--env", "prod", "--bogus"], "unknown argument: --bogus"),
-        (["--env", "prod", "--seed-dir", "/nonexistent"], "is not a directory"),
+        (["--env", "prod", "--seed-dir", "{tmp}/no-such-dir"], "is not a directory"),
     ],
 )
 def test_bad_arguments_fail_clearly(fake_vault, args, message):
-    _, env = fake_vault
-    proc = run(args, env, check=False)
+    tmp, env = fake_vault
+    proc = run([a.format(tmp=tmp) for a in args], env, check=False)
     assert proc.returncode == 2 and message in proc.stderr
 
 

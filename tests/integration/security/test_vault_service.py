@@ -8,6 +8,7 @@ real HTTP on a free port.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,7 +89,6 @@ def serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
             'rejected the login: InvalidRequest: invalid role name "no-such-role"',
         ),
         ({"VAULT_ADDR": "http://127.0.0.1:{port}"}, "is unreachable: connection refused"),
-        ({"VAULT_SECRET_PATH": "mlplatform/dev/model-serving"}, "may not read"),
     ],
 )
 def test_service_refuses_to_start_with_a_clear_message(vault, tmp_path, extra, message):
@@ -102,6 +102,12 @@ def test_service_refuses_to_start_with_a_clear_message(vault, tmp_path, extra, m
             proc.kill()
     output = log.read_text(errors="replace")
     assert "VaultStartupError" in output and message in " ".join(output.split())
+    critical = [json.loads(line) for line in output.splitlines() if '"level":"critical"' in line]
+    assert critical, "no critical JSON log line before the start-up aborted"
+    assert (
+        critical[0]["msg"].startswith("cannot start with secrets from Vault")
+        and message in critical[0]["msg"]
+    )
     assert JWT not in output and hash_key("old-key") not in output
 
 

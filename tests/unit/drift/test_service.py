@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.drift.tiny_registry import MODEL, drift_settings, make_frame, records, running_app
+from tests.unit.drift.tiny_registry import BROKEN, MODEL, drift_settings, make_frame, records, running_app
 
 
 async def test_ingest_is_idempotent_and_survives_restart(tiny_registry, tmp_path):
@@ -61,6 +61,8 @@ async def test_unknown_model_is_404_and_schema_mismatch_is_422(tiny_registry, tm
         r = await client.post("/v1/records", json={"records": [{"request_id": "x"}]})
         assert r.status_code == 422 and "model" in r.json()["error"]
         # nothing of the rejected batches was stored
+        # entity keys serving adds (DRIFT_IGNORED_INPUT_COLUMNS) are accepted
+        good[0]["inputs"]["user_id"] = "u-17"
         r = await client.post("/v1/records", json={"records": good})
         assert r.json()["accepted"] == 3
 
@@ -127,12 +129,10 @@ async def test_time_windows_close_by_age(tiny_registry, tmp_path):
 
 
 async def test_registry_failure_is_503_so_senders_retry(tiny_registry, tmp_path):
-    """An unusable MLflow store (directory missing) is a 503, never a 500, and nothing is stored."""
-    settings = drift_settings(
-        tiny_registry, tmp_path, mlflow_tracking_uri="sqlite:////nonexistent/dir/mlflow.db"
-    )
+    """A reference that cannot be fetched from the artifact store is a 503 (never 500); nothing is stored."""
+    settings = drift_settings(tiny_registry, tmp_path)
     async with running_app(settings) as (client, app):
-        body = {"records": records(make_frame(2, seed=1), MODEL, "1", "down")}
+        body = {"records": records(make_frame(2, seed=1), BROKEN, "1", "down")}
         r = await client.post("/v1/records", json=body)
         assert r.status_code == 503 and "retry" in r.json()["error"]
         assert app.state.dataplane.store.count_records() == 0

@@ -12,12 +12,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import httpx
 import numpy as np
 import pandas as pd
 
 MODEL = "drift-demo"
+BROKEN = "drift-broken"
 REF_ROWS = 2000
 
 
@@ -75,6 +77,10 @@ def make_registry(root: Path) -> TinyRegistry:
     # version 2 brings its own reference with an extra column
     v2 = make_frame(REF_ROWS, seed=2).assign(tx_count=lambda d: np.arange(len(d)) % 30)
     refs[(MODEL, register(client, exp_id, MODEL, v2, root / "tmp"))] = v2
+    # a version whose reference artifact has vanished from the artifact store
+    broken = client.get_model_version(BROKEN, register(client, exp_id, BROKEN, v1, root / "tmp"))
+    artifacts = urlparse(client.get_run(broken.run_id).info.artifact_uri).path
+    (Path(artifacts) / "reference" / "reference.parquet").unlink()
     return TinyRegistry(uri=uri, data_dir=root / "data", references=refs)
 
 

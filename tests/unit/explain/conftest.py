@@ -21,7 +21,7 @@ import pytest
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.explain.app import create_app
 from mlplatform.explain.settings import ExplainSettings
-from tests.unit.explain.models import LINEAR, MLP, TREE, Registry, register_models
+from tests.unit.explain.models import BOOSTED, LINEAR, MLP, TREE, Registry, register_models
 
 DEMO_TREE = "fraud-detector"
 DEMO_MLP = "fraud-detector-mlp"
@@ -86,7 +86,7 @@ async def extra_app(extra_registry, tmp_path_factory) -> AsyncIterator[RunningAp
     settings = ExplainSettings(
         data_dir=tmp_path_factory.mktemp("explain-extra"),
         mlflow_tracking_uri=extra_registry.tracking_uri,
-        models=f"{LINEAR},{MLP},{TREE}",
+        models=f"{LINEAR},{MLP},{TREE},{BOOSTED}",
         auth_enabled=False,
         poll_interval_s=3600,
         kernel_nsamples=200,

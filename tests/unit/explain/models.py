@@ -20,6 +20,7 @@ FEATURE_SERVICE = "fraud_features"
 TREE = "fraud-tree"
 MLP = "fraud-mlp"
 LINEAR = "fraud-linear"
+BOOSTED = "fraud-boosted"
 
 
 @dataclass
@@ -126,10 +127,12 @@ def train_mlp(df: pd.DataFrame, seed: int = 0):  # noqa: ANN201
 
 
 def register_models(root: Path, rows: int = 2000) -> Registry:
-    """Register a small forest, a torch MLP (MLflow's default pt2 format, tensor signature) and a
-    logistic regression (no specialised explainer) as ``champion``."""
+    """Register a small forest, a torch MLP (MLflow's default pt2 format, tensor signature), a
+    logistic regression (no specialised explainer) and a gradient-boosted classifier (log-odds
+    trees) as ``champion``."""
     import mlflow
     import torch
+    from sklearn.ensemble import GradientBoostingClassifier
     from sklearn.linear_model import LogisticRegression
 
     root.mkdir(parents=True, exist_ok=True)
@@ -154,6 +157,9 @@ def register_models(root: Path, rows: int = 2000) -> Registry:
 
         linear = LogisticRegression(max_iter=500).fit(x, df["label"])
         _log("sklearn", linear, LINEAR, ref, linear.predict_proba(ref)[:, 1], root)
+
+        boosted = GradientBoostingClassifier(n_estimators=30, max_depth=3, random_state=0).fit(x, df["label"])
+        _log("sklearn", boosted, BOOSTED, ref, boosted.predict_proba(ref)[:, 1], root)
     finally:
         mlflow.set_tracking_uri(previous)
     return Registry(tracking_uri=uri, frame=df)

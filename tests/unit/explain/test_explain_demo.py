@@ -126,8 +126,9 @@ async def test_top_k_from_query_body_and_default(explain_app, demo):
     rows = features(demo, DEMO_TREE).sample(3, random_state=1)
     default = await explain(explain_app, DEMO_TREE, rows)
     assert default["top_k"] == explain_app.plane.settings.default_top_k
-    body = await explain(explain_app, DEMO_TREE, rows, parameters={"top_k": 2})
-    assert body["top_k"] == 2
+    body = await explain(explain_app, DEMO_TREE, rows, parameters={"top_k": 2}, id="req-7")
+    assert body["top_k"] == 2 and body["id"] == "req-7"
+    assert all(len(row["top_features"]) == 2 for row in body["explanations"])
     r = await explain_app.client.post(
         f"/v2/models/{DEMO_TREE}/explain?top_k=3", json=v2_body(rows, parameters={"top_k": 2})
     )

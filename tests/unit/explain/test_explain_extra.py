@@ -10,7 +10,7 @@ import torch
 
 from mlplatform.explain.explainers import _as_eager_modules
 from tests.unit.explain.conftest import running
-from tests.unit.explain.models import FEATURES, LINEAR, MLP, TREE, register_new_tree_version
+from tests.unit.explain.models import BOOSTED, FEATURES, LINEAR, MLP, TREE, register_new_tree_version
 
 
 def body(frame: pd.DataFrame) -> dict:
@@ -36,6 +36,47 @@ async def test_kernel_fallback_is_additive(extra_app, extra_registry):
     for i, row in enumerate(doc["explanations"]):
         # Kernel SHAP solves with the efficiency constraint: exact additivity up to float error
         assert abs(row["base_value"] + a[i].sum() - row["output"]) < 1e-6
+
+
+async def test_boosted_trees_are_explained_in_margin_space(extra_app, extra_registry, tmp_path):
+    """Gradient boosting's trees hold log-odds: the response says margin, and additivity holds there."""
+    import mlflow
+
+    from mlplatform.core.registry import mlflow_client
+
+    client = mlflow_client(extra_registry.tracking_uri)
+    model = mlflow.sklearn.load_model(client.get_model_version_download_uri(BOOSTED, "1"))
+    rows = extra_registry.frame[FEATURES].sample(10, random_state=8)
+    r = await extra_app.client.post(f"/v2/models/{BOOSTED}/explain", json=body(rows))
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["explainer"] == "tree" and doc["output_space"] == "margin"
+    margin = model.decision_function(rows)
+    proba = model.predict_proba(rows)[:, 1]
+    a = attr(doc)
+    for i, row in enumerate(doc["explanations"]):
+        assert row["output"] == pytest.approx(margin[i], abs=1e-6)
+        assert row["prediction"] == pytest.approx(proba[i], abs=1e-6)
+        assert abs(row["base_value"] + a[i].sum() - row["output"]) < 1e-6
+    direct = shap.TreeExplainer(
+        model,
+        data=service_background(extra_app, extra_registry, BOOSTED, tmp_path),
+        feature_perturbation="interventional",
+    )
+    np.testing.assert_allclose(a, direct.shap_values(rows.to_numpy(np.float64)), rtol=0, atol=1e-9)
+
+
+def service_background(app, registry, name: str, dest) -> np.ndarray:
+    """The background the service draws: a seeded sample of the version's reference data."""
+    from mlplatform.core.registry import download_reference, mlflow_client, parse_model_ref, resolve_version
+
+    client = mlflow_client(registry.tracking_uri)
+    ref = pd.read_parquet(download_reference(client, resolve_version(client, parse_model_ref(name)), dest))
+    settings = app.plane.settings
+    sample = (
+        ref[FEATURES].astype(np.float64).sample(n=settings.background_size, random_state=settings.sample_seed)
+    )
+    return sample.to_numpy()
 
 
 async def test_flavour_without_explainer_is_422(extra_registry, tmp_path):
@@ -114,3 +155,30 @@ async def test_alias_change_builds_new_explainer(extra_app, extra_registry, tmp_
         assert abs(row["base_value"] + attr(second)[i].sum() - row["output"]) < 1e-6
     old = await extra_app.client.post(f"/v2/models/{TREE}/versions/1/explain", json=body(rows))
     assert old.status_code == 404  # only the version serving uses is explained
+
+
+async def test_not_ready_until_models_load(extra_registry, tmp_path):
+    """A configured model missing from the registry keeps readiness at 503 and explain at 503."""
+    import httpx
+
+    from mlplatform.core.secrets import EnvSecretsBackend
+    from mlplatform.explain.app import create_app
+    from mlplatform.explain.settings import ExplainSettings
+
+    settings = ExplainSettings(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=extra_registry.tracking_uri,
+        models="not-registered",
+        auth_enabled=False,
+    )
+    app = create_app(settings, secrets=EnvSecretsBackend({}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://explain") as client:
+            await app.state.dataplane.refresh()  # the first load attempt, as the poller runs it
+            assert (await client.get("/v2/health/live")).status_code == 200
+            assert (await client.get("/v2/health/ready")).status_code == 503
+            r = await client.post(
+                "/v2/models/not-registered/explain", json=body(extra_registry.frame.head(1))
+            )
+            assert r.status_code == 503 and r.json() == {"error": "model 'not-registered' is not loaded yet"}

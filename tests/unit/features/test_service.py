@@ -251,3 +251,26 @@ async def test_push_then_materialize(tmp_path: Path) -> None:
         assert 'mlplatform_features_pushed_rows_total{push_source="user_activity_push"} 1.0' in text
         r = await client.post("/v1/features/materialize", json={"feature_views": ["ghost"]}, headers=admin)
         assert r.status_code == 404 and "ghost" in r.json()["error"]
+
+
+async def test_scheduled_materialization(tmp_path: Path) -> None:
+    """With FEATURES_MATERIALIZE_INTERVAL_S set, runs happen on their own (polled with a deadline)."""
+    import asyncio
+    import time
+
+    build_small_repo(tmp_path, rows=800, seed=3, materialize=False)
+    app = create_app(_settings(tmp_path, materialize_interval_s=0.2), secrets=_secrets())
+    async for client in _client(app):
+        assert (await client.get("/v2/health/ready")).status_code == 200
+        deadline = time.monotonic() + 60
+        registry = app.state.ctx.registry
+        while (
+            registry.get_sample_value(
+                "mlplatform_features_materialization_runs_total", {"outcome": "success"}
+            )
+            or 0
+        ) < 1:
+            assert time.monotonic() < deadline, "no scheduled materialisation within 60 s"
+            await asyncio.sleep(0.05)
+        r = await client.get("/v1/features/views")
+        assert all(v["materialized_until"] for v in r.json()["feature_views"] if v["kind"] == "batch")

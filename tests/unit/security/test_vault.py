@@ -141,6 +141,19 @@ def test_revoked_token_renewal_failure_falls_back_to_login(config, vault, clock)
     assert backend.stats.read_failures == 0
 
 
+def test_reread_denied_by_revoked_token_logs_in_again(config, vault, clock):
+    backend = make(config, clock)
+    vault.state.tokens.clear()  # Vault lost or revoked the token before its renewal time
+    clock.advance(61)
+    backend.tick()
+    assert backend.stats.read_failures == 1 and backend.get("REDIS_PASSWORD") == "r3dis-v1"
+    vault.state.put_secret("secret", SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v2"})
+    clock.advance(11)
+    backend.tick()
+    assert backend.stats.logins == 2
+    assert backend.get("REDIS_PASSWORD") == "r3dis-v2"
+
+
 def test_failed_reread_keeps_last_values_then_recovers(config, vault, clock, caplog):
     backend = make(config, clock)
     vault.state.sealed = True

@@ -25,9 +25,30 @@ def v2_body(df, **extra) -> dict:
     return {"inputs": inputs, **extra}
 
 
-@pytest.fixture
-async def served(app_factory):
-    return await app_factory(models=f"{FOREST},{MLP},{HGB}")
+@pytest.fixture(scope="module")
+async def served(serving_registry, tmp_path_factory):
+    """One app with all three models for the read-only tests of this module."""
+    import contextlib
+
+    import httpx
+
+    from mlplatform.core.secrets import EnvSecretsBackend
+    from mlplatform.serving.app import create_app
+    from tests.unit.serving.conftest import RunningApp, make_settings, wait_until
+
+    settings = make_settings(
+        serving_registry, tmp_path_factory.mktemp("served"), models=f"{FOREST},{MLP},{HGB}"
+    )
+    app = create_app(settings, secrets=EnvSecretsBackend({}))
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
+        )
+        await stack.enter_async_context(client)
+        running = RunningApp(app, client)
+        await wait_until(running.repository.ready)
+        yield running
 
 
 async def test_server_and_model_metadata(served):
@@ -134,7 +155,8 @@ async def test_unknown_model_version_malformed_json_and_oversized_body(served, s
     assert r.status_code == 413 and "limit" in r.json()["error"]
 
 
-async def test_metrics_by_model_version_and_outcome(served, serving_registry):
+async def test_metrics_by_model_version_and_outcome(app_factory, serving_registry):
+    served = await app_factory(models=FOREST)
     c = served.client
     await c.post(f"/v2/models/{FOREST}/infer", json=v2_body(serving_registry.frame.iloc[:2]))
     bad = v2_body(serving_registry.frame.iloc[:1])

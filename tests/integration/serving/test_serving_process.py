@@ -1,0 +1,135 @@
+"""The real `mlplatform serve model-serving` process on a free port against a real SQLite MLflow registry.
+
+Feature store and drift detection are pointed at closed ports: entity requests must answer 503
+naming the feature store (real FeatureStoreClient), and payload logging must never hold up inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import httpx
+import pytest
+
+from mlplatform.core.auth import hash_key
+from mlplatform.core.registry import TAG_FEATURE_SERVICE, mlflow_client
+from tests.procs import free_port, start_service
+from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, MLP, shared_registry
+from tests.unit.serving.test_app import v2_body
+
+pytestmark = pytest.mark.integration
+KEY = "integration-infer-key"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    reg = shared_registry(tmp_path_factory.getbasetemp() / "serving-registry")
+    mlflow_client(reg.uri).set_model_version_tag(FOREST, "1", TAG_FEATURE_SERVICE, "fraud_detection_v1")
+    data_dir = tmp_path_factory.mktemp("serving-proc")
+    env = {
+        "MLFLOW_TRACKING_URI": reg.uri,
+        "MLPLATFORM_DATA_DIR": str(data_dir),
+        "SERVING_MODELS": f"{FOREST},{MLP}@champion,{HGB}/1",
+        "MLPLATFORM_API_KEYS": f"{hash_key(KEY)}:infer",
+        "SERVING_FEATURE_STORE_URL": f"http://127.0.0.1:{free_port()}",
+        "SERVING_FEATURE_STORE_TIMEOUT_S": "0.3",
+        "SERVING_DRIFT_URL": f"http://127.0.0.1:{free_port()}",
+        "SERVING_POLL_INTERVAL_S": "0",
+        "SERVING_LOG_LEVEL": "WARNING",
+    }
+    svc = start_service("model-serving", env, data_dir / "logs", ready_timeout=180)
+    yield svc, reg
+    svc.stop()
+
+
+def post(url: str, body: dict, **kw) -> httpx.Response:
+    return httpx.post(url, json=body, headers={"x-api-key": KEY}, timeout=30, **kw)
+
+
+def test_infer_metadata_and_errors_over_http(server):
+    svc, reg = server
+    df = reg.frame.iloc[:4]
+    for name in (FOREST, MLP, HGB):
+        r = post(f"{svc.url}/v2/models/{name}/infer", v2_body(df, id="it-1"))
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        assert doc["id"] == "it-1" and doc["model_version"] == "1"
+        assert doc["outputs"][0]["name"] == "probability" and len(doc["outputs"][0]["data"]) == 4
+    meta = httpx.get(f"{svc.url}/v2/models/{FOREST}", headers={"x-api-key": KEY}).json()
+    assert meta["parameters"]["runtime"] == "onnxruntime"
+    assert meta["parameters"]["feature_service"] == "fraud_detection_v1"
+    assert httpx.post(f"{svc.url}/v2/models/{FOREST}/infer", json=v2_body(df)).status_code == 401
+    bad = v2_body(df)
+    bad["inputs"][0]["datatype"] = "BYTES"
+    r = post(f"{svc.url}/v2/models/{FOREST}/infer", bad)
+    assert r.status_code == 422 and "input 'amount'" in r.json()["error"]
+    r = post(f"{svc.url}/v2/models/ghost/infer", v2_body(df))
+    assert r.status_code == 404
+    r = httpx.post(
+        f"{svc.url}/v2/models/{FOREST}/infer",
+        content=b"x" * (5 * 1024 * 1024),
+        headers={"x-api-key": KEY, "content-type": "application/json"},
+    )
+    assert r.status_code == 413
+
+
+def test_entity_request_with_feature_store_down_is_503_and_counted(server):
+    svc, _ = server
+    body = {
+        "inputs": [
+            {"name": "user_id", "shape": [1], "datatype": "INT64", "data": [42]},
+            {"name": "merchant_id", "shape": [1], "datatype": "INT64", "data": [7]},
+            {"name": "amount", "shape": [1], "datatype": "FP64", "data": [99.5]},
+        ]
+    }
+    r = post(f"{svc.url}/v2/models/{FOREST}/infer", body)
+    assert r.status_code == 503, r.text
+    assert "feature store" in r.json()["error"]
+    assert r.elapsed.total_seconds() < 5
+    # the MLP has no feature service tag: entity requests are a client mistake there
+    r = post(f"{svc.url}/v2/models/{MLP}/infer", body)
+    assert r.status_code == 422 and "feature service" in r.json()["error"]
+    metrics = httpx.get(f"{svc.url}/metrics").text
+    assert f'mlplatform_serving_feature_store_failures_total{{model="{FOREST}"' in metrics
+
+
+async def test_sigterm_drains_requests_in_flight(tmp_path):
+    reg = shared_registry(tmp_path.parent.parent / "serving-registry")
+    env = {
+        "MLFLOW_TRACKING_URI": reg.uri,
+        "MLPLATFORM_DATA_DIR": str(tmp_path),
+        "SERVING_MODELS": HGB,  # native runtime: predictions run on a worker thread, one batch at a time
+        "SERVING_AUTH_ENABLED": "false",
+        "SERVING_POLL_INTERVAL_S": "0",
+        "SERVING_MAX_BATCH_SIZE": "1",
+        "SERVING_LOG_LEVEL": "WARNING",
+    }
+    svc = start_service("model-serving", env, tmp_path / "logs", ready_timeout=180)
+    try:
+        big = reg.frame.sample(n=2000, replace=True, random_state=1)[FEATURES].reset_index(drop=True)
+        body = v2_body(big)
+        async with httpx.AsyncClient(base_url=svc.url, timeout=60) as client:
+            tasks = [asyncio.create_task(client.post(f"/v2/models/{HGB}/infer", json=body)) for _ in range(8)]
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 30
+            while loop.time() < end:  # wait until the server holds all eight
+                text = (await client.get("/metrics")).text
+                line = next(
+                    (ln for ln in text.splitlines() if ln.startswith("mlplatform_http_requests_in_flight{")),
+                    "",
+                )
+                if line.endswith(" 8.0"):
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                pytest.fail("requests never were all in flight")
+            svc.proc.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*tasks)
+        assert [r.status_code for r in responses] == [200] * 8
+        assert all(len(r.json()["outputs"][0]["data"]) == 2000 for r in responses)
+        # uvicorn exits 0 or re-raises the SIGTERM it handled once shutdown completed
+        assert svc.proc.wait(timeout=40) in (0, -signal.SIGTERM)
+        assert "Traceback" not in svc.logs()
+    finally:
+        svc.stop()
