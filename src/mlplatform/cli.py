@@ -25,6 +25,13 @@ def serve(
     host: str = typer.Option("0.0.0.0", help="Interface to bind."),
 ) -> None:
     """Run one service in this process (what each container's entrypoint calls)."""
+    # Services keep metrics in private in-process registries. Feast's import sets
+    # PROMETHEUS_MULTIPROC_DIR process-wide (and so for every child of a process that imported it),
+    # which would switch prometheus_client to mmap-file values without exemplars: drop it and fix
+    # prometheus_client's value class before anything imports feast.
+    for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(var, None)
+    import prometheus_client  # noqa: F401 - imported now, with the variables unset
     import uvicorn
 
     from mlplatform.core.logging import configure_logging

@@ -104,6 +104,10 @@ class Burst:
                 except TimeoutError:
                     pass
 
+    async def warmed_up(self, n: int = 10, deadline_s: float = 60.0) -> None:
+        """Wait until ``n`` requests have been answered (the burst is really running)."""
+        await wait_until(lambda: len(self.results) >= n, deadline_s, f"{n} answered requests")
+
     def since(self, t: float, kind: str | None = None) -> list[Outcome]:
         """Outcomes of requests started at or after ``t`` (monotonic), optionally of one kind."""
         return [o for o in self.results if o.start >= t and (kind is None or o.kind == kind)]

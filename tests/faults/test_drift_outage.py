@@ -67,7 +67,7 @@ async def test_drift_killed_mid_load_then_restarted(
             return Call("tensor", url, tensor_request(samples[start : start + ROWS_PER_REQUEST], rid), rid)
 
         async with Burst(make, concurrency=4, interval_s=0.02) as burst:
-            await run_for(1.5)
+            await burst.warmed_up()
             t_kill = time.monotonic()
             drift.proc.send_signal(signal.SIGKILL)
             await asyncio.to_thread(drift.proc.wait, 10)

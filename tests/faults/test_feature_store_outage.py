@@ -46,7 +46,7 @@ async def test_feature_store_killed_mid_load(demo_registry: Any, samples: list[d
             return Call("tensor", url, tensor_request([row]))
 
         async with Burst(make, concurrency=4, interval_s=0.02) as burst:
-            await run_for(1.5)
+            await burst.warmed_up()
             before = list(burst.results)
             assert before and all(o.ok for o in before), summary(before)
 

@@ -57,7 +57,7 @@ async def test_promotion_under_load(demo_registry: Any, samples: list[dict], wor
             return Call("tensor", url, tensor_request(samples[start : start + 2]))
 
         async with Burst(make, concurrency=4, interval_s=0.01) as burst:
-            await run_for(1.0)
+            await burst.warmed_up()
             old = {o.body["model_version"] for o in burst.results if o.ok}
             assert len(old) == 1, old
             new_version = await asyncio.to_thread(_promote_copy, uri)

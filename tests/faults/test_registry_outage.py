@@ -27,6 +27,10 @@ from tests.procs import ServiceProcess, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(480)]
 
+#: From the registry answering /health to serving's readiness probe going green (download, load,
+#: warm-up of one small model on 2 busy cores included).
+READY_AFTER_REGISTRY_S = 90.0
+
 
 def _spawn_serving(env: dict[str, str], logs: Path) -> ServiceProcess:
     """Start serving without waiting for readiness (it must not become ready yet)."""
@@ -71,7 +75,7 @@ async def test_registry_unavailable_at_startup_then_after(
         # Not ready while the registry is down, and it keeps retrying (more than one attempt logged).
         await wait_until(
             lambda: serving.logs().count("loading model") >= 3,
-            60.0,
+            180.0,  # the first attempt imports mlflow, slow on 2 busy cores
             "serving to retry loading the model at least 3 times",
         )
         assert _status(ready) == 503
@@ -81,9 +85,11 @@ async def test_registry_unavailable_at_startup_then_after(
         assert r.status_code == 503 and "not loaded" in r.json()["error"], r.text
 
         await asyncio.to_thread(registry.start)
-        t_up = time.monotonic()
-        await wait_until(lambda: _status(ready) == 200, 120.0, "serving to load the model once MLflow is up")
-        load_s = time.monotonic() - t_up
+        await wait_until(
+            lambda: _status(ready) == 200,
+            READY_AFTER_REGISTRY_S,
+            "serving to load the model once MLflow is up",
+        )
         r = httpx.post(infer_url, json=tensor_request(samples[:4]), timeout=5.0)
         assert r.status_code == 200, r.text
         assert r.json()["model_version"] == str(demo_registry.summary["models"][SERVED_MODEL]["version"])
@@ -93,7 +99,7 @@ async def test_registry_unavailable_at_startup_then_after(
             return Call("tensor", infer_url, tensor_request([samples[(worker * 53 + i) % len(samples)]]))
 
         async with Burst(make, concurrency=2, interval_s=0.02) as burst:
-            await run_for(0.5)
+            await burst.warmed_up()
             registry.stop()
             t_down = time.monotonic()
             polls_before = serving.logs().count("alias poll for")
@@ -108,7 +114,6 @@ async def test_registry_unavailable_at_startup_then_after(
         assert after, "no requests after the registry stopped"
         failed = [o for o in burst.results if not o.ok]
         assert not failed, f"requests failed after the registry went away: {summary(failed)}"
-        assert load_s < 120.0
     finally:
         registry.stop()
         serving.stop()

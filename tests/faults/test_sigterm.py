@@ -19,7 +19,7 @@ import pytest
 
 from mlplatform.drift.payload_logger import TMP_PREFIX
 from tests.faults.conftest import SERVED_MODEL, START_TIMEOUT_S, base_env
-from tests.faults.harness import Burst, Call, run_for, summary
+from tests.faults.harness import Burst, Call, summary
 from tests.load.payloads import tensor_request
 from tests.procs import free_port, start_service
 
@@ -50,13 +50,14 @@ async def test_sigterm_under_load(demo_registry: Any, samples: list[dict], workd
             return Call("tensor", url, tensor_request(samples[start : start + ROWS], rid), rid)
 
         async with Burst(make, concurrency=4, interval_s=0.01, timeout_s=30.0) as burst:
-            await run_for(1.5)
+            await burst.warmed_up()
             t_sig = time.monotonic()
             serving.proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(serving.proc.wait, 45)
             t_exit = time.monotonic()
 
-        assert code == 0, f"serving exited with {code}:\n{serving.logs()[-3000:]}"
+        # uvicorn re-raises the signal after its graceful shutdown, so -SIGTERM is a clean exit too.
+        assert code in (0, -signal.SIGTERM), f"serving exited with {code}:\n{serving.logs()[-3000:]}"
         results = burst.results
         server_errors = [o for o in results if o.status is not None and o.status != 200]
         assert not server_errors, f"error responses around SIGTERM: {summary(server_errors)}"

@@ -48,7 +48,10 @@ def _load_samples(environment: Any, **_: Any) -> None:
 def _check(resp: Any, what: str, key: str) -> None:
     """Mark the request failed unless it is a 200 JSON document holding ``key``."""
     if resp.status_code != 200:
-        resp.failure(f"{what}: HTTP {resp.status_code} {resp.text[:200] if resp.text else ''}")
+        if not resp.status_code:  # no HTTP answer: connection refused/reset, timeout
+            resp.failure(f"{what}: no response ({getattr(resp, 'error', None)!r})")
+        else:
+            resp.failure(f"{what}: HTTP {resp.status_code} {resp.text[:200] if resp.text else ''}")
         return
     try:
         doc = resp.json()

@@ -295,3 +295,35 @@ def test_charts_send_traces_to_the_collector(service: str) -> None:
     collector = yaml.safe_load((OBS / "otel-collector" / "config.yaml").read_text())
     port = collector["receivers"]["otlp"]["protocols"]["http"]["endpoint"].split(":")[-1]
     assert all(e.rstrip("/").endswith(f":{port}") and "otel-collector" in e for e in endpoints)
+
+
+async def test_openmetrics_exposition_carries_trace_id_exemplars() -> None:
+    """core's /metrics: OpenMetrics (what Prometheus asks for) carries the request's trace id as an
+    exemplar on the latency histogram; the plain text format stays exemplar-free."""
+    import httpx
+    from fastapi import APIRouter
+
+    from mlplatform.core.app import build_app, build_context
+    from mlplatform.core.settings import ServiceSettings
+
+    ctx = build_context("obs-test", ServiceSettings(auth_enabled=False))
+    router = APIRouter()
+
+    @router.get("/ping")
+    async def ping() -> dict:
+        return {}
+
+    app = build_app(ctx, title="obs-test", routers=[router])
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        assert (await client.get("/ping", headers={"traceparent": traceparent})).status_code == 200
+        om = await client.get("/metrics", headers={"accept": accept})
+        text = await client.get("/metrics")
+    assert om.headers["content-type"].startswith("application/openmetrics-text")
+    lines = [
+        line for line in om.text.splitlines() if "mlplatform_http_request_duration_seconds_bucket" in line
+    ]
+    assert any('# {trace_id="0af7651916cd43dd8448eb211c80319c"}' in line for line in lines), lines
+    assert om.text.rstrip().endswith("# EOF")
+    assert text.headers["content-type"].startswith("text/plain") and "trace_id" not in text.text

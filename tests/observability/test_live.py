@@ -162,7 +162,16 @@ def test_latency_exemplars_link_to_traces(stack, traffic, service: str) -> None:
             "/api/v1/query_exemplars",
             params={"query": '{__name__=~".+"}', "start": time.time() - 3600, "end": time.time() + 5},
         ).text[:2000]
-        raise AssertionError(f"no exemplars for {expr}; all exemplars: {everything}")
+        own = "\n".join(
+            line for line in stack.prometheus.client.get("/metrics").text.splitlines() if "exemplar" in line
+        )
+        accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        exposed = httpx.get(f"{url}/metrics", headers={"accept": accept}, timeout=10)
+        with_ex = [line for line in exposed.text.splitlines() if "trace_id" in line][:3]
+        raise AssertionError(
+            f"no exemplars for {expr}; all exemplars: {everything}\nprometheus: {own}\n"
+            f"service content-type {exposed.headers.get('content-type')}: {with_ex}"
+        )
     assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in found), found[:5]
 
 

@@ -161,7 +161,11 @@ class DriftService:
         async with self._window_lock:
             while self.store.open_count(model, version) >= self.settings.window_size:
                 rows = self.store.oldest_open(model, version, self.settings.window_size)
-                await self._evaluate(model, version, rows)
+                try:
+                    await self._evaluate(model, version, rows)
+                except Exception:  # noqa: BLE001 - records are stored; a failed evaluation must not fail ingest
+                    log.exception("evaluating a window of %s/%s failed; records stay open", model, version)
+                    break
                 closed += 1
         return closed
 

@@ -337,9 +337,14 @@ def dataset_drift(
         block = current[fast].to_numpy(dtype=float)
         if np.isfinite(block).all():
             results.update(_fast_numeric(reference, current, fast, with_psi))
+    evaluated = []
     for c in features:
         if c not in results:
-            results[c] = column_drift(reference, current, c, types[c], with_psi)
+            try:
+                results[c] = column_drift(reference, current, c, types[c], with_psi)
+            except ValueError:  # no finite value in this window (Evidently refuses such a column)
+                continue
+        evaluated.append(c)
     pred = None
     if prediction_column and prediction_column in current and prediction_column in reference.frame:
         try:
@@ -347,7 +352,7 @@ def dataset_drift(
             results[prediction_column] = pred
         except ValueError:  # no usable predictions in this window (e.g. non-numeric outputs)
             pred = None
-    return DatasetDrift(results, drift_share, pred, list(features))
+    return DatasetDrift(results, drift_share, pred, evaluated)
 
 
 def as_json(result: DatasetDrift) -> dict[str, Any]:

@@ -1,10 +1,12 @@
 """Adaptive batching: concurrent requests to one model are merged into one model call.
 
-An idle model runs a request at once (no added latency). Requests that arrive in the same event-loop
-turn, or while the model is busy with the previous batch, are merged (up to ``max_batch_size``
-requests); under load a busy model waits at most ``max_wait_s`` for a batch to fill. Each caller
-gets exactly its own rows back. Cheap runtimes (ONNX Runtime) run on the event loop; slow ones
-(native scikit-learn, torch) run on one worker thread per model.
+An idle model runs a request at once (no added latency). Requests that arrive while the model is
+busy with the previous batch are merged (up to ``max_batch_size`` requests); a busy model waits at
+most ``max_wait_s`` for a batch to fill. Each caller gets exactly its own rows back. Slow runtimes
+(native scikit-learn, torch) run on one worker thread per model, so requests queue and batch while
+a call runs. Cheap runtimes (ONNX Runtime, ~10 us a row) run on the event loop: with nothing queued
+a request is answered inline without touching the queue (the event loop is never blocked long
+enough for a queue to form, so merging would only add a hop).
 
 ``close()`` stops accepting work and waits until every queued request has its answer (drain).
 """
@@ -83,6 +85,13 @@ class AdaptiveBatcher:
         """Queue ``frame`` and wait for its outputs."""
         if self._closed:
             raise BatcherClosed()
+        if self._inline and not self._queue and not self._scheduled:
+            # Idle and cheap (ONNX Runtime on the event loop): answer right here, no queue hop.
+            result = self._predict(frame)
+            self.batches += 1
+            if self._on_batch is not None:
+                self._on_batch(1, frame.n_rows)
+            return result
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Prediction] = loop.create_future()
         self._queue.append((frame, fut))

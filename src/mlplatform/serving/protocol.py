@@ -222,10 +222,14 @@ def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor
     if type(name) is not str or not name:
         raise InvalidInput(f"inputs[{index}].name: must be a non-empty string")
     shape = raw.get("shape")
-    if type(shape) is not list or not shape or any(type(d) is not int or d < 0 for d in shape):
+    if type(shape) is not list or not shape:
         raise InvalidInput(f"input '{name}': shape must be a non-empty list of non-negative integers")
-    if len(shape) > 2:
-        raise InvalidInput(f"input '{name}': shape {shape} has {len(shape)} dimensions; at most 2 allowed")
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise InvalidInput(f"input '{name}': shape must be a non-empty list of non-negative integers")
+    ndim = len(shape)
+    if ndim > 2:
+        raise InvalidInput(f"input '{name}': shape {shape} has {ndim} dimensions; at most 2 allowed")
     if shape[0] > max_rows:
         raise InvalidInput(f"input '{name}': {shape[0]} rows exceeds the limit of {max_rows} per request")
     datatype = raw.get("datatype")
@@ -234,19 +238,22 @@ def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor
     data = raw.get("data")
     if type(data) is not list:
         raise InvalidInput(f"input '{name}': data must be a list")
-    count = math.prod(shape)
+    count = shape[0] if ndim == 1 else shape[0] * shape[1]
     flat = _flatten(data, name)
     if len(flat) != count:
         raise InvalidInput(f"input '{name}': data has {len(flat)} elements but shape {shape} needs {count}")
     array = _to_array(flat, datatype, name)
-    return Tensor(name=name, shape=tuple(shape), datatype=datatype, array=array.reshape(shape))
+    if ndim == 2:
+        array = array.reshape(shape)
+    return Tensor(name=name, shape=tuple(shape), datatype=datatype, array=array)
 
 
 def _flatten(data: list[Any], name: str) -> list[Any]:
     if not data or type(data[0]) is not list:
-        for v in data:
-            if type(v) is list:
-                raise InvalidInput(f"input '{name}': data mixes nested lists and scalars")
+        if len(data) > 1:
+            for v in data:
+                if type(v) is list:
+                    raise InvalidInput(f"input '{name}': data mixes nested lists and scalars")
         return data
     out: list[Any] = []
     for row in data:
@@ -272,7 +279,10 @@ def _to_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
                 values[i] = _NON_FINITE[v.strip().lower()]
                 continue
             raise InvalidInput(f"input '{name}': element {i} ({v!r}) is not a number for datatype {datatype}")
-        return np.asarray(values, dtype=np.float64)
+        try:
+            return np.asarray(values, dtype=np.float64)
+        except OverflowError:
+            raise InvalidInput(f"input '{name}': number out of the {datatype} range") from None
     if datatype in INT_TYPES:
         for i, v in enumerate(flat):
             if type(v) is not int:

@@ -136,3 +136,15 @@ async def test_registry_failure_is_503_so_senders_retry(tiny_registry, tmp_path)
         r = await client.post("/v1/records", json=body)
         assert r.status_code == 503 and "retry" in r.json()["error"]
         assert app.state.dataplane.store.count_records() == 0
+
+
+async def test_a_feature_without_values_is_left_out_of_the_window(tiny_registry, tmp_path):
+    settings = drift_settings(tiny_registry, tmp_path, window_size=100)
+    body = records(make_frame(100, seed=8), MODEL, "1", "nulls")
+    for rec in body:
+        rec["inputs"]["merchant_risk"] = None
+    async with running_app(settings) as (client, _):
+        r = await client.post("/v1/records", json={"records": body})
+        assert r.status_code == 200 and r.json()["windows_closed"] == 1
+        window = (await client.get(f"/v1/models/{MODEL}/drift")).json()["window"]
+        assert set(window["features"]) == {"amount", "hour", "is_foreign"}

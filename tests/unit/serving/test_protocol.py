@@ -192,6 +192,19 @@ def test_malformed_json_is_400_and_non_object_is_422():
         parse_infer_request(body(named(), outputs=[{"nom": "x"}]))
 
 
+def test_out_of_range_numbers_from_a_decoded_document():
+    """Callers that decode JSON themselves (Python's json keeps big ints) still get a 422."""
+    from mlplatform.serving.protocol import parse_infer_document
+
+    for datatype, fragment in (
+        ("FP64", "number out of the FP64 range"),
+        ("INT64", "integer out of the INT64 range"),
+    ):
+        doc = {"inputs": [{"name": "amount", "shape": [1], "datatype": datatype, "data": [10**400]}]}
+        with pytest.raises(InvalidInput, match=fragment):
+            parse_infer_document(doc)
+
+
 def test_row_limit():
     with pytest.raises(InvalidInput, match="exceeds the limit of 2 per request"):
         parse_infer_request(body(named(3)), max_rows=2)
