@@ -50,6 +50,10 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=30,
+        # Longer than the idle timeout of clients and load balancers (60 s is common), so the client
+        # side closes an idle pooled connection first. uvicorn's default (5 s) races clients that
+        # reuse a connection after ~5 s idle: the request hits a socket the server just closed.
+        timeout_keep_alive=75,
         loop="uvloop",
         http="httptools",
     )

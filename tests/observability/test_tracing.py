@@ -91,13 +91,6 @@ def test_trace_ids_appear_in_the_json_logs(stack, inference) -> None:  # noqa: A
     assert all(line["trace_id"] == trace_id and len(line["span_id"]) == 16 for line in store)
 
 
-@pytest.mark.xfail(
-    reason=(
-        "the payload logger posts batches from a background task without the records' trace context "
-        "(src/mlplatform/drift/payload_logger.py _post); drift-detection's spans start new traces"
-    ),
-    strict=False,
-)
 def test_payload_logging_continues_the_inference_trace_in_drift_detection(stack, inference) -> None:  # noqa: ANN001
     stack.need("drift-detection")
     _, trace_id = inference

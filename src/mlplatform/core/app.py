@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, FastAPI
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -54,6 +55,7 @@ class AppContext:
     secrets: SecretsBackend
     auth: ApiKeyAuth
     http_metrics: HttpMetrics
+    tracing_active: bool = True
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -118,9 +120,14 @@ class RequestMiddleware:
             await send(message)
 
         metrics = self.ctx.http_metrics
+        parent = extract_context(headers)
+        if not self.ctx.tracing_active:
+            await self._handle_untraced(
+                scope, limited_receive, send_wrapper, send, parent, status, request_id
+            )
+            return
         metrics.inc_in_flight()
         start = time.perf_counter()
-        parent = extract_context(headers)
         with self.tracer.start_as_current_span(
             f"{scope['method']} {scope['path']}", context=parent, kind=SpanKind.SERVER
         ) as span:
@@ -153,6 +160,47 @@ class RequestMiddleware:
                             "route": template,
                         },
                     )
+
+    async def _handle_untraced(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send_wrapper: Send,
+        send: Send,
+        parent: object,
+        status: dict[str, int],
+        request_id: str,
+    ) -> None:
+        """No exporter configured: skip the SDK span (it would go nowhere) but keep the caller's trace
+        context attached, so logs, exemplars and outbound calls still carry an upstream trace id."""
+        metrics = self.ctx.http_metrics
+        metrics.inc_in_flight()
+        start = time.perf_counter()
+        token = otel_context.attach(parent)  # type: ignore[arg-type]
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except _BodyTooLarge:
+            status["code"] = 413
+            await _send_error(send, 413, f"request body exceeds the {self.max_body}-byte limit")
+        finally:
+            elapsed = time.perf_counter() - start
+            metrics.dec_in_flight()
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            metrics.observe(template, scope["method"], status["code"], elapsed)
+            otel_context.detach(token)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %s",
+                    scope["method"],
+                    scope["path"],
+                    status["code"],
+                    extra={
+                        "status": status["code"],
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "route": template,
+                    },
+                )
 
 
 class _BodyTooLarge(Exception):
@@ -191,6 +239,7 @@ def build_context(
         secrets=secrets,
         auth=auth,
         http_metrics=HttpMetrics(registry, service),
+        tracing_active=bool(settings.otlp_endpoint) or tracer_provider is not None,
     )
 
 

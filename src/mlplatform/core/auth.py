@@ -13,7 +13,7 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from starlette.requests import Request
@@ -23,7 +23,7 @@ from mlplatform.core.secrets import SecretsBackend
 
 log = logging.getLogger("mlplatform.auth")
 
-SCOPES = ("infer", "explain", "features:read", "features:write", "drift:write", "admin")
+SCOPES = ("infer", "explain", "features:read", "features:write", "drift:read", "drift:write", "admin")
 
 
 def hash_key(key: str) -> str:
@@ -152,12 +152,21 @@ class ApiKeyAuth:
             raise Forbidden(f"API key lacks the {scope!r} scope")
 
 
-def require_scope(scope: str) -> Callable[[Request], None]:
-    """FastAPI dependency: the app's ``state.auth`` must grant ``scope``."""
+def check_scope(request: Request, scope: str) -> None:
+    """Raise 401/403 unless the app's ``state.auth`` grants ``scope`` to this request (sync, in-memory)."""
+    auth: ApiKeyAuth | None = getattr(request.app.state, "auth", None)
+    if auth is not None:
+        auth.check(request, scope)
 
-    def _dependency(request: Request) -> None:
-        auth: ApiKeyAuth | None = getattr(request.app.state, "auth", None)
-        if auth is not None:
-            auth.check(request, scope)
+
+def require_scope(scope: str) -> Callable[[Request], Awaitable[None]]:
+    """FastAPI dependency: the app's ``state.auth`` must grant ``scope``.
+
+    Async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a hop that costs more
+    than an ONNX prediction; the check itself is an in-memory digest comparison.
+    """
+
+    async def _dependency(request: Request) -> None:
+        check_scope(request, scope)
 
     return _dependency

@@ -22,6 +22,9 @@ class InferenceRecord(BaseModel):
     inputs: dict[str, Any] = Field(description="Feature name -> value, exactly as passed to the model.")
     outputs: dict[str, Any] = Field(description="Output name -> value (e.g. fraud probability).")
     trace_id: str = Field("", description="W3C trace id of the inference request, if traced.")
+    span_id: str = Field(
+        "", description="Span id of the inference span; drift detection continues the trace from it."
+    )
 
 
 class PayloadSink(Protocol):

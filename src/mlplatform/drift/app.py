@@ -29,7 +29,9 @@ def create_app(
     """Build the drift-detection app from ``settings``; ``launcher``/``mlflow_client_factory`` replace defaults."""
     ctx = build_context(SERVICE, settings, secrets=secrets)
     metrics = DriftMetrics(ctx.registry)
-    svc = DriftService(settings, metrics, launcher=launcher, client_factory=mlflow_client_factory)
+    svc = DriftService(
+        settings, metrics, launcher=launcher, client_factory=mlflow_client_factory, tracer=ctx.tracer
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

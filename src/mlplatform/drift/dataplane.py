@@ -8,6 +8,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+
 from mlplatform.core.errors import NotFound, PlatformError, Unavailable
 from mlplatform.core.payloads import InferenceRecord
 from mlplatform.core.registry import ModelRef, resolve_version
@@ -39,8 +42,10 @@ class DriftService:
         *,
         launcher: RetrainLauncher | None = None,
         client_factory: Callable[[], Any] | None = None,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.settings = settings
+        self.tracer = tracer
         self.metrics = metrics
         self.launcher = launcher or RetrainLauncher(settings)
         self._client_factory = client_factory
@@ -152,7 +157,49 @@ class DriftService:
                 closed += await self._close_count_windows(model, version)
         for model, version in groups:
             self.metrics.open_records.labels(model, version).set(self.store.open_count(model, version))
+        self._continue_traces(records)
         return IngestResponse(accepted=accepted, duplicates=len(records) - accepted, windows_closed=closed)
+
+    def _continue_traces(self, records: Sequence[InferenceRecord], limit: int = 64) -> None:
+        """Record a consumer span in each inference's own trace (records arrive batched, off-request).
+
+        The payload logger posts batches from a background task, so the HTTP request's span belongs to
+        no inference. Each record carries its inference's trace and span id; one child span per distinct
+        inference (at most ``limit`` per batch) keeps serving -> drift in one trace in Tempo and tags the
+        ingest log line with that trace id.
+        """
+        if self.tracer is None:
+            return
+        parents: dict[tuple[str, str], int] = {}
+        for rec in records:
+            if rec.trace_id and rec.span_id:
+                key = (rec.trace_id, rec.span_id)
+                if key in parents or len(parents) < limit:
+                    parents[key] = parents.get(key, 0) + 1
+        for (trace_id, span_id), n in parents.items():
+            try:
+                parent = SpanContext(
+                    int(trace_id, 16),
+                    int(span_id, 16),
+                    is_remote=True,
+                    trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                )
+            except ValueError:
+                continue
+            if not parent.is_valid:
+                continue
+            ctx = trace.set_span_in_context(NonRecordingSpan(parent))
+            with self.tracer.start_as_current_span(
+                "drift.ingest_records", context=ctx, kind=SpanKind.CONSUMER
+            ) as sp:
+                sp.set_attribute("mlplatform.records", n)
+        if parents:
+            # one line per batch; trace_ids lets Loki find the batch from any inference's trace
+            log.info(
+                "ingested payload records of %d traced inference(s)",
+                len(parents),
+                extra={"trace_ids": sorted({t for t, _ in parents})},
+            )
 
     # -- windows ---------------------------------------------------------------------------------
     async def _close_count_windows(self, model: str, version: str) -> int:

@@ -52,15 +52,23 @@ def drift_router() -> APIRouter:
             )
         return await svc.ingest(body.records)
 
-    @router.get("/v1/models", response_model=ModelsOut)
+    @router.get("/v1/models", response_model=ModelsOut, dependencies=[Depends(require_scope("drift:read"))])
     async def models(request: Request) -> ModelsOut:
         return ModelsOut(models=_svc(request).models())
 
-    @router.get("/v1/models/{model}/drift", response_model=DriftStatus)
+    @router.get(
+        "/v1/models/{model}/drift",
+        response_model=DriftStatus,
+        dependencies=[Depends(require_scope("drift:read"))],
+    )
     async def status(request: Request, model: str = MODEL) -> DriftStatus:
         return await _svc(request).status(model)
 
-    @router.get("/v1/models/{model}/drift/history", response_model=DriftHistory)
+    @router.get(
+        "/v1/models/{model}/drift/history",
+        response_model=DriftHistory,
+        dependencies=[Depends(require_scope("drift:read"))],
+    )
     async def history(
         request: Request,
         model: str = MODEL,
@@ -73,6 +81,7 @@ def drift_router() -> APIRouter:
         response_class=HTMLResponse,
         response_model=None,
         responses={200: {"content": {"text/html": {}}, "description": "Evidently HTML report"}},
+        dependencies=[Depends(require_scope("drift:read"))],
     )
     async def report(request: Request, model: str = MODEL) -> HTMLResponse:
         return HTMLResponse(await _svc(request).report_html(model))

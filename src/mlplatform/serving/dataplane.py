@@ -237,6 +237,7 @@ class DataPlane:
             names = model.schema.names
             span_ctx = trace.get_current_span().get_span_context()
             trace_id = format(span_ctx.trace_id, "032x") if span_ctx.is_valid else ""
+            span_id = format(span_ctx.span_id, "016x") if span_ctx.is_valid else ""
             now = time.time()
             outs = {k: v.tolist() for k, v in pred.outputs.items()}
             matrix = frame.matrix.tolist() if frame.matrix is not None else None
@@ -261,6 +262,7 @@ class DataPlane:
                         inputs=inputs,
                         outputs={k: v[i] for k, v in outs.items()},
                         trace_id=trace_id,
+                        span_id=span_id,
                     )
                 )
         except Exception:  # noqa: BLE001 - payload logging must never fail a prediction

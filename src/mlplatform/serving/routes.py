@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -12,7 +13,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlplatform.core.auth import require_scope
+from mlplatform.core.auth import check_scope, require_scope
 from mlplatform.core.errors import PlatformError
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.responses import JSONResponse
@@ -52,17 +53,8 @@ log = logging.getLogger("mlplatform.serving.routes")
 
 
 def scope_dependency(scope: str) -> Callable[[Request], Awaitable[None]]:
-    """``core.auth.require_scope`` as an async dependency.
-
-    FastAPI runs a plain ``def`` dependency in its thread pool; that hop cost more than the whole
-    ONNX prediction on the infer path. The check itself is an in-memory digest comparison.
-    """
-    check = require_scope(scope)
-
-    async def dependency(request: Request) -> None:
-        check(request)
-
-    return dependency
+    """``core.auth.require_scope`` (an async dependency: no thread-pool hop on the infer path)."""
+    return require_scope(scope)
 
 
 def build_router(plane: DataPlane) -> APIRouter:
@@ -162,7 +154,7 @@ class FastInferMiddleware:
     def __init__(self, app: ASGIApp, plane: DataPlane) -> None:
         self.app = app
         self.plane = plane
-        self.check = require_scope("infer")
+        self.check = functools.partial(check_scope, scope="infer")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":

@@ -34,6 +34,11 @@ PUBLIC = {
     ("get", "/v2/models/{model_name}/versions/{model_version}/ready"),
 }
 
+# Client-facing routes known to answer without a key (reported to their owner). They are checked
+# by the strict xfail test below: once they demand a key it XPASSes (fails), and the entry goes.
+# Client-facing routes that answer without a key. Empty: every one demands a key and scope.
+KNOWN_UNPROTECTED: set[tuple[str, str, str]] = set()
+
 
 def build(name: str, tmp_path) -> Any:
     spec = SERVICES[name]
@@ -64,7 +69,7 @@ def concrete(path: str) -> str:
 async def test_client_routes_need_a_key_and_probes_do_not(name, tmp_path):
     app = build(name, tmp_path)
     ops = operations(app)
-    protected = [op for op in ops if op not in PUBLIC]
+    protected = [op for op in ops if op not in PUBLIC and (name, *op) not in KNOWN_UNPROTECTED]
     assert protected, f"{name} exposes no client-facing routes"
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
