@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -39,10 +40,22 @@ def serve(
     spec = SERVICES.get(service)
     if spec is None:
         raise typer.BadParameter(f"unknown service {service!r}; choose one of {', '.join(SERVICES)}")
+    from pydantic import ValidationError
+
     settings_cls = spec.load_settings_class()
-    settings = settings_cls()
+    try:
+        settings = settings_cls()
+    except ValidationError as exc:
+        typer.echo(f"{spec.name}: invalid configuration:\n{exc}", err=True)
+        raise typer.Exit(2) from None
     configure_logging(spec.name, settings.log_level)
-    fastapi_app = spec.load_factory()(settings)
+    try:
+        fastapi_app = spec.load_factory()(settings)
+    except (RuntimeError, ValueError, OSError) as exc:
+        # start-up failures (Vault unreachable or role wrong, bad model list, unwritable data dir):
+        # one clear critical log line and a non-zero exit, not a traceback
+        logging.getLogger("mlplatform.cli").critical("%s cannot start: %s", spec.name, exc)
+        raise typer.Exit(2) from None
     uvicorn.run(
         fastapi_app,
         host=host,

@@ -58,11 +58,6 @@ def test_vault_services_match_bootstrap_paths_and_bindings(rendered, env):
         assert pod.get("automountServiceAccountToken") is True, f"{service}: the backend needs the SA token"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the overlays give every service one shared role (secrets.vault.role: mlplatform-<env>); "
-    "least privilege needs the per-service roles mlplatform-<env>-<service> the bootstrap creates",
-)
 @pytest.mark.parametrize("env", ["prod"])
 def test_vault_role_is_per_service(rendered, env):
     for data, _, _ in vault_services(rendered[env]):
