@@ -163,8 +163,13 @@ class ModelRepository:
             raise NotFound(f"model '{name}' is not served here (served: {', '.join(self.slots)})")
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
-            resolved = await asyncio.to_thread(self._resolve, slot.ref)
             current = slot.handle
+            try:
+                resolved = await asyncio.to_thread(self._resolve, slot.ref)
+            except Exception:
+                if current is None:  # nothing loaded yet: the model cannot serve (ServingModelNotLoaded)
+                    self.metrics.load_failures.labels(name).inc()
+                raise
             if current is not None and current.model.version == resolved.version and not force:
                 return False
             start = time.perf_counter()

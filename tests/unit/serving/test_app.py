@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
@@ -213,3 +215,15 @@ async def test_registry_unreachable_stays_not_ready(app_factory, monkeypatch):
     assert (await c.get(f"/v2/models/{FOREST}/ready")).status_code == 503
     r = await c.post(f"/v2/models/{FOREST}/infer", json={"inputs": []})
     assert r.status_code == 503 and "not loaded yet" in r.json()["error"]
+    # the failed registry lookups are counted, so ServingModelNotLoaded can fire for this model
+    deadline = asyncio.get_running_loop().time() + 20
+    failures = 0.0
+    while asyncio.get_running_loop().time() < deadline and failures < 1:
+        for line in (await c.get("/metrics")).text.splitlines():
+            if (
+                line.startswith("mlplatform_serving_model_load_failures_total{")
+                and f'model="{FOREST}"' in line
+            ):
+                failures = float(line.rsplit(" ", 1)[1])
+        await asyncio.sleep(0.05)
+    assert failures >= 1
