@@ -19,7 +19,7 @@ import pytest
 
 from mlplatform.drift.payload_logger import TMP_PREFIX
 from tests.faults.conftest import SERVED_MODEL, START_TIMEOUT_S, base_env
-from tests.faults.harness import Burst, Call, summary
+from tests.faults.harness import Burst, Call, run_for, summary
 from tests.load.payloads import tensor_request
 from tests.procs import free_port, start_service
 
@@ -51,6 +51,7 @@ async def test_sigterm_under_load(demo_registry: Any, samples: list[dict], workd
 
         async with Burst(make, concurrency=4, interval_s=0.01, timeout_s=30.0) as burst:
             await burst.warmed_up()
+            await run_for(1.0)  # steady load before the signal
             t_sig = time.monotonic()
             serving.proc.send_signal(signal.SIGTERM)
             code = await asyncio.to_thread(serving.proc.wait, 45)
