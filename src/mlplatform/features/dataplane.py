@@ -125,6 +125,8 @@ class FeatureDataPlane:
             apply_definitions(store, self.paths)
         provider = store._get_provider()  # noqa: SLF001 - Feast's provider API (online_read)
         online_store = provider.online_store
+        if self.settings.online_store == "redis":
+            self._install_fail_fast_redis_client(online_store)
         original_write = online_store.online_write_batch
 
         def counting_write(config: Any, table: Any, data: list[Any], progress: Any) -> None:
@@ -134,6 +136,33 @@ class FeatureDataPlane:
         online_store.online_write_batch = counting_write  # counts rows written by materialisation
         self.store, self._provider = store, provider
         self._ready = True
+
+    def _install_fail_fast_redis_client(self, online_store: Any) -> None:
+        """Give Feast's Redis online store a client with short timeouts and one immediate retry.
+
+        Feast builds ``redis.Redis`` from its connection string, which cannot express a retry policy;
+        redis-py's default retries with exponential back-off, so a read during a Redis restart blocked
+        for seconds. The client below answers within about two timeouts; the connection pool
+        reconnects by itself once Redis is back.
+        """
+        from redis import Redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        spec = self._spec()
+        host, _, port = spec.redis_address.rpartition(":")
+        timeout = self.settings.redis_timeout_s
+        online_store._client = Redis(  # noqa: SLF001 - Feast reads self._client in _get_client
+            host=host or "localhost",
+            port=int(port or 6379),
+            db=spec.redis_db,
+            password=spec.redis_password,
+            ssl=spec.redis_ssl,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._write_pool, self.load)
@@ -300,6 +329,7 @@ class FeatureDataPlane:
                 time.perf_counter() - t0
             )
             newest: datetime | None = None
+            n_missing = 0
             for i, (ts, data) in enumerate(result):
                 out = values[i]
                 if data is None:
@@ -314,15 +344,28 @@ class FeatureDataPlane:
                     for name in read.features:
                         out[name] = None
                     continue
-                for name in read.features:
-                    proto = data.get(name)
-                    out[name] = None if proto is None else _decode(proto)
+                decoded = {
+                    name: None if data.get(name) is None else _decode(data[name]) for name in read.features
+                }
+                if all(v is None for v in decoded.values()):
+                    # a key without any stored value (e.g. read while Redis reloads after a restart) is
+                    # missing too: the caller must see that, not silent nulls
+                    missing.append(
+                        {
+                            "row": i,
+                            "feature_view": read.view.name,
+                            "join_key": read.join_key,
+                            "value": keys[read.join_key][i],
+                        }
+                    )
+                    n_missing += 1
+                out.update(decoded)
                 if ts is not None and (newest is None or ts > newest):
                     newest = ts
             if newest is not None:
                 ts_s = newest.timestamp() if newest.tzinfo else newest.replace(tzinfo=UTC).timestamp()
                 self.metrics.freshness.labels(read.view.name).set(max(0.0, now - ts_s))
-            n_missing = sum(1 for _, d in result if d is None)
+            n_missing += sum(1 for _, d in result if d is None)
             if n_missing:
                 self.metrics.missing_entities.labels(read.view.name).inc(n_missing)
         for odfv, names, inputs in plan.odfvs:

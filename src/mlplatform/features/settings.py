@@ -28,6 +28,13 @@ class FeatureSettings(ServiceSettings):
     )
     redis_db: int = Field(0, ge=0, description="Redis database number.")
     redis_ssl: bool = Field(False, description="Connect to Redis over TLS.")
+    redis_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        le=30,
+        description="Connect and read timeout of each Redis call. Reads fail fast (503) while Redis is "
+        "down instead of waiting out redis-py's default retries with back-off.",
+    )
     registry_cache_ttl_seconds: int = Field(
         60, ge=0, description="How long Feast caches the registry before re-reading it (0 = never expires)."
     )
