@@ -10,6 +10,7 @@ import asyncio
 import signal
 
 import httpx
+import orjson
 import pytest
 
 from mlplatform.core.auth import hash_key
@@ -94,6 +95,10 @@ def test_entity_request_with_feature_store_down_is_503_and_counted(server):
     assert f'mlplatform_serving_feature_store_failures_total{{model="{FOREST}"' in metrics
 
 
+# Large enough that eight serial native predictions outlast the client sending all eight requests.
+ROWS_PER_REQUEST = 10000  # the per-request row limit
+
+
 async def test_sigterm_drains_requests_in_flight(tmp_path):
     reg = shared_registry(tmp_path.parent.parent / "serving-registry")
     env = {
@@ -104,13 +109,21 @@ async def test_sigterm_drains_requests_in_flight(tmp_path):
         "SERVING_POLL_INTERVAL_S": "0",
         "SERVING_MAX_BATCH_SIZE": "1",
         "SERVING_LOG_LEVEL": "WARNING",
+        "SERVING_MAX_BODY_BYTES": str(64 * 1024 * 1024),
     }
     svc = start_service("model-serving", env, tmp_path / "logs", ready_timeout=180)
     try:
-        big = reg.frame.sample(n=2000, replace=True, random_state=1)[FEATURES].reset_index(drop=True)
+        big = reg.frame.sample(n=ROWS_PER_REQUEST, replace=True, random_state=1)[FEATURES].reset_index(
+            drop=True
+        )
         body = v2_body(big)
         async with httpx.AsyncClient(base_url=svc.url, timeout=60) as client:
-            tasks = [asyncio.create_task(client.post(f"/v2/models/{HGB}/infer", json=body)) for _ in range(8)]
+            payload = orjson.dumps(body)  # serialised once: the eight requests reach the server together
+            headers = {"content-type": "application/json"}
+            tasks = [
+                asyncio.create_task(client.post(f"/v2/models/{HGB}/infer", content=payload, headers=headers))
+                for _ in range(8)
+            ]
             loop = asyncio.get_running_loop()
             end = loop.time() + 30
             while loop.time() < end:  # wait until the server holds all eight
@@ -123,11 +136,11 @@ async def test_sigterm_drains_requests_in_flight(tmp_path):
                     break
                 await asyncio.sleep(0.02)
             else:
-                pytest.fail("requests never were all in flight")
+                pytest.fail(f"requests never were all in flight (last: {line!r})")
             svc.proc.send_signal(signal.SIGTERM)
             responses = await asyncio.gather(*tasks)
         assert [r.status_code for r in responses] == [200] * 8
-        assert all(len(r.json()["outputs"][0]["data"]) == 2000 for r in responses)
+        assert all(len(r.json()["outputs"][0]["data"]) == ROWS_PER_REQUEST for r in responses)
         # uvicorn exits 0 or re-raises the SIGTERM it handled once shutdown completed
         assert svc.proc.wait(timeout=40) in (0, -signal.SIGTERM)
         assert "Traceback" not in svc.logs()
