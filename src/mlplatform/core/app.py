@@ -137,29 +137,13 @@ class RequestMiddleware:
                 status["code"] = 413
                 await _send_error(send, 413, f"request body exceeds the {max_body}-byte limit")
             finally:
-                elapsed = time.perf_counter() - start
-                metrics.dec_in_flight()
-                route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
+                template = self._finish(scope, status["code"], start)
                 span.update_name(f"{scope['method']} {template}")
                 span.set_attribute("http.route", template)
                 span.set_attribute("http.response.status_code", status["code"])
                 span.set_attribute("mlplatform.request_id", request_id)
                 if status["code"] >= 500:
                     span.set_status(Status(StatusCode.ERROR))
-                metrics.observe(template, scope["method"], status["code"], elapsed)
-                if access_log.isEnabledFor(logging.INFO):
-                    access_log.info(
-                        "%s %s %s",
-                        scope["method"],
-                        scope["path"],
-                        status["code"],
-                        extra={
-                            "status": status["code"],
-                            "duration_ms": round(elapsed * 1000, 3),
-                            "route": template,
-                        },
-                    )
 
     async def _handle_untraced(
         self,
@@ -183,24 +167,26 @@ class RequestMiddleware:
             status["code"] = 413
             await _send_error(send, 413, f"request body exceeds the {self.max_body}-byte limit")
         finally:
-            elapsed = time.perf_counter() - start
-            metrics.dec_in_flight()
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            metrics.observe(template, scope["method"], status["code"], elapsed)
+            self._finish(scope, status["code"], start)
             otel_context.detach(token)
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s %s",
-                    scope["method"],
-                    scope["path"],
-                    status["code"],
-                    extra={
-                        "status": status["code"],
-                        "duration_ms": round(elapsed * 1000, 3),
-                        "route": template,
-                    },
-                )
+
+    def _finish(self, scope: Scope, code: int, start: float) -> str:
+        """Request done: in-flight gauge, metrics and access log. Returns the route template."""
+        elapsed = time.perf_counter() - start
+        metrics = self.ctx.http_metrics
+        metrics.dec_in_flight()
+        route = scope.get("route")
+        template = getattr(route, "path", None) or "unmatched"
+        metrics.observe(template, scope["method"], code, elapsed)
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %s",
+                scope["method"],
+                scope["path"],
+                code,
+                extra={"status": code, "duration_ms": round(elapsed * 1000, 3), "route": template},
+            )
+        return template
 
 
 class _BodyTooLarge(Exception):
