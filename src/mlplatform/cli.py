@@ -96,6 +96,14 @@ def up(
 
     run_training(TrainSettings(rows=train_rows), force=False, progress=True)
     procs: list[subprocess.Popen[bytes]] = []
+
+    def _interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # Ctrl-C, `kill`, or a supervisor's SIGTERM all stop the services gracefully (also when the
+    # shell started us with SIGINT ignored, as background jobs are).
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     env = dict(os.environ)
     env.setdefault("MLPLATFORM_DATA_DIR", str(Path.cwd() / "data"))
     # Local mode: authentication off unless the user configured keys.
