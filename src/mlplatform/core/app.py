@@ -7,9 +7,10 @@ body-size limit, request metrics, JSON access log), ``/metrics`` and the health 
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,15 +27,24 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mlplatform.core.auth import ApiKeyAuth
-from mlplatform.core.errors import install_error_handlers
+from mlplatform.core.errors import PlatformError, install_error_handlers
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.metrics import HttpMetrics, metrics_router
 from mlplatform.core.responses import JSONResponse
 from mlplatform.core.secrets import SecretsBackend, build_secrets_backend
 from mlplatform.core.settings import ServiceSettings
-from mlplatform.core.tracing import build_tracer_provider, extract_context
+from mlplatform.core.tracing import build_tracer_provider, current_trace_id, extract_context
 
 access_log = logging.getLogger("mlplatform.access")
+
+_RID_PREFIX = os.urandom(8).hex()
+_rid_counter = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A request id unique across processes: a random per-process prefix and a counter (32 hex chars)."""
+    return f"{_RID_PREFIX}{next(_rid_counter):016x}"
+
 
 UNMETERED_PATHS = frozenset({"/metrics", "/v2/health/live", "/v2/health/ready", "/v2", "/"})
 
@@ -78,7 +88,7 @@ class RequestMiddleware:
             return
         path: str = scope["path"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = headers.get("x-request-id") or new_request_id()
         token = request_id_var.set(request_id)
         metered = path not in UNMETERED_PATHS
         try:
@@ -172,21 +182,163 @@ class RequestMiddleware:
 
     def _finish(self, scope: Scope, code: int, start: float) -> str:
         """Request done: in-flight gauge, metrics and access log. Returns the route template."""
-        elapsed = time.perf_counter() - start
-        metrics = self.ctx.http_metrics
-        metrics.dec_in_flight()
         route = scope.get("route")
         template = getattr(route, "path", None) or "unmatched"
-        metrics.observe(template, scope["method"], code, elapsed)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %s",
-                scope["method"],
-                scope["path"],
-                code,
-                extra={"status": code, "duration_ms": round(elapsed * 1000, 3), "route": template},
-            )
+        finish_request(self.ctx, scope["method"], scope["path"], template, code, start)
         return template
+
+
+def finish_request(
+    ctx: AppContext,
+    method: str,
+    path: str,
+    template: str,
+    code: int,
+    start: float,
+    trace_id: str | None = None,
+) -> None:
+    """A metered request is done: in-flight gauge, request metrics and the JSON access log line."""
+    elapsed = time.perf_counter() - start
+    metrics = ctx.http_metrics
+    metrics.dec_in_flight()
+    metrics.observe(template, method, code, elapsed, trace_id)
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "%s %s %s",
+            method,
+            path,
+            code,
+            extra={"status": code, "duration_ms": round(elapsed * 1000, 3), "route": template},
+        )
+
+
+FastHandler = Callable[[tuple[str, ...], dict[bytes, bytes], bytes], Awaitable[bytes]]
+
+
+@dataclass(frozen=True)
+class FastRoute:
+    """A hot route served without Starlette routing, middleware objects or a ``Request``.
+
+    ``match`` maps a path to ``(route template, path parameters)`` or ``None``; ``handler`` gets the
+    parameters, the raw request headers and the body and returns the JSON response body (status 200), or
+    raises :class:`~mlplatform.core.errors.PlatformError`. The app still does everything the request
+    middleware does for it: request id, body limit, in-flight gauge, request metrics, access log, and the
+    caller's trace context. With an OTLP exporter configured, requests take the full middleware path
+    instead (which opens the server span) and reach the same handler from there.
+    """
+
+    method: str
+    match: Callable[[str], tuple[str, tuple[str, ...]] | None]
+    handler: FastHandler
+
+
+_JSON_HEADER = (b"content-type", b"application/json")
+
+
+class PlatformApp(FastAPI):
+    """FastAPI plus :class:`FastRoute` dispatch in front of the middleware stack."""
+
+    fast_routes: tuple[FastRoute, ...] = ()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fast_routes and scope["type"] == "http":
+            ctx: AppContext = self.state.ctx
+            if not ctx.tracing_active:
+                method = scope["method"]
+                for route in self.fast_routes:
+                    if route.method == method:
+                        hit = route.match(scope["path"])
+                        if hit is not None:
+                            await _serve_fast(ctx, route, hit, scope, receive, send)
+                            return
+        await super().__call__(scope, receive, send)
+
+
+async def _serve_fast(
+    ctx: AppContext,
+    route: FastRoute,
+    hit: tuple[str, tuple[str, ...]],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    headers: dict[bytes, bytes] = dict(scope["headers"])
+    raw_rid = headers.get(b"x-request-id")
+    request_id = raw_rid.decode("latin-1") if raw_rid else new_request_id()
+    rid_token = request_id_var.set(request_id)
+    template, params = hit
+    max_body = ctx.settings.max_body_bytes
+    method = scope["method"]
+    try:
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > max_body:
+            await _send_error(
+                send, 413, f"request body of {int(length)} bytes exceeds the {max_body}-byte limit"
+            )
+            ctx.http_metrics.observe("unmatched", method, 413, 0.0, "")
+            return
+        ctx.http_metrics.inc_in_flight()
+        start = time.perf_counter()
+        trace_id = ""
+        otel_token = None
+        if b"traceparent" in headers:
+            otel_token = otel_context.attach(
+                extract_context({k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()})  # type: ignore[arg-type]
+            )
+            trace_id = current_trace_id()
+        status = 500
+        try:
+            chunks: list[bytes] = []
+            size = 0
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    status = 499
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > max_body:
+                    status = 413
+                    await _send_error(send, 413, f"request body exceeds the {max_body}-byte limit")
+                    return
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            extra: list[tuple[bytes, bytes]] = []
+            try:
+                out = await route.handler(params, headers, body)
+                status = 200
+            except PlatformError as exc:
+                status, out = exc.status_code, orjson.dumps({"error": exc.message})
+                if status == 401:
+                    extra.append((b"www-authenticate", b"Bearer"))
+            except Exception:  # noqa: BLE001 - never a stack trace to the client
+                logging.getLogger("mlplatform.app").exception(
+                    "unhandled error on %s %s", method, scope["path"]
+                )
+                out = orjson.dumps(
+                    {"error": "internal error; see the service logs with this request's trace id"}
+                )
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        _JSON_HEADER,
+                        (b"content-length", str(len(out)).encode()),
+                        (b"x-request-id", request_id.encode("latin-1")),
+                        *extra,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": out})
+        finally:
+            finish_request(ctx, method, scope["path"], template, status, start, trace_id)
+            if otel_token is not None:
+                otel_context.detach(otel_token)
+    finally:
+        request_id_var.reset(rid_token)
 
 
 class _BodyTooLarge(Exception):
@@ -257,11 +409,11 @@ def build_app(
     is_ready: Callable[[], bool] = lambda: True,
     routers: list[APIRouter] | None = None,
     description: str = "",
-) -> FastAPI:
+) -> PlatformApp:
     """A FastAPI app with the platform's handlers, middleware, probes and metrics."""
     from mlplatform import __version__
 
-    app = FastAPI(
+    app = PlatformApp(
         title=title,
         version=__version__,
         description=description,

@@ -134,10 +134,17 @@ class ApiKeyAuth:
         """Raise 401/403 unless the request carries a key with ``scope`` (or ``admin``)."""
         if not self.enabled:
             return
+        headers = request.headers
+        self.check_headers(headers.get("x-api-key"), headers.get("authorization"), scope)
+
+    def check_headers(self, x_api_key: str | None, authorization: str | None, scope: str) -> None:
+        """:meth:`check` on the two header values (for handlers that never build a ``Request``)."""
+        if not self.enabled:
+            return
         self._maybe_refresh()
-        key = (request.headers.get("x-api-key") or "").strip()
+        key = (x_api_key or "").strip()
         if not key:
-            authz = request.headers.get("authorization", "")
+            authz = authorization or ""
             scheme, _, token = authz.strip().partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 key = token.strip()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import (
@@ -68,6 +70,8 @@ class HttpMetrics:
             registry=registry,
         )
         self._in_flight = self.in_flight.labels(service)
+        # label children by (route, method, code): ``labels()`` costs more than the observation
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def inc_in_flight(self) -> None:
         self._in_flight.inc()
@@ -75,12 +79,25 @@ class HttpMetrics:
     def dec_in_flight(self) -> None:
         self._in_flight.dec()
 
-    def observe(self, route: str, method: str, code: int, seconds: float) -> None:
-        """Count the request and record its latency, with the active trace id as exemplar."""
-        self.requests.labels(self.service, route, method, str(code)).inc()
-        trace_id = current_trace_id()
-        exemplar = {"trace_id": trace_id} if trace_id else None
-        self.latency.labels(self.service, route, method).observe(seconds, exemplar=exemplar)
+    def observe(
+        self, route: str, method: str, code: int, seconds: float, trace_id: str | None = None
+    ) -> None:
+        """Count the request and record its latency, with the trace id as exemplar.
+
+        ``trace_id=None`` reads the active span's trace id; pass ``""`` when the caller knows there is none.
+        """
+        key = (route, method, code)
+        child = self._children.get(key)
+        if child is None:
+            child = (
+                self.requests.labels(self.service, route, method, str(code)),
+                self.latency.labels(self.service, route, method),
+            )
+            self._children[key] = child
+        child[0].inc()
+        if trace_id is None:
+            trace_id = current_trace_id()
+        child[1].observe(seconds, exemplar={"trace_id": trace_id} if trace_id else None)
 
 
 def metrics_router(registry: CollectorRegistry) -> APIRouter:

@@ -10,13 +10,13 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.middleware import Middleware
 
-from mlplatform.core.app import build_app, build_context
+from mlplatform.core.app import FastRoute, build_app, build_context
 from mlplatform.core.payloads import PayloadSink
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.serving.dataplane import DataPlane
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.repository import ModelRepository
-from mlplatform.serving.routes import FastInferMiddleware, build_router
+from mlplatform.serving.routes import FastInferMiddleware, build_router, infer_handler, match_infer
 from mlplatform.serving.settings import ServingSettings
 
 log = logging.getLogger("mlplatform.serving")
@@ -67,8 +67,11 @@ def create_app(
         is_ready=plane.ready,
         routers=[build_router(plane)],
     )
-    # Innermost middleware (inside the core request middleware): the lean infer path.
-    app.user_middleware.append(Middleware(FastInferMiddleware, plane=plane))
+    # The lean infer path: dispatched ahead of FastAPI (no tracing exporter), or innermost inside the
+    # core request middleware when tracing is on (so the server span wraps it).
+    handler = infer_handler(plane, ctx.auth)
+    app.fast_routes = (FastRoute("POST", match_infer, handler),)
+    app.user_middleware.append(Middleware(FastInferMiddleware, handler=handler))
     app.state.dataplane = plane
     app.state.repository = repository
     return app

@@ -4,9 +4,10 @@ An idle model runs a request at once (no added latency). Requests that arrive wh
 busy with the previous batch are merged (up to ``max_batch_size`` requests); a busy model waits at
 most ``max_wait_s`` for a batch to fill. Each caller gets exactly its own rows back. Slow runtimes
 (native scikit-learn, torch) run on one worker thread per model, so requests queue and batch while
-a call runs. Cheap runtimes (ONNX Runtime, ~10 us a row) run on the event loop: with nothing queued
-a request is answered inline without touching the queue (the event loop is never blocked long
-enough for a queue to form, so merging would only add a hop).
+a call runs. Cheap runtimes (ONNX Runtime, ~10 us a row) run on the event loop: a request is queued
+and the queue is drained by a callback scheduled for the end of the current event-loop turn, so the
+requests whose bytes arrived in the same turn (under load, many connections are readable at once)
+share one model call. An idle model still answers in the same turn, with no timer and no thread hop.
 
 ``close()`` stops accepting work and waits until every queued request has its answer (drain).
 """
@@ -85,13 +86,6 @@ class AdaptiveBatcher:
         """Queue ``frame`` and wait for its outputs."""
         if self._closed:
             raise BatcherClosed()
-        if self._inline and not self._queue and not self._scheduled:
-            # Idle and cheap (ONNX Runtime on the event loop): answer right here, no queue hop.
-            result = self._predict(frame)
-            self.batches += 1
-            if self._on_batch is not None:
-                self._on_batch(1, frame.n_rows)
-            return result
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Prediction] = loop.create_future()
         self._queue.append((frame, fut))

@@ -30,9 +30,11 @@ from mlplatform.serving.protocol import (
     ServerMetadata,
     assemble_frame,
     entity_rows,
+    fast_numeric_frame,
     frame_from_rows,
     is_entity_request,
-    parse_infer_request,
+    load_json,
+    parse_infer_document,
 )
 from mlplatform.serving.repository import ModelHandle, ModelRepository
 from mlplatform.serving.runtimes import Prediction
@@ -115,18 +117,29 @@ class DataPlane:
         try:
             handle = self._handle(name, version)
             model_version = handle.model.version
-            req = parse_infer_request(body, max_rows=self.max_rows)
-            frame, inputs_rows = await self._frame(handle, req)
+            doc = load_json(body)
+            frame = fast_numeric_frame(
+                doc, handle.model.schema, allow_nan=self.allow_nan, max_rows=self.max_rows
+            )
+            req: ParsedRequest | None = None
+            inputs_rows: list[dict[str, Any]] | None = None
+            if frame is None:
+                req = parse_infer_document(doc, max_rows=self.max_rows)
+                frame, inputs_rows = await self._frame(handle, req)
             try:
                 pred = await handle.batcher.submit(frame)
             except BatcherClosed:
                 # swapped while we waited for features: run on the version now being served
                 handle = self._handle(name, version)
                 model_version = handle.model.version
+                req = req or parse_infer_document(doc, max_rows=self.max_rows)
                 frame, inputs_rows = await self._frame(handle, req)
                 pred = await handle.batcher.submit(frame)
-            rid = req.id or request_id
-            out = self._response(handle, rid, pred, req.outputs)
+            if req is None:
+                rid, wanted = doc.get("id") or request_id, None
+            else:
+                rid, wanted = req.id or request_id, req.outputs
+            out = self._response(handle, rid, pred, wanted)
         except PlatformError as exc:
             if exc.status_code in (503, 504):
                 outcome = OUTCOME_UNAVAILABLE

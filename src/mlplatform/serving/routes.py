@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -13,7 +12,8 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlplatform.core.auth import check_scope, require_scope
+from mlplatform.core.app import FastHandler
+from mlplatform.core.auth import ApiKeyAuth, require_scope
 from mlplatform.core.errors import PlatformError
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.responses import JSONResponse
@@ -143,29 +143,56 @@ _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 _HEADERS = [(b"content-type", b"application/json")]
 
 
+def match_infer(path: str) -> tuple[str, tuple[str, ...]] | None:
+    """``(route template, (model, version or ""))`` for the two V2 infer paths, else ``None``."""
+    m = _INFER_PATH.match(path)
+    if m is None:
+        return None
+    name, version = m.group(1), m.group(2)
+    if version:
+        return INFER_VERSION_TEMPLATE.path, (name, version)
+    return INFER_TEMPLATE.path, (name, "")
+
+
+def infer_handler(plane: DataPlane, auth: ApiKeyAuth) -> FastHandler:
+    """The infer routes' work on raw headers and body: the ``infer`` scope check, then the data plane."""
+
+    async def handle(params: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
+        if auth.enabled:
+            key = headers.get(b"x-api-key")
+            authz = headers.get(b"authorization")
+            auth.check_headers(
+                key.decode("latin-1") if key is not None else None,
+                authz.decode("latin-1") if authz is not None else None,
+                "infer",
+            )
+        name, version = params
+        return await plane.infer(name, body, version=version or None, request_id=request_id_var.get())
+
+    return handle
+
+
 class FastInferMiddleware:
     """The infer routes as a plain ASGI handler, innermost (inside the core request middleware).
 
-    Same behaviour as the FastAPI routes above (which stay for the OpenAPI document): the
-    ``infer`` scope check, the V2 body, ``{"error": ...}`` bodies for every failure. It skips
-    FastAPI's routing and dependency resolution, which cost more per request than the prediction.
+    Requests reach it when tracing is on (the app's fast dispatch steps aside so the core middleware
+    opens the server span). Same handler as the fast route, so same behaviour as the FastAPI routes
+    above (which stay for the OpenAPI document); it skips FastAPI's routing and dependency resolution.
     """
 
-    def __init__(self, app: ASGIApp, plane: DataPlane) -> None:
+    def __init__(self, app: ASGIApp, handler: FastHandler) -> None:
         self.app = app
-        self.plane = plane
-        self.check = functools.partial(check_scope, scope="infer")
+        self.handler = handler
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        m = _INFER_PATH.match(scope["path"])
-        if m is None:
+        hit = match_infer(scope["path"])
+        if hit is None:
             await self.app(scope, receive, send)
             return
-        name, version = m.group(1), m.group(2)
-        scope["route"] = INFER_VERSION_TEMPLATE if version else INFER_TEMPLATE
+        scope["route"] = INFER_VERSION_TEMPLATE if hit[1][1] else INFER_TEMPLATE
         # Read the body outside the try: the core middleware's body limit raises through here.
         chunks = []
         more = True
@@ -178,8 +205,7 @@ class FastInferMiddleware:
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         status = 200
         try:
-            self.check(Request(scope))
-            out = await self.plane.infer(name, body, version=version, request_id=request_id_var.get())
+            out = await self.handler(hit[1], dict(scope["headers"]), body)
         except PlatformError as exc:
             status, out = exc.status_code, orjson.dumps({"error": exc.message})
         except Exception:  # noqa: BLE001 - never a stack trace to the client
