@@ -4,7 +4,8 @@ Starts ``mlplatform serve model-serving`` (one process) on a free port against a
 MLflow registry holding ``fraud-detector`` (trained by ``mlplatform.training`` when that is
 available, else a scikit-learn random forest with the same shape), then drives
 ``POST /v2/models/fraud-detector/infer`` with ``wrk`` (16 connections, a Lua script for the POST),
-and prints requests/s, p50 and p99.
+and prints requests/s, p50 and p99. Requests carry an API key with the ``infer`` scope, as a deployed
+service requires (``--no-auth`` serves without keys).
 
     .venv/bin/python scripts/bench/bench_serving.py [--duration 15] [--connections 16]
 """
@@ -26,6 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.procs import start_service  # noqa: E402
+
+from mlplatform.core.auth import hash_key  # noqa: E402
 
 MODEL = "fraud-detector"
 
@@ -56,7 +59,7 @@ def request_body(url: str) -> tuple[dict, dict]:
     """One single-row request built from the model metadata (first check row values)."""
     import httpx
 
-    meta = httpx.get(f"{url}/v2/models/{MODEL}", timeout=10).json()
+    meta = httpx.get(f"{url}/v2/models/{MODEL}", timeout=10, headers={"x-api-key": BENCH_KEY}).json()
     inputs = []
     for i, spec in enumerate(meta["inputs"]):
         dt = spec["datatype"]
@@ -65,9 +68,11 @@ def request_body(url: str) -> tuple[dict, dict]:
     return {"inputs": inputs}, meta
 
 
+BENCH_KEY = "bench-key-not-a-secret"
 LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-API-Key"] = "%s"
 wrk.body = [[%s]]
 """
 
@@ -156,6 +161,9 @@ def main() -> int:
         "--log-level", default="WARNING", help="server SERVING_LOG_LEVEL (INFO logs every request)"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/wrk to separate cores")
+    parser.add_argument(
+        "--no-auth", action="store_true", help="serve without API keys (default: keys on, as deployed)"
+    )
     args = parser.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -168,7 +176,8 @@ def main() -> int:
             "MLPLATFORM_DATA_DIR": str(tmp),
             "MLFLOW_TRACKING_URI": uri,
             "SERVING_MODELS": MODEL,
-            "SERVING_AUTH_ENABLED": "false",
+            "SERVING_AUTH_ENABLED": "false" if args.no_auth else "true",
+            "MLPLATFORM_API_KEYS": f"{hash_key(BENCH_KEY)}:infer",
             "SERVING_LOG_LEVEL": args.log_level,
             "SERVING_POLL_INTERVAL_S": "0",
         }
@@ -187,7 +196,7 @@ def main() -> int:
                     ["taskset", "-a", "-p", "-c", "0", str(svc.proc.pid)], check=False, capture_output=True
                 )
             lua = tmp / "post.lua"
-            lua.write_text(LUA % json.dumps(body))
+            lua.write_text(LUA % (BENCH_KEY, json.dumps(body)))
             url = f"{svc.url}/v2/models/{MODEL}/infer"
             cmd = [
                 wrk,
@@ -210,14 +219,14 @@ def main() -> int:
         print(f"command: {' '.join(cmd)}")
         print(wrk_out)
         print(
-            f"{'target':<28}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}"
+            f"{'target':<40}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}"
         )
         for label, st, us in (
-            (f"{MODEL} ({runtime})", stats, per_req_us),
+            (f"{MODEL} ({runtime}{', no auth' if args.no_auth else ''})", stats, per_req_us),
             ("bare FastAPI POST (ceiling)", base, base_us),
         ):
             print(
-                f"{label:<28}{st['rps']:>9.0f}{st['p50']:>9.2f}{st['p90']:>9.2f}{st['p99']:>9.2f}"
+                f"{label:<40}{st['rps']:>9.0f}{st['p50']:>9.2f}{st['p90']:>9.2f}{st['p99']:>9.2f}"
                 f"{st['non2xx']:>9.0f}{us:>12.0f}"
             )
         print(

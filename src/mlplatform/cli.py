@@ -69,6 +69,10 @@ def serve(
         timeout_keep_alive=75,
         loop="uvloop",
         http="httptools",
+        # No client address is used (logs key on request and trace ids), and the ingress controller is
+        # what sets X-Forwarded-*: skip uvicorn's per-request proxy-header pass and its Server header.
+        proxy_headers=False,
+        server_header=False,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from mlplatform.core.app import settle_heap
 from mlplatform.core.errors import InvalidInput, NotFound, PlatformError, Unavailable
 from mlplatform.core.registry import ModelRef, ResolvedVersion, mlflow_client, resolve_version
 from mlplatform.explain.explainers import ShapExplainer, choose_explainer
@@ -173,6 +174,7 @@ class ExplainDataPlane:
                 raise
             self._cache[key] = explainer
             self._evict()
+            settle_heap()  # the explainer's objects leave the collector's generations (no full-GC stalls)
             return explainer
 
     def _build(self, resolved: ResolvedVersion) -> ShapExplainer:

@@ -240,7 +240,7 @@ def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor
     if shape[0] > max_rows:
         raise InvalidInput(f"input '{name}': {shape[0]} rows exceeds the limit of {max_rows} per request")
     datatype = raw.get("datatype")
-    if datatype not in _DATATYPE_SET:
+    if type(datatype) is not str or datatype not in _DATATYPE_SET:  # a list/dict is unhashable
         raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
     data = raw.get("data")
     if type(data) is not list:
@@ -364,14 +364,20 @@ class InputSchema:
         return {c.name: c for c in self.columns}
 
     @functools.cached_property
-    def fast_plan(self) -> dict[str, tuple[int, frozenset[str], bool]] | None:
-        """Per column name: (position, datatypes the fast path takes, integral?); None if not all numeric."""
-        plan: dict[str, tuple[int, frozenset[str], bool]] = {}
+    def fast_plan(self) -> dict[str, tuple[int, frozenset[str], str]] | None:
+        """Per column name: (position, datatypes the fast path takes, value kind); None with a string column.
+
+        Value kinds: ``real`` (double/float columns: finite numbers), ``int`` (long/integer columns:
+        int64 integers), ``bool`` (boolean columns: true/false, or 0/1 in an integer tensor).
+        """
+        plan: dict[str, tuple[int, frozenset[str], str]] = {}
         for j, c in enumerate(self.columns):
             if c.type in ("double", "float"):
-                plan[c.name] = (j, FLOAT_TYPES | _SIGNED_INT_TYPES, False)
+                plan[c.name] = (j, FLOAT_TYPES | _SIGNED_INT_TYPES, "real")
             elif c.type in ("long", "integer"):
-                plan[c.name] = (j, _SIGNED_INT_TYPES, True)
+                plan[c.name] = (j, _SIGNED_INT_TYPES, "int")
+            elif c.type == "boolean":
+                plan[c.name] = (j, _SIGNED_INT_TYPES | {"BOOL"}, "bool")
             else:
                 return None
         return plan
@@ -486,9 +492,9 @@ def assemble_frame(req: ParsedRequest, schema: InputSchema, *, allow_nan: bool =
 def fast_numeric_frame(
     doc: Any, schema: InputSchema, *, allow_nan: bool = False, max_rows: int = 10_000
 ) -> Frame | None:
-    """The common request in one pass: one numeric input per model column, no ``outputs`` selection.
+    """The common request in one pass: one number/boolean input per model column, no ``outputs`` selection.
 
-    Returns ``None`` for anything else (a 2-D input, entity keys, strings, booleans, unsigned types, NaN,
+    Returns ``None`` for anything else (a 2-D input, entity keys, strings, unsigned types, NaN,
     unknown or missing names, mismatched lengths, a bad ``id``): the general parser then accepts the
     request or raises the error that names the input. For what it accepts, the result is the frame
     :func:`assemble_frame` builds, without a numpy array and a ``Tensor`` per input.
@@ -510,22 +516,24 @@ def fast_numeric_frame(
     for raw in inputs:
         if type(raw) is not dict:
             return None
-        spec = plan.get(raw.get("name"))  # type: ignore[arg-type]
+        name = raw.get("name")
+        spec = plan.get(name) if type(name) is str else None  # a list/dict name is unhashable
         if spec is None:
             return None
-        pos, accepts, integral = spec
+        pos, accepts, kind = spec
         datatype = raw.get("datatype")
         data = raw.get("data")
         shape = raw.get("shape")
         if (
             cols[pos] is not None
+            or type(datatype) is not str
             or datatype not in accepts
             or type(data) is not list
             or type(shape) is not list
         ):
             return None
         m = len(data)
-        if m == 0 or type(shape[0]) is not int or shape[0] != m:
+        if m == 0 or not shape or type(shape[0]) is not int or shape[0] != m:
             return None
         if len(shape) != 1 and not (len(shape) == 2 and type(shape[1]) is int and shape[1] == 1):
             return None
@@ -533,24 +541,35 @@ def fast_numeric_frame(
             n = m
         elif m != n:
             return None
-        if integral or datatype in _SIGNED_INT_TYPES:
+        if datatype == "BOOL":
+            for v in data:
+                if type(v) is not bool:
+                    return None
+        elif kind == "bool":
+            for v in data:
+                if type(v) is not int or (v != 0 and v != 1):
+                    return None
+        elif kind == "int" or datatype in _SIGNED_INT_TYPES:
             for v in data:
                 if type(v) is not int or v < _INT64_MIN or v > _INT64_MAX:
                     return None
         else:
             for v in data:
                 tv = type(v)
-                if tv is not float and tv is not int:
+                if tv is float:
+                    if v - v != 0.0 and not allow_nan:  # NaN or +-Inf
+                        return None
+                elif tv is not int:
                     return None
         cols[pos] = data
     if n > max_rows:
         return None
     try:
-        matrix = np.array(cols, dtype=np.float64)
-    except (OverflowError, ValueError, TypeError):
-        return None
-    matrix = matrix.reshape(1, -1) if n == 1 else np.ascontiguousarray(matrix.T)
-    if not allow_nan and not np.isfinite(matrix).all():
+        if n == 1:
+            matrix = np.array([[c[0] for c in cols]], dtype=np.float64)
+        else:
+            matrix = np.ascontiguousarray(np.array(cols, dtype=np.float64).T)
+    except (OverflowError, ValueError, TypeError):  # an int beyond the float range
         return None
     return Frame(matrix=matrix, columns={}, n_rows=n)
 

@@ -11,7 +11,6 @@ before it is unloaded. If the registry goes away after start the loaded models k
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import random
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlplatform.core.app import settle_heap
 from mlplatform.core.errors import NotFound
 from mlplatform.core.registry import (
     TAG_FEATURE_SERVICE,
@@ -195,10 +195,7 @@ class ModelRepository:
         if current is not None:
             await current.batcher.close()
             current.model.unload()
-        # Move everything alive now (libraries, the loaded model) out of the collector's generations:
-        # otherwise each full collection walks ~10^6 long-lived objects, a stall of hundreds of
-        # milliseconds in the middle of serving. Objects still die by reference counting as before.
-        gc.freeze()
+        settle_heap()  # the new model's objects leave the collector's generations (no full-GC stalls)
         return True
 
     # ----- blocking helpers (run in threads) ---------------------------------------------------
