@@ -240,10 +240,11 @@ class PlatformApp(FastAPI):
     """FastAPI plus :class:`FastRoute` dispatch in front of the middleware stack."""
 
     fast_routes: tuple[FastRoute, ...] = ()
+    platform_ctx: AppContext | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast_routes and scope["type"] == "http":
-            ctx: AppContext = self.state.ctx
+        ctx = self.platform_ctx
+        if self.fast_routes and scope["type"] == "http" and ctx is not None:
             if not ctx.tracing_active:
                 method = scope["method"]
                 for route in self.fast_routes:
@@ -430,6 +431,7 @@ def build_app(
         default_response_class=JSONResponse,
     )
     app.state.ctx = ctx
+    app.platform_ctx = ctx
     app.state.auth = ctx.auth
     install_error_handlers(app)
     app.include_router(health_router(is_ready))

@@ -62,7 +62,9 @@ class AdaptiveBatcher:
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._on_batch = on_batch
-        self._on_queue = on_queue
+        # An inline queue is drained within the event-loop turn that filled it, so a scrape (which runs
+        # on the loop, between turns) always reads 0: skip the two gauge updates per request.
+        self._on_queue = None if inline else on_queue
         self._queue: deque[tuple[Frame, asyncio.Future[Prediction]]] = deque()
         self._scheduled = False
         self._worker: asyncio.Task[None] | None = None

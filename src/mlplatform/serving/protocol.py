@@ -514,33 +514,42 @@ def fast_numeric_frame(
     cols: list[Any] = [None] * len(plan)
     n = -1
     for raw in inputs:
-        if type(raw) is not dict:
+        try:
+            name = raw["name"]
+            datatype = raw["datatype"]
+            data = raw["data"]
+            shape = raw["shape"]
+        except (KeyError, TypeError, IndexError):  # not an object, or a key missing
             return None
-        name = raw.get("name")
-        spec = plan.get(name) if type(name) is str else None  # a list/dict name is unhashable
-        if spec is None:
-            return None
-        pos, accepts, kind = spec
-        datatype = raw.get("datatype")
-        data = raw.get("data")
-        shape = raw.get("shape")
         if (
-            cols[pos] is not None
+            type(name) is not str
             or type(datatype) is not str
-            or datatype not in accepts
             or type(data) is not list
             or type(shape) is not list
         ):
             return None
+        spec = plan.get(name)
+        if spec is None:
+            return None
+        pos, accepts, kind = spec
+        if cols[pos] is not None or datatype not in accepts:
+            return None
         m = len(data)
-        if m == 0 or not shape or type(shape[0]) is not int or shape[0] != m:
+        if len(shape) == 1:
+            if shape[0] != m or type(shape[0]) is not int:
+                return None
+        elif (
+            len(shape) != 2
+            or shape[0] != m
+            or shape[1] != 1
+            or type(shape[0]) is not int
+            or type(shape[1]) is not int
+        ):
             return None
-        if len(shape) != 1 and not (len(shape) == 2 and type(shape[1]) is int and shape[1] == 1):
-            return None
-        if n < 0:
+        if n != m:
+            if n >= 0 or m == 0:  # rows differ between inputs, or no rows
+                return None
             n = m
-        elif m != n:
-            return None
         if datatype == "BOOL":
             for v in data:
                 if type(v) is not bool:
