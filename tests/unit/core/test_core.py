@@ -142,3 +142,15 @@ def test_model_refs():
         parse_model_ref("m/abc")
     with pytest.raises(ValueError):
         parse_model_list("a,a@x")
+
+
+async def test_start_up_freezes_the_heap(tmp_path):
+    """After start-up every live object leaves the collector's generations (no full-GC stalls later)."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    app, _ = make_app(tmp_path, auth=False)
+    async with app.router.lifespan_context(app):
+        assert gc.get_freeze_count() > 1000
+    gc.unfreeze()
