@@ -7,6 +7,7 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mlplatform.core.responses import JSONResponse
@@ -68,8 +69,8 @@ def _loc_to_field(loc: tuple | list) -> str:
     return ".".join(parts) if parts else "body"
 
 
-def describe_validation_error(exc: RequestValidationError) -> tuple[int, str]:
-    """Reshape FastAPI's validation error into (status, message). Malformed JSON is a 400."""
+def describe_validation_error(exc: RequestValidationError | ValidationError) -> tuple[int, str]:
+    """Reshape FastAPI's (or pydantic's) validation error into (status, message). Malformed JSON is a 400."""
     errors = exc.errors()
     for err in errors:
         if err.get("type") == "json_invalid":

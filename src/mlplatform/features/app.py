@@ -11,7 +11,7 @@ from mlplatform.core.app import build_app, build_context
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.features.dataplane import FeatureDataPlane
 from mlplatform.features.metrics import FeatureMetrics
-from mlplatform.features.routes import admin_router, read_router
+from mlplatform.features.routes import admin_router, online_fast_route, read_router
 from mlplatform.features.settings import FeatureSettings
 
 SERVICE = "feature-store"
@@ -39,6 +39,7 @@ def create_app(settings: FeatureSettings, *, secrets: SecretsBackend | None = No
         is_ready=plane.ready,
         routers=[read_router(), admin_router()],
     )
+    app.fast_routes = (online_fast_route(plane, ctx.auth),)  # served ahead of FastAPI (same contract)
     app.state.dataplane = plane
     app.state.feature_metrics = metrics
     return app

@@ -399,6 +399,9 @@ class FeatureDataPlane:
         """Feature values for each row (null where the entity has none) plus the missing entities."""
         self._require_store()
         plan = self.resolve(feature_service, features)
+        if self.settings.online_store == "sqlite":
+            # a local file read (~0.1 ms a feature view): cheaper on the event loop than a thread hop
+            return self.read_online(plan, rows)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._read_pool, self.read_online, plan, rows)
 

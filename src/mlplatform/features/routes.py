@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import orjson
 from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
 
-from mlplatform.core.auth import require_scope
-from mlplatform.core.responses import JSONResponse
+from mlplatform.core.app import FastHandler, FastRoute
+from mlplatform.core.auth import ApiKeyAuth, require_scope
+from mlplatform.core.errors import BadRequest, PlatformError, describe_validation_error
+from mlplatform.core.responses import JSONResponse, render_json
 from mlplatform.features.dataplane import FeatureDataPlane
 from mlplatform.features.schemas import (
     FeatureServiceList,
@@ -70,3 +74,36 @@ def admin_router() -> APIRouter:
         return JSONResponse(MaterializeResponse(**result).model_dump(mode="json"))
 
     return router
+
+
+ONLINE_PATH = "/v1/features/online"
+
+
+def online_fast_route(plane: FeatureDataPlane, auth: ApiKeyAuth) -> FastRoute:
+    """``POST /v1/features/online`` without FastAPI routing: same scope check, body model and answer."""
+
+    async def handle(_: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
+        if auth.enabled:
+            key = headers.get(b"x-api-key")
+            authz = headers.get(b"authorization")
+            auth.check_headers(
+                key.decode("latin-1") if key is not None else None,
+                authz.decode("latin-1") if authz is not None else None,
+                "features:read",
+            )
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON body: {exc}") from None
+        try:  # python-mode validation of the decoded body, as FastAPI does (same messages)
+            req = OnlineFeaturesRequest.model_validate(doc)
+        except ValidationError as exc:
+            status, message = describe_validation_error(exc)
+            raise PlatformError(message, status) from None
+        return render_json(await plane.get_online_features(req.rows, req.feature_service, req.features))
+
+    def match(path: str) -> tuple[str, tuple[str, ...]] | None:
+        return (ONLINE_PATH, ()) if path == ONLINE_PATH else None
+
+    handler: FastHandler = handle
+    return FastRoute("POST", match, handler)

@@ -274,3 +274,50 @@ async def test_scheduled_materialization(tmp_path: Path) -> None:
             await asyncio.sleep(0.05)
         r = await client.get("/v1/features/views")
         assert all(v["materialized_until"] for v in r.json()["feature_views"] if v["kind"] == "batch")
+
+
+async def test_online_fast_route_matches_the_fastapi_route(
+    client: httpx.AsyncClient, small_repo: SmallRepo
+) -> None:
+    """The online read is dispatched ahead of FastAPI; its answers (200, 4xx, scopes) equal the FastAPI route's."""
+    app = client.app  # type: ignore[attr-defined]
+    assert [r.match("/v1/features/online") for r in app.fast_routes] == [("/v1/features/online", ())]
+    tx = small_repo.transactions
+    good = {
+        "feature_service": "fraud_detection_v1",
+        "rows": [
+            {
+                "user_id": int(tx["user_id"].iloc[0]),
+                "merchant_id": int(tx["merchant_id"].iloc[0]),
+                "amount": 5,
+            }
+        ],
+    }
+    cases = [
+        (good, {}),
+        ({"feature_service": "fraud_detection_v1", "rows": [{"user_id": "x", "merchant_id": 1}]}, {}),
+        ({"feature_service": "nope", "rows": [{"user_id": 1, "merchant_id": 1, "amount": 1.0}]}, {}),
+        ({"rows": "not-a-list"}, {}),
+        ({"feature_service": "fraud_detection_v1", "rows": [], "extra": 1}, {}),
+        (good, {"Authorization": f"Bearer {OTHER_KEY}"}),
+        (good, {"Authorization": "Bearer wrong"}),
+    ]
+    fast_answers = []
+    for body, headers in cases:
+        r = await client.post("/v1/features/online", json=body, headers=headers)
+        fast_answers.append((r.status_code, r.json(), r.headers.get("www-authenticate")))
+    malformed = await client.post(
+        "/v1/features/online", content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert malformed.status_code == 400 and "malformed JSON" in malformed.json()["error"]
+    assert [a[0] for a in fast_answers] == [200, 422, 404, 422, 422, 403, 401]
+    assert fast_answers[6][2] == "Bearer"
+    # the same requests through FastAPI's route (what runs when tracing is on)
+    saved = app.fast_routes
+    app.fast_routes = ()
+    try:
+        for (body, headers), fast in zip(cases, fast_answers, strict=True):
+            r = await client.post("/v1/features/online", json=body, headers=headers)
+            assert (r.status_code, r.json(), r.headers.get("www-authenticate")) == fast, body
+    finally:
+        app.fast_routes = saved
