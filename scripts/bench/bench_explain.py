@@ -24,6 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from tests.procs import start_service  # noqa: E402
 
+from mlplatform.explain.settings import ExplainSettings  # noqa: E402
+
 MODELS = ("fraud-detector", "fraud-detector-mlp")
 
 
@@ -94,6 +96,12 @@ def main() -> None:
         default="interventional",
         help="EXPLAIN_TREE_FEATURE_PERTURBATION to measure",
     )
+    parser.add_argument(
+        "--tree-background",
+        type=int,
+        default=ExplainSettings.model_fields["tree_background_size"].default,
+        help="EXPLAIN_TREE_BACKGROUND_SIZE (background rows of the interventional TreeExplainer)",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-explain-"))
     results: list[tuple[str, str, str, dict[str, float]]] = []
@@ -113,12 +121,13 @@ def main() -> None:
                 "EXPLAIN_AUTH_ENABLED": "false",
                 "EXPLAIN_LOG_LEVEL": "WARNING",
                 "EXPLAIN_TREE_FEATURE_PERTURBATION": mode,
+                "EXPLAIN_TREE_BACKGROUND_SIZE": str(args.tree_background),
             }
             svc = start_service("explainability", env, work / "logs", ready_timeout=300)
             try:
                 models = MODELS if mode == modes[0] else MODELS[:1]  # the MLP does not depend on the mode
                 for model in models:
-                    label = mode if model == MODELS[0] else "-"
+                    label = f"{mode} ({args.tree_background} bg)" if model == MODELS[0] else "-"
                     print(f"measuring {model} ({label}) ...", flush=True)
                     results.append((model, label, "1", measure(svc.url, model, singles, args.requests)))
                     results.append(
@@ -130,9 +139,9 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print()
     print("explanation latency through the service (sequential requests, one connection)")
-    print(f"{'model':<22}{'tree perturbation':<22}{'rows':>6}{'requests':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    print(f"{'model':<22}{'tree perturbation':<32}{'rows':>6}{'requests':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for model, mode, rows, r in results:
-        print(f"{model:<22}{mode:<22}{rows:>6}{r['n']:>10}{r['p50']:>10.2f}{r['p99']:>10.2f}")
+        print(f"{model:<22}{mode:<32}{rows:>6}{r['n']:>10}{r['p50']:>10.2f}{r['p99']:>10.2f}")
     print()
     print("command: .venv/bin/python scripts/bench/bench_explain.py " + " ".join(sys.argv[1:]))
 

@@ -199,7 +199,7 @@ class TreeShapExplainer(ShapExplainer):
         self.feature_perturbation = s.tree_feature_perturbation
         data = None
         if s.tree_feature_perturbation == "interventional":
-            data = self.background(s.background_size).to_numpy(dtype=np.float64)
+            data = self.background(s.tree_background_size).to_numpy(dtype=np.float64)
         self._explainer = shap.TreeExplainer(
             self.model.model,
             data=data,

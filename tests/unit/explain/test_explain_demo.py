@@ -76,7 +76,9 @@ async def test_tree_equals_direct_shap_call(explain_app, demo):
     x = features(demo, DEMO_TREE)
     rows = x.sample(10, random_state=5)
     doc = await explain(explain_app, DEMO_TREE, rows)
-    background = x.astype(np.float64).sample(n=settings.background_size, random_state=settings.sample_seed)
+    background = x.astype(np.float64).sample(
+        n=settings.tree_background_size, random_state=settings.sample_seed
+    )
     direct = shap.TreeExplainer(
         demo[DEMO_TREE]["model"], data=background.to_numpy(), feature_perturbation="interventional"
     )

@@ -67,14 +67,16 @@ async def test_boosted_trees_are_explained_in_margin_space(extra_app, extra_regi
 
 
 def service_background(app, registry, name: str, dest) -> np.ndarray:
-    """The background the service draws: a seeded sample of the version's reference data."""
+    """The background the service draws for tree ensembles: a seeded sample of the version's reference data."""
     from mlplatform.core.registry import download_reference, mlflow_client, parse_model_ref, resolve_version
 
     client = mlflow_client(registry.tracking_uri)
     ref = pd.read_parquet(download_reference(client, resolve_version(client, parse_model_ref(name)), dest))
     settings = app.plane.settings
     sample = (
-        ref[FEATURES].astype(np.float64).sample(n=settings.background_size, random_state=settings.sample_seed)
+        ref[FEATURES]
+        .astype(np.float64)
+        .sample(n=settings.tree_background_size, random_state=settings.sample_seed)
     )
     return sample.to_numpy()
 
