@@ -140,3 +140,23 @@ async def _until(predicate, deadline_s: float = 60.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise TimeoutError("condition not met")
+
+
+async def test_swapped_out_versions_are_freed_despite_the_frozen_heap(
+    app_factory, serving_registry, swap_models
+):
+    """Each load ends with gc.freeze(); a retired version must still be freed (by reference counting)."""
+    import gc
+    import weakref
+
+    app = await app_factory(models=SWAP, runtime="auto", max_batch_size=8)
+    retired = []
+    for _ in range(3):
+        handle = app.repository.get(SWAP)
+        retired.append(
+            (weakref.ref(handle.model), weakref.ref(handle.model.runtime), weakref.ref(handle.batcher))
+        )
+        del handle
+        assert await app.repository.reload(SWAP, force=True)
+    assert gc.get_freeze_count() > 0
+    assert [tuple(ref() is None for ref in refs) for refs in retired] == [(True, True, True)] * 3
