@@ -137,6 +137,18 @@ class ApiKeyAuth:
         headers = request.headers
         self.check_headers(headers.get("x-api-key"), headers.get("authorization"), scope)
 
+    def check_raw_headers(self, headers: dict[bytes, bytes], scope: str) -> None:
+        """:meth:`check` on an ASGI scope's raw headers (``dict(scope["headers"])``), for fast routes."""
+        if not self.enabled:
+            return
+        key = headers.get(b"x-api-key")
+        authz = headers.get(b"authorization")
+        self.check_headers(
+            key.decode("latin-1") if key is not None else None,
+            authz.decode("latin-1") if authz is not None else None,
+            scope,
+        )
+
     def check_headers(self, x_api_key: str | None, authorization: str | None, scope: str) -> None:
         """:meth:`check` on the two header values (for handlers that never build a ``Request``)."""
         if not self.enabled:

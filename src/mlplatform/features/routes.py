@@ -83,14 +83,7 @@ def online_fast_route(plane: FeatureDataPlane, auth: ApiKeyAuth) -> FastRoute:
     """``POST /v1/features/online`` without FastAPI routing: same scope check, body model and answer."""
 
     async def handle(_: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
-        if auth.enabled:
-            key = headers.get(b"x-api-key")
-            authz = headers.get(b"authorization")
-            auth.check_headers(
-                key.decode("latin-1") if key is not None else None,
-                authz.decode("latin-1") if authz is not None else None,
-                "features:read",
-            )
+        auth.check_raw_headers(headers, "features:read")
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:

@@ -158,14 +158,7 @@ def infer_handler(plane: DataPlane, auth: ApiKeyAuth) -> FastHandler:
     """The infer routes' work on raw headers and body: the ``infer`` scope check, then the data plane."""
 
     async def handle(params: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
-        if auth.enabled:
-            key = headers.get(b"x-api-key")
-            authz = headers.get(b"authorization")
-            auth.check_headers(
-                key.decode("latin-1") if key is not None else None,
-                authz.decode("latin-1") if authz is not None else None,
-                "infer",
-            )
+        auth.check_raw_headers(headers, "infer")
         name, version = params
         return await plane.infer(name, body, version=version or None, request_id=request_id_var.get())
 

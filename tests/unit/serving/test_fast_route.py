@@ -35,14 +35,8 @@ from mlplatform.core.tracing import current_trace_id
 from mlplatform.serving.app import create_app
 from tests.unit.serving.conftest import RunningApp, make_settings, wait_until
 from tests.unit.serving.registry_models import FEATURES, FOREST
+from tests.unit.serving.test_app import TYPES
 
-TYPES = {
-    "amount": "FP64",
-    "merchant_risk": "FP64",
-    "hour": "INT64",
-    "tx_count_24h": "INT64",
-    "is_foreign": "BOOL",
-}
 INFER_ROUTE = "/v2/models/{model_name}/infer"
 VERSION_ROUTE = "/v2/models/{model_name}/versions/{model_version}/infer"
 SERVICE = "model-serving"
