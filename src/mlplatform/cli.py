@@ -36,6 +36,7 @@ def serve(
     import uvicorn
 
     from mlplatform.core.logging import configure_logging
+    from mlplatform.core.server import FastPathProtocol
 
     spec = SERVICES.get(service)
     if spec is None:
@@ -68,7 +69,9 @@ def serve(
         # reuse a connection after ~5 s idle: the request hits a socket the server just closed.
         timeout_keep_alive=75,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol, serving the app's fast routes (V2 infer, online features)
+        # without the ASGI round trip; everything else goes through uvicorn as usual
+        http=FastPathProtocol,
         # No client address is used (logs key on request and trace ids), and the ingress controller is
         # what sets X-Forwarded-*: skip uvicorn's per-request proxy-header pass and its Server header.
         proxy_headers=False,

@@ -264,82 +264,97 @@ async def _serve_fast(
     receive: Receive,
     send: Send,
 ) -> None:
+    """A fast route over ASGI: read the body (size limit, disconnect), then :func:`run_fast_route`."""
     headers: dict[bytes, bytes] = dict(scope["headers"])
+    max_body = ctx.settings.max_body_bytes
+    method = scope["method"]
+    length = headers.get(b"content-length")
+    if length is not None and length.isdigit() and int(length) > max_body:
+        await _send_error(send, 413, f"request body of {int(length)} bytes exceeds the {max_body}-byte limit")
+        ctx.http_metrics.observe("unmatched", method, 413, 0.0, "")
+        return
+    start = time.perf_counter()
+    chunks: list[bytes] = []
+    size = 0
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            ctx.http_metrics.inc_in_flight()
+            finish_request(ctx, method, scope["path"], hit[0], 499, start)
+            return
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_body:
+            await _send_error(send, 413, f"request body exceeds the {max_body}-byte limit")
+            ctx.http_metrics.inc_in_flight()
+            finish_request(ctx, method, scope["path"], hit[0], 413, start)
+            return
+        chunks.append(chunk)
+        more = message.get("more_body", False)
+    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    status, response_headers, out = await run_fast_route(
+        ctx, route, hit, method, scope["path"], headers, body, start
+    )
+    await send({"type": "http.response.start", "status": status, "headers": response_headers})
+    await send({"type": "http.response.body", "body": out})
+
+
+async def run_fast_route(
+    ctx: AppContext,
+    route: FastRoute,
+    hit: tuple[str, tuple[str, ...]],
+    method: str,
+    path: str,
+    headers: dict[bytes, bytes],
+    body: bytes,
+    start: float | None = None,
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Run a fast route on a complete request; returns ``(status, headers, body)`` of the response.
+
+    Does what the request middleware does for a metered route: request id, in-flight gauge, the
+    caller's trace context, request metrics and access log; a :class:`PlatformError` becomes its
+    ``{"error"}`` body, anything else a generic 500 (logged, never shown). The body size limit is the
+    caller's (it is enforced before the body is read). Shared by the ASGI dispatch (:func:`_serve_fast`)
+    and the server's direct dispatch (:mod:`mlplatform.core.server`).
+    """
     raw_rid = headers.get(b"x-request-id")
     request_id = raw_rid.decode("latin-1") if raw_rid else new_request_id()
     rid_token = request_id_var.set(request_id)
     template, params = hit
-    max_body = ctx.settings.max_body_bytes
-    method = scope["method"]
-    try:
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > max_body:
-            await _send_error(
-                send, 413, f"request body of {int(length)} bytes exceeds the {max_body}-byte limit"
-            )
-            ctx.http_metrics.observe("unmatched", method, 413, 0.0, "")
-            return
-        ctx.http_metrics.inc_in_flight()
+    ctx.http_metrics.inc_in_flight()
+    if start is None:
         start = time.perf_counter()
-        trace_id = ""
-        otel_token = None
+    trace_id = ""
+    otel_token = None
+    status = 500
+    try:
         if b"traceparent" in headers:
             otel_token = otel_context.attach(
                 extract_context({k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()})  # type: ignore[arg-type]
             )
             trace_id = current_trace_id()
-        status = 500
+        response_headers = [
+            _JSON_HEADER,
+            (b"content-length", b""),
+            (b"x-request-id", request_id.encode("latin-1")),
+        ]
         try:
-            chunks: list[bytes] = []
-            size = 0
-            more = True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    status = 499
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > max_body:
-                    status = 413
-                    await _send_error(send, 413, f"request body exceeds the {max_body}-byte limit")
-                    return
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-            extra: list[tuple[bytes, bytes]] = []
-            try:
-                out = await route.handler(params, headers, body)
-                status = 200
-            except PlatformError as exc:
-                status, out = exc.status_code, orjson.dumps({"error": exc.message})
-                if status == 401:
-                    extra.append((b"www-authenticate", b"Bearer"))
-            except Exception:  # noqa: BLE001 - never a stack trace to the client
-                logging.getLogger("mlplatform.app").exception(
-                    "unhandled error on %s %s", method, scope["path"]
-                )
-                out = orjson.dumps(
-                    {"error": "internal error; see the service logs with this request's trace id"}
-                )
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [
-                        _JSON_HEADER,
-                        (b"content-length", str(len(out)).encode()),
-                        (b"x-request-id", request_id.encode("latin-1")),
-                        *extra,
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": out})
-        finally:
-            finish_request(ctx, method, scope["path"], template, status, start, trace_id)
-            if otel_token is not None:
-                otel_context.detach(otel_token)
+            out = await route.handler(params, headers, body)
+            status = 200
+        except PlatformError as exc:
+            status, out = exc.status_code, orjson.dumps({"error": exc.message})
+            if status == 401:
+                response_headers.append((b"www-authenticate", b"Bearer"))
+        except Exception:  # noqa: BLE001 - never a stack trace to the client
+            logging.getLogger("mlplatform.app").exception("unhandled error on %s %s", method, path)
+            out = orjson.dumps({"error": "internal error; see the service logs with this request's trace id"})
+        response_headers[1] = (b"content-length", str(len(out)).encode())
+        return status, response_headers, out
     finally:
+        finish_request(ctx, method, path, template, status, start, trace_id)
+        if otel_token is not None:
+            otel_context.detach(otel_token)
         request_id_var.reset(rid_token)
 
 
