@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import orjson
 from pydantic import BaseModel, Field
 
 
@@ -24,6 +25,22 @@ class InferenceRecord(BaseModel):
     trace_id: str = Field("", description="W3C trace id of the inference request, if traced.")
     span_id: str = Field(
         "", description="Span id of the inference span; drift detection continues the trace from it."
+    )
+
+
+RECORD_FIELDS = tuple(InferenceRecord.model_fields)
+
+
+def encode_records(records: list[InferenceRecord]) -> bytes:
+    """``{"records": [...]}`` as drift detection's ``POST /v1/records`` takes it.
+
+    The same document as ``model_dump(mode="json")`` per record for the values serving produces
+    (Python or numpy numbers, strings, booleans; NaN becomes ``null`` either way), at a fraction of the
+    cost: this runs in the serving process for every logged row.
+    """
+    return orjson.dumps(
+        {"records": [{f: getattr(r, f) for f in RECORD_FIELDS} for r in records]},
+        option=orjson.OPT_SERIALIZE_NUMPY,
     )
 
 

@@ -32,7 +32,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mlplatform.core.http import build_async_client, request_with_retries
-from mlplatform.core.payloads import InferenceRecord
+from mlplatform.core.payloads import InferenceRecord, encode_records
 
 log = logging.getLogger("mlplatform.payload_logger")
 
@@ -241,7 +241,7 @@ class PayloadLogger:
 
     async def _send(self, batch: list[InferenceRecord]) -> bool:
         """POST one batch; True when it is settled (sent or rejected for good), False to spool it."""
-        body = orjson.dumps({"records": [r.model_dump(mode="json") for r in batch]})
+        body = encode_records(batch)
         return await self._post(body, len(batch))
 
     async def _post(self, body: bytes, n: int) -> bool:
@@ -285,7 +285,7 @@ class PayloadLogger:
         return sorted(self.spool_dir.glob("*" + SPOOL_SUFFIX))
 
     def _spool(self, batch: list[InferenceRecord]) -> None:
-        body = orjson.dumps({"records": [r.model_dump(mode="json") for r in batch]})
+        body = encode_records(batch)
         if self._spool_bytes + len(body) > self.spool_max_bytes:
             self.m_dropped.labels("spool_full").inc(len(batch))
             log.error(

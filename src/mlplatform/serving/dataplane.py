@@ -266,7 +266,8 @@ class DataPlane:
                         if key in rows[i]:
                             inputs.setdefault(key, rows[i][key])
                 sink.submit(
-                    InferenceRecord(
+                    # our own values, already of the declared types: skip pydantic's validation
+                    InferenceRecord.model_construct(
                         request_id=rid,
                         row_index=i,
                         model=model.name,

@@ -107,3 +107,43 @@ async def test_queue_bound_and_sampling(tmp_path):
     assert 350 < sampled.queue_depth < 650  # about a quarter, chosen by request id
     again = [sampled._sampled(f"req-{i}") for i in range(50)]
     assert again == [sampled._sampled(f"req-{i}") for i in range(50)]  # deterministic per request
+
+
+def test_encode_records_is_the_document_pydantic_would_send():
+    """The logger's cheap encoding equals ``model_dump(mode="json")`` per record, and drift detection's
+    request model reads it back to the same records."""
+    import numpy as np
+
+    from mlplatform.core.payloads import encode_records
+    from mlplatform.drift.schemas import IngestRequest
+
+    records = [
+        _record(1),
+        InferenceRecord(
+            request_id="r-2",
+            row_index=3,
+            model="fraud-detector",
+            version="7",
+            timestamp=1.5,
+            inputs={"amount": float("nan"), "merchant_category": "grocery", "flag": True, "n": 2**40},
+            outputs={"probability": np.float64(0.25), "label": 1},
+            trace_id="5b8efff798038103d269b633813fc60c",
+            span_id="b7ad6b7169203331",
+        ),
+        InferenceRecord.model_construct(
+            request_id="r-3",
+            row_index=0,
+            model="m",
+            version="1",
+            timestamp=2.0,
+            inputs={"x": -0.0},
+            outputs={"p": 1e-300},
+            trace_id="",
+            span_id="",
+        ),
+    ]
+    ours = encode_records(records)
+    assert ours == orjson.dumps({"records": [r.model_dump(mode="json") for r in records]})
+    back = IngestRequest.model_validate_json(ours).records
+    assert [r.request_id for r in back] == ["req-1", "r-2", "r-3"]
+    assert back[1].inputs["amount"] is None and back[1].outputs == {"probability": 0.25, "label": 1}
