@@ -183,6 +183,12 @@ def main() -> int:
         "--no-auth", action="store_true", help="serve without API keys (default: keys on, as deployed)"
     )
     parser.add_argument(
+        "--payload-logging",
+        action="store_true",
+        help="log every row for drift detection (SERVING_DRIFT_URL at a port nobody listens on, so the "
+        "logger spools its batches to disk: the path taken while drift detection is down)",
+    )
+    parser.add_argument(
         "--repeat",
         type=int,
         default=3,
@@ -205,6 +211,11 @@ def main() -> int:
             "SERVING_LOG_LEVEL": args.log_level,
             "SERVING_POLL_INTERVAL_S": "0",
         }
+        if args.payload_logging:
+            from tests.procs import free_port
+
+            env["SERVING_DRIFT_URL"] = f"http://127.0.0.1:{free_port()}"
+            env["SERVING_DRIFT_API_KEY"] = "bench-drift-key"
         t0 = time.monotonic()
         svc = start_service("model-serving", env, tmp / "logs", ready_timeout=300)
         print(f"server ready in {time.monotonic() - t0:.1f}s on {svc.url}", flush=True)
@@ -243,16 +254,17 @@ def main() -> int:
         print(f"command: {' '.join(cmd)}")
         print(runs[-1][1])
         print(
-            f"{'target':<40}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}"
+            f"{'target':<50}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}"
         )
-        label = f"{MODEL} ({runtime}{', no auth' if args.no_auth else ''})"
+        extras = (", no auth" if args.no_auth else "") + (", payload log" if args.payload_logging else "")
+        label = f"{MODEL} ({runtime}{extras})"
         rows = [(f"{label} run {i + 1}", st, us) for i, (st, _, us) in enumerate(runs)]
         rows.append((f"{label} median", *median_row([(st, us) for st, _, us in runs])))
         rows += [(f"bare FastAPI POST run {i + 1}", st, us) for i, (st, us) in enumerate(bases)]
         rows.append(("bare FastAPI POST median (yardstick)", *median_row(bases)))
         for name, st, us in rows:
             print(
-                f"{name:<40}{st['rps']:>9.0f}{st['p50']:>9.2f}{st['p90']:>9.2f}{st['p99']:>9.2f}"
+                f"{name:<50}{st['rps']:>9.0f}{st['p50']:>9.2f}{st['p90']:>9.2f}{st['p99']:>9.2f}"
                 f"{st['non2xx']:>9.0f}{us:>12.0f}"
             )
         print(
