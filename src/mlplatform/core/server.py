@@ -25,6 +25,7 @@ exporter (with tracing on, requests take the middleware path that opens the serv
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -34,6 +35,8 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from mlplatform.core.app import AppContext, FastRoute, PlatformApp, run_fast_route
+
+log = logging.getLogger("mlplatform.server")
 
 
 class _DirectCycle:
@@ -78,12 +81,22 @@ class FastPathProtocol(HttpToolsProtocol):
             self._max_body = ctx.settings.max_body_bytes
         self._direct: tuple[FastRoute, tuple[str, tuple[str, ...]], str, str] | None = None
         self._body: list[bytes] = []
+        self._start = 0.0
 
     # parser callbacks (httptools calls them from ``feed_data``)
     def on_headers_complete(self) -> None:
-        if self._routes and (self.cycle is None or self.cycle.response_complete):
+        if (
+            self._routes
+            and (self.cycle is None or self.cycle.response_complete)
+            # a client that does not read its answers: let uvicorn's path wait for the buffer to drain
+            and not self.flow.write_paused
+        ):
             self._direct = self._match_direct()
             if self._direct is not None:
+                # The request owns the connection from here (also while its body arrives): shutdown()
+                # lets it finish, and uvicorn queues pipelined requests behind it.
+                self.cycle = _DirectCycle()  # type: ignore[assignment]
+                self._start = time.perf_counter()
                 return
         super().on_headers_complete()
 
@@ -102,9 +115,8 @@ class FastPathProtocol(HttpToolsProtocol):
         chunks = self._body
         self._body = []
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        cycle = _DirectCycle()
-        self.cycle = cycle  # type: ignore[assignment]  # uvicorn queues pipelined requests behind it
-        task = self.loop.create_task(self._serve_direct(cycle, direct, dict(self.headers), body))
+        cycle: _DirectCycle = self.cycle  # type: ignore[assignment]  # set in on_headers_complete
+        task = self.loop.create_task(self._serve_direct(cycle, direct, dict(self.headers), body, self._start))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -145,9 +157,9 @@ class FastPathProtocol(HttpToolsProtocol):
         direct: tuple[FastRoute, tuple[str, tuple[str, ...]], str, str],
         headers: dict[bytes, bytes],
         body: bytes,
+        start: float,
     ) -> None:
         route, hit, method, path = direct
-        start = time.perf_counter()
         try:
             status, response_headers, out = await run_fast_route(
                 self._ctx,  # type: ignore[arg-type]  # set whenever routes are
@@ -168,6 +180,14 @@ class FastPathProtocol(HttpToolsProtocol):
                     head.append(b"connection: close\r\n")
                 head += (b"\r\n", out)
                 transport.write(b"".join(head))
+        except asyncio.CancelledError:  # a forced shutdown: close, do not leave the client waiting
+            cycle.keep_alive = False
+            raise
+        except Exception:  # noqa: BLE001 - never leave the client waiting for an answer
+            # run_fast_route answers every handler error itself; anything escaping it is a bug: close
+            # the connection, as uvicorn does when an app fails without sending a response
+            log.exception("direct request %s %s failed without a response", method, path)
+            cycle.keep_alive = False
         finally:
             cycle.response_complete = True
             if not cycle.keep_alive and not self.transport.is_closing():

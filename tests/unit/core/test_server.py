@@ -65,6 +65,8 @@ def make_app() -> tuple[object, CountingApp]:
             raise Unauthorized("missing API key")
         if kind == "teapot":
             raise PlatformError("short and stout", 418)
+        if kind == "big":
+            return b'"' + b"x" * int(headers.get(b"x-size", b"0")) + b'"'
         return orjson.dumps({"kind": kind, "body": body.decode(), "request_id": request_id_var.get()})
 
     def match(path: str) -> tuple[str, tuple[str, ...]] | None:
@@ -352,3 +354,64 @@ def test_tracing_turns_direct_dispatch_off():
     finally:
         loop.close()
     assert protocol._routes == ()
+
+
+def test_graceful_shutdown_waits_for_a_body_still_arriving():
+    """Shutdown between the headers and the end of the body: the request is still answered."""
+    with serving() as (_, running), running.connect() as sock:
+        raw = request("/fast/partial", b"0123456789" * 10)
+        head_end = raw.index(b"\r\n\r\n") + 4
+        sock.sendall(raw[: head_end + 50])
+        time.sleep(0.1)
+        running.server.should_exit = True
+        time.sleep(0.3)  # uvicorn has asked every connection to shut down by now
+        sock.sendall(raw[head_end + 50 :])
+        reader = Reader(sock)
+        status, headers, body = reader.response()
+        assert (status, orjson.loads(body)["kind"], headers.get("connection")) == (200, "partial", "close")
+        assert CountingApp.asgi_calls == 0
+
+
+def test_a_client_that_does_not_read_cannot_grow_the_write_buffer():
+    """Requests for 64 KiB answers, one every 3 ms (each after the previous was answered), none read:
+    once the transport's buffer is over its high-water mark, requests take uvicorn's path, which
+    waits for the client to read (as for any route), so the server's buffer stays bounded."""
+    with serving() as (_, running):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", running.port))
+        sock.settimeout(0.2)
+        sent = 0
+        deadline = time.monotonic() + 2.0
+        try:
+            while time.monotonic() < deadline:  # ~600 requests: ~40 MiB if every answer were buffered
+                sock.sendall(request("/fast/big", b"{}", {"x-size": str(64 * 1024)}))
+                sent += 1
+                time.sleep(0.003)
+        except TimeoutError:
+            pass  # the server stopped reading: back-pressure reached the client
+        time.sleep(0.3)
+        buffered = [
+            c.transport.get_write_buffer_size() for c in list(running.server.server_state.connections)
+        ]
+        sock.close()
+        assert sent > 2, sent
+        assert buffered and max(buffered) < 1024 * 1024, (sent, buffered)
+
+
+def test_a_failure_outside_the_handler_closes_the_connection(monkeypatch, caplog):
+    """Should anything escape run_fast_route, the client sees the connection close, not a hang."""
+    import mlplatform.core.server as server_module
+
+    async def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("bug in the dispatch")
+
+    monkeypatch.setattr(server_module, "run_fast_route", broken)
+    with serving() as (_, running), running.connect() as sock:
+        sock.settimeout(5)
+        sock.sendall(request("/fast/x", b"{}"))
+        assert Reader(sock).closed()
+        with running.connect() as other:  # the server itself is fine
+            other.sendall(request("/slow/1", b""))
+            assert Reader(other).response()[0] == 200
+    assert any("failed without a response" in r.getMessage() for r in caplog.records)
