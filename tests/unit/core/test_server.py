@@ -9,7 +9,6 @@ counted, which tells a direct dispatch (no ASGI call at all) from uvicorn's path
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import threading
 import time
@@ -23,10 +22,10 @@ import uvicorn
 from fastapi import APIRouter
 
 from mlplatform.core.app import FastRoute, PlatformApp, build_app, build_context
-from mlplatform.core.errors import PlatformError, Unauthorized
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.server import FastPathProtocol
 from mlplatform.core.settings import ServiceSettings
+from tests.unit.core.fast_kinds import match_fast_kind, raise_for_kind
 
 SERVICE = "proto-test"
 MAX_BODY = 2048
@@ -59,21 +58,12 @@ def make_app() -> tuple[object, CountingApp]:
         delay = float(headers.get(b"x-delay", b"0"))
         if delay:
             await asyncio.sleep(delay)
-        if kind == "boom":
-            raise RuntimeError("secret detail")
-        if kind == "auth":
-            raise Unauthorized("missing API key")
-        if kind == "teapot":
-            raise PlatformError("short and stout", 418)
+        raise_for_kind(kind)
         if kind == "big":
             return b'"' + b"x" * int(headers.get(b"x-size", b"0")) + b'"'
         return orjson.dumps({"kind": kind, "body": body.decode(), "request_id": request_id_var.get()})
 
-    def match(path: str) -> tuple[str, tuple[str, ...]] | None:
-        m = re.fullmatch(r"/fast/([^/]+)", path)
-        return ("/fast/{kind}", (m.group(1),)) if m else None
-
-    app.fast_routes = (FastRoute("POST", match, handler),)
+    app.fast_routes = (FastRoute("POST", match_fast_kind, handler),)
     return ctx, app
 
 

@@ -27,12 +27,12 @@ from opentelemetry.trace import SpanKind
 
 from mlplatform.core.app import FastRoute, build_app, build_context
 from mlplatform.core.auth import hash_key
-from mlplatform.core.errors import PlatformError, Unauthorized
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.core.settings import ServiceSettings
 from mlplatform.core.tracing import current_trace_id
 from mlplatform.serving.app import create_app
+from tests.unit.core.fast_kinds import match_fast_kind, raise_for_kind
 from tests.unit.serving.conftest import RunningApp, make_settings, wait_until
 from tests.unit.serving.registry_models import FEATURES, FOREST
 from tests.unit.serving.test_app import TYPES
@@ -330,12 +330,7 @@ def tiny_app():  # noqa: ANN201
 
     async def handler(params: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
         kind = params[0]
-        if kind == "boom":
-            raise RuntimeError("secret detail: /srv/keys/api.key")
-        if kind == "auth":
-            raise Unauthorized("missing API key")
-        if kind == "teapot":
-            raise PlatformError("short and stout", 418)
+        raise_for_kind(kind, secret="secret detail: /srv/keys/api.key")
         in_flight = ctx.registry.get_sample_value(
             "mlplatform_http_requests_in_flight", {"service": "fast-test"}
         )
@@ -350,11 +345,7 @@ def tiny_app():  # noqa: ANN201
             }
         )
 
-    def match(path: str) -> tuple[str, tuple[str, ...]] | None:
-        m = re.fullmatch(r"/fast/([^/]+)", path)
-        return ("/fast/{kind}", (m.group(1),)) if m else None
-
-    app.fast_routes = (FastRoute("POST", match, handler),)
+    app.fast_routes = (FastRoute("POST", match_fast_kind, handler),)
     return ctx, app
 
 
