@@ -14,7 +14,7 @@ ENV ?= dev
 
 # Service-area fragments (bench, system packages, render …) add to these.
 BENCH_SCRIPTS = $(sort $(wildcard scripts/bench/bench_*.py))
-APT_PACKAGES := wrk
+APT_PACKAGES := wrk postgresql haproxy
 
 .PHONY: help venv tools sysdeps lint test test-unit run bench load render clean
 

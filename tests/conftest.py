@@ -67,3 +67,15 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> DemoRegistry:
     return DemoRegistry(
         tracking_uri=summary["tracking_uri"], data_dir=root, features=tuple(MODEL_FEATURES), summary=summary
     )
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server (Debian's binaries) for the whole session; see ``tests/pg.py``."""
+    from tests.pg import start_postgres
+
+    server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
