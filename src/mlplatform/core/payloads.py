@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from typing import Any, Protocol
 
 import orjson
@@ -12,7 +14,14 @@ class InferenceRecord(BaseModel):
     """One row as the model saw it: inputs (including fetched features), outputs and identity."""
 
     request_id: str = Field(
-        description="Unique id of the inference request; with row_index, the idempotency key."
+        description="The client's id of the inference request (V2 ``id`` or ``x-request-id``); may repeat."
+    )
+    prediction_id: str = Field(
+        "",
+        max_length=128,
+        description="Id model-serving assigned to the inference request (unique, never taken from the "
+        "client); with model, version and row_index the idempotency key. Empty only from senders that "
+        "predate it: request_id stands in.",
     )
     row_index: int = Field(
         0, ge=0, description="Row of the request this record is (a request may carry many rows)."
@@ -29,6 +38,22 @@ class InferenceRecord(BaseModel):
 
 
 RECORD_FIELDS = tuple(InferenceRecord.model_fields)
+
+
+class PredictionIds:
+    """Server-assigned inference ids: 64 random bits drawn at process start, then a counter.
+
+    Unique across replicas and restarts (a rescheduled pod draws a new prefix) without coordination,
+    and cheap enough for every request (no uuid per call). Serving returns the id in each response
+    (``parameters.prediction_id``) and logs it with every row for drift detection's idempotency key.
+    """
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self._counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}-{next(self._counter):x}"
 
 
 def encode_records(records: list[InferenceRecord]) -> bytes:

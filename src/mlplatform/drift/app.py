@@ -15,6 +15,7 @@ from mlplatform.drift.metrics import DriftMetrics
 from mlplatform.drift.retrain import RetrainLauncher
 from mlplatform.drift.routes import drift_router
 from mlplatform.drift.settings import DriftSettings
+from mlplatform.drift.store import open_store
 
 SERVICE = "drift-detection"
 
@@ -26,11 +27,21 @@ def create_app(
     launcher: RetrainLauncher | None = None,
     mlflow_client_factory: Callable[[], Any] | None = None,
 ) -> FastAPI:
-    """Build the drift-detection app from ``settings``; ``launcher``/``mlflow_client_factory`` replace defaults."""
+    """Build the drift-detection app from ``settings``; ``launcher``/``mlflow_client_factory`` replace defaults.
+
+    The store is opened here, so a bad ``DRIFT_DATABASE_URL`` or an unreachable database fails start-up
+    with one :class:`RuntimeError` line (``mlplatform serve`` logs it and exits 2).
+    """
     ctx = build_context(SERVICE, settings, secrets=secrets)
     metrics = DriftMetrics(ctx.registry)
+    store = open_store(settings.resolved_database_url(ctx.secrets), settings.drift_dir())
     svc = DriftService(
-        settings, metrics, launcher=launcher, client_factory=mlflow_client_factory, tracer=ctx.tracer
+        settings,
+        metrics,
+        launcher=launcher,
+        client_factory=mlflow_client_factory,
+        tracer=ctx.tracer,
+        store=store,
     )
 
     @asynccontextmanager

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 
@@ -27,9 +28,11 @@ from mlplatform.drift.schemas import (
     window_out,
 )
 from mlplatform.drift.settings import DriftSettings
-from mlplatform.drift.store import DriftStore, StoredRecord
+from mlplatform.drift.store import DriftStore, StoredRecord, WindowAlreadyClosed, open_store
 
 log = logging.getLogger("mlplatform.drift")
+
+T = TypeVar("T")
 
 
 class DriftService:
@@ -43,6 +46,7 @@ class DriftService:
         launcher: RetrainLauncher | None = None,
         client_factory: Callable[[], Any] | None = None,
         tracer: trace.Tracer | None = None,
+        store: DriftStore | None = None,
     ) -> None:
         self.settings = settings
         self.tracer = tracer
@@ -50,19 +54,19 @@ class DriftService:
         self.launcher = launcher or RetrainLauncher(settings)
         self._client_factory = client_factory
         self._client: Any = None
-        self.store: DriftStore | None = None
+        self.store: DriftStore | None = store
         self.detectors: dict[tuple[str, str], DriftDetector] = {}
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._window_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
         self.ready = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        self.store = DriftStore(self.settings.drift_dir() / "drift.db")
-        for row in self.store.latest_windows():
+        if self.store is None:
+            self.store = await asyncio.to_thread(open_store, None, self.settings.drift_dir())
+        for row in await self._db(self.store.latest_windows):
             self._export_window(row.model, row.version, row.result, row.n_records)
-        for model, version, n, _ in self.store.open_versions():
+        for model, version, n, _ in await self._db(self.store.open_versions):
             self.metrics.open_records.labels(model, version).set(n)
         if self.settings.window_mode == "time":
             self._ticker = asyncio.create_task(self._time_windows())
@@ -77,6 +81,17 @@ class DriftService:
             det.unload()
         if self.store is not None:
             self.store.close()
+            self.store = None
+
+    async def _db(self, fn: Callable[..., T], *args: Any) -> T:  # noqa: ANN401
+        """Run one store call in a worker thread; an unreachable database becomes a 503."""
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except psycopg.Error as exc:
+            log.warning(
+                "drift database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc) else exc
+            )
+            raise Unavailable("drift detection's database is unavailable; retry later") from exc
 
     def _mlflow(self) -> Any:  # noqa: ANN401
         if self._client is None:
@@ -133,30 +148,36 @@ class DriftService:
                 raise
         accepted = 0
         name = self.settings.prediction_output
+        rows: list[StoredRecord] = []
         for (model, version), recs in groups.items():
-            rows = [
+            rows += [
                 StoredRecord(
-                    r.request_id,
+                    r.prediction_id or r.request_id,
                     r.row_index,
                     model,
                     version,
                     r.timestamp,
                     r.inputs,
                     prediction_of(r.outputs, name),
+                    r.request_id,
                 )
                 for r in recs
             ]
-            new = self.store.insert_records(rows)
+        # one transaction for the whole request: all records are stored, or none (the sender retries)
+        new_counts = await self._db(self.store.insert_records, rows)
+        for (model, version), recs in groups.items():
+            new = new_counts.get((model, version), 0)
             accepted += new
             self.metrics.ingested.labels(model, version).inc(new)
-            if len(rows) - new:
-                self.metrics.duplicates.labels(model, version).inc(len(rows) - new)
+            if len(recs) - new:
+                self.metrics.duplicates.labels(model, version).inc(len(recs) - new)
         closed = 0
         if self.settings.window_mode == "count":
             for model, version in groups:
                 closed += await self._close_count_windows(model, version)
         for model, version in groups:
-            self.metrics.open_records.labels(model, version).set(self.store.open_count(model, version))
+            n_open = await self._db(self.store.open_count, model, version)
+            self.metrics.open_records.labels(model, version).set(n_open)
         self._continue_traces(records)
         return IngestResponse(accepted=accepted, duplicates=len(records) - accepted, windows_closed=closed)
 
@@ -203,17 +224,17 @@ class DriftService:
 
     # -- windows ---------------------------------------------------------------------------------
     async def _close_count_windows(self, model: str, version: str) -> int:
+        """Count mode: evaluate full windows of the oldest open records, once across replicas."""
         assert self.store is not None
         closed = 0
-        async with self._window_lock:
-            while self.store.open_count(model, version) >= self.settings.window_size:
-                rows = self.store.oldest_open(model, version, self.settings.window_size)
-                try:
+        try:
+            async with self.store.exclusive(model):
+                while await self._db(self.store.open_count, model, version) >= self.settings.window_size:
+                    rows = await self._db(self.store.oldest_open, model, version, self.settings.window_size)
                     await self._evaluate(model, version, rows)
-                except Exception:  # noqa: BLE001 - records are stored; a failed evaluation must not fail ingest
-                    log.exception("evaluating a window of %s/%s failed; records stay open", model, version)
-                    break
-                closed += 1
+                    closed += 1
+        except Exception:  # noqa: BLE001 - records are stored; a failed evaluation must not fail ingest
+            log.exception("evaluating a window of %s/%s failed; records stay open", model, version)
         return closed
 
     async def _time_windows(self) -> None:
@@ -232,11 +253,20 @@ class DriftService:
         assert self.store is not None
         now = time.time() if now is None else now
         closed = 0
-        async with self._window_lock:
-            for model, version, n, oldest in self.store.open_versions():
-                if now - oldest < self.settings.window_seconds or n < self.settings.min_window_records:
+        for model, version, n, oldest in await self._db(self.store.open_versions):
+            if now - oldest < self.settings.window_seconds or n < self.settings.min_window_records:
+                continue
+            async with self.store.exclusive(model):
+                # another replica may have closed it while this one waited for the lock
+                again = [
+                    o for m, v, _, o in await self._db(self.store.open_versions) if (m, v) == (model, version)
+                ]
+                if not again or now - again[0] < self.settings.window_seconds:
                     continue
-                await self._evaluate(model, version, self.store.oldest_open(model, version, None))
+                rows = await self._db(self.store.oldest_open, model, version, None)
+                if len(rows) < self.settings.min_window_records:
+                    continue
+                await self._evaluate(model, version, rows)
                 closed += 1
         return closed
 
@@ -250,9 +280,20 @@ class DriftService:
         elapsed = time.perf_counter() - start
         summary = stats.as_json(result)
         opened = min(r.ts for r in recs)
-        self.store.close_window(
-            model, version, [i for i, _ in rows], opened, result.drift_share, result.dataset_drift, summary
-        )
+        try:
+            await self._db(
+                self.store.close_window,
+                model,
+                version,
+                [i for i, _ in rows],
+                opened,
+                result.drift_share,
+                result.dataset_drift,
+                summary,
+            )
+        except WindowAlreadyClosed:
+            log.warning("a window of %s/%s was closed elsewhere meanwhile; not counted twice", model, version)
+            return
         self.metrics.windows.labels(model, version).inc()
         self.metrics.compute_seconds.labels(model, version).set(elapsed)
         self._export_window(model, version, summary, len(rows))
@@ -284,11 +325,11 @@ class DriftService:
     async def _after_window(self, model: str, version: str, drifted: bool) -> None:
         """Count consecutive drifted windows; fire once per episode (and not within the cool-down)."""
         assert self.store is not None
-        state = self.store.retrain_state(model)
+        state = await self._db(self.store.retrain_state, model)
         if not drifted:
             state.consecutive = 0
             state.episode_active = False
-            self.store.save_retrain_state(state)
+            await self._db(self.store.save_retrain_state, state)
             return
         state.consecutive += 1
         due = state.consecutive >= self.settings.retrain_after_windows and not state.episode_active
@@ -298,19 +339,27 @@ class DriftService:
         if due and cooled:
             state.episode_active = True
             state.last_trigger = time.time()
-            self.store.save_retrain_state(state)
+            await self._db(self.store.save_retrain_state, state)
             reason = f"dataset drift in {state.consecutive} consecutive windows"
             await self._fire(model, version, reason)
         else:
             if due:
                 log.info("drift persists for %s but retraining is cooling down", model)
-            self.store.save_retrain_state(state)
+            await self._db(self.store.save_retrain_state, state)
 
     async def _fire(self, model: str, version: str, reason: str) -> TriggerOutcome:
         assert self.store is not None
         outcome = await self.launcher.launch(model, version, reason)
         self.metrics.retrains.labels(model, outcome.mode, outcome.outcome).inc()
-        self.store.add_retrain_event(model, version, reason, outcome.mode, outcome.outcome, outcome.detail)
+        await self._db(
+            self.store.add_retrain_event,
+            model,
+            version,
+            reason,
+            outcome.mode,
+            outcome.outcome,
+            outcome.detail,
+        )
         log.warning(
             "retraining trigger for %s/%s (%s): %s %s",
             model,
@@ -325,24 +374,25 @@ class DriftService:
         """Start retraining now (admin route); records the trigger like an automatic one."""
         assert self.store is not None
         version = version or await self._latest_version(model)
-        state = self.store.retrain_state(model)
-        state.last_trigger = time.time()
-        self.store.save_retrain_state(state)
-        outcome = await self._fire(model, version, f"manual: {reason}")
+        async with self.store.exclusive(model):
+            state = await self._db(self.store.retrain_state, model)
+            state.last_trigger = time.time()
+            await self._db(self.store.save_retrain_state, state)
+            outcome = await self._fire(model, version, f"manual: {reason}")
         return RetrainResponse(model=model, mode=outcome.mode, outcome=outcome.outcome, detail=outcome.detail)
 
-    def retrain_events(self, model: str) -> list[dict[str, Any]]:
+    async def retrain_events(self, model: str) -> list[dict[str, Any]]:
         assert self.store is not None
-        return self.store.retrain_events(model)
+        return await self._db(self.store.retrain_events, model)
 
     # -- queries ---------------------------------------------------------------------------------
     async def _latest_version(self, model: str) -> str:
         """Last version seen in a window or record; else the registry's champion; else 404."""
         assert self.store is not None
-        windows = self.store.windows(model, 1)
+        windows = await self._db(self.store.windows, model, 1)
         if windows:
             return windows[0].version
-        open_versions = [v for m, v, _, _ in self.store.open_versions() if m == model]
+        open_versions = [v for m, v, _, _ in await self._db(self.store.open_versions) if m == model]
         if open_versions:
             return open_versions[-1]
         try:
@@ -354,12 +404,13 @@ class DriftService:
     async def status(self, model: str) -> DriftStatus:
         assert self.store is not None
         await self._latest_version(model)  # 404 for models nobody knows
-        windows = self.store.windows(model, 1)
-        state = self.store.retrain_state(model)
+        windows = await self._db(self.store.windows, model, 1)
+        state = await self._db(self.store.retrain_state, model)
+        open_versions = await self._db(self.store.open_versions)
         return DriftStatus(
             model=model,
             window=window_out(windows[0]) if windows else None,
-            open_records={v: n for m, v, n, _ in self.store.open_versions() if m == model},
+            open_records={v: n for m, v, n, _ in open_versions if m == model},
             retraining=RetrainStateOut(
                 consecutive_drift_windows=state.consecutive,
                 episode_active=state.episode_active,
@@ -370,17 +421,18 @@ class DriftService:
     async def history(self, model: str, limit: int) -> DriftHistory:
         assert self.store is not None
         await self._latest_version(model)
-        return DriftHistory(model=model, windows=[window_out(w) for w in self.store.windows(model, limit)])
+        windows = await self._db(self.store.windows, model, limit)
+        return DriftHistory(model=model, windows=[window_out(w) for w in windows])
 
     async def report_html(self, model: str) -> str:
         """Evidently's HTML report for the last closed window (or the open one if none closed yet)."""
         assert self.store is not None
         version = await self._latest_version(model)
-        windows = self.store.windows(model, 1)
+        windows = await self._db(self.store.windows, model, 1)
         if windows:
-            recs = self.store.window_records(windows[0].id)
+            recs = await self._db(self.store.window_records, windows[0].id)
         else:
-            recs = [r for _, r in self.store.oldest_open(model, version, None)]
+            recs = [r for _, r in await self._db(self.store.oldest_open, model, version, None)]
         if not recs:
             raise NotFound(f"no records received yet for model {model!r}; nothing to report")
         det = await self.detector(model, recs[0].version)
@@ -388,6 +440,6 @@ class DriftService:
         result = await asyncio.to_thread(det.detect, current, self.settings.drift_share)
         return await asyncio.to_thread(det.report_html, current, result, self.settings.report_max_rows)
 
-    def models(self) -> list[str]:
+    async def models(self) -> list[str]:
         assert self.store is not None
-        return self.store.known_models()
+        return await self._db(self.store.known_models)

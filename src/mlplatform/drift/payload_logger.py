@@ -160,7 +160,7 @@ class PayloadLogger:
     def submit(self, record: InferenceRecord) -> None:
         """Queue a record; never blocks and never raises (drops are counted)."""
         self.m_submitted.inc()
-        if self.sample_rate < 1.0 and not self._sampled(record.request_id):
+        if self.sample_rate < 1.0 and not self._sampled(record.prediction_id or record.request_id):
             self.m_sampled_out.inc()
             return
         with self._qlock:

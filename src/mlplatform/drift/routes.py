@@ -54,7 +54,7 @@ def drift_router() -> APIRouter:
 
     @router.get("/v1/models", response_model=ModelsOut, dependencies=[Depends(require_scope("drift:read"))])
     async def models(request: Request) -> ModelsOut:
-        return ModelsOut(models=_svc(request).models())
+        return ModelsOut(models=await _svc(request).models())
 
     @router.get(
         "/v1/models/{model}/drift",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from mlplatform.core.secrets import SecretsBackend
 from mlplatform.core.settings import ServiceSettings
 
 
@@ -16,6 +17,13 @@ class DriftSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="DRIFT_", extra="ignore", populate_by_name=True)
 
     port: int = Field(8082, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    database_url: SecretStr | None = Field(
+        None,
+        description="PostgreSQL URL (libpq form, e.g. postgresql://user:pass@host:5432/db) of the database "
+        "every replica shares: records, windows, drift history and retraining episodes. Unset: an embedded "
+        "SQLite file under the data directory (one process only). Read from the secrets backend under the "
+        "same name (DRIFT_DATABASE_URL) when the Vault backend is on; never put it in a ConfigMap.",
+    )
     window_mode: str = Field(
         "count",
         pattern="^(count|time)$",
@@ -87,6 +95,12 @@ class DriftSettings(ServiceSettings):
     report_max_rows: int = Field(
         5000, ge=100, description="Rows of reference and current data the HTML report renders at most."
     )
+
+    def resolved_database_url(self, secrets: SecretsBackend) -> str | None:
+        """``database_url`` if set, else the secret ``DRIFT_DATABASE_URL`` (Vault or environment)."""
+        if self.database_url is not None and self.database_url.get_secret_value():
+            return self.database_url.get_secret_value()
+        return secrets.get("DRIFT_DATABASE_URL")
 
     def ignored_columns(self) -> frozenset[str]:
         """The parsed ``ignored_input_columns``."""

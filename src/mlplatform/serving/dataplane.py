@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 from mlplatform import __version__
 from mlplatform.core.errors import InvalidInput, NotFound, PlatformError, Unavailable
-from mlplatform.core.payloads import InferenceRecord, PayloadSink
+from mlplatform.core.payloads import InferenceRecord, PayloadSink, PredictionIds
 from mlplatform.serving.batching import BatcherClosed
 from mlplatform.serving.metrics import (
     OUTCOME_CLIENT_ERROR,
@@ -62,6 +62,7 @@ class DataPlane:
         self.metrics = metrics
         self.feature_client = feature_client
         self.payload_sink = payload_sink
+        self.prediction_ids = PredictionIds()
         self.max_rows = settings.max_rows_per_request
         self.allow_nan = settings.allow_nan
         fs_budget = settings.feature_store_timeout_s * (settings.feature_store_retries + 1)
@@ -139,7 +140,8 @@ class DataPlane:
                 rid, wanted = doc.get("id") or request_id, None
             else:
                 rid, wanted = req.id or request_id, req.outputs
-            out = self._response(handle, rid, pred, wanted)
+            pid = self.prediction_ids.next()
+            out = self._response(handle, rid, pid, pred, wanted)
         except PlatformError as exc:
             if exc.status_code in (503, 504):
                 outcome = OUTCOME_UNAVAILABLE
@@ -155,7 +157,7 @@ class DataPlane:
             raise
         self.metrics.observe_request(name, model_version, OUTCOME_OK, time.perf_counter() - start)
         if self.payload_sink is not None:
-            self._log_payloads(handle, rid, frame, inputs_rows, pred)
+            self._log_payloads(handle, rid, pid, frame, inputs_rows, pred)
         return out
 
     async def _frame(
@@ -214,7 +216,9 @@ class DataPlane:
         )
         return [{**model.defaults, **row} for row in rows]
 
-    def _response(self, handle: ModelHandle, rid: str, pred: Prediction, wanted: list[str] | None) -> bytes:
+    def _response(
+        self, handle: ModelHandle, rid: str, pid: str, pred: Prediction, wanted: list[str] | None
+    ) -> bytes:
         outputs = pred.outputs
         names = list(outputs)
         if wanted is not None:
@@ -235,13 +239,20 @@ class DataPlane:
                 "model_name": handle.model.name,
                 "model_version": handle.model.version,
                 "id": rid,
+                "parameters": {"prediction_id": pid},
                 "outputs": docs,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
         )
 
     def _log_payloads(
-        self, handle: ModelHandle, rid: str, frame: Frame, rows: list[dict[str, Any]] | None, pred: Prediction
+        self,
+        handle: ModelHandle,
+        rid: str,
+        pid: str,
+        frame: Frame,
+        rows: list[dict[str, Any]] | None,
+        pred: Prediction,
     ) -> None:
         sink = self.payload_sink
         assert sink is not None
@@ -269,6 +280,7 @@ class DataPlane:
                     # our own values, already of the declared types: skip pydantic's validation
                     InferenceRecord.model_construct(
                         request_id=rid,
+                        prediction_id=pid,
                         row_index=i,
                         model=model.name,
                         version=model.version,

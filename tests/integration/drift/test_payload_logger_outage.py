@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from mlplatform.core.payloads import InferenceRecord
 from mlplatform.drift.payload_logger import PayloadLogger
-from mlplatform.drift.store import DriftStore
+from mlplatform.drift.store import SqliteDriftStore
 from tests.procs import free_port, start_service
 from tests.unit.drift.tiny_registry import MODEL, make_frame
 
@@ -105,11 +105,11 @@ async def test_every_record_arrives_exactly_once_across_an_outage(drift_registry
     finally:
         await logger.stop()
         svc.stop()
-    store = DriftStore(data_dir / "drift" / "drift.db")
+    store = SqliteDriftStore(data_dir / "drift" / "drift.db")
     keys = store.record_keys()
     store.close()
     expected = {
-        (r.request_id, r.row_index) for r in _records(0, 150) + _records(1000, 230) + _records(5000, 40)
+        (MODEL, "1", r.request_id, r.row_index) for r in _records(0, 150) + _records(1000, 230) + _records(5000, 40)
     }
     assert len(keys) == len(set(keys)) == 420
     assert set(keys) == expected

@@ -3,7 +3,8 @@
 Real processes: drift-detection and model-serving (SERVING_DRIFT_URL set, so serving builds its
 PayloadLogger), the trained demo model ``fraud-detector`` from ``demo_registry``. Drift is
 stopped while inferences continue (serving spools), then restarted on the same port; every
-inference row must be stored once.
+inference row must be stored once. Clients reuse their V2 ``id`` on purpose: the idempotency key is
+the id serving assigns (``parameters.prediction_id``), so no row is dropped as a duplicate.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import httpx
 import numpy as np
 import pytest
 
-from mlplatform.drift.store import DriftStore
+from mlplatform.drift.store import SqliteDriftStore
 from tests.procs import free_port, start_service
 
 # training the demo models (session fixture) alone can take minutes on a busy machine
@@ -77,17 +78,19 @@ def test_inferences_reach_drift_exactly_once_across_an_outage(demo_registry, tmp
     drift = start_service("drift-detection", drift_env, logs, port=drift_port)
     serving = start_service("model-serving", serving_env, logs)
     rng = np.random.default_rng(0)
-    sent_ids: list[str] = []
+    sent_ids: list[tuple[str, str]] = []  # (version, prediction_id) of every answered request
     try:
         meta = httpx.get(f"{serving.url}/v2/models/{MODEL}", timeout=10).json()
 
         def drive(prefix: str, n: int) -> None:
             with httpx.Client(base_url=serving.url, timeout=30) as client:
                 for i in range(n):
-                    rid = f"{prefix}-{i}"
+                    rid = f"{prefix}-{i % 3}"  # a client that reuses its ids
                     r = client.post(f"/v2/models/{MODEL}/infer", json=_body(meta, rid, rng))
                     assert r.status_code == 200, r.text
-                    sent_ids.append(rid)
+                    doc = r.json()
+                    assert doc["id"] == rid
+                    sent_ids.append((doc["model_version"], doc["parameters"]["prediction_id"]))
 
         drive("before", 15)
         _poll(lambda: _sent(serving.url) >= 15 * ROWS_PER_REQUEST)
@@ -102,8 +105,9 @@ def test_inferences_reach_drift_exactly_once_across_an_outage(demo_registry, tmp
     finally:
         serving.stop()
         drift.stop()
-    store = DriftStore(tmp_path / "drift-data" / "drift" / "drift.db")
+    store = SqliteDriftStore(tmp_path / "drift-data" / "drift" / "drift.db")
     keys = store.record_keys()
     store.close()
-    expected = {(rid, i) for rid in sent_ids for i in range(ROWS_PER_REQUEST)}
+    assert len(set(sent_ids)) == len(sent_ids)  # serving never repeats a prediction id
+    expected = {(MODEL, v, pid, i) for v, pid in sent_ids for i in range(ROWS_PER_REQUEST)}
     assert len(keys) == len(expected) and set(keys) == expected

@@ -13,6 +13,9 @@ import pytest
 from mlplatform.core.auth import hash_key
 from tests.unit.drift.tiny_registry import MODEL, drift_settings, make_frame, records, running_app
 
+# every test here runs on both store backends (SQLite and a real PostgreSQL)
+pytestmark = pytest.mark.usefixtures("drift_backend")
+
 
 def _poll(predicate, deadline_s: float = 10.0) -> None:
     end = time.monotonic() + deadline_s
@@ -44,10 +47,10 @@ async def test_retraining_fires_once_per_episode_via_subprocess(tiny_registry, t
     async with running_app(settings) as (client, app):
         svc = app.state.dataplane
         await _window(client, 1.0, "a", 1)
-        assert svc.retrain_events(MODEL) == []  # one drifted window is not enough
+        assert await svc.retrain_events(MODEL) == []  # one drifted window is not enough
         for i in range(4):  # the episode goes on: still exactly one trigger
             await _window(client, 1.0, f"b{i}", 10 + i)
-        events = svc.retrain_events(MODEL)
+        events = await svc.retrain_events(MODEL)
         assert len(events) == 1 and events[0]["mode"] == "subprocess" and events[0]["outcome"] == "started"
         _poll(lambda: marker.exists() and marker.read_text() == f"{MODEL}\n")
         state = (await client.get(f"/v1/models/{MODEL}/drift")).json()["retraining"]
@@ -55,9 +58,9 @@ async def test_retraining_fires_once_per_episode_via_subprocess(tiny_registry, t
 
         await _window(client, 0.0, "calm", 30)  # episode over
         await _window(client, 1.0, "c1", 31)
-        assert len(svc.retrain_events(MODEL)) == 1
+        assert len(await svc.retrain_events(MODEL)) == 1
         await _window(client, 1.0, "c2", 32)  # a new episode fires again
-        assert len(svc.retrain_events(MODEL)) == 2
+        assert len(await svc.retrain_events(MODEL)) == 2
         _poll(lambda: marker.read_text().count(MODEL) == 2)
         metrics = (await client.get("/metrics")).text
         assert (
@@ -74,7 +77,7 @@ async def test_cooldown_blocks_a_second_episode(tiny_registry, tmp_path):
         await _window(client, 1.0, "x1", 1)
         await _window(client, 0.0, "x2", 2)
         await _window(client, 1.0, "x3", 3)
-        events = app.state.dataplane.retrain_events(MODEL)
+        events = await app.state.dataplane.retrain_events(MODEL)
         assert [e["mode"] for e in events] == ["off"] and events[0]["outcome"] == "skipped"
 
 

@@ -6,6 +6,9 @@ import pytest
 
 from tests.unit.drift.tiny_registry import BROKEN, MODEL, drift_settings, make_frame, records, running_app
 
+# every test here runs on both store backends (SQLite and a real PostgreSQL)
+pytestmark = pytest.mark.usefixtures("drift_backend")
+
 
 async def test_ingest_is_idempotent_and_survives_restart(tiny_registry, tmp_path):
     settings = drift_settings(tiny_registry, tmp_path, window_size=500)

@@ -1,0 +1,338 @@
+"""PostgreSQL backend of :class:`~mlplatform.drift.store.DriftStore`, shared by every drift replica.
+
+* A small connection pool (psycopg 3); a connection is checked before use, so a restarted server costs
+  one failed call (a 503 the sender retries), not a stuck pool.
+* Records go in with one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`` per batch: the
+  unique key ``(model, version, prediction_id, row_index)`` makes a re-sent batch, or the same batch
+  delivered to two replicas, count once; the statement's row count is the number of new records.
+* :meth:`PostgresDriftStore.exclusive` holds a session-level advisory lock per model on a connection of
+  its own. Every replica evaluating windows or deciding retraining for that model waits for it; if the
+  holder dies, PostgreSQL drops the lock with its session. ``close_window`` additionally assigns only
+  records that are still open and writes nothing otherwise, so no record ever lands in two windows.
+  An advisory lock rather than a Kubernetes Lease: the state it protects lives in this database, the
+  lock dies with the holder's connection (no lease duration to tune, no clock skew), and it works the
+  same outside a cluster.
+* Tables are created at start-up under a transaction advisory lock, so replicas starting together
+  do not race on ``CREATE TABLE IF NOT EXISTS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import psycopg
+from psycopg import conninfo
+from psycopg_pool import ConnectionPool
+
+from mlplatform.drift.store import (
+    RECORD_COLUMNS,
+    RetrainState,
+    StoredRecord,
+    WindowAlreadyClosed,
+    WindowRow,
+    encode_inputs,
+    event_row,
+    record_row,
+    window_row,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS drift_records (
+    id BIGSERIAL PRIMARY KEY,
+    prediction_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',
+    ts DOUBLE PRECISION NOT NULL,
+    received DOUBLE PRECISION NOT NULL,
+    inputs BYTEA NOT NULL,
+    prediction DOUBLE PRECISION,
+    window_id BIGINT,
+    UNIQUE (model, version, prediction_id, row_index)
+);
+CREATE INDEX IF NOT EXISTS drift_records_open ON drift_records (model, version, received, id)
+    WHERE window_id IS NULL;
+CREATE INDEX IF NOT EXISTS drift_records_window ON drift_records (window_id);
+CREATE TABLE IF NOT EXISTS drift_windows (
+    id BIGSERIAL PRIMARY KEY,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    opened DOUBLE PRECISION NOT NULL,
+    closed DOUBLE PRECISION NOT NULL,
+    n_records INTEGER NOT NULL,
+    drift_share DOUBLE PRECISION NOT NULL,
+    dataset_drift BOOLEAN NOT NULL,
+    result BYTEA NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drift_windows_model ON drift_windows (model, id);
+CREATE TABLE IF NOT EXISTS drift_retrain_state (
+    model TEXT PRIMARY KEY,
+    consecutive INTEGER NOT NULL,
+    episode_active BOOLEAN NOT NULL,
+    last_trigger DOUBLE PRECISION
+);
+CREATE TABLE IF NOT EXISTS drift_retrain_events (
+    id BIGSERIAL PRIMARY KEY,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    ts DOUBLE PRECISION NOT NULL,
+    reason TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+_WINDOW_COLUMNS = "id, model, version, opened, closed, n_records, drift_share, dataset_drift, result"
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit advisory-lock key for ``name``."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+SCHEMA_LOCK = advisory_key("mlplatform.drift.schema")
+
+
+def describe_dsn(dsn: str) -> str:
+    """``user@host:port/dbname`` of a libpq URL or key=value string, never its password."""
+    try:
+        info = conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "<unparseable URL>"
+    return f"{info.get('user', '')}@{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+
+class PostgresDriftStore:
+    """Drift state in PostgreSQL (see the module docstring)."""
+
+    def __init__(self, dsn: str, *, max_connections: int = 8, timeout_s: float = 5.0) -> None:
+        try:
+            conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError as exc:
+            raise RuntimeError(
+                f"DRIFT_DATABASE_URL is not a valid PostgreSQL URL: {str(exc).splitlines()[0]}"
+            ) from None
+        self.where = describe_dsn(dsn)
+        self._pool = ConnectionPool(
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            timeout=timeout_s,
+            open=False,
+            check=ConnectionPool.check_connection,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout_s))},
+            name="drift-store",
+        )
+        try:
+            self._pool.open(wait=True, timeout=timeout_s)
+            with self._pool.connection() as conn, conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                conn.execute(SCHEMA)
+        except (psycopg.Error, Exception) as exc:
+            self._pool.close()
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RuntimeError(
+                f"DRIFT_DATABASE_URL: cannot use PostgreSQL at {self.where}: {first}"
+            ) from None
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._pool.connection() as conn:
+            return conn.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:  # noqa: ANN401
+        with self._pool.connection() as conn:
+            return conn.execute(sql, args).fetchone()
+
+    @asynccontextmanager
+    async def exclusive(self, model: str) -> AsyncIterator[None]:
+        key = advisory_key(f"mlplatform.drift.model:{model}")
+        conn = await asyncio.to_thread(self._pool.getconn)
+        try:
+            await asyncio.to_thread(conn.execute, "SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                yield
+            finally:
+                if not conn.closed:
+                    await asyncio.to_thread(conn.execute, "SELECT pg_advisory_unlock(%s)", (key,))
+        finally:
+            self._pool.putconn(conn)
+
+    # -- records -------------------------------------------------------------------------------
+    def insert_records(self, rows: Iterable[StoredRecord]) -> dict[tuple[str, str], int]:
+        rows = list(rows)
+        if not rows:
+            return {}
+        now = time.time()
+        cols: list[list[Any]] = [[] for _ in range(9)]
+        for r in rows:
+            for col, value in zip(
+                cols,
+                (
+                    r.prediction_id,
+                    r.row_index,
+                    r.model,
+                    r.version,
+                    r.request_id,
+                    r.ts,
+                    now,
+                    encode_inputs(r.inputs),
+                    r.prediction,
+                ),
+                strict=True,
+            ):
+                col.append(value)
+        with self._pool.connection() as conn:
+            cur = conn.execute(
+                "INSERT INTO drift_records (prediction_id, row_index, model, version, request_id, ts,"
+                " received, inputs, prediction)"
+                " SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[],"
+                " %s::float8[], %s::float8[], %s::bytea[], %s::float8[])"
+                " ON CONFLICT (model, version, prediction_id, row_index) DO NOTHING"
+                " RETURNING model, version",
+                cols,
+            )
+            return dict(Counter(cur.fetchall()))
+
+    def open_count(self, model: str, version: str) -> int:
+        row = self._one(
+            "SELECT COUNT(*) FROM drift_records WHERE model=%s AND version=%s AND window_id IS NULL",
+            (model, version),
+        )
+        return int(row[0])
+
+    def open_versions(self) -> list[tuple[str, str, int, float]]:
+        rows = self._all(
+            "SELECT model, version, COUNT(*), MIN(received) FROM drift_records WHERE window_id IS NULL"
+            " GROUP BY model, version ORDER BY model, MIN(id)"
+        )
+        return [(m, v, int(n), float(t)) for m, v, n, t in rows]
+
+    def oldest_open(self, model: str, version: str, limit: int | None) -> list[tuple[int, StoredRecord]]:
+        sql = (
+            f"SELECT id, {RECORD_COLUMNS} FROM drift_records"
+            " WHERE model=%s AND version=%s AND window_id IS NULL ORDER BY received, id"
+        )
+        args: tuple[Any, ...] = (model, version)
+        if limit is not None:
+            sql += " LIMIT %s"
+            args = (*args, limit)
+        return [(int(row[0]), record_row(row[1:])) for row in self._all(sql, args)]
+
+    def window_records(self, window_id: int) -> list[StoredRecord]:
+        rows = self._all(
+            f"SELECT {RECORD_COLUMNS} FROM drift_records WHERE window_id=%s ORDER BY received, id",
+            (window_id,),
+        )
+        return [record_row(r) for r in rows]
+
+    def count_records(self, model: str | None = None) -> int:
+        if model is None:
+            return int(self._one("SELECT COUNT(*) FROM drift_records")[0])
+        return int(self._one("SELECT COUNT(*) FROM drift_records WHERE model=%s", (model,))[0])
+
+    def record_keys(self) -> list[tuple[str, str, str, int]]:
+        rows = self._all("SELECT model, version, prediction_id, row_index FROM drift_records")
+        return [(m, v, p, int(i)) for m, v, p, i in rows]
+
+    def known_models(self) -> list[str]:
+        return [r[0] for r in self._all("SELECT DISTINCT model FROM drift_records ORDER BY model")]
+
+    # -- windows -------------------------------------------------------------------------------
+    def close_window(
+        self,
+        model: str,
+        version: str,
+        rowids: Sequence[int],
+        opened: float,
+        drift_share: float,
+        dataset_drift: bool,
+        result: dict[str, Any],
+    ) -> int:
+        with self._pool.connection() as conn, conn.transaction():
+            window_id = int(
+                conn.execute(
+                    "INSERT INTO drift_windows (model, version, opened, closed, n_records, drift_share,"
+                    " dataset_drift, result) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    (
+                        model,
+                        version,
+                        opened,
+                        time.time(),
+                        len(rowids),
+                        drift_share,
+                        dataset_drift,
+                        orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY),
+                    ),
+                ).fetchone()[0]
+            )
+            cur = conn.execute(
+                "UPDATE drift_records SET window_id=%s WHERE id = ANY(%s) AND window_id IS NULL",
+                (window_id, list(rowids)),
+            )
+            if cur.rowcount != len(rowids):
+                raise WindowAlreadyClosed(f"records of {model}/{version} were closed by another window")
+        return window_id
+
+    def windows(self, model: str, limit: int = 50) -> list[WindowRow]:
+        rows = self._all(
+            f"SELECT {_WINDOW_COLUMNS} FROM drift_windows WHERE model=%s ORDER BY id DESC LIMIT %s",
+            (model, limit),
+        )
+        return [window_row(r) for r in rows]
+
+    def latest_windows(self) -> list[WindowRow]:
+        rows = self._all(
+            f"SELECT {_WINDOW_COLUMNS} FROM drift_windows WHERE id IN"
+            " (SELECT MAX(id) FROM drift_windows GROUP BY model, version) ORDER BY id"
+        )
+        return [window_row(r) for r in rows]
+
+    # -- retraining ----------------------------------------------------------------------------
+    def retrain_state(self, model: str) -> RetrainState:
+        row = self._one(
+            "SELECT consecutive, episode_active, last_trigger FROM drift_retrain_state WHERE model=%s",
+            (model,),
+        )
+        if row is None:
+            return RetrainState(model, 0, False, None)
+        return RetrainState(model, int(row[0]), bool(row[1]), row[2])
+
+    def save_retrain_state(self, state: RetrainState) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO drift_retrain_state (model, consecutive, episode_active, last_trigger)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT (model) DO UPDATE SET"
+                " consecutive=excluded.consecutive, episode_active=excluded.episode_active,"
+                " last_trigger=excluded.last_trigger",
+                (state.model, state.consecutive, state.episode_active, state.last_trigger),
+            )
+
+    def add_retrain_event(
+        self, model: str, version: str, reason: str, mode: str, outcome: str, detail: str
+    ) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO drift_retrain_events (model, version, ts, reason, mode, outcome, detail)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (model, version, time.time(), reason, mode, outcome, detail),
+            )
+
+    def retrain_events(self, model: str) -> list[dict[str, Any]]:
+        rows = self._all(
+            "SELECT version, ts, reason, mode, outcome, detail FROM drift_retrain_events"
+            " WHERE model=%s ORDER BY id",
+            (model,),
+        )
+        return [event_row(r) for r in rows]
