@@ -292,7 +292,8 @@ class SqliteDriftStore:
                         " request_id, ts, received, inputs, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         params,
                     )
-                    new[key] = self._db.total_changes - before
+                    if self._db.total_changes > before:
+                        new[key] = self._db.total_changes - before
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
