@@ -4,6 +4,10 @@
 Both models take the columns of :data:`mlplatform.training.features.MODEL_FEATURES` (int64
 "long" and float64 "double") and are registered with alias ``champion``, the feature service tag
 and the reference sample artifact (training features plus a ``prediction`` column).
+
+The steps are reusable one model at a time (``mlplatform retrain`` in
+:mod:`mlplatform.training.retrain` uses them): :func:`load_transactions`, :func:`prepare_data`
+(features, the time split, the reference sample) and :func:`train_and_register`.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import contextlib
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -153,7 +158,26 @@ def _has_champion(client: Any, name: str) -> str | None:
         return None
 
 
-def _experiment_id(client: Any, settings: TrainSettings, uri: str) -> str:
+def alias_version(client: Any, name: str, alias: str) -> Any | None:
+    """The model version ``name@alias``, or ``None`` when the model or the alias does not exist.
+
+    Any other registry failure (server unreachable, permission denied) is raised, not read as
+    "no such alias".
+    """
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        # MLflow 3: RESOURCE_DOES_NOT_EXIST for an unknown model, INVALID_PARAMETER_VALUE for an
+        # unknown alias of a known model.
+        if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def experiment_id(client: Any, settings: TrainSettings, uri: str) -> str:
+    """The id of the training experiment, created (with a local artifact root for SQLite) if missing."""
     exp = client.get_experiment_by_name(settings.experiment)
     if exp is not None:
         return exp.experiment_id
@@ -177,7 +201,8 @@ def model_input(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({c: frame[c].astype(feat.feature_dtype(c)) for c in feat.MODEL_FEATURES})
 
 
-def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def held_out_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """Held-out metrics of fraud probabilities ``p`` for labels ``y``: ROC AUC, PR AUC, fraud rate."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     return {
@@ -200,6 +225,7 @@ def _log_and_register(
     reference: pd.DataFrame,
     example: pd.DataFrame,
     example_output: np.ndarray,
+    alias: str = DEFAULT_ALIAS,
 ) -> dict[str, Any]:
     import mlflow
     from mlflow.models import infer_signature
@@ -251,7 +277,7 @@ def _log_and_register(
     client.set_model_version_tag(name, version, TAG_FEATURE_SERVICE_VERSION, FEATURE_SERVICE_VERSION)
     client.set_model_version_tag(name, version, TAG_REFERENCE_ARTIFACT, REFERENCE_ARTIFACT_PATH)
     client.set_model_version_tag(name, version, TAG_MODEL_FEATURES, ",".join(feat.MODEL_FEATURES))
-    client.set_registered_model_alias(name, DEFAULT_ALIAS, version)
+    client.set_registered_model_alias(name, alias, version)
     return {"version": version, "run_id": run.info.run_id, **metrics}
 
 
@@ -286,21 +312,180 @@ def build_training_frame(settings: TrainSettings, transactions: pd.DataFrame) ->
     return frame
 
 
-def run_training(settings: TrainSettings, force: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Generate, train, evaluate and register both demo models; skip if both have a champion already.
+@dataclass(frozen=True)
+class TrainingData:
+    """The rows one training run uses: time split, model inputs, labels and the reference sample.
 
-    Returns a summary: ``skipped``, ``tracking_uri``, ``data_dir`` and per model its ``version``,
-    ``run_id`` and held-out ``roc_auc`` / ``pr_auc``.
+    ``train`` and ``test`` are the full feature frames (with ``event_timestamp`` and the label);
+    ``test`` is the latest ``test_fraction`` of transactions by event time, never trained on.
+    """
+
+    train: pd.DataFrame
+    test: pd.DataFrame
+    x_train: pd.DataFrame
+    y_train: np.ndarray
+    x_test: pd.DataFrame
+    y_test: np.ndarray
+    x_ref: pd.DataFrame
+    example: pd.DataFrame
+
+    def split_params(self) -> dict[str, Any]:
+        """Run params naming the rows trained on and the held-out window (event-time bounds)."""
+        ts = feat.TIMESTAMP_COLUMN
+        return {
+            "train_rows": len(self.train),
+            "train_start": self.train[ts].min().isoformat(),
+            "train_end": self.train[ts].max().isoformat(),
+            "test_rows": len(self.test),
+            "test_start": self.test[ts].min().isoformat(),
+            "test_end": self.test[ts].max().isoformat(),
+        }
+
+
+def load_transactions(settings: TrainSettings) -> pd.DataFrame:
+    """The current training data: ``<data_dir>/raw/transactions.parquet``, generated if it is missing."""
+    path = data_mod.raw_path(settings.data_dir)
+    if path.is_file():
+        return pd.read_parquet(path)
+    transactions = data_mod.generate_transactions(settings.rows, settings.seed)
+    data_mod.write_transactions(transactions, settings.data_dir)
+    return transactions
+
+
+def prepare_data(settings: TrainSettings, transactions: pd.DataFrame) -> TrainingData:
+    """Features for every transaction, split by time (:func:`time_split`), plus the reference sample."""
+    frame = build_training_frame(settings, transactions)
+    train, test = time_split(frame, settings.test_fraction)
+    x_train, x_test = model_input(train), model_input(test)
+    ref_idx = np.random.default_rng(settings.seed).choice(
+        len(x_train), min(settings.reference_rows, len(x_train)), replace=False
+    )
+    return TrainingData(
+        train=train,
+        test=test,
+        x_train=x_train,
+        y_train=train[feat.LABEL_COLUMN].to_numpy(),
+        x_test=x_test,
+        y_test=test[feat.LABEL_COLUMN].to_numpy(),
+        x_ref=x_train.iloc[np.sort(ref_idx)].reset_index(drop=True),
+        example=x_test.head(5).reset_index(drop=True),
+    )
+
+
+def model_flavor(settings: TrainSettings, name: str) -> Literal["sklearn", "pytorch"] | None:
+    """Which demo model ``name`` is: the random forest (``sklearn``), the MLP (``pytorch``), or neither."""
+    if name == settings.sklearn_model_name:
+        return "sklearn"
+    if name == settings.mlp_model_name:
+        return "pytorch"
+    return None
+
+
+def train_and_register(
+    client: Any,
+    settings: TrainSettings,
+    data: TrainingData,
+    name: str,
+    *,
+    experiment_id: str,
+    alias: str = DEFAULT_ALIAS,
+    on_step: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Train demo model ``name`` on ``data.train``, evaluate on ``data.test``, log, register, set ``alias``.
+
+    Needs the mlflow fluent API pointed at the registry (:func:`mlflow_uri`). ``on_step`` is called
+    after the forest is fitted, after each MLP epoch and after registering. Returns the version,
+    run id and held-out metrics.
     """
     import mlflow.pytorch  # noqa: F401 - registers the flavour modules used below
     import mlflow.sklearn  # noqa: F401
 
     from mlplatform.training.models import mlp_predict, train_forest, train_mlp
 
+    step = on_step or (lambda: None)
+    flavor = model_flavor(settings, name)
+    common = {
+        "rows": settings.rows,
+        "seed": settings.seed,
+        "feature_service": settings.feature_service,
+        "feature_source": settings.feature_source,
+        **data.split_params(),
+    }
+    if flavor == "sklearn":
+        model: Any = train_forest(
+            data.x_train,
+            data.y_train,
+            n_estimators=settings.n_estimators,
+            max_depth=settings.max_depth,
+            seed=settings.seed,
+            n_jobs=settings.n_jobs,
+        )
+        step()
+
+        def predict(x: pd.DataFrame) -> np.ndarray:
+            return model.predict_proba(x)[:, 1]
+
+        params = {**common, "n_estimators": settings.n_estimators, "max_depth": settings.max_depth}
+        example_output = model.predict_proba(data.example)
+    elif flavor == "pytorch":
+        model = train_mlp(
+            data.x_train,
+            data.y_train,
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            seed=settings.seed,
+            on_epoch=lambda _e, _loss: step(),
+        )
+
+        def predict(x: pd.DataFrame) -> np.ndarray:
+            return mlp_predict(model, x)
+
+        params = {
+            **common,
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "learning_rate": settings.learning_rate,
+        }
+        example_output = predict(data.example).reshape(-1, 1).astype(np.float32)
+    else:
+        raise ValueError(
+            f"model {name!r} is not one the training pipeline trains "
+            f"({settings.sklearn_model_name}, {settings.mlp_model_name})"
+        )
+    result = _log_and_register(
+        client,
+        settings,
+        experiment_id=experiment_id,
+        name=name,
+        flavor=flavor,
+        model=model,
+        params=params,
+        metrics=held_out_metrics(data.y_test, predict(data.x_test)),
+        reference=data.x_ref.assign(prediction=predict(data.x_ref)),
+        example=data.example,
+        example_output=example_output,
+        alias=alias,
+    )
+    step()
+    return result
+
+
+def prepare_registry(settings: TrainSettings) -> tuple[str, Any]:
+    """The tracking URI (its SQLite folder created) and a client for it."""
     uri = settings.resolved_tracking_uri()
     if uri.startswith("sqlite:"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    client = mlflow_client(uri)
+    return uri, mlflow_client(uri)
+
+
+def run_training(settings: TrainSettings, force: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Generate, train, evaluate and register both demo models; skip if both have a champion already.
+
+    Returns a summary: ``skipped``, ``tracking_uri``, ``data_dir`` and per model its ``version``,
+    ``run_id`` and held-out ``roc_auc`` / ``pr_auc``.
+    """
+    uri, client = prepare_registry(settings)
     names = (settings.sklearn_model_name, settings.mlp_model_name)
     summary: dict[str, Any] = {"tracking_uri": uri, "data_dir": str(settings.data_dir), "models": {}}
     if not force:
@@ -316,81 +501,21 @@ def run_training(settings: TrainSettings, force: bool = False, progress: bool = 
         bars.advance(t_data)
         data_mod.write_transactions(transactions, settings.data_dir)
         bars.advance(t_data)
-        frame = build_training_frame(settings, transactions)
+        data = prepare_data(settings, transactions)
         bars.advance(t_data)
 
-        train, test = time_split(frame, settings.test_fraction)
-        x_train, x_test = model_input(train), model_input(test)
-        y_train, y_test = train[feat.LABEL_COLUMN].to_numpy(), test[feat.LABEL_COLUMN].to_numpy()
-        ref_idx = np.random.default_rng(settings.seed).choice(
-            len(x_train), min(settings.reference_rows, len(x_train)), replace=False
-        )
-        x_ref = x_train.iloc[np.sort(ref_idx)].reset_index(drop=True)
-        example = x_test.head(5).reset_index(drop=True)
-
-        t_train = bars.task("training", 1 + settings.epochs)
-        forest = train_forest(
-            x_train,
-            y_train,
-            n_estimators=settings.n_estimators,
-            max_depth=settings.max_depth,
-            seed=settings.seed,
-            n_jobs=settings.n_jobs,
-        )
-        bars.advance(t_train)
-        mlp = train_mlp(
-            x_train,
-            y_train,
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
-            seed=settings.seed,
-            on_epoch=lambda _e, _loss: bars.advance(t_train),
-        )
-
-        common = {
-            "rows": settings.rows,
-            "seed": settings.seed,
-            "feature_service": settings.feature_service,
-            "feature_source": settings.feature_source,
-        }
-        t_reg = bars.task("registering", 2)
-        experiment_id = _experiment_id(client, settings, uri)
-        forest_p = forest.predict_proba(x_test)[:, 1]
-        summary["models"][settings.sklearn_model_name] = _log_and_register(
-            client,
-            settings,
-            experiment_id=experiment_id,
-            name=settings.sklearn_model_name,
-            flavor="sklearn",
-            model=forest,
-            params={**common, "n_estimators": settings.n_estimators, "max_depth": settings.max_depth},
-            metrics=_metrics(y_test, forest_p),
-            reference=x_ref.assign(prediction=forest.predict_proba(x_ref)[:, 1]),
-            example=example,
-            example_output=forest.predict_proba(example),
-        )
-        bars.advance(t_reg)
-        mlp_p = mlp_predict(mlp, x_test)
-        summary["models"][settings.mlp_model_name] = _log_and_register(
-            client,
-            settings,
-            experiment_id=experiment_id,
-            name=settings.mlp_model_name,
-            flavor="pytorch",
-            model=mlp,
-            params={
-                **common,
-                "epochs": settings.epochs,
-                "batch_size": settings.batch_size,
-                "learning_rate": settings.learning_rate,
-            },
-            metrics=_metrics(y_test, mlp_p),
-            reference=x_ref.assign(prediction=mlp_predict(mlp, x_ref)),
-            example=example,
-            example_output=mlp_predict(mlp, example).reshape(-1, 1).astype(np.float32),
-        )
-        bars.advance(t_reg)
+        t_train = bars.task("training and registering", 1 + settings.epochs + len(names))
+        exp_id = experiment_id(client, settings, uri)
+        for name in names:
+            summary["models"][name] = train_and_register(
+                client,
+                settings,
+                data,
+                name,
+                experiment_id=exp_id,
+                alias=DEFAULT_ALIAS,
+                on_step=lambda: bars.advance(t_train),
+            )
     summary["skipped"] = False
     summary["fraud_rate"] = float(transactions[feat.LABEL_COLUMN].mean())
     return summary
