@@ -93,6 +93,69 @@ def train(
 
 
 @app.command()
+def retrain(
+    model: str | None = typer.Option(
+        None, "--model", help="Model to retrain [env MLPLATFORM_RETRAIN_MODEL, required]."
+    ),
+    from_version: str | None = typer.Option(
+        None, "--from-version", help="Version drift fired on, recorded [env MLPLATFORM_RETRAIN_FROM_VERSION]."
+    ),
+    promote: str | None = typer.Option(
+        None,
+        "--promote",
+        help="auto: a winning challenger becomes @champion; manual: print the promote command "
+        "[env MLPLATFORM_RETRAIN_PROMOTE, default manual].",
+    ),
+    margin: float | None = typer.Option(
+        None,
+        "--margin",
+        help="Win only if challenger >= champion + margin [env MLPLATFORM_RETRAIN_MARGIN, default 0].",
+    ),
+    metric: str | None = typer.Option(
+        None, "--metric", help="roc_auc or pr_auc [env MLPLATFORM_RETRAIN_METRIC, default roc_auc]."
+    ),
+    env: str | None = typer.Option(
+        None,
+        "--env",
+        help="Overlay named in the printed promote command [env MLPLATFORM_RETRAIN_ENV, default prod].",
+    ),
+) -> None:
+    """Retrain one model as @challenger, score it against @champion on the latest data, promote only on a win."""
+    from pydantic import ValidationError
+
+    from mlplatform.training.retrain import RetrainError, RetrainSettings, run_retraining
+
+    overrides = {
+        "model": model,
+        "from_version": from_version,
+        "promote": promote,
+        "margin": margin,
+        "metric": metric,
+        "env": env,
+    }
+    try:
+        settings = RetrainSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))} (MLPLATFORM_RETRAIN_{str(e['loc'][0]).upper()}): {e['msg']}"
+            for e in exc.errors()
+        )
+        typer.echo(f"error: invalid retrain configuration: {problems}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        result = run_retraining(settings)
+    except RetrainError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except Exception as exc:  # noqa: BLE001 - registry/storage failures: one line, not a traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        typer.echo(f"error: retraining {settings.model} failed: {first}", err=True)
+        raise typer.Exit(1) from None
+    for line in result.lines():
+        typer.echo(line)
+
+
+@app.command()
 def up(
     train_rows: int = typer.Option(
         200_000, help="Transactions to generate if the demo models need training."
