@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mlplatform.cli import app as cli
@@ -274,12 +275,13 @@ def test_manual_never_moves_champion_and_prints_the_promote_command(
     tags = gate_tags(settings, "2")
     assert tags["decision"] == AWAITING_PROMOTION and tags["challenger_wins"] == "true"
     assert tags["promote"] == "manual" and tags["promote_command"] == command
-    # the printed command is a real promotion of the prod overlay (checked without writing)
-    promoted = CliRunner().invoke(
-        cli, [*shlex.split(command)[1:], "--root", str(find_repo_root()), "--dry-run"]
-    )
+    # the printed command is a real promotion: run it on a copy of the prod overlay's common.yaml
+    values = tmp_path / "repo" / "kubernetes" / "overlays" / "prod" / "values"
+    values.mkdir(parents=True)
+    shutil.copy(find_repo_root() / "kubernetes/overlays/prod/values/common.yaml", values / "common.yaml")
+    promoted = CliRunner().invoke(cli, [*shlex.split(command)[1:], "--root", str(tmp_path / "repo")])
     assert promoted.exit_code == 0, promoted.output
-    assert '+  fraud-detector: "2"' in promoted.output
+    assert yaml.safe_load((values / "common.yaml").read_text())["models"][MODEL] == "2"
 
 
 def test_first_model_without_champion_becomes_champion_under_auto(
