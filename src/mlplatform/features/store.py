@@ -10,11 +10,16 @@ Layout (``FeatureRepoPaths``)::
 ``feature_store.yaml`` is rendered from the jinja2 template in ``repo/``. With Redis the file on
 disk holds ``${FEAST_REDIS_PASSWORD}`` (Feast expands environment variables) while the in-memory
 config carries the password read from the secrets backend, so the secret never lands on disk.
+
+With a database (:class:`~mlplatform.features.database.DatabaseURL`) the registry is Feast's SQL
+registry and the offline store PostgreSQL (batch sources = tables, written by :func:`write_sources`),
+both shared by every replica and the materialisation job; the file registry and the parquet sources
+are not used. The database password is ``${FEAST_DATABASE_PASSWORD}`` on disk, likewise.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -24,6 +29,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from mlplatform.features.database import DatabaseURL, write_source_tables
 from mlplatform.features.repo import FEATURE_SERVICE
 from mlplatform.features.repo.definitions import (
     MERCHANT_SOURCE_FILE,
@@ -34,6 +40,9 @@ from mlplatform.features.repo.definitions import (
 from mlplatform.training import features as feat
 
 PASSWORD_PLACEHOLDER = "${FEAST_REDIS_PASSWORD}"
+#: offline_store.type with a database (mlplatform.features.offline, Feast's PostgreSQL store + writes)
+OFFLINE_STORE_TYPE = "mlplatform.features.offline.PlatformPostgreSQLOfflineStore"
+DATABASE_PASSWORD_PLACEHOLDER = "${FEAST_DATABASE_PASSWORD}"
 
 
 @dataclass(frozen=True)
@@ -91,12 +100,25 @@ def render_feature_store_yaml(
     environment: str = "local",
     reveal_password: bool = False,
     registry_cache_ttl_seconds: int = 60,
+    database: DatabaseURL | None = None,
 ) -> str:
-    """Render ``feature_store.yaml`` for an environment (password as a placeholder unless revealed)."""
+    """Render ``feature_store.yaml`` for an environment (passwords as placeholders unless revealed).
+
+    ``database``: SQL registry and PostgreSQL offline store in that database instead of the file
+    registry and parquet."""
     template = resources.files("mlplatform.features.repo").joinpath("feature_store.yaml.j2").read_text()
     password = (
         spec.redis_password if reveal_password else (PASSWORD_PLACEHOLDER if spec.redis_password else None)
     )
+    registry_url, offline = "", None
+    if database is not None:
+        if reveal_password or not database.password:
+            registry_url, offline = database.sqlalchemy_url(), database.offline_store_config()
+        else:
+            marker = "MLPLATFORMPASSWORDPLACEHOLDER"
+            masked = replace(database, password=marker)
+            registry_url = masked.sqlalchemy_url().replace(marker, DATABASE_PASSWORD_PLACEHOLDER)
+            offline = database.offline_store_config(password=DATABASE_PASSWORD_PLACEHOLDER)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
     return env.from_string(template).render(
         environment=environment,
@@ -106,6 +128,9 @@ def render_feature_store_yaml(
         online_store=spec.kind,
         sqlite_path=str(paths.sqlite.resolve()),
         redis_connection_string=redis_connection_string(spec, password),
+        database=offline,
+        registry_url=registry_url,
+        offline_store_type=OFFLINE_STORE_TYPE,
     )
 
 
@@ -115,30 +140,54 @@ def open_store(
     *,
     environment: str = "local",
     registry_cache_ttl_seconds: int = 60,
+    database: DatabaseURL | None = None,
 ) -> Any:
-    """Write the rendered ``feature_store.yaml`` and return a ``FeatureStore`` for the repository."""
+    """Write the rendered ``feature_store.yaml`` and return a ``FeatureStore`` for the repository.
+
+    With ``database`` the registry (SQL) and the offline store are in PostgreSQL; opening the store
+    creates the registry's tables if they are missing (Feast's ``schema_mode: auto``)."""
     from feast import FeatureStore, RepoConfig
 
     spec = spec or OnlineStoreSpec()
     paths.repo_dir.mkdir(parents=True, exist_ok=True)
     paths.registry.parent.mkdir(parents=True, exist_ok=True)
-    kw = {"environment": environment, "registry_cache_ttl_seconds": registry_cache_ttl_seconds}
+    kw: dict[str, Any] = {
+        "environment": environment,
+        "registry_cache_ttl_seconds": registry_cache_ttl_seconds,
+        "database": database,
+    }
     paths.yaml.write_text(render_feature_store_yaml(paths, spec, **kw))
     raw = yaml.safe_load(render_feature_store_yaml(paths, spec, reveal_password=True, **kw))
     config = RepoConfig(repo_path=paths.repo_dir.resolve(), **raw)
     return FeatureStore(config=config)
 
 
-def write_sources(snapshots: dict[str, pd.DataFrame], paths: FeatureRepoPaths) -> None:
-    """Write the entity snapshot tables as the feature views' batch sources."""
+def write_sources(
+    snapshots: dict[str, pd.DataFrame], paths: FeatureRepoPaths, database: DatabaseURL | None = None
+) -> None:
+    """Write the entity snapshot tables as the feature views' batch sources: parquet under the data
+    directory, or tables in ``database`` (PostgreSQL offline store)."""
+    if database is not None:
+        write_source_tables(database, snapshots, feat.TIMESTAMP_COLUMN)
+        return
     paths.source_dir.mkdir(parents=True, exist_ok=True)
     snapshots["user_id"].to_parquet(paths.source_dir / USER_SOURCE_FILE, index=False)
     snapshots["merchant_id"].to_parquet(paths.source_dir / MERCHANT_SOURCE_FILE, index=False)
 
 
+def offline_kind(store: Any) -> str:
+    """``postgres`` when the store's offline store is PostgreSQL, else ``file``."""
+    from feast.infra.offline_stores.contrib.postgres_offline_store.postgres import (
+        PostgreSQLOfflineStoreConfig,
+    )
+
+    return "postgres" if isinstance(store.config.offline_store, PostgreSQLOfflineStoreConfig) else "file"
+
+
 def apply_definitions(store: Any, paths: FeatureRepoPaths) -> None:
-    """Register (or update) every Feast object of the repository."""
-    store.apply(build_definitions(paths.source_dir).all())
+    """Register (or update) every Feast object of the repository (batch sources matching the store's
+    offline store: parquet files or PostgreSQL tables)."""
+    store.apply(build_definitions(paths.source_dir, offline_kind(store)).all())
 
 
 def historical_training_frame(store: Any, transactions: pd.DataFrame) -> pd.DataFrame:

@@ -2,7 +2,8 @@
 
 * entities ``user`` (``user_id``) and ``merchant`` (``merchant_id``), int64 join keys;
 * one feature view per :class:`~mlplatform.training.features.FeatureGroup` (TTL = the group's),
-  sourced from a push source whose batch source is the snapshot parquet written by training;
+  sourced from a push source whose batch source is the snapshot table written by training: a parquet
+  file (file offline store) or a PostgreSQL table (PostgreSQL offline store), same source names;
 * on-demand feature view ``transaction_ratios`` computing ``amount_over_user_mean_7d`` from the
   request field ``amount`` and ``user_mean_amount_7d``;
 * feature service ``fraud_detection_v1`` = every model history feature plus the ratio.
@@ -74,25 +75,39 @@ class Definitions:
         ]
 
 
-def build_definitions(source_dir: Path) -> Definitions:
-    """Build the Feast objects with batch sources under ``source_dir`` (absolute parquet paths)."""
+def _batch_sources(source_dir: Path, offline: str) -> dict[str, Any]:
+    """The snapshot batch sources, one per entity key: parquet files or PostgreSQL tables."""
+    if offline == "postgres":
+        from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+            PostgreSQLSource,
+        )
+
+        from mlplatform.features.database import SOURCE_TABLES
+
+        return {
+            key: PostgreSQLSource(name=table, table=table, timestamp_field=feat.TIMESTAMP_COLUMN)
+            for key, table in SOURCE_TABLES.items()
+        }
+    if offline != "file":
+        raise ValueError(f"unknown offline store {offline!r}; expected 'file' or 'postgres'")
     source_dir = Path(source_dir).resolve()
+    files = {"user_id": USER_SOURCE_FILE, "merchant_id": MERCHANT_SOURCE_FILE}
+    return {
+        key: FileSource(
+            name=Path(name).stem, path=str(source_dir / name), timestamp_field=feat.TIMESTAMP_COLUMN
+        )
+        for key, name in files.items()
+    }
+
+
+def build_definitions(source_dir: Path, offline: str = "file") -> Definitions:
+    """Build the Feast objects. ``offline``: ``file`` (batch sources = parquet under ``source_dir``,
+    absolute paths) or ``postgres`` (batch sources = the tables of :mod:`mlplatform.features.database`)."""
     entities = {
         key: Entity(name=name, join_keys=[key], value_type=ValueType.INT64, description=f"{name} ({key})")
         for key, name in ENTITY_NAMES.items()
     }
-    batch = {
-        "user_id": FileSource(
-            name="user_snapshots",
-            path=str(source_dir / USER_SOURCE_FILE),
-            timestamp_field=feat.TIMESTAMP_COLUMN,
-        ),
-        "merchant_id": FileSource(
-            name="merchant_snapshots",
-            path=str(source_dir / MERCHANT_SOURCE_FILE),
-            timestamp_field=feat.TIMESTAMP_COLUMN,
-        ),
-    }
+    batch = _batch_sources(Path(source_dir), offline)
     push = {key: PushSource(name=PUSH_SOURCES[key], batch_source=batch[key]) for key in batch}
     views = [
         FeatureView(
