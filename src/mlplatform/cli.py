@@ -19,6 +19,16 @@ app = typer.Typer(
 )
 
 
+def _private_prometheus() -> None:
+    """Services keep metrics in private in-process registries. Feast's import sets
+    PROMETHEUS_MULTIPROC_DIR process-wide (and so for every child of a process that imported it),
+    which would switch prometheus_client to mmap-file values without exemplars: drop it and fix
+    prometheus_client's value class before anything imports feast."""
+    for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir"):
+        os.environ.pop(var, None)
+    import prometheus_client  # noqa: F401 - imported now, with the variables unset
+
+
 @app.command()
 def serve(
     service: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}"),
@@ -26,13 +36,7 @@ def serve(
     host: str = typer.Option("0.0.0.0", help="Interface to bind."),
 ) -> None:
     """Run one service in this process (what each container's entrypoint calls)."""
-    # Services keep metrics in private in-process registries. Feast's import sets
-    # PROMETHEUS_MULTIPROC_DIR process-wide (and so for every child of a process that imported it),
-    # which would switch prometheus_client to mmap-file values without exemplars: drop it and fix
-    # prometheus_client's value class before anything imports feast.
-    for var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir"):
-        os.environ.pop(var, None)
-    import prometheus_client  # noqa: F401 - imported now, with the variables unset
+    _private_prometheus()
     import uvicorn
 
     from mlplatform.core.logging import configure_logging
@@ -77,6 +81,72 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+
+
+@app.command()
+def materialize(
+    end: str | None = typer.Option(None, help="ISO 8601 end of the range (default: now; naive = UTC)."),
+    start: str | None = typer.Option(
+        None, help="ISO 8601 start: materialise the whole [START, END] range (a backfill), not incrementally."
+    ),
+    feature_view: list[str] | None = typer.Option(
+        None, "--feature-view", help="Only this feature view (repeatable; default: every one)."
+    ),
+    apply: bool = typer.Option(
+        False, help="Apply the repository's definitions first (the feature-store service does at start-up)."
+    ),
+) -> None:
+    """Materialise incrementally into the online store, then exit (what the feature-store CronJob runs).
+
+    Each feature view from its last materialised end (kept in the registry; the first run starts at
+    now minus the view's TTL) up to END, from the offline store to the online store, with the
+    feature-store settings (FEATURES_*, its secrets backend, MLPLATFORM_DATA_DIR). --start backfills
+    the whole range instead. Prints the rows written per view as JSON; exit 1 when it fails, 2 on bad
+    configuration.
+    """
+    _private_prometheus()
+    import json
+    from datetime import datetime
+
+    from prometheus_client import CollectorRegistry
+    from pydantic import ValidationError
+
+    from mlplatform.core.errors import PlatformError
+    from mlplatform.core.logging import configure_logging
+    from mlplatform.core.secrets import build_secrets_backend
+    from mlplatform.features.dataplane import FeatureDataPlane
+    from mlplatform.features.metrics import FeatureMetrics
+    from mlplatform.features.settings import FeatureSettings
+
+    log = logging.getLogger("mlplatform.cli")
+    try:
+        settings = FeatureSettings(apply_on_start=apply)
+        end_at = datetime.fromisoformat(end) if end else None
+        start_at = datetime.fromisoformat(start) if start else None
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"materialize: invalid configuration, --start or --end:\n{exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging("feature-store", settings.log_level)
+    try:
+        secrets = build_secrets_backend(settings.secrets_backend)
+    except (RuntimeError, ValueError, OSError) as exc:
+        log.critical("materialize cannot start: %s", exc)
+        raise typer.Exit(2) from None
+    plane = FeatureDataPlane(settings, FeatureMetrics(CollectorRegistry()), secrets=secrets)
+    try:
+        plane.check_database()
+        plane.load()
+        result = plane.materialize_blocking(end_at, feature_view or None, start=start_at)
+    except (ValueError, RuntimeError, OSError) as exc:
+        log.critical("materialize cannot start: %s", exc)
+        raise typer.Exit(2) from None
+    except PlatformError as exc:
+        log.critical("materialize failed: %s", exc.message)
+        raise typer.Exit(1) from None
+    finally:
+        secrets.close()
+    log.info("materialised up to %s: rows written %s", result["end"].isoformat(), result["rows_written"])
+    typer.echo(json.dumps(result, default=str))
 
 
 @app.command()

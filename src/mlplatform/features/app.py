@@ -18,10 +18,15 @@ SERVICE = "feature-store"
 
 
 def create_app(settings: FeatureSettings, *, secrets: SecretsBackend | None = None) -> FastAPI:
-    """Build the feature-store app from ``settings`` (the Feast repository is opened at start-up)."""
+    """Build the feature-store app from ``settings`` (the Feast repository is opened at start-up).
+
+    With a database configured it must answer now: a malformed or unreachable URL raises
+    :class:`~mlplatform.features.database.DatabaseConfigError` (a ``ValueError``) naming the setting."""
     ctx = build_context(SERVICE, settings, secrets=secrets)
     metrics = FeatureMetrics(ctx.registry)
     plane = FeatureDataPlane(settings, metrics, secrets=ctx.secrets)
+    # fail fast with one line naming the setting (a bad or unreachable database URL), before serving
+    plane.check_database()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

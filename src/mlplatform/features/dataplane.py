@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from mlplatform.core.errors import InvalidInput, NotFound, Unavailable
+from mlplatform.features.database import DatabaseConfigError, DatabaseURL, check_database
 from mlplatform.features.metrics import REFS_LABEL, FeatureMetrics
 from mlplatform.features.settings import FeatureSettings
 from mlplatform.features.store import (
@@ -48,6 +49,12 @@ def _decode(value: Any) -> Any:
     if kind.endswith("_list_val"):
         return list(out.val)
     return out
+
+
+def _utc(end: datetime | None) -> datetime:
+    """``end`` as an aware UTC datetime (naive = UTC), now when None."""
+    end = end or datetime.now(UTC)
+    return end if end.tzinfo is not None else end.replace(tzinfo=UTC)
 
 
 def _entity_value(raw: Any, where: str) -> int:
@@ -99,6 +106,8 @@ class FeatureDataPlane:
         self._materialize_lock = asyncio.Lock()
         self._written: dict[str, int] = {}
         self._ready = False
+        self._database: DatabaseURL | None = None
+        self._database_checked = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _spec(self) -> OnlineStoreSpec:
@@ -113,13 +122,47 @@ class FeatureDataPlane:
             redis_ssl=self.settings.redis_ssl,
         )
 
+    def database(self) -> DatabaseURL | None:
+        """The database of the registry and offline store, parsed from its secret; None = embedded.
+
+        Raises :class:`DatabaseConfigError` (one line naming the secret, never its value) when the
+        URL is malformed, or unset while ``database_required``."""
+        if self._database_checked:
+            return self._database
+        name = self.settings.database_url_secret
+        url = self.secrets.get(name) if self.secrets is not None and name else None
+        if url is None:
+            if self.settings.database_required:
+                raise DatabaseConfigError(
+                    f"{name or 'FEATURES_DATABASE_URL_SECRET'}: not set, and FEATURES_DATABASE_REQUIRED is "
+                    "true: set the PostgreSQL URL of the shared registry and offline store"
+                )
+            return None
+        return DatabaseURL.parse(url, setting=name)
+
+    def check_database(self) -> None:
+        """Start-up check (blocking): the database URL parses and PostgreSQL answers ``SELECT 1``.
+        Raises :class:`DatabaseConfigError` with one clear line; nothing to check when embedded."""
+        database = self.database()
+        if database is not None:
+            check_database(database, self.settings.database_timeout_s)
+        self._database, self._database_checked = database, True
+
     def load(self) -> None:
         """Open the Feast repository (blocking): render the config, apply definitions, warm the store."""
+        database = self.database()
         store = open_store(
             self.paths,
             self._spec(),
             environment=self.settings.environment,
             registry_cache_ttl_seconds=self.settings.registry_cache_ttl_seconds,
+            database=database,
+        )
+        log.info(
+            "feature repository opened: registry %s, offline store %s, online store %s",
+            f"sql ({database.redacted()})" if database else f"file ({self.paths.registry})",
+            "postgres" if database else "file (parquet)",
+            self.settings.online_store,
         )
         if self.settings.apply_on_start:
             apply_definitions(store, self.paths)
@@ -467,7 +510,9 @@ class FeatureDataPlane:
         )
 
     # -- materialisation -------------------------------------------------------------------------
-    def _materialize(self, end: datetime, feature_views: list[str] | None) -> dict[str, Any]:
+    def _materialize(
+        self, end: datetime, feature_views: list[str] | None, start: datetime | None = None
+    ) -> dict[str, Any]:
         store = self._require_store()
         known = [v.name for v in store.list_feature_views()]
         for name in feature_views or []:
@@ -477,7 +522,10 @@ class FeatureDataPlane:
         before = dict(self._written)
         started = time.perf_counter()
         try:
-            store.materialize_incremental(end_date=end, feature_views=names)
+            if start is None:
+                store.materialize_incremental(end_date=end, feature_views=names)
+            else:
+                store.materialize(start_date=start, end_date=end, feature_views=names)
         except Exception as exc:
             self.metrics.materialization_runs.labels("error").inc()
             log.exception("materialisation failed")
@@ -489,16 +537,27 @@ class FeatureDataPlane:
         for name, n in written.items():
             if n:
                 self.metrics.materialized_rows.labels(name).inc(n)
-        return {"end": end, "feature_views": names, "rows_written": written, "duration_s": duration}
+        out = {"end": end, "feature_views": names, "rows_written": written, "duration_s": duration}
+        return out if start is None else {"start": start, **out}
+
+    def materialize_blocking(
+        self,
+        end: datetime | None = None,
+        feature_views: list[str] | None = None,
+        start: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Materialisation up to ``end`` (default now) in the calling thread: what ``mlplatform
+        materialize`` (the materialisation CronJob) runs after :meth:`load`. Incremental (from each
+        view's last materialised end) unless ``start`` is given: then the whole ``[start, end]`` range
+        (a backfill)."""
+        return self._materialize(_utc(end), feature_views, None if start is None else _utc(start))
 
     async def materialize(
         self, end: datetime | None = None, feature_views: list[str] | None = None
     ) -> dict[str, Any]:
         """Incremental materialisation up to ``end`` (default now); one run at a time."""
         self._require_store()
-        end = end or datetime.now(UTC)
-        if end.tzinfo is None:
-            end = end.replace(tzinfo=UTC)
+        end = _utc(end)
         async with self._materialize_lock:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._write_pool, self._materialize, end, feature_views)

@@ -35,6 +35,22 @@ class FeatureSettings(ServiceSettings):
         description="Connect and read timeout of each Redis call. Reads fail fast (503) while Redis is "
         "down instead of waiting out redis-py's default retries with back-off.",
     )
+    database_url_secret: str = Field(
+        "FEATURES_DATABASE_URL",
+        description="Name of the secret (core secrets backend: the env var, or the key of the service's "
+        "Vault KV secret) holding the PostgreSQL URL 'postgresql://user:password@host:port/database' "
+        "(CloudNativePG's '<cluster>-app' Secret key 'uri'). Set: the Feast registry (SQL) and the offline "
+        "store (PostgreSQL tables) live there, shared by every replica and the materialisation job. "
+        "Unset: the embedded file registry and parquet under data_dir.",
+    )
+    database_required: bool = Field(
+        False,
+        description="Fail start-up when the database URL secret is not set, so a replica never falls back "
+        "to a registry of its own (the chart sets it with database.enabled).",
+    )
+    database_timeout_s: float = Field(
+        10.0, gt=0, le=120, description="Connect timeout of the start-up check of the database."
+    )
     registry_cache_ttl_seconds: int = Field(
         60, ge=0, description="How long Feast caches the registry before re-reading it (0 = never expires)."
     )

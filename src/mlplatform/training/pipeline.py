@@ -76,6 +76,13 @@ class TrainSettings(BaseSettings):
     materialize: bool = Field(
         True, description="After training, load the latest feature values into the embedded online store."
     )
+    feature_database_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices("FEATURES_DATABASE_URL", "feature_database_url"),
+        description="PostgreSQL URL of the feature store's registry and offline store (the feature-store "
+        "service's FEATURES_DATABASE_URL): the snapshot sources become tables there and the training rows "
+        "come from its PostgreSQL offline store. Unset: parquet and the file registry under data_dir.",
+    )
     n_estimators: int = Field(100, ge=1, description="Trees in the random forest.")
     max_depth: int = Field(12, ge=1, description="Maximum depth of each tree.")
     n_jobs: int = Field(2, ge=1, description="CPU threads for forest training.")
@@ -284,11 +291,13 @@ def _log_and_register(
 def build_training_frame(settings: TrainSettings, transactions: pd.DataFrame) -> pd.DataFrame:
     """Every transaction with its point-in-time correct features.
 
-    Writes the entity snapshots as the feature store's batch sources. With ``feature_source=feast``
+    Writes the entity snapshots as the feature store's batch sources (parquet, or tables in the
+    feature store's PostgreSQL when ``feature_database_url`` is set). With ``feature_source=feast``
     (default) it applies the Feast repository under ``data_dir``, builds the rows with Feast's
     point-in-time historical retrieval for the feature service, and materialises the latest values
     into the embedded online store; with ``pandas`` it joins in memory (same values).
     """
+    from mlplatform.features.database import DatabaseURL
     from mlplatform.features.store import (
         FeatureRepoPaths,
         apply_definitions,
@@ -299,10 +308,11 @@ def build_training_frame(settings: TrainSettings, transactions: pd.DataFrame) ->
 
     snapshots = feat.entity_snapshots(transactions)
     paths = FeatureRepoPaths(settings.data_dir)
-    write_sources(snapshots, paths)
+    database = DatabaseURL.parse(settings.feature_database_url) if settings.feature_database_url else None
+    write_sources(snapshots, paths, database)
     if settings.feature_source == "pandas":
         return feat.point_in_time_join(transactions, snapshots)
-    store = open_store(paths)
+    store = open_store(paths, database=database)
     apply_definitions(store, paths)
     frame = historical_training_frame(store, transactions)
     if settings.materialize:
