@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from mlplatform.deploy.render import ENVIRONMENTS, render_overlay
+from mlplatform.deploy.render import ENVIRONMENTS
+from tests.deploy.rendered import render_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,5 +28,5 @@ def pinned_tools() -> None:
 
 @pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict[str, Any]]]:
-    """Every overlay rendered once per session: {env: [objects]}."""
-    return {env: render_overlay(env, ROOT) for env in ENVIRONMENTS}
+    """Every overlay rendered once per session: {env: [objects]} (tests/deploy/rendered.py)."""
+    return {env: render_overlay(env) for env in ENVIRONMENTS}
