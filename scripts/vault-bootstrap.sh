@@ -4,7 +4,7 @@
 #   scripts/vault-bootstrap.sh --env prod [--namespace mlplatform-prod] [--auth-path kubernetes]
 #       [--kv-mount secret] [--kubernetes-host https://kubernetes.default.svc]
 #       [--kubernetes-ca-cert FILE] [--token-reviewer-jwt-file FILE] [--audience AUD]
-#       [--ttl 1h] [--max-ttl 24h] [--seed-dir DIR] [--dry-run]
+#       [--ttl 1h] [--max-ttl 24h] [--seed-dir DIR] [--drift-database-url-file FILE] [--dry-run]
 #
 # What it does (with the `vault` CLI, VAULT_ADDR and a token allowed to manage auth, mounts and
 # policies in the environment):
@@ -14,7 +14,13 @@
 #      least-privilege policy policies/vault/<service>.hcl as mlplatform-<env>-<service> and a role
 #      of the same name bound to ServiceAccount <service> in --namespace only;
 #   4. with --seed-dir, creates <kv-mount>/mlplatform/<env>/<service> from DIR/<service>.json when
-#      that secret does not exist yet (values are passed as a file, never on the command line).
+#      that secret does not exist yet (values are passed as a file, never on the command line);
+#   5. with --drift-database-url-file, sets the key DRIFT_DATABASE_URL of
+#      <kv-mount>/mlplatform/<env>/drift-detection to the PostgreSQL DSN in FILE (a libpq URL, no
+#      trailing newline), creating the secret or patching only that key. drift-detection reads its
+#      drift store from it (with the vault backend the chart sets no DSN); e.g. the environment's
+#      CloudNativePG cluster: kubectl -n mlplatform-<env> get secret mlplatform-pg-app
+#      -o jsonpath='{.data.uri}' | base64 -d > FILE.
 # The services then run with VAULT_ROLE=mlplatform-<env>-<service>,
 # VAULT_SECRET_PATH=mlplatform/<env>/<service> (docs/security.md).
 # --dry-run prints the vault commands (and policy bodies) instead of running them.
@@ -35,6 +41,7 @@ AUDIENCE=""
 TTL="1h"
 MAX_TTL="24h"
 SEED_DIR=""
+DRIFT_DB_URL_FILE=""
 DRY_RUN=0
 
 die() { echo "vault-bootstrap: $*" >&2; exit 2; }
@@ -52,8 +59,9 @@ while [[ $# -gt 0 ]]; do
     --ttl) TTL="${2:-}"; shift 2 ;;
     --max-ttl) MAX_TTL="${2:-}"; shift 2 ;;
     --seed-dir) SEED_DIR="${2:-}"; shift 2 ;;
+    --drift-database-url-file) DRIFT_DB_URL_FILE="${2:-}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) sed -n '2,25p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -66,6 +74,7 @@ KV_MOUNT="${KV_MOUNT#/}"; KV_MOUNT="${KV_MOUNT%/}"
 [[ -z "$K8S_CA_CERT" || -f "$K8S_CA_CERT" ]] || die "--kubernetes-ca-cert $K8S_CA_CERT is not a file"
 [[ -z "$REVIEWER_JWT_FILE" || -f "$REVIEWER_JWT_FILE" ]] || die "--token-reviewer-jwt-file $REVIEWER_JWT_FILE is not a file"
 [[ -z "$SEED_DIR" || -d "$SEED_DIR" ]] || die "--seed-dir $SEED_DIR is not a directory"
+[[ -z "$DRIFT_DB_URL_FILE" || -f "$DRIFT_DB_URL_FILE" ]] || die "--drift-database-url-file $DRIFT_DB_URL_FILE is not a file"
 
 run() {  # run a vault command (or print it with --dry-run)
   if [[ $DRY_RUN -eq 1 ]]; then
@@ -132,3 +141,14 @@ for svc in "${SERVICES[@]}"; do
   fi
   echo "service $svc: VAULT_ROLE=$name VAULT_SECRET_PATH=mlplatform/$ENV_NAME/$svc (namespace $NAMESPACE)"
 done
+
+# 5. drift-detection's PostgreSQL DSN: one key of its secret, value from a file (never argv).
+if [[ -n "$DRIFT_DB_URL_FILE" ]]; then
+  path="mlplatform/$ENV_NAME/drift-detection"
+  if [[ $DRY_RUN -eq 0 ]] && vault kv get -mount="$KV_MOUNT" "$path" >/dev/null 2>&1; then
+    run kv patch -mount="$KV_MOUNT" "$path" "DRIFT_DATABASE_URL=@$DRIFT_DB_URL_FILE"
+  else
+    run kv put -mount="$KV_MOUNT" "$path" "DRIFT_DATABASE_URL=@$DRIFT_DB_URL_FILE"
+  fi
+  echo "drift-detection: DRIFT_DATABASE_URL of $KV_MOUNT/$path set from $DRIFT_DB_URL_FILE"
+fi

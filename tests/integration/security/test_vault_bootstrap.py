@@ -164,3 +164,36 @@ def test_service_policy_is_least_privilege(svc):
     paths = re.findall(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*\}', code)
     assert paths == [(f"<kv-mount>/data/mlplatform/<env>/{svc}", '"read"')]
     assert code.count("path ") == 1
+
+
+def test_drift_database_url_is_one_key_of_the_drift_secret(fake_vault):
+    """--drift-database-url-file sets DRIFT_DATABASE_URL of mlplatform/<env>/drift-detection from a file:
+    created when missing, only that key patched when the secret exists; the DSN never on argv."""
+    tmp, env = fake_vault
+    dsn = tmp / "dsn"
+    dsn.write_text("postgresql://mlplatform:s3cret-pw@mlplatform-pg-rw.mlplatform-prod:5432/mlplatform")
+    out = run(["--env", "prod", "--drift-database-url-file", str(dsn)], env).stdout
+    argv = [c["args"] for c in calls(tmp)]
+    assert [
+        "kv",
+        "put",
+        "-mount=secret",
+        "mlplatform/prod/drift-detection",
+        f"DRIFT_DATABASE_URL=@{dsn}",
+    ] in argv
+    assert "DRIFT_DATABASE_URL of secret/mlplatform/prod/drift-detection" in out
+    (tmp / "exists").write_text("")
+    shutil.rmtree(tmp / "calls")
+    run(["--env", "prod", "--drift-database-url-file", str(dsn)], env)
+    argv = [c["args"] for c in calls(tmp)]
+    assert [
+        "kv",
+        "patch",
+        "-mount=secret",
+        "mlplatform/prod/drift-detection",
+        f"DRIFT_DATABASE_URL=@{dsn}",
+    ] in argv
+    assert not any(a[:2] == ["kv", "put"] for a in argv)
+    assert "s3cret-pw" not in json.dumps(argv) and "s3cret-pw" not in out
+    proc = run(["--env", "prod", "--drift-database-url-file", str(tmp / "missing")], env, check=False)
+    assert proc.returncode == 2 and "is not a file" in proc.stderr
