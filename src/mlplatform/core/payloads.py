@@ -40,6 +40,11 @@ class InferenceRecord(BaseModel):
 RECORD_FIELDS = tuple(InferenceRecord.model_fields)
 
 
+def record_document(record: InferenceRecord) -> dict[str, Any]:
+    """One record as a JSON-ready dict (the element of ``records`` in ``POST /v1/records``)."""
+    return {f: getattr(record, f) for f in RECORD_FIELDS}
+
+
 class PredictionIds:
     """Server-assigned inference ids: 64 random bits drawn at process start, then a counter.
 
@@ -64,12 +69,13 @@ def encode_records(records: list[InferenceRecord]) -> bytes:
     cost: this runs in the serving process for every logged row.
     """
     return orjson.dumps(
-        {"records": [{f: getattr(r, f) for f in RECORD_FIELDS} for r in records]},
+        {"records": [record_document(r) for r in records]},
         option=orjson.OPT_SERIALIZE_NUMPY,
     )
 
 
 class PayloadSink(Protocol):
-    """Where serving hands records. ``submit`` must never block or raise on the request path."""
+    """Where serving hands records: all rows of one request in one call, before the response is
+    written. ``submit_many`` must never block or raise on the request path."""
 
-    def submit(self, record: InferenceRecord) -> None: ...
+    def submit_many(self, records: list[InferenceRecord]) -> None: ...

@@ -1,13 +1,22 @@
 """Ship inference records from model-serving to drift detection without ever blocking a request.
 
-``submit`` samples (by request id, so every row of a sampled request is kept) and appends to a
-bounded in-process queue; a background task sends batches to ``POST {url}/v1/records``. When
-drift detection is unreachable (or answers 5xx/429) the batch is written to a disk spool —
-``tmp`` file plus ``os.replace``, so a spool file is either complete or absent — and re-sent,
-oldest first, once drift detection answers again. Drift detection ingests idempotently on
-``(request_id, row_index)``, so a batch re-sent after an uncertain failure is not counted twice.
+``submit_many`` samples (by prediction id, so every row of a sampled request is kept), appends the
+rows to a bounded in-process queue and to a write-ahead log file in the spool folder (one ``write``
+per request, no fsync: it survives the process being killed, which is what a container restart is);
+a background task sends batches to ``POST {url}/v1/records``. When drift detection is unreachable (or
+answers 5xx/429) the batch is written to a disk spool — ``tmp`` file plus ``os.replace``, so a spool
+file is either complete or absent — and re-sent, oldest first, once drift detection answers again.
+Once every logged record is settled (sent, spooled or dropped) the write-ahead log is truncated; at
+start-up, records left in it by a killed process are re-queued through the spool. Drift detection
+ingests idempotently on ``(model, version, prediction_id, row_index)``, so a batch re-sent after an
+uncertain failure, or replayed from the log, is not counted twice.
 
-Records are only lost when the in-process queue is full, when the spool would exceed
+On shutdown (SIGTERM) the logger keeps sending the queue and the spool for up to ``drain_timeout_s``
+(set below the pod's termination grace period). Records still in the spool then are counted in
+``mlplatform_payload_records_undelivered_total`` and logged: they are delivered later if the pod's
+volume survives (a container restart), lost if the pod is deleted.
+
+Records are only dropped when the in-process queue is full, when the spool would exceed
 ``spool_max_bytes``, or when drift detection rejects a batch with a 4xx (a schema error that
 re-sending cannot fix); each of these is counted in ``mlplatform_payload_records_dropped_total``
 with its reason and logged.
@@ -32,12 +41,28 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mlplatform.core.http import build_async_client, request_with_retries
-from mlplatform.core.payloads import InferenceRecord, encode_records
+from mlplatform.core.payloads import InferenceRecord, encode_records, record_document
 
 log = logging.getLogger("mlplatform.payload_logger")
 
 SPOOL_SUFFIX = ".json"
 TMP_PREFIX = ".tmp-"
+WAL_PREFIX = "wal-"
+WAL_SUFFIX = ".jsonl"
+
+
+class _Segment:
+    """One write-ahead log file and how many of its records are not settled yet."""
+
+    __slots__ = ("path", "fd", "written", "pending")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self.written = 0
+        self.pending = 0
+
+
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
@@ -58,6 +83,7 @@ class PayloadLogger:
         max_queue: int = 10_000,
         timeout_s: float = 5.0,
         retry_interval_s: float = 1.0,
+        drain_timeout_s: float = 20.0,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -72,6 +98,11 @@ class PayloadLogger:
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self.retry_interval_s = retry_interval_s
+        self.drain_timeout_s = drain_timeout_s
+        # write-ahead log segments, oldest first; records settle in queue (FIFO) order
+        self._segments: collections.deque[_Segment] = collections.deque()
+        self._segment_records = max(1000, 8 * batch_size)
+        self._wal_open = False
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._queue: collections.deque[InferenceRecord] = collections.deque()
         self._qlock = threading.Lock()
@@ -111,6 +142,12 @@ class PayloadLogger:
             ["reason"],
             registry=registry,
         )
+        self.m_undelivered = Counter(
+            "mlplatform_payload_records_undelivered_total",
+            "Records still in the spool when the process stopped (drain_timeout_s ran out): delivered "
+            "after a container restart, lost if the pod is deleted.",
+            registry=registry,
+        )
         self.m_spool_bytes = Gauge(
             "mlplatform_payload_spool_bytes", "Bytes held in the disk spool.", registry=registry
         )
@@ -126,6 +163,8 @@ class PayloadLogger:
         for stray in self.spool_dir.glob(TMP_PREFIX + "*"):
             stray.unlink(missing_ok=True)
         self._spool_bytes = sum(p.stat().st_size for p in self._spool_files())
+        self._recover_wal()
+        self._wal_open = True
         self.m_spool_bytes.set(self._spool_bytes)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -134,7 +173,8 @@ class PayloadLogger:
         self._task = asyncio.create_task(self._run(), name="payload-logger")
 
     async def stop(self) -> None:
-        """Send what is queued (one attempt); what cannot be sent goes to the spool."""
+        """Drain: send the queue and the spool for up to ``drain_timeout_s``; count what is left."""
+        deadline = time.monotonic() + self.drain_timeout_s
         self._stopping = True
         if self._task is not None:
             if self._wake is not None:
@@ -150,38 +190,135 @@ class PayloadLogger:
             batch = self._take(self.batch_size)
             if not batch:
                 break
-            if time.monotonic() < self._down_until or not await self._send(batch):
+            if time.monotonic() >= deadline or not await self._send(batch):
                 self._spool(batch)
+            self._settle(len(batch))
+        # re-send the spool until it is empty or the grace period is used up
+        self._down_until = 0.0
+        while self._spool_bytes > 0 and time.monotonic() < deadline:
+            if await self._drain_spool(deadline):
+                break
+            await asyncio.sleep(min(self.retry_interval_s, max(0.0, deadline - time.monotonic())))
+        left = self._spooled_records()
+        if left:
+            self.m_undelivered.inc(left)
+            log.error(
+                "stopping with %d payload records undelivered in the spool %s (drift detection unreachable "
+                "for %.0f s): delivered after a container restart, lost if the pod is deleted",
+                left,
+                self.spool_dir,
+                self.drain_timeout_s,
+                extra={"undelivered_records": left},
+            )
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        with self._qlock:
+            self._wal_open = False
+            while self._segments:  # everything logged is settled now: sent, spooled or dropped
+                seg = self._segments.popleft()
+                os.close(seg.fd)
+                seg.path.unlink(missing_ok=True)
 
     # -- request path ----------------------------------------------------------------------------
     def submit(self, record: InferenceRecord) -> None:
-        """Queue a record; never blocks and never raises (drops are counted)."""
-        self.m_submitted.inc()
-        if self.sample_rate < 1.0 and not self._sampled(record.prediction_id or record.request_id):
-            self.m_sampled_out.inc()
+        """Queue one record (see :meth:`submit_many`)."""
+        self.submit_many([record])
+
+    def submit_many(self, records: list[InferenceRecord]) -> None:
+        """Queue the rows of one request and log them ahead; never blocks and never raises (drops are
+        counted)."""
+        if not records:
+            return
+        self.m_submitted.inc(len(records))
+        first = records[0]
+        if self.sample_rate < 1.0 and not self._sampled(first.prediction_id or first.request_id):
+            self.m_sampled_out.inc(len(records))
             return
         with self._qlock:
-            if len(self._queue) >= self.max_queue:
-                full = True
-            else:
-                full = False
-                self._queue.append(record)
-                depth = len(self._queue)
-        if full:
-            self.m_dropped.labels("queue_full").inc()
-            self._queue_drops += 1
-            if self._queue_drops % 1000 == 1:  # log the first drop and every 1000th, not each one
+            room = max(0, self.max_queue - len(self._queue))
+            kept = records[:room]
+            if kept:
+                self._queue.extend(kept)
+                self._log_ahead(kept)
+            depth = len(self._queue)
+        dropped = len(records) - len(kept)
+        if dropped:
+            self.m_dropped.labels("queue_full").inc(dropped)
+            self._queue_drops += dropped
+            if (
+                self._queue_drops <= dropped
+                or self._queue_drops // 1000 > (self._queue_drops - dropped) // 1000
+            ):
                 log.warning(
                     "payload queue full (%d records); %d records dropped so far",
                     self.max_queue,
                     self._queue_drops,
                 )
-            return
+            if not kept:
+                return
         if depth >= self.batch_size:
             self._notify()
+
+    # -- write-ahead log -------------------------------------------------------------------------
+    def _log_ahead(self, records: list[InferenceRecord]) -> None:
+        """Append records to the write-ahead log (caller holds ``_qlock``)."""
+        if not self._wal_open:
+            return
+        try:
+            seg = self._segments[-1] if self._segments else None
+            if seg is None or seg.written >= self._segment_records:
+                seg = _Segment(self.spool_dir / f"{WAL_PREFIX}{time.time_ns():020d}{WAL_SUFFIX}")
+                self._segments.append(seg)
+            seg.written += len(records)
+            seg.pending += len(records)
+            os.write(
+                seg.fd,
+                b"".join(
+                    orjson.dumps(record_document(r), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
+                    for r in records
+                ),
+            )
+        except OSError as exc:  # a full disk must not fail predictions; the queue still has them
+            log.error("cannot write the payload write-ahead log: %s", exc)
+
+    def _settle(self, n: int) -> None:
+        """The ``n`` oldest queued records left the queue for good (sent, spooled or dropped): delete
+        the log segments that hold nothing pending any more."""
+        with self._qlock:
+            while n > 0 and self._segments:
+                seg = self._segments[0]
+                d = min(n, seg.pending)
+                seg.pending -= d
+                n -= d
+                if seg.pending > 0:
+                    break
+                if len(self._segments) == 1 and seg.written < self._segment_records:
+                    break  # the segment being written: kept open
+                self._segments.popleft()
+                os.close(seg.fd)
+                seg.path.unlink(missing_ok=True)
+
+    def _recover_wal(self) -> None:
+        """Records a killed process logged ahead but may not have settled: into the spool (drift
+        detection drops the ones it already has)."""
+        paths = sorted(self.spool_dir.glob(f"{WAL_PREFIX}*{WAL_SUFFIX}"))
+        docs = []
+        for path in paths:
+            for line in path.read_bytes().splitlines():
+                try:
+                    docs.append(orjson.loads(line))
+                except orjson.JSONDecodeError:
+                    continue  # the last line of a killed write
+        for i in range(0, len(docs), max(1, self.batch_size)):
+            chunk = docs[i : i + self.batch_size]
+            self._write_spool(orjson.dumps({"records": chunk}), len(chunk))
+        if docs:
+            log.warning(
+                "recovered %d payload records from the write-ahead log of a stopped process", len(docs)
+            )
+        for path in paths:
+            path.unlink()
 
     def _sampled(self, request_id: str) -> bool:
         return (zlib.crc32(request_id.encode()) % 10_000) < self.sample_rate * 10_000
@@ -228,6 +365,7 @@ class PayloadLogger:
                     batch = self._take(self.batch_size)
                     if time.monotonic() < self._down_until or not await self._send(batch):
                         self._spool(batch)
+                    self._settle(len(batch))
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the sender must survive anything; logged
@@ -285,14 +423,16 @@ class PayloadLogger:
         return sorted(self.spool_dir.glob("*" + SPOOL_SUFFIX))
 
     def _spool(self, batch: list[InferenceRecord]) -> None:
-        body = encode_records(batch)
+        self._write_spool(encode_records(batch), len(batch))
+
+    def _write_spool(self, body: bytes, n: int) -> None:
         if self._spool_bytes + len(body) > self.spool_max_bytes:
-            self.m_dropped.labels("spool_full").inc(len(batch))
+            self.m_dropped.labels("spool_full").inc(n)
             log.error(
                 "payload spool full (%d of %d bytes): dropped %d records",
                 self._spool_bytes,
                 self.spool_max_bytes,
-                len(batch),
+                n,
             )
             return
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}{SPOOL_SUFFIX}"
@@ -304,15 +444,21 @@ class PayloadLogger:
         os.replace(tmp, self.spool_dir / name)
         self._spool_bytes += len(body)
         self.m_spool_bytes.set(self._spool_bytes)
-        self.m_spooled.inc(len(batch))
+        self.m_spooled.inc(n)
 
-    async def _drain_spool(self) -> None:
-        """Re-send spooled batches, oldest first, until one fails."""
-        if self._spool_bytes == 0 or time.monotonic() < self._down_until:
-            return
+    async def _drain_spool(self, deadline: float | None = None) -> bool:
+        """Re-send spooled batches, oldest first, until one fails; True when the spool is empty.
+
+        While running, a stop ends the loop early (stop drains itself, with ``deadline``)."""
+        if self._spool_bytes == 0:
+            return True
+        if time.monotonic() < self._down_until:
+            return False
         for path in self._spool_files():
-            if self._stopping:
-                return
+            if deadline is None and self._stopping:
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
             try:
                 body = path.read_bytes()
                 n = len(orjson.loads(body)["records"])
@@ -321,8 +467,18 @@ class PayloadLogger:
                 self._unspool(path)
                 continue
             if not await self._post(body, n):
-                return
+                return False
             self._unspool(path)
+        return not self._spool_files()
+
+    def _spooled_records(self) -> int:
+        n = 0
+        for path in self._spool_files():
+            try:
+                n += len(orjson.loads(path.read_bytes())["records"])
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+                continue
+        return n
 
     def _unspool(self, path: Path) -> None:
         size = path.stat().st_size if path.exists() else 0

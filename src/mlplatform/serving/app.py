@@ -98,6 +98,7 @@ def _payload_logger(settings: ServingSettings, ctx: Any) -> Any:
         spool_dir=settings.resolved_spool_dir(),
         spool_max_bytes=settings.payload_spool_max_bytes,
         flush_interval_s=settings.payload_flush_interval_s,
+        drain_timeout_s=settings.payload_drain_timeout_s,
         registry=ctx.registry,
     )
     api_key = ctx.secrets.get(settings.drift_api_key_secret)

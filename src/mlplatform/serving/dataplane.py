@@ -265,6 +265,7 @@ class DataPlane:
             now = time.time()
             outs = {k: v.tolist() for k, v in pred.outputs.items()}
             matrix = frame.matrix.tolist() if frame.matrix is not None else None
+            batch: list[InferenceRecord] = []
             for i in range(frame.n_rows):
                 if matrix is not None:
                     inputs = dict(zip(names, matrix[i], strict=True))
@@ -276,7 +277,7 @@ class DataPlane:
                     for key in ("user_id", "merchant_id"):
                         if key in rows[i]:
                             inputs.setdefault(key, rows[i][key])
-                sink.submit(
+                batch.append(
                     # our own values, already of the declared types: skip pydantic's validation
                     InferenceRecord.model_construct(
                         request_id=rid,
@@ -291,5 +292,6 @@ class DataPlane:
                         span_id=span_id,
                     )
                 )
+            sink.submit_many(batch)
         except Exception:  # noqa: BLE001 - payload logging must never fail a prediction
             log.exception("could not hand inference payloads to the payload logger")

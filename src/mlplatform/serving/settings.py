@@ -120,6 +120,13 @@ class ServingSettings(ServiceSettings):
         ge=1024,
         description="Disk budget for payloads spooled while drift detection is unreachable.",
     )
+    payload_drain_timeout_s: float = Field(
+        20.0,
+        ge=0,
+        description="On shutdown, how long the payload logger keeps sending queued and spooled records "
+        "to drift detection; keep it below the pod's terminationGracePeriodSeconds. What is left is "
+        "counted in mlplatform_payload_records_undelivered_total.",
+    )
     payload_spool_dir: Path | None = Field(
         None, description="Spool folder for undelivered payloads. Default: <data_dir>/serving/spool."
     )

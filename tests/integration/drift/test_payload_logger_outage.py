@@ -10,6 +10,7 @@ import asyncio
 import time
 
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -109,11 +110,91 @@ async def test_every_record_arrives_exactly_once_across_an_outage(drift_registry
     keys = store.record_keys()
     store.close()
     expected = {
-        (MODEL, "1", r.request_id, r.row_index) for r in _records(0, 150) + _records(1000, 230) + _records(5000, 40)
+        (MODEL, "1", r.request_id, r.row_index)
+        for r in _records(0, 150) + _records(1000, 230) + _records(5000, 40)
     }
     assert len(keys) == len(set(keys)) == 420
     assert set(keys) == expected
     assert (
         registry.get_sample_value("mlplatform_payload_records_dropped_total", {"reason": "spool_full"})
         is None
+    )
+
+
+def _logger(port: int, spool, registry: CollectorRegistry, **kw) -> PayloadLogger:
+    args = dict(
+        batch_size=20,
+        sample_rate=1.0,
+        spool_dir=spool,
+        spool_max_bytes=50_000_000,
+        flush_interval_s=0.1,
+        registry=registry,
+        retry_interval_s=0.2,
+        timeout_s=20.0,
+    )
+    return PayloadLogger(f"http://127.0.0.1:{port}", **{**args, **kw})
+
+
+async def test_a_killed_process_loses_nothing_and_sigterm_drains_the_spool(drift_registry, tmp_path):
+    """A crashed serving process (no stop, records still queued) leaves its write-ahead log; the next
+    process on the same volume (a container restart) delivers it. A stopping process (SIGTERM) keeps
+    sending the spool until drift detection takes it, within drain_timeout_s."""
+    port = free_port()
+    env = {
+        **drift_registry.env(),
+        "MLPLATFORM_DATA_DIR": str(tmp_path / "drift-data"),
+        "DRIFT_AUTH_ENABLED": "false",
+        "DRIFT_WINDOW_SIZE": "1000",
+        "DRIFT_RETRAIN_MODE": "off",
+    }
+    spool = tmp_path / "spool"
+    crashed = _logger(port, spool, CollectorRegistry(), flush_interval_s=3600, batch_size=10_000)
+    await crashed.start()
+    first = _records(0, 50)
+    for i in range(0, 50, 5):  # ten requests of five rows, none sent yet (drift is not even up)
+        crashed.submit_many(first[i : i + 5])
+    assert crashed.queue_depth == 50 and list(spool.glob("wal-*.jsonl"))
+    crashed._task.cancel()  # the process dies: no stop(), no flush  # noqa: SLF001
+
+    svc = start_service("drift-detection", env, tmp_path / "logs", port=port)
+    registry = CollectorRegistry()
+    restarted = _logger(port, spool, registry, drain_timeout_s=60.0)
+    await restarted.start()  # replays the log through the spool
+    try:
+        await _until(lambda: (registry.get_sample_value("mlplatform_payload_records_sent_total") or 0) == 50)
+        assert not list(spool.glob("wal-*.jsonl")) or all(
+            p.stat().st_size == 0 for p in spool.glob("wal-*.jsonl")
+        )
+        svc.stop()
+        second = _records(2000, 60)
+        restarted.submit_many(second)
+        await _until(
+            lambda: (
+                (registry.get_sample_value("mlplatform_payload_records_spooled_total") or 0) == 50 + 60
+            )  # the 50 replayed from the log went through the spool too
+        )
+        svc = start_service("drift-detection", env, tmp_path / "logs", port=port)
+        await restarted.stop()  # SIGTERM: the spool is sent before the process exits
+        assert restarted.spool_bytes == 0
+        assert (registry.get_sample_value("mlplatform_payload_records_undelivered_total") or 0) == 0
+        assert not list(spool.glob("*.json")) and not list(spool.glob("wal-*.jsonl"))
+    finally:
+        svc.stop()
+    store = SqliteDriftStore(tmp_path / "drift-data" / "drift" / "drift.db")
+    keys = store.record_keys()
+    store.close()
+    expected = {(MODEL, "1", r.request_id, r.row_index) for r in first + second}
+    assert len(keys) == len(expected) and set(keys) == expected
+
+
+async def test_records_left_at_shutdown_are_counted_not_lost_silently(tmp_path):
+    registry = CollectorRegistry()
+    logger = _logger(free_port(), tmp_path / "spool", registry, drain_timeout_s=0.5)  # nothing listens
+    await logger.start()
+    logger.submit_many(_records(0, 30))
+    await logger.stop()
+    assert registry.get_sample_value("mlplatform_payload_records_undelivered_total") == 30
+    # they stay on the volume: a restarted container sends them
+    assert (
+        sum(len(orjson.loads(p.read_bytes())["records"]) for p in (tmp_path / "spool").glob("*.json")) == 30
     )

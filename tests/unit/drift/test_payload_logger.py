@@ -51,6 +51,7 @@ async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_p
         spool_max_bytes=6000,
         flush_interval_s=0.05,
         registry=registry,
+        drain_timeout_s=0.3,
     )
     await logger.start()
     assert not list(spool.glob(".tmp-*"))
@@ -71,6 +72,7 @@ async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_p
     assert logger.spool_bytes <= 6000
     kept = sum(len(orjson.loads(f.read_bytes())["records"]) for f in spool.glob("*.json"))
     assert kept == spooled
+    assert _value(registry, "mlplatform_payload_records_undelivered_total") == kept
     assert _value(registry, "mlplatform_payload_records_submitted_total") == 60
     assert _value(registry, "mlplatform_payload_records_sent_total") == 0
 

@@ -64,8 +64,8 @@ class ListSink:
     def __init__(self) -> None:
         self.records: list = []
 
-    def submit(self, record) -> None:  # noqa: ANN001
-        self.records.append(record)
+    def submit_many(self, records) -> None:  # noqa: ANN001
+        self.records.extend(records)
 
 
 @contextlib.asynccontextmanager

@@ -11,6 +11,7 @@ import pytest
 from mlplatform.core.registry import mlflow_client
 from tests.unit.serving.registry_models import FEATURES, make_frame, make_target, register_sklearn
 from tests.unit.serving.test_app import v2_body
+from tests.unit.serving.test_fast_route import ListSink
 
 SWAP = "sv-swap"
 
@@ -105,16 +106,6 @@ async def test_registry_down_after_start_keeps_serving(
     r = await app.client.post(f"/v2/models/{SWAP}/infer", json=v2_body(serving_registry.frame.iloc[:2]))
     assert r.status_code == 200 and r.json()["model_version"] == "1"
     assert (await app.client.get("/v2/health/ready")).status_code == 200
-
-
-class ListSink:
-    """An in-process PayloadSink (the core protocol): keeps what serving hands it."""
-
-    def __init__(self) -> None:
-        self.records = []
-
-    def submit(self, record) -> None:
-        self.records.append(record)
 
 
 async def test_payload_records_one_per_row(app_factory, serving_registry, swap_models):
