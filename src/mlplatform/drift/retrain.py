@@ -1,4 +1,4 @@
-"""Start retraining: a Kubernetes batch/v1 Job in a cluster, ``mlplatform train`` as a subprocess locally.
+"""Start retraining: a Kubernetes batch/v1 Job in a cluster, ``mlplatform retrain`` as a subprocess locally.
 
 The Job is created with the official ``kubernetes`` client (in-cluster config unless
 ``DRIFT_KUBE_API_URL`` is set) from a YAML template (``DRIFT_RETRAIN_JOB_TEMPLATE``) or a built-in one.
@@ -31,7 +31,11 @@ class TriggerOutcome:
 
 
 def default_job_template(settings: DriftSettings) -> dict[str, Any]:
-    """The built-in training Job: ``mlplatform train --force`` in the platform image."""
+    """The built-in training Job: ``mlplatform retrain`` (champion/challenger gate) in the platform image.
+
+    The charts mount a complete template instead (``DRIFT_RETRAIN_JOB_TEMPLATE``: registry, feature
+    store, pod security, resources); this one is the fallback for a bare ``retrain_mode=kubernetes``.
+    """
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -48,7 +52,7 @@ def default_job_template(settings: DriftSettings) -> dict[str, Any]:
                         {
                             "name": "train",
                             "image": settings.retrain_image,
-                            "command": ["mlplatform", "train", "--force"],
+                            "command": ["mlplatform", "retrain"],
                             "securityContext": {
                                 "allowPrivilegeEscalation": False,
                                 "readOnlyRootFilesystem": False,

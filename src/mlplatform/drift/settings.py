@@ -73,8 +73,9 @@ class DriftSettings(ServiceSettings):
         "'auto' picks kubernetes inside a cluster (KUBERNETES_SERVICE_HOST set), else subprocess.",
     )
     retrain_command: str = Field(
-        "mlplatform train --force",
-        description="Command run locally (subprocess mode) to retrain; split like a shell would.",
+        "mlplatform retrain --promote auto",
+        description="Command run locally (subprocess mode) to retrain; split like a shell would. The default "
+        "retrains the drifted model as @challenger and moves @champion only if it beats it on recent data.",
     )
     retrain_namespace: str = Field("mlplatform", description="Namespace the retraining Job is created in.")
     retrain_job_template: Path | None = Field(

@@ -114,7 +114,7 @@ def describe_dsn(dsn: str) -> str:
 class PostgresDriftStore:
     """Drift state in PostgreSQL (see the module docstring)."""
 
-    def __init__(self, dsn: str, *, max_connections: int = 8, timeout_s: float = 5.0) -> None:
+    def __init__(self, dsn: str, *, max_connections: int = 8, timeout_s: float = 2.0) -> None:
         try:
             conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:

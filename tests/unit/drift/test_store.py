@@ -223,3 +223,32 @@ async def test_two_replicas_on_one_database_count_windows_and_episodes_once(
     while time.monotonic() < deadline and not marker.exists():
         await asyncio.sleep(0.05)
     assert marker.read_text() == "x"
+
+
+async def test_database_down_answers_503_and_nothing_accepted_is_lost(tiny_registry, tmp_path):
+    """A PostgreSQL of its own, stopped and started under the service: 503 with an error body while it
+    is down (the payload logger re-sends on 503), and the same batch is accepted once it is back."""
+    from tests.pg import start_postgres
+
+    server = start_postgres(tmp_path / "pg")
+    try:
+        settings = drift_settings(tiny_registry, tmp_path / "d", database_url=server.dsn(), window_size=1000)
+        first = records(make_frame(40, seed=1), MODEL, "1", "up")
+        later = records(make_frame(40, seed=2), MODEL, "1", "down")
+        async with running_app(settings) as (client, _):
+            assert (await client.post("/v1/records", json={"records": first})).json()["accepted"] == 40
+            server.stop()
+            r = await client.post("/v1/records", json={"records": later})
+            assert r.status_code == 503, r.text
+            assert r.json() == {"error": "drift detection's database is unavailable; retry later"}
+            r = await client.get(f"/v1/models/{MODEL}/drift")
+            assert r.status_code == 503 and "error" in r.json()
+            assert (await client.get("/v2/health/live")).status_code == 200
+            server.restart()
+            r = await client.post("/v1/records", json={"records": first + later})
+            assert r.status_code == 200, r.text
+            assert r.json()["accepted"] == 40 and r.json()["duplicates"] == 40
+            status = (await client.get(f"/v1/models/{MODEL}/drift")).json()
+            assert status["open_records"] == {"1": 80}
+    finally:
+        server.stop()
