@@ -3,7 +3,8 @@ package k8sallowedimages
 import rego.v1
 
 # Container images must come from an allowed registry, never use the :latest tag (or no tag,
-# which means latest) and, with requireDigest (production), be pinned by sha256 digest.
+# which means latest), with requiredTagRegex carry an exact version tag (a digest may follow it:
+# tag@sha256:...), and with requireDigest be pinned by sha256 digest.
 
 violation contains {"msg": msg, "details": {"container": c.name, "image": c.image, "allowed_registries": registries}} if {
 	some c in containers
@@ -35,7 +36,19 @@ violation contains {"msg": msg, "details": {"container": c.name, "image": c.imag
 	msg := sprintf("%v <%v> container <%v> image <%v> is not pinned by digest (@sha256:...)", [kind, name, c.name, c.image])
 }
 
+violation contains {"msg": msg, "details": {"container": c.name, "image": c.image, "required_tag_regex": tag_regex}} if {
+	tag_regex != ""
+	some c in containers
+	not exempt(c.image)
+	not tag_matches(c.image)
+	msg := sprintf("%v <%v> container <%v> image <%v> is not pinned to an exact version tag matching %v", [kind, name, c.name, c.image, tag_regex])
+}
+
 registries := object.get(input.parameters, "registries", [])
+
+tag_regex := object.get(input.parameters, "requiredTagRegex", "")
+
+tag_matches(image) if regex.match(tag_regex, image_tag(image))
 
 allowed_registry(image) if {
 	some prefix in registries

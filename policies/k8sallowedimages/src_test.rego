@@ -8,6 +8,9 @@ params := {"registries": ["ghcr.io/mlplatform/"], "requireDigest": false}
 
 prod_params := {"registries": ["ghcr.io/mlplatform/"], "requireDigest": true}
 
+# What staging and prod enforce (policies/deploy): an exact release tag; a digest may follow it.
+release_params := {"registries": ["ghcr.io/mlplatform/"], "requireDigest": false, "requiredTagRegex": `^[0-9]+\.[0-9]+\.[0-9]+$`}
+
 pod(image) := {"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": [{"name": "app", "image": image}]}}
 
 deployment(image) := {"kind": "Deployment", "metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "app", "image": image}]}}}}
@@ -90,4 +93,44 @@ test_init_and_cronjob_containers_checked if {
 test_exempt_images if {
 	v := data.k8sallowedimages.violation with input.review as {"object": pod("registry.k8s.io/pause")} with input.parameters as {"registries": ["ghcr.io/mlplatform/"], "exemptImages": ["registry.k8s.io/pause"]}
 	count(v) == 0
+}
+
+test_exact_tag_without_digest_allowed_for_release if {
+	p := release_params
+	v := data.k8sallowedimages.violation with input.review as {"object": deployment("ghcr.io/mlplatform/model-serving:0.2.0")} with input.parameters as p
+	count(v) == 0
+}
+
+test_exact_tag_with_digest_allowed_for_release if {
+	p := release_params
+	d := digest
+	v := data.k8sallowedimages.violation with input.review as {"object": deployment(concat("", ["ghcr.io/mlplatform/model-serving:0.2.0@", d]))} with input.parameters as p
+	count(v) == 0
+}
+
+test_every_inexact_tag_denied_for_release if {
+	p := release_params
+	denied := {tag |
+		some tag in ["0.2", "main", "0.2.0-dirty", "v0.2.0"]
+		v := data.k8sallowedimages.violation with input.review as {"object": deployment(concat("", ["ghcr.io/mlplatform/model-serving:", tag]))} with input.parameters as p
+		count(v) == 1
+		some x in v
+		contains(x.msg, "is not pinned to an exact version tag")
+	}
+	count(denied) == 4
+}
+
+test_digest_without_tag_denied_for_release if {
+	p := release_params
+	d := digest
+	v := data.k8sallowedimages.violation with input.review as {"object": deployment(concat("", ["ghcr.io/mlplatform/model-serving@", d]))} with input.parameters as p
+	count(v) == 1
+	some x in v
+	contains(x.msg, "is not pinned to an exact version tag")
+}
+
+test_latest_denied_twice_for_release if {
+	p := release_params
+	v := data.k8sallowedimages.violation with input.review as {"object": deployment("ghcr.io/mlplatform/model-serving:latest")} with input.parameters as p
+	count(v) == 2
 }
