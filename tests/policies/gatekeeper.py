@@ -33,6 +33,9 @@ from regopy.rego_shared import rego_get_error
 
 REPO = Path(__file__).resolve().parents[2]
 POLICIES_DIR = REPO / "policies"
+# What Argo CD syncs (argo-cd/apps/application-policies.yaml): the templates and, per environment,
+# the real constraints (policies/deploy/overlays/<env>).
+DEPLOY_DIR = POLICIES_DIR / "deploy"
 
 # kind -> API group, for objects that carry only ``kind`` (samples always carry apiVersion).
 WORKLOAD_KINDS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Rollout"}
@@ -196,6 +199,13 @@ def matches(match: dict[str, Any], obj: dict[str, Any]) -> bool:
 
 def load_policies() -> list[Policy]:
     return [Policy(p.name, p) for p in sorted(POLICIES_DIR.iterdir()) if (p / "src.rego").is_file()]
+
+
+def deployed_constraints(env: str) -> list[dict[str, Any]]:
+    """The constraints Argo CD syncs for ``env``: ``policies/deploy/overlays/<env>``, built with kustomize."""
+    from mlplatform.deploy.render import kustomize_build, parse_documents
+
+    return parse_documents(kustomize_build(DEPLOY_DIR / "overlays" / env, REPO))
 
 
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ ConstraintTemplate's Rego in-process with regopy exactly as Gatekeeper's admissi
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from tests.policies.gatekeeper import (
     REPO,
     Policy,
+    deployed_constraints,
     load_policies,
     load_yaml_documents,
     matches,
@@ -163,16 +165,21 @@ def rendered() -> dict[str, list[dict[str, Any]]]:
     return {env: _render(env) for env in ("dev", "staging", "prod")}
 
 
+@functools.cache
+def _deployed(env: str) -> dict[str, dict[str, Any]]:
+    """{policy name: constraint} as Argo CD syncs them for ``env`` (policies/deploy/overlays/<env>)."""
+    by_kind = {c["kind"]: c for c in deployed_constraints(env)}
+    return {p.name: by_kind[p.kind] for p in POLICIES}
+
+
 def constraint_for(policy: Policy, env: str) -> dict[str, Any]:
-    """The sample constraint, with production's stricter setting (digest-pinned images)."""
-    constraint = copy.deepcopy(policy.constraint)
-    if policy.name == "k8sallowedimages" and env == "prod":
-        constraint["spec"]["parameters"]["requireDigest"] = True
-    return constraint
+    """The constraint of ``policy`` that Argo CD syncs for ``env`` (not the sample)."""
+    return _deployed(env)[policy.name]
 
 
 @pytest.mark.parametrize("env", ["dev", "staging", "prod"])
 def test_every_rendered_object_passes_every_policy(rendered, env):
+    """What Argo CD enforces in ``env`` (policies/deploy) admits what Argo CD deploys there."""
     objects = rendered[env]
     assert objects
     denied: list[str] = []
@@ -205,6 +212,9 @@ def _containers(obj: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _messages(obj: dict[str, Any], env: str = "prod") -> dict[str, list[str]]:
+    """Violation messages per policy of ``obj`` deployed into ``env``'s namespace."""
+    obj = copy.deepcopy(obj)
+    obj["metadata"]["namespace"] = f"mlplatform-{env}"
     out: dict[str, list[str]] = {}
     for policy in POLICIES:
         constraint = constraint_for(policy, env)
@@ -247,9 +257,26 @@ def test_latest_variant_denied(our_deployment):
     msgs = _messages(bad)
     assert set(msgs) == {"k8sallowedimages"}
     assert any("uses the :latest tag" in m for m in msgs["k8sallowedimages"])
-    assert any("is not pinned by digest" in m for m in msgs["k8sallowedimages"])
-    # dev does not require digests, but :latest is still denied there
+    assert any("is not pinned to an exact version tag" in m for m in msgs["k8sallowedimages"])
+    # :latest is reported in dev too (dryrun there)
     assert any("uses the :latest tag" in m for m in _messages(bad, "dev")["k8sallowedimages"])
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_exact_tag_with_or_without_digest_allowed(our_deployment, env):
+    """No digest is required until the release pipeline writes one; tag@digest passes as well."""
+    image = _containers(our_deployment)[0]["image"].split("@")[0]
+    name, _, tag = image.rpartition(":")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", tag)
+    for ref in (f"{name}:0.2.0", f"{name}:0.2.0@sha256:{'ab' * 32}"):
+        variant = copy.deepcopy(our_deployment)
+        _containers(variant)[0]["image"] = ref
+        assert _messages(variant, env) == {}, ref
+    for ref in (f"{name}:main", f"{name}:0.2", f"{name}@sha256:{'ab' * 32}"):
+        variant = copy.deepcopy(our_deployment)
+        _containers(variant)[0]["image"] = ref
+        msgs = _messages(variant, env)["k8sallowedimages"]
+        assert any("is not pinned to an exact version tag" in m for m in msgs), ref
 
 
 def test_foreign_registry_variant_denied(our_deployment):
