@@ -82,9 +82,37 @@ def test_promote_image_in_prod_needs_digests(repo):
         for c in containers(w)
     }
     assert images["feature-store"] == f"ghcr.io/mlplatform/feature-store:0.2.0@{DIGEST}"
-    # The GPU variants keep their own digests until --gpu-image-digest promotes them.
-    assert images["model-serving"].startswith("ghcr.io/mlplatform/model-serving-gpu:0.2.0@sha256:")
-    assert DIGEST not in images["model-serving"]
+    # No GPU digest was given: the GPU variants are pinned by the exact tag alone.
+    assert images["model-serving"] == "ghcr.io/mlplatform/model-serving-gpu:0.2.0"
+
+
+def test_new_tag_clears_the_digests_it_does_not_renew(repo):
+    """A digest belongs to one tag: a new tag never runs with the previous tag's digest."""
+    other = "sha256:" + "cd" * 32
+    args = ["promote", "--image-tag", "0.2.0", "--env", "prod", "--root", str(repo)]
+    for svc in ("model-serving", "feature-store", "drift-detection", "explainability"):
+        args += ["--image-digest", f"{svc}={DIGEST}"]
+    args += ["--gpu-image-digest", f"model-serving={other}", "--gpu-image-digest", f"explainability={other}"]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    serving = repo / "kubernetes/overlays/prod/values/model-serving.yaml"
+    # The same tag again with new CPU digests only: the GPU digest of that tag stays.
+    again = [a.replace(DIGEST, "sha256:" + "ef" * 32) for a in args[: args.index("--gpu-image-digest")]]
+    assert CliRunner().invoke(cli, again).exit_code == 0
+    before = serving.read_text()
+    assert f'    digest: "{other}"' in before
+    # A new tag with CPU digests only: the GPU digest (of 0.2.0) is cleared, a one-line diff.
+    result = CliRunner().invoke(cli, [a.replace("0.2.0", "0.3.0") for a in again])
+    assert result.exit_code == 0, result.output
+    ((old, new),) = _changed_lines(before, serving.read_text())
+    assert old.startswith(f'    digest: "{other}"') and new.startswith('    digest: ""')
+    images = {
+        w["metadata"]["name"]: c["image"]
+        for w in workloads(render_overlay("prod", repo))
+        for c in containers(w)
+    }
+    assert images["model-serving"] == "ghcr.io/mlplatform/model-serving-gpu:0.3.0"
+    assert images["explainability"] == "ghcr.io/mlplatform/explainability-gpu:0.3.0"
+    assert images["feature-store"] == f"ghcr.io/mlplatform/feature-store:0.3.0@sha256:{'ef' * 32}"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,11 @@ image family in ``common.yaml`` (``image.tag``), image digests per service in ``
 layout stay and a promotion is a one-line diff per pin; the result is re-parsed to check it.
 Argo CD then syncs the commit.
 
+A digest names the image of one tag: a new ``--image-tag`` clears every digest the same call does
+not renew (CPU and GPU), so a new tag is never pulled by an old digest; an exact tag without a
+digest is a valid pin. The release pipeline (``.github/workflows/release.yaml``) passes the
+digest of every image it built.
+
     mlplatform promote --model fraud-detector --version 7 --env prod
     mlplatform promote --image-tag 0.2.0 --env prod --image-digest model-serving=sha256:... ...
 """
@@ -220,12 +225,28 @@ def plan_promotion(
         changes.append(_merge(changes, values / f"{service}.yaml", ["image", "digest"], digest))
     for service, digest in gpu_digests.items():
         changes.append(_merge(changes, values / f"{service}.yaml", ["gpu", "image", "digest"], digest))
+    if image_tag is not None and _current(values / "common.yaml", ["image", "tag"]) != image_tag:
+        # The old digests belong to the old tag: clear those this promotion does not renew.
+        for service in SERVICES:
+            path = values / f"{service}.yaml"
+            if service not in digests and _current(path, ["image", "digest"]):
+                changes.append(_merge(changes, path, ["image", "digest"], ""))
+            if service not in gpu_digests and _current(path, ["gpu", "image", "digest"]):
+                changes.append(_merge(changes, path, ["gpu", "image", "digest"], ""))
     # Collapse several edits of one file into a single change.
     merged: dict[Path, Change] = {}
     for change in changes:
         first = merged.get(change.path)
         merged[change.path] = Change(change.path, first.before if first else change.before, change.after)
     return [c for c in merged.values() if c.before != c.after]
+
+
+def _current(path: Path, keys: Sequence[str]) -> str:
+    """The pin at ``keys`` in ``path`` as committed ("" when the file or key is absent)."""
+    if not path.is_file():
+        return ""
+    value = _get(yaml.safe_load(path.read_text()) or {}, keys)
+    return "" if value is None else str(value)
 
 
 def _merge(previous: list[Change], path: Path, keys: Sequence[str], value: str) -> Change:
