@@ -4,6 +4,7 @@ is expanded with Go-template semantics (missingkey=error) by a small expander in
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 from typing import Any
@@ -85,16 +86,53 @@ def _applications() -> list[dict[str, Any]]:
     return [o for o in _all_argo_objects() if o["kind"] == "Application"] + generated_applications()
 
 
+# The branch the release workflow's promotion pull requests merge into: the environment
+# Applications follow it, so a merged promotion is synced without a second step.
+PROMOTION_BRANCH = "main"
+# Cluster-scoped kinds the apps render (everything else is namespaced).
+CLUSTER_SCOPED = {("", "Namespace"), ("templates.gatekeeper.sh", "ConstraintTemplate")}
+
+
+def _group(obj: dict[str, Any]) -> str:
+    return obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
+
+
+def is_cluster_scoped(obj: dict[str, Any]) -> bool:
+    return (_group(obj), obj["kind"]) in CLUSTER_SCOPED or _group(obj) == "constraints.gatekeeper.sh"
+
+
+def project_allows(project: dict[str, Any], group: str, kind: str, *, cluster: bool) -> bool:
+    """Argo CD's group/kind check: whitelists (glob patterns) minus blacklists; for namespaced kinds
+    an absent whitelist allows everything, for cluster-scoped kinds it allows nothing."""
+
+    def listed(entries: list[dict[str, str]]) -> bool:
+        return any(
+            fnmatch.fnmatchcase(group, e["group"]) and fnmatch.fnmatchcase(kind, e["kind"]) for e in entries
+        )
+
+    if cluster:
+        return listed(project.get("clusterResourceWhitelist") or []) and not listed(
+            project.get("clusterResourceBlacklist") or []
+        )
+    whitelist = project.get("namespaceResourceWhitelist")
+    allowed = whitelist is None or listed(whitelist)
+    return allowed and not listed(project.get("namespaceResourceBlacklist") or [])
+
+
 @pytest.mark.parametrize("app", _applications(), ids=lambda a: a["metadata"]["name"])
 def test_application_source_exists_builds_and_is_pinned(app):
     spec = app["spec"]
+    name = app["metadata"]["name"]
     assert spec["project"] != "default"
     source = spec["source"]
     assert source["repoURL"] == REPO_URL
     revision = source["targetRevision"]
     assert revision and revision.upper() != "HEAD" and "*" not in revision
-    if app["metadata"]["name"].endswith(("-prod", "-staging", "-root")):
-        assert re.fullmatch(r"v\d+\.\d+\.\d+", revision), f"{app['metadata']['name']} must pin a release tag"
+    if name.startswith("mlplatform-") and name.removeprefix("mlplatform-") in ENVIRONMENTS:
+        # Environments follow the promotion branch; their overlays pin exact images and models.
+        assert revision == PROMOTION_BRANCH, f"{name} must follow {PROMOTION_BRANCH}"
+    else:
+        assert re.fullmatch(r"v\d+\.\d+\.\d+", revision), f"{name} must pin a release tag"
     path = ROOT / source["path"]
     assert (path / "kustomization.yaml").is_file(), f"{source['path']} has no kustomization.yaml"
     objects = parse_documents(kustomize_build(path, ROOT))
@@ -107,13 +145,14 @@ def test_application_source_exists_builds_and_is_pinned(app):
     dest = spec["destination"]
     assert {"server": dest["server"], "namespace": dest["namespace"]} in project["destinations"]
     # Every object the app renders is allowed by its project.
-    cluster_kinds = {(k["group"], k["kind"]) for k in project.get("clusterResourceWhitelist", [])}
-    ns_kinds = {(k["group"], k["kind"]) for k in project.get("namespaceResourceWhitelist", [])}
     for obj in objects:
-        group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
-        allowed = cluster_kinds if obj["kind"] == "Namespace" else ns_kinds
-        assert (group, obj["kind"]) in allowed, f"{spec['project']} does not allow {group}/{obj['kind']}"
-        if obj["kind"] != "Namespace":
+        group, cluster = _group(obj), is_cluster_scoped(obj)
+        assert project_allows(project, group, obj["kind"], cluster=cluster), (
+            f"{spec['project']} does not allow {group}/{obj['kind']}"
+        )
+        if cluster:
+            assert "namespace" not in obj["metadata"], f"cluster-scoped {obj['kind']} with a namespace"
+        else:
             assert obj["metadata"].get("namespace", dest["namespace"]) == dest["namespace"]
 
 
@@ -187,9 +226,32 @@ def test_rbac_read_only_versus_sync():
 
 
 def test_root_app_manages_the_apps_folder():
-    (root,) = [o for o in _all_argo_objects() if o["kind"] == "Application"]
+    (root,) = [
+        o
+        for o in _all_argo_objects()
+        if o["kind"] == "Application" and o["metadata"]["name"] == "mlplatform-root"
+    ]
     assert root["spec"]["source"]["path"] == "argo-cd/apps"
     built = parse_documents(kustomize_build(ROOT / "argo-cd" / "apps", ROOT))
-    assert {o["kind"] for o in built} == {"AppProject", "ApplicationSet"}
+    assert {o["kind"] for o in built} == {"AppProject", "ApplicationSet", "Application"}
     assert all(o["metadata"]["namespace"] == "argocd" for o in built)
     assert yaml.safe_load((ARGO / "bootstrap" / "kustomization.yaml").read_text())["resources"]
+    # The root app's project may create every kind of argo-cd/apps, in argocd only.
+    (bootstrap,) = [
+        o
+        for o in _all_argo_objects()
+        if o["kind"] == "AppProject" and o["metadata"]["name"] == root["spec"]["project"]
+    ]
+    for obj in built:
+        assert project_allows(bootstrap["spec"], "argoproj.io", obj["kind"], cluster=False), obj["kind"]
+    assert not bootstrap["spec"].get("clusterResourceWhitelist")
+
+
+def test_environments_sync_a_merged_promotion_automatically():
+    """Staging and prod follow the branch promotion PRs merge into, with automated sync: merging is
+    the only step (prod then waits for its sync window, which automated sync respects)."""
+    apps = {a["metadata"]["name"]: a for a in generated_applications()}
+    for env in ("staging", "prod"):
+        spec = apps[f"mlplatform-{env}"]["spec"]
+        assert spec["source"]["targetRevision"] == PROMOTION_BRANCH
+        assert spec["syncPolicy"]["automated"] == {"prune": True, "selfHeal": True}
