@@ -256,8 +256,9 @@ def test_record_refuses_change_without_bump(tmp_path):
     assert record_chart_digests(root)["drift-detection"]["version"] == bumped
 
 
-# Values only one chart has (its own templates read them): drift-detection's database and retraining.
-CHART_ONLY_VALUES = {"drift-detection": ("database", "retrain")}
+# Values only one chart has (its own templates read them): drift-detection's database and retraining,
+# feature-store's database and materialisation CronJob.
+CHART_ONLY_VALUES = {"drift-detection": ("database", "retrain"), "feature-store": ("database", "materialize")}
 
 
 def test_value_schemas_agree_across_charts():
