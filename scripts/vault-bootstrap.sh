@@ -4,7 +4,8 @@
 #   scripts/vault-bootstrap.sh --env prod [--namespace mlplatform-prod] [--auth-path kubernetes]
 #       [--kv-mount secret] [--kubernetes-host https://kubernetes.default.svc]
 #       [--kubernetes-ca-cert FILE] [--token-reviewer-jwt-file FILE] [--audience AUD]
-#       [--ttl 1h] [--max-ttl 24h] [--seed-dir DIR] [--drift-database-url-file FILE] [--dry-run]
+#       [--ttl 1h] [--max-ttl 24h] [--seed-dir DIR] [--drift-database-url-file FILE]
+#       [--feature-database-url-file FILE] [--dry-run]
 #
 # What it does (with the `vault` CLI, VAULT_ADDR and a token allowed to manage auth, mounts and
 # policies in the environment):
@@ -20,7 +21,10 @@
 #      trailing newline), creating the secret or patching only that key. drift-detection reads its
 #      drift store from it (with the vault backend the chart sets no DSN); e.g. the environment's
 #      CloudNativePG cluster: kubectl -n mlplatform-<env> get secret mlplatform-pg-app
-#      -o jsonpath='{.data.uri}' | base64 -d > FILE.
+#      -o jsonpath='{.data.uri}' | base64 -d > FILE;
+#   6. with --feature-database-url-file, the same for the key FEATURES_DATABASE_URL of
+#      <kv-mount>/mlplatform/<env>/feature-store: the feature store's Feast SQL registry and
+#      PostgreSQL offline store (shared by its replicas and its materialisation CronJob).
 # The services then run with VAULT_ROLE=mlplatform-<env>-<service>,
 # VAULT_SECRET_PATH=mlplatform/<env>/<service> (docs/security.md).
 # --dry-run prints the vault commands (and policy bodies) instead of running them.
@@ -42,6 +46,7 @@ TTL="1h"
 MAX_TTL="24h"
 SEED_DIR=""
 DRIFT_DB_URL_FILE=""
+FEATURES_DB_URL_FILE=""
 DRY_RUN=0
 
 die() { echo "vault-bootstrap: $*" >&2; exit 2; }
@@ -60,8 +65,9 @@ while [[ $# -gt 0 ]]; do
     --max-ttl) MAX_TTL="${2:-}"; shift 2 ;;
     --seed-dir) SEED_DIR="${2:-}"; shift 2 ;;
     --drift-database-url-file) DRIFT_DB_URL_FILE="${2:-}"; shift 2 ;;
+    --feature-database-url-file) FEATURES_DB_URL_FILE="${2:-}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -75,6 +81,7 @@ KV_MOUNT="${KV_MOUNT#/}"; KV_MOUNT="${KV_MOUNT%/}"
 [[ -z "$REVIEWER_JWT_FILE" || -f "$REVIEWER_JWT_FILE" ]] || die "--token-reviewer-jwt-file $REVIEWER_JWT_FILE is not a file"
 [[ -z "$SEED_DIR" || -d "$SEED_DIR" ]] || die "--seed-dir $SEED_DIR is not a directory"
 [[ -z "$DRIFT_DB_URL_FILE" || -f "$DRIFT_DB_URL_FILE" ]] || die "--drift-database-url-file $DRIFT_DB_URL_FILE is not a file"
+[[ -z "$FEATURES_DB_URL_FILE" || -f "$FEATURES_DB_URL_FILE" ]] || die "--feature-database-url-file $FEATURES_DB_URL_FILE is not a file"
 
 run() {  # run a vault command (or print it with --dry-run)
   if [[ $DRY_RUN -eq 1 ]]; then
@@ -142,13 +149,19 @@ for svc in "${SERVICES[@]}"; do
   echo "service $svc: VAULT_ROLE=$name VAULT_SECRET_PATH=mlplatform/$ENV_NAME/$svc (namespace $NAMESPACE)"
 done
 
-# 5. drift-detection's PostgreSQL DSN: one key of its secret, value from a file (never argv).
-if [[ -n "$DRIFT_DB_URL_FILE" ]]; then
-  path="mlplatform/$ENV_NAME/drift-detection"
+# 5./6. A service's PostgreSQL URL: one key of its secret, value from a file (never argv).
+set_url_key() {  # set_url_key SERVICE KEY FILE
+  local path="mlplatform/$ENV_NAME/$1"
   if [[ $DRY_RUN -eq 0 ]] && vault kv get -mount="$KV_MOUNT" "$path" >/dev/null 2>&1; then
-    run kv patch -mount="$KV_MOUNT" "$path" "DRIFT_DATABASE_URL=@$DRIFT_DB_URL_FILE"
+    run kv patch -mount="$KV_MOUNT" "$path" "$2=@$3"
   else
-    run kv put -mount="$KV_MOUNT" "$path" "DRIFT_DATABASE_URL=@$DRIFT_DB_URL_FILE"
+    run kv put -mount="$KV_MOUNT" "$path" "$2=@$3"
   fi
-  echo "drift-detection: DRIFT_DATABASE_URL of $KV_MOUNT/$path set from $DRIFT_DB_URL_FILE"
+  echo "$1: $2 of $KV_MOUNT/$path set from $3"
+}
+if [[ -n "$DRIFT_DB_URL_FILE" ]]; then
+  set_url_key drift-detection DRIFT_DATABASE_URL "$DRIFT_DB_URL_FILE"
+fi
+if [[ -n "$FEATURES_DB_URL_FILE" ]]; then
+  set_url_key feature-store FEATURES_DATABASE_URL "$FEATURES_DB_URL_FILE"
 fi

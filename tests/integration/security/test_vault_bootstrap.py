@@ -197,3 +197,50 @@ def test_drift_database_url_is_one_key_of_the_drift_secret(fake_vault):
     assert "s3cret-pw" not in json.dumps(argv) and "s3cret-pw" not in out
     proc = run(["--env", "prod", "--drift-database-url-file", str(tmp / "missing")], env, check=False)
     assert proc.returncode == 2 and "is not a file" in proc.stderr
+
+
+def test_feature_database_url_is_one_key_of_the_feature_store_secret(fake_vault):
+    """--feature-database-url-file sets FEATURES_DATABASE_URL of mlplatform/<env>/feature-store the same
+    way (put when missing, patch when present, the URL only in the file); together with the drift one."""
+    tmp, env = fake_vault
+    url = tmp / "features-url"
+    url.write_text("postgresql://mlplatform:f34t-pw@mlplatform-pg-rw.mlplatform-prod:5432/mlplatform")
+    dsn = tmp / "drift-url"
+    dsn.write_text("postgresql://mlplatform:dr1ft-pw@mlplatform-pg-rw.mlplatform-prod:5432/mlplatform")
+    args = ["--env", "prod", "--feature-database-url-file", str(url), "--drift-database-url-file", str(dsn)]
+    out = run(args, env).stdout
+    argv = [c["args"] for c in calls(tmp)]
+    assert [
+        "kv",
+        "put",
+        "-mount=secret",
+        "mlplatform/prod/feature-store",
+        f"FEATURES_DATABASE_URL=@{url}",
+    ] in argv
+    assert [
+        "kv",
+        "put",
+        "-mount=secret",
+        "mlplatform/prod/drift-detection",
+        f"DRIFT_DATABASE_URL=@{dsn}",
+    ] in argv
+    assert "feature-store: FEATURES_DATABASE_URL of secret/mlplatform/prod/feature-store" in out
+    (tmp / "exists").write_text("")
+    shutil.rmtree(tmp / "calls")
+    run(["--env", "prod", "--feature-database-url-file", str(url)], env)
+    argv = [c["args"] for c in calls(tmp)]
+    assert [
+        "kv",
+        "patch",
+        "-mount=secret",
+        "mlplatform/prod/feature-store",
+        f"FEATURES_DATABASE_URL=@{url}",
+    ] in argv
+    assert not any(a[:2] == ["kv", "put"] for a in argv)
+    assert "f34t-pw" not in json.dumps(argv) and "f34t-pw" not in out
+    proc = run(["--env", "prod", "--feature-database-url-file", str(tmp / "missing")], env, check=False)
+    assert (
+        proc.returncode == 2
+        and "--feature-database-url-file" in proc.stderr
+        and "is not a file" in proc.stderr
+    )
