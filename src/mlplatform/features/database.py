@@ -66,9 +66,14 @@ class DatabaseURL:
             raise DatabaseConfigError(f"{setting}: {exc} ({expected})") from None
         if "," in (parts.netloc.rpartition("@")[2]):
             raise DatabaseConfigError(f"{setting}: several hosts are not supported ({expected})")
+        # libpq also takes user, password and dbname as query parameters: move them to their fields,
+        # so the password never travels in a query string (feature_store.yaml, logs)
+        query = parse_qsl(parts.query)
+        params = {k: v for k, v in query if k in ("user", "password", "dbname")}
+        query = [(k, v) for k, v in query if k not in params]
         host = parts.hostname or ""
-        database = unquote(parts.path.lstrip("/"))
-        user = unquote(parts.username or "")
+        database = unquote(parts.path.lstrip("/")) or params.get("dbname", "")
+        user = unquote(parts.username or "") or params.get("user", "")
         missing = [
             name for name, value in (("host", host), ("database", database), ("user", user)) if not value
         ]
@@ -79,8 +84,8 @@ class DatabaseURL:
             port=port,
             database=database,
             user=user,
-            password=unquote(parts.password or ""),
-            query=tuple(parse_qsl(parts.query)),
+            password=unquote(parts.password or "") or params.get("password", ""),
+            query=tuple(query),
             setting=setting,
         )
 

@@ -67,6 +67,19 @@ def test_other_url_forms(url: str, sqlalchemy: str) -> None:
         assert "sslrootcert=/ca.crt" in db.conninfo()
 
 
+def test_credentials_in_the_query_string_move_to_their_fields() -> None:
+    db = DatabaseURL.parse("postgresql://pg:5432/?dbname=app&user=app&password=s3cret&sslmode=require")
+    assert (db.database, db.user, db.password, db.query) == (
+        "app",
+        "app",
+        "s3cret",
+        (("sslmode", "require"),),
+    )
+    assert db.sqlalchemy_url() == "postgresql+psycopg://app:s3cret@pg:5432/app?sslmode=require"
+    on_disk = render_feature_store_yaml(FeatureRepoPaths(Path("/tmp/x")), OnlineStoreSpec(), database=db)
+    assert "s3cret" not in on_disk
+
+
 @pytest.mark.parametrize(
     ("url", "needle"),
     [
