@@ -121,6 +121,8 @@ def materialize(
     log = logging.getLogger("mlplatform.cli")
     try:
         settings = FeatureSettings(apply_on_start=apply)
+        # a batch job waits for Redis (the service's short timeouts are for answering reads fast)
+        settings = settings.model_copy(update={"redis_timeout_s": max(settings.redis_timeout_s, 10.0)})
         end_at = datetime.fromisoformat(end) if end else None
         start_at = datetime.fromisoformat(start) if start else None
     except (ValidationError, ValueError) as exc:
