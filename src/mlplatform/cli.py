@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -61,7 +62,7 @@ def serve(
         # one clear critical log line and a non-zero exit, not a traceback
         logging.getLogger("mlplatform.cli").critical("%s cannot start: %s", spec.name, exc)
         raise typer.Exit(2) from None
-    uvicorn.run(
+    config = uvicorn.Config(
         fastapi_app,
         host=host,
         port=port or spec.port,
@@ -81,6 +82,35 @@ def serve(
         proxy_headers=False,
         server_header=False,
     )
+    draining_server(config, fastapi_app, settings.shutdown_delay_s).run()
+
+
+def draining_server(config: Any, app: Any, delay_s: float) -> Any:  # noqa: ANN401 - uvicorn types, lazy import
+    """uvicorn's server with a shutdown delay: the first SIGTERM/SIGINT makes readiness answer 503 and
+    keeps serving ``delay_s`` seconds before uvicorn's graceful shutdown starts (a second signal, or a
+    delay of 0, shuts down at once). A Service or proxy that health-checks readiness stops routing here
+    before the listening socket closes, so no request is sent into a closing server."""
+    import threading
+
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        draining = False
+
+        def handle_exit(self, sig: int, frame: Any) -> None:  # noqa: ANN401
+            if delay_s <= 0 or self.draining or self.should_exit:
+                super().handle_exit(sig, frame)
+                return
+            self.draining = True
+            app.draining = True
+            logging.getLogger("mlplatform.cli").info(
+                "signal %s: readiness now 503; serving %.1f s more before shutting down", sig, delay_s
+            )
+            timer = threading.Timer(delay_s, super().handle_exit, args=(sig, frame))
+            timer.daemon = True
+            timer.start()
+
+    return DrainingServer(config)
 
 
 @app.command()

@@ -241,6 +241,8 @@ class PlatformApp(FastAPI):
 
     fast_routes: tuple[FastRoute, ...] = ()
     platform_ctx: AppContext | None = None
+    # set on SIGTERM during the shutdown delay: readiness answers 503 while requests are still served
+    draining: bool = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = self.platform_ctx
@@ -449,7 +451,7 @@ def build_app(
     app.platform_ctx = ctx
     app.state.auth = ctx.auth
     install_error_handlers(app)
-    app.include_router(health_router(is_ready))
+    app.include_router(health_router(lambda: not app.draining and is_ready()))
     app.include_router(metrics_router(ctx.registry))
     for router in routers or []:
         app.include_router(router)

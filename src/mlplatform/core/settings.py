@@ -64,6 +64,14 @@ class ServiceSettings(BaseSettings):
         "env",
         description="Where secrets come from: 'env' (environment variables) or 'vault' (HashiCorp Vault).",
     )
+    shutdown_delay_s: float = Field(
+        0.0,
+        ge=0,
+        le=120,
+        description="On SIGTERM, answer readiness with 503 and keep serving this many seconds before "
+        "shutting down, so load balancers and kube-proxy stop routing here first (the charts set it; "
+        "0: shut down at once).",
+    )
 
     def resolved_tracking_uri(self) -> str:
         """The MLflow tracking URI, defaulting to SQLite under the data directory."""
