@@ -4,7 +4,9 @@
    that size) with mlplatform's statistics versus Evidently 0.7.23's DataDriftPreset on the same
    frames, and whether every per-column decision (and method) is identical.
 2. Records ingested per second through ``POST /v1/records`` of a real drift-detection process
-   (batches of 500, 4 concurrent clients, count windows of 1000 closing along the way).
+   (batches of 500, 4 concurrent clients, count windows of 1000 closing along the way), once on the
+   embedded SQLite store and once on PostgreSQL (Debian's server, a fresh cluster), with the prod
+   overlay's service settings: API keys on, INFO logs, traces exported (to a local OTLP receiver).
 
 Run: .venv/bin/python scripts/bench/bench_drift.py   (part of ``make bench``)
 """
@@ -77,7 +79,7 @@ def bench_statistics() -> dict[str, object]:
     }
 
 
-async def _ingest(url: str, bodies: list[dict]) -> float:
+async def _ingest(url: str, bodies: list[dict], key: str) -> float:
     import httpx
 
     queue: asyncio.Queue[dict] = asyncio.Queue()
@@ -90,34 +92,55 @@ async def _ingest(url: str, bodies: list[dict]) -> float:
             r = await client.post("/v1/records", json=body)
             r.raise_for_status()
 
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        await client.post("/v1/records", json=bodies[0])  # reference download happens here
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=url, timeout=60, headers=headers) as client:
+        (await client.post("/v1/records", json=bodies[0])).raise_for_status()  # reference download
+        queue.get_nowait()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
         return time.perf_counter() - t0
 
 
-def bench_ingest() -> float:
+def bench_ingest() -> dict[str, float]:
+    """records/s per store backend, measured back to back in this run."""
+    import hashlib
+    import secrets
+
+    from tests.observability.otlp import OtlpReceiver
+    from tests.pg import start_postgres
     from tests.procs import start_service
     from tests.unit.drift.tiny_registry import MODEL, make_frame, make_registry, records
 
-    with tempfile.TemporaryDirectory() as tmp:
+    key = secrets.token_urlsafe(24)
+    rates: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, OtlpReceiver() as otlp:
         reg = make_registry(Path(tmp) / "registry")
-        env = {
-            **reg.env(),
-            "DRIFT_AUTH_ENABLED": "false",
-            "DRIFT_WINDOW_SIZE": "1000",
-            "DRIFT_RETRAIN_MODE": "off",
-            "DRIFT_LOG_LEVEL": "WARNING",
-        }
-        svc = start_service("drift-detection", env, Path(tmp) / "logs")
+        pg = start_postgres(Path(tmp) / "pg")
         try:
-            recs = records(make_frame(INGEST_RECORDS, seed=9), MODEL, "1", "bench")
-            bodies = [{"records": recs[i : i + BATCH]} for i in range(0, len(recs), BATCH)]
-            seconds = asyncio.run(_ingest(svc.url, bodies[1:]))
-            return (len(recs) - BATCH) / seconds
+            for backend, dsn in (("sqlite", ""), ("postgresql", pg.dsn())):
+                env = {
+                    **reg.env(),
+                    "MLPLATFORM_DATA_DIR": str(Path(tmp) / f"data-{backend}"),
+                    # the prod overlay's settings: keys on, INFO logs, tracing exported
+                    "DRIFT_AUTH_ENABLED": "true",
+                    "MLPLATFORM_API_KEYS": f"{hashlib.sha256(key.encode()).hexdigest()}:drift:write",
+                    "DRIFT_LOG_LEVEL": "INFO",
+                    "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+                    "DRIFT_WINDOW_SIZE": "1000",
+                    "DRIFT_RETRAIN_MODE": "off",
+                    "DRIFT_DATABASE_URL": dsn,
+                }
+                svc = start_service("drift-detection", env, Path(tmp) / "logs")
+                try:
+                    recs = records(make_frame(INGEST_RECORDS, seed=9), MODEL, "1", f"bench-{backend}")
+                    bodies = [{"records": recs[i : i + BATCH]} for i in range(0, len(recs), BATCH)]
+                    seconds = asyncio.run(_ingest(svc.url, bodies, key))
+                    rates[backend] = (len(recs) - BATCH) / seconds
+                finally:
+                    svc.stop()
         finally:
-            svc.stop()
+            pg.stop()
+    return rates
 
 
 def main() -> None:
@@ -130,9 +153,11 @@ def main() -> None:
     print(f"{'speed-up':32}{speedup:>12.1f}x")
     print(f"{'drifted columns':32}{stats['drifted']:>12}")
     print(f"{'identical decisions and methods':32}{str(stats['identical']):>12}")
-    print(
-        f"{'ingest, records/s (HTTP)':32}{rate:>12,.0f}   ({INGEST_RECORDS:,} records, batches of {BATCH}, {CONCURRENCY} clients)"
-    )
+    for backend, value in rate.items():
+        print(
+            f"{'ingest, records/s, ' + backend:32}{value:>12,.0f}   ({INGEST_RECORDS:,} records, batches of "
+            f"{BATCH}, {CONCURRENCY} clients, keys on, INFO logs, traces exported)"
+        )
     print("command: .venv/bin/python scripts/bench/bench_drift.py")
 
 

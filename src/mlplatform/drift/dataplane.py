@@ -84,9 +84,17 @@ class DriftService:
             self.store = None
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:  # noqa: ANN401
-        """Run one store call in a worker thread; an unreachable database becomes a 503."""
+        """Run one store call in a worker thread; an unreachable database becomes a 503.
+
+        A connection the server closed (a PostgreSQL restart or failover) fails its next call; that call
+        is made once more, on a fresh connection, before the caller sees a 503. Every store call is
+        safe to repeat: inserts ignore records already stored, window closing is one transaction.
+        """
         try:
-            return await asyncio.to_thread(fn, *args)
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except psycopg.OperationalError:
+                return await asyncio.to_thread(fn, *args)
         except psycopg.Error as exc:
             log.warning(
                 "drift database unavailable: %s", str(exc).strip().splitlines()[0] if str(exc) else exc
@@ -175,9 +183,10 @@ class DriftService:
         if self.settings.window_mode == "count":
             for model, version in groups:
                 closed += await self._close_count_windows(model, version)
-        for model, version in groups:
-            n_open = await self._db(self.store.open_count, model, version)
-            self.metrics.open_records.labels(model, version).set(n_open)
+        else:
+            for model, version in groups:
+                n_open = await self._db(self.store.open_count, model, version)
+                self.metrics.open_records.labels(model, version).set(n_open)
         self._continue_traces(records)
         return IngestResponse(accepted=accepted, duplicates=len(records) - accepted, windows_closed=closed)
 
@@ -227,14 +236,18 @@ class DriftService:
         """Count mode: evaluate full windows of the oldest open records, once across replicas."""
         assert self.store is not None
         closed = 0
+        size = self.settings.window_size
+        n_open = await self._db(self.store.open_count, model, version)
         try:
-            async with self.store.exclusive(model):
-                while await self._db(self.store.open_count, model, version) >= self.settings.window_size:
-                    rows = await self._db(self.store.oldest_open, model, version, self.settings.window_size)
-                    await self._evaluate(model, version, rows)
-                    closed += 1
+            if n_open >= size:  # the lock only when a window may be due (the holder re-checks)
+                async with self.store.exclusive(model):
+                    while (n_open := await self._db(self.store.open_count, model, version)) >= size:
+                        rows = await self._db(self.store.oldest_open, model, version, size)
+                        await self._evaluate(model, version, rows)
+                        closed += 1
         except Exception:  # noqa: BLE001 - records are stored; a failed evaluation must not fail ingest
             log.exception("evaluating a window of %s/%s failed; records stay open", model, version)
+        self.metrics.open_records.labels(model, version).set(n_open)
         return closed
 
     async def _time_windows(self) -> None:

@@ -1,7 +1,8 @@
 """PostgreSQL backend of :class:`~mlplatform.drift.store.DriftStore`, shared by every drift replica.
 
-* A small connection pool (psycopg 3); a connection is checked before use, so a restarted server costs
-  one failed call (a 503 the sender retries), not a stuck pool.
+* A small connection pool (psycopg 3). Connections are not pinged before use (a round trip per call);
+  a call on a connection the server closed fails, the pool discards it, and the service repeats the
+  call once on a fresh one.
 * Records go in with one ``INSERT ... SELECT FROM unnest(...) ON CONFLICT DO NOTHING`` per batch: the
   unique key ``(model, version, prediction_id, row_index)`` makes a re-sent batch, or the same batch
   delivered to two replicas, count once; the statement's row count is the number of new records.
@@ -128,7 +129,6 @@ class PostgresDriftStore:
             max_size=max_connections,
             timeout=timeout_s,
             open=False,
-            check=ConnectionPool.check_connection,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout_s))},
             name="drift-store",
         )

@@ -178,7 +178,7 @@ async def test_manual_retrain_creates_kubernetes_job(tiny_registry, tmp_path, ku
         assert job["metadata"]["labels"]["mlplatform.io/model"] == MODEL
         assert job["metadata"]["labels"]["mlplatform.io/model-version"] == "2"  # the champion
         container = job["spec"]["template"]["spec"]["containers"][0]
-        assert container["command"] == ["mlplatform", "train", "--force"]
+        assert container["command"] == ["mlplatform", "retrain"]
         assert {"name": "MLPLATFORM_RETRAIN_MODEL", "value": MODEL} in container["env"]
         # ingest needs drift:write
         body = {"records": records(make_frame(2, seed=1), MODEL, "1", "k")}
