@@ -193,16 +193,20 @@ class PostgresDriftStore:
                 strict=True,
             ):
                 col.append(value)
+        groups = {(r.model, r.version) for r in rows}
+        # binary parameters (%b): no hex-encoding of the bytea array, no float formatting
+        sql = (
+            "INSERT INTO drift_records (prediction_id, row_index, model, version, request_id, ts,"
+            " received, inputs, prediction)"
+            " SELECT * FROM unnest(%b::text[], %b::int4[], %b::text[], %b::text[], %b::text[],"
+            " %b::float8[], %b::float8[], %b::bytea[], %b::float8[])"
+            " ON CONFLICT (model, version, prediction_id, row_index) DO NOTHING"
+        )
         with self._pool.connection() as conn:
-            cur = conn.execute(
-                "INSERT INTO drift_records (prediction_id, row_index, model, version, request_id, ts,"
-                " received, inputs, prediction)"
-                " SELECT * FROM unnest(%s::text[], %s::int[], %s::text[], %s::text[], %s::text[],"
-                " %s::float8[], %s::float8[], %s::bytea[], %s::float8[])"
-                " ON CONFLICT (model, version, prediction_id, row_index) DO NOTHING"
-                " RETURNING model, version",
-                cols,
-            )
+            if len(groups) == 1:  # the usual batch: one model version, the row count says it all
+                cur = conn.execute(sql, cols)
+                return {next(iter(groups)): cur.rowcount} if cur.rowcount else {}
+            cur = conn.execute(sql + " RETURNING model, version", cols)
             return dict(Counter(cur.fetchall()))
 
     def open_count(self, model: str, version: str) -> int:
