@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from mlplatform.core.auth import hash_key
+from tests.kube_api import KubeApiDouble
 from tests.unit.drift.tiny_registry import MODEL, drift_settings, make_frame, records, running_app
 
 # every test here runs on both store backends (SQLite and a real PostgreSQL)
@@ -81,73 +79,31 @@ async def test_cooldown_blocks_a_second_episode(tiny_registry, tmp_path):
         assert [e["mode"] for e in events] == ["off"] and events[0]["outcome"] == "skipped"
 
 
-class _FakeKubeApi(BaseHTTPRequestHandler):
-    """Speaks the Kubernetes API wire format for ``POST /apis/batch/v1/namespaces/{ns}/jobs``.
-
-    A test double for the API server (which cannot run here): it answers ``201 Created`` with the
-    Job object as the real server does (``metadata.name`` generated from ``generateName``, a ``uid``
-    and ``creationTimestamp``), and ``404`` with a ``Status`` object for any other path.
-    """
-
-    received: list[tuple[str, dict, dict]] = []
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        parts = self.path.split("?")[0].strip("/").split("/")
-        if (
-            len(parts) == 6
-            and parts[:3] == ["apis", "batch", "v1"]
-            and parts[3] == "namespaces"
-            and parts[5] == "jobs"
-        ):
-            type(self).received.append((self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-            meta = body.setdefault("metadata", {})
-            meta["name"] = meta.get("name") or meta.get("generateName", "job-") + "x7k2p"
-            meta.update(
-                namespace=parts[4],
-                uid="6f1c0d5e-1111-2222-3333-444455556666",
-                creationTimestamp="2026-11-23T16:00:00Z",
-                resourceVersion="1",
-            )
-            body["status"] = {}
-            self._reply(201, body)
-        else:
-            self._reply(
-                404,
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "reason": "NotFound",
-                    "code": 404,
-                },
-            )
-
-    def _reply(self, code: int, obj: dict) -> None:
-        data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+RBAC = [
+    {
+        "kind": "Role",
+        "metadata": {"name": "retrain", "namespace": "ml"},
+        "rules": [{"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create"]}],
+    },
+    {
+        "kind": "RoleBinding",
+        "metadata": {"name": "retrain", "namespace": "ml"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "retrain"},
+        "subjects": [{"kind": "ServiceAccount", "name": "drift-detection", "namespace": "ml"}],
+    },
+]
 
 
 @pytest.fixture
 def kube_api():
-    _FakeKubeApi.received = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeKubeApi)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", _FakeKubeApi.received
-    server.shutdown()
+    """The Kubernetes API double (tests/kube_api.py): token ``sa-token`` is the drift service account."""
+    with KubeApiDouble(RBAC, {"sa-token": "system:serviceaccount:ml:drift-detection"}) as api:
+        yield api
 
 
 async def test_manual_retrain_creates_kubernetes_job(tiny_registry, tmp_path, kube_api, monkeypatch):
-    """The Job path against an HTTP double of the Kubernetes API server (documented wire format)."""
-    url, received = kube_api
+    """The Job path against the Kubernetes API double (documented wire format, RBAC checked)."""
+    url = kube_api.url
     monkeypatch.setenv("MLPLATFORM_API_KEYS", f"{hash_key('writer')}:drift:write,{hash_key('boss')}:admin")
     settings = drift_settings(
         tiny_registry,
@@ -169,11 +125,11 @@ async def test_manual_retrain_creates_kubernetes_job(tiny_registry, tmp_path, ku
             "model": MODEL,
             "mode": "kubernetes",
             "outcome": "started",
-            "detail": "job ml/mlplatform-retrain-x7k2p",
+            "detail": "job ml/mlplatform-retrain-00001",
         }
-        path, headers, job = received[0]
-        assert path.startswith("/apis/batch/v1/namespaces/ml/jobs")
-        assert headers["authorization"] == "Bearer sa-token"
+        (created,) = kube_api.jobs
+        assert created.namespace == "ml" and created.subject == "system:serviceaccount:ml:drift-detection"
+        job = created.body
         assert job["kind"] == "Job" and job["apiVersion"] == "batch/v1"
         assert job["metadata"]["labels"]["mlplatform.io/model"] == MODEL
         assert job["metadata"]["labels"]["mlplatform.io/model-version"] == "2"  # the champion
@@ -188,13 +144,26 @@ async def test_manual_retrain_creates_kubernetes_job(tiny_registry, tmp_path, ku
 
 
 async def test_failed_job_creation_is_reported_not_raised(tiny_registry, tmp_path, kube_api):
-    url, _ = kube_api
+    # a namespace the service account may not create Jobs in: 403 from the API, a failed trigger
     settings = drift_settings(
-        tiny_registry, tmp_path, retrain_mode="kubernetes", kube_api_url=url + "/nowhere"
+        tiny_registry,
+        tmp_path,
+        retrain_mode="kubernetes",
+        kube_api_url=kube_api.url,
+        kube_token="sa-token",
+        retrain_namespace="other",
     )
     async with running_app(settings) as (client, app):
         r = await client.post(f"/v1/models/{MODEL}/retrain", json={})
         assert r.status_code == 200 and r.json()["outcome"] == "failed"
+        assert "403" in r.json()["detail"] and kube_api.jobs == []
+        assert kube_api.denied == [
+            (
+                "system:serviceaccount:ml:drift-detection",
+                "other",
+                "no RoleBinding grants create on batch/jobs",
+            )
+        ]
         metrics = (await client.get("/metrics")).text
         assert (
             'mlplatform_drift_retraining_triggers_total{mode="kubernetes",model="drift-demo",outcome="failed"} 1.0'
