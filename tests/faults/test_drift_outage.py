@@ -2,8 +2,8 @@
 
 Requirement: inference never fails and never slows beyond its budget because drift detection is
 down (payload logging is off the request path); every record serving accepted is ingested by drift
-detection exactly once after it comes back — counted by ``(request_id, row_index)`` in drift's
-own SQLite store.
+detection exactly once after it comes back — counted by ``(prediction_id, row_index)`` (the id
+serving assigned and returned in ``parameters.prediction_id``) in drift's own SQLite store.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _stored_keys(db: Path) -> list[tuple[str, int]]:
         return []
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5.0)
     try:
-        return [(r, int(i)) for r, i in con.execute("SELECT request_id, row_index FROM records")]
+        return [(r, int(i)) for r, i in con.execute("SELECT prediction_id, row_index FROM drift_records")]
     except sqlite3.OperationalError:  # table not created yet
         return []
     finally:
@@ -97,7 +97,9 @@ async def test_drift_killed_mid_load_then_restarted(
         for o in results:
             assert o.body["id"] == o.request_id, o.body
 
-        expected = {(o.request_id, i) for o in results for i in range(ROWS_PER_REQUEST)}
+        expected = {
+            (o.body["parameters"]["prediction_id"], i) for o in results for i in range(ROWS_PER_REQUEST)
+        }
         db = workdir / "data" / "drift" / "drift.db"
         await wait_until(
             lambda: len(_stored_keys(db)) >= len(expected),

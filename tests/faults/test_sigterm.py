@@ -37,6 +37,7 @@ async def test_sigterm_under_load(demo_registry: Any, samples: list[dict], workd
         "SERVING_PAYLOAD_BATCH_SIZE": "50",
         "SERVING_PAYLOAD_FLUSH_INTERVAL_S": "0.2",
         "SERVING_PAYLOAD_SPOOL_DIR": str(spool),
+        "SERVING_PAYLOAD_DRAIN_TIMEOUT_S": "1",  # drift stays down: stop trying after a second
     }
     serving = await asyncio.to_thread(
         start_service, "model-serving", env, workdir / "logs", ready_timeout=START_TIMEOUT_S
