@@ -48,6 +48,7 @@ Values the shared templates read, completed before they render: the ConfigMap en
 {{- $v := .Values -}}
 {{- $env := deepCopy (default dict $v.env) -}}
 {{- $extra := list -}}
+{{- $_ := set $env "DRIFT_DATABASE_REQUIRED" (ternary "true" "false" $v.database.required) -}}
 {{- if $v.database.existingSecret -}}
 {{- if ne $v.secrets.backend "env" -}}
 {{- fail "database.existingSecret is for secrets.backend env; with vault the DSN is the key DRIFT_DATABASE_URL of the Vault KV secret mlplatform/<env>/drift-detection" -}}

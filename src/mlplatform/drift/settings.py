@@ -24,6 +24,11 @@ class DriftSettings(ServiceSettings):
         "SQLite file under the data directory (one process only). Read from the secrets backend under the "
         "same name (DRIFT_DATABASE_URL) when the Vault backend is on; never put it in a ConfigMap.",
     )
+    database_required: bool = Field(
+        False,
+        description="Refuse to start when no database_url is set (the charts set it: several replicas on "
+        "per-pod SQLite would each see a slice of the traffic).",
+    )
     window_mode: str = Field(
         "count",
         pattern="^(count|time)$",
@@ -98,10 +103,17 @@ class DriftSettings(ServiceSettings):
     )
 
     def resolved_database_url(self, secrets: SecretsBackend) -> str | None:
-        """``database_url`` if set, else the secret ``DRIFT_DATABASE_URL`` (Vault or environment)."""
+        """``database_url`` if set, else the secret ``DRIFT_DATABASE_URL`` (Vault or environment); a
+        RuntimeError naming the setting when neither is set and ``database_required`` is true."""
         if self.database_url is not None and self.database_url.get_secret_value():
             return self.database_url.get_secret_value()
-        return secrets.get("DRIFT_DATABASE_URL")
+        url = secrets.get("DRIFT_DATABASE_URL")
+        if url is None and self.database_required:
+            raise RuntimeError(
+                f"DRIFT_DATABASE_URL is not set (neither in the environment nor in the {type(secrets).__name__}) "
+                "and DRIFT_DATABASE_REQUIRED is true"
+            )
+        return url
 
     def ignored_columns(self) -> frozenset[str]:
         """The parsed ``ignored_input_columns``."""

@@ -133,11 +133,13 @@ class PostgresDriftStore:
             name="drift-store",
         )
         try:
+            # one direct connection first: its error says what is wrong (the pool's would only time out)
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=max(1, int(timeout_s))) as conn:
+                with conn.transaction():
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+                    conn.execute(SCHEMA)
             self._pool.open(wait=True, timeout=timeout_s)
-            with self._pool.connection() as conn, conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-                conn.execute(SCHEMA)
-        except (psycopg.Error, Exception) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure here is a start-up failure, in one line
             self._pool.close()
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise RuntimeError(
