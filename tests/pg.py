@@ -116,6 +116,7 @@ def _launch(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=data_dir.parent,
         **_as_postgres_user(),  # type: ignore[arg-type]
     )
     _wait_accepting(port, proc, data_dir)
@@ -163,7 +164,7 @@ def start_postgres(root: Path) -> PostgresServer:
             if not mode & 0o001:
                 os.chmod(p, mode | 0o001)
             p = p.parent
-    subprocess.run(
+    done = subprocess.run(
         [
             str(bindir / "initdb"),
             "-D",
@@ -176,10 +177,13 @@ def start_postgres(root: Path) -> PostgresServer:
             "UTF8",
             "--no-sync",
         ],
-        check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,  # its user must be able to enter the current directory (a test may chdir anywhere)
         **_as_postgres_user(),  # type: ignore[arg-type]
     )
+    if done.returncode != 0:
+        raise RuntimeError(f"initdb failed with {done.returncode}: {done.stderr.strip()[-2000:]}")
     port = free_port()
     return PostgresServer(data, port, _launch(data, port))
