@@ -11,10 +11,12 @@
 # policies in the environment):
 #   1. enables the Kubernetes auth method at --auth-path (if not enabled) and configures it;
 #   2. enables a KV version 2 engine at --kv-mount (if not enabled);
-#   3. for each service (model-serving, feature-store, drift-detection, explainability) writes the
-#      least-privilege policy policies/vault/<service>.hcl as mlplatform-<env>-<service> and a role
-#      of the same name bound to ServiceAccount <service> in --namespace only;
-#   4. with --seed-dir, creates <kv-mount>/mlplatform/<env>/<service> from DIR/<service>.json when
+#   3. for each identity (the services model-serving, feature-store, drift-detection and
+#      explainability, and retrain: drift-detection's retraining Job) writes the least-privilege
+#      policy policies/vault/<identity>.hcl as mlplatform-<env>-<identity> and a role of the same
+#      name bound to the identity's ServiceAccount (a service's own name; drift-detection-retrain
+#      for retrain) in --namespace only;
+#   4. with --seed-dir, creates <kv-mount>/mlplatform/<env>/<identity> from DIR/<identity>.json when
 #      that secret does not exist yet (values are passed as a file, never on the command line);
 #   5. with --drift-database-url-file, sets the key DRIFT_DATABASE_URL of
 #      <kv-mount>/mlplatform/<env>/drift-detection to the PostgreSQL DSN in FILE (a libpq URL, no
@@ -23,14 +25,25 @@
 #      CloudNativePG cluster: kubectl -n mlplatform-<env> get secret mlplatform-pg-app
 #      -o jsonpath='{.data.uri}' | base64 -d > FILE;
 #   6. with --feature-database-url-file, the same for the key FEATURES_DATABASE_URL of
-#      <kv-mount>/mlplatform/<env>/feature-store: the feature store's Feast SQL registry and
-#      PostgreSQL offline store (shared by its replicas and its materialisation CronJob).
-# The services then run with VAULT_ROLE=mlplatform-<env>-<service>,
-# VAULT_SECRET_PATH=mlplatform/<env>/<service> (docs/security.md).
+#      <kv-mount>/mlplatform/<env>/feature-store (the feature store's Feast SQL registry and
+#      PostgreSQL offline store, shared by its replicas and its materialisation CronJob) and of
+#      <kv-mount>/mlplatform/<env>/retrain (where the retraining Job reads its training rows).
+# The pods then run with VAULT_ROLE=mlplatform-<env>-<identity>,
+# VAULT_SECRET_PATH=mlplatform/<env>/<identity> (docs/security.md).
 # --dry-run prints the vault commands (and policy bodies) instead of running them.
 set -euo pipefail
 
-SERVICES=(model-serving feature-store drift-detection explainability)
+# Vault identities as IDENTITY=SERVICEACCOUNT: policy policies/vault/<IDENTITY>.hcl, role and policy
+# mlplatform-<env>-<IDENTITY>, secret mlplatform/<env>/<IDENTITY>, login only as that ServiceAccount.
+# The services run as a ServiceAccount of their own name; retrain is drift-detection's retraining Job
+# (charts/drift-detection: the Job pods' ServiceAccount <release>-retrain).
+IDENTITIES=(
+  model-serving=model-serving
+  feature-store=feature-store
+  drift-detection=drift-detection
+  explainability=explainability
+  retrain=drift-detection-retrain
+)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 POLICY_DIR="$ROOT/policies/vault"
 
@@ -67,7 +80,7 @@ while [[ $# -gt 0 ]]; do
     --drift-database-url-file) DRIFT_DB_URL_FILE="${2:-}"; shift 2 ;;
     --feature-database-url-file) FEATURES_DB_URL_FILE="${2:-}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p;}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -115,10 +128,12 @@ else
   echo "secrets engine already mounted at $KV_MOUNT/"
 fi
 
-# 3. per-service policy and role, 4. optional seed
-for svc in "${SERVICES[@]}"; do
-  name="mlplatform-$ENV_NAME-$svc"
-  template="$POLICY_DIR/$svc.hcl"
+# 3. per-identity policy and role, 4. optional seed
+for pair in "${IDENTITIES[@]}"; do
+  id="${pair%%=*}"
+  sa="${pair#*=}"
+  name="mlplatform-$ENV_NAME-$id"
+  template="$POLICY_DIR/$id.hcl"
   [[ -f "$template" ]] || die "missing policy template $template"
   body="$(sed -e "s|<env>|$ENV_NAME|g" -e "s|<kv-mount>|$KV_MOUNT|g" "$template")"
   if [[ $DRY_RUN -eq 1 ]]; then
@@ -129,7 +144,7 @@ for svc in "${SERVICES[@]}"; do
     printf '%s\n' "$body" | vault policy write "$name" -
   fi
   role_args=(
-    "bound_service_account_names=$svc"
+    "bound_service_account_names=$sa"
     "bound_service_account_namespaces=$NAMESPACE"
     "token_policies=$name"
     "token_ttl=$TTL"
@@ -138,19 +153,19 @@ for svc in "${SERVICES[@]}"; do
   [[ -n "$AUDIENCE" ]] && role_args+=("audience=$AUDIENCE")
   run write "auth/$AUTH_PATH/role/$name" "${role_args[@]}"
 
-  if [[ -n "$SEED_DIR" && -f "$SEED_DIR/$svc.json" ]]; then
-    path="mlplatform/$ENV_NAME/$svc"
+  if [[ -n "$SEED_DIR" && -f "$SEED_DIR/$id.json" ]]; then
+    path="mlplatform/$ENV_NAME/$id"
     if [[ $DRY_RUN -eq 0 ]] && vault kv get -mount="$KV_MOUNT" "$path" >/dev/null 2>&1; then
       echo "secret $KV_MOUNT/$path exists; left as is (rotate with: vault kv patch -mount=$KV_MOUNT $path KEY=@file)"
     else
-      run kv put -mount="$KV_MOUNT" "$path" "@$SEED_DIR/$svc.json"
+      run kv put -mount="$KV_MOUNT" "$path" "@$SEED_DIR/$id.json"
     fi
   fi
-  echo "service $svc: VAULT_ROLE=$name VAULT_SECRET_PATH=mlplatform/$ENV_NAME/$svc (namespace $NAMESPACE)"
+  echo "$id (ServiceAccount $sa): VAULT_ROLE=$name VAULT_SECRET_PATH=mlplatform/$ENV_NAME/$id (namespace $NAMESPACE)"
 done
 
-# 5./6. A service's PostgreSQL URL: one key of its secret, value from a file (never argv).
-set_url_key() {  # set_url_key SERVICE KEY FILE
+# 5./6. A PostgreSQL URL: one key of an identity's secret, value from a file (never argv).
+set_url_key() {  # set_url_key IDENTITY KEY FILE
   local path="mlplatform/$ENV_NAME/$1"
   if [[ $DRY_RUN -eq 0 ]] && vault kv get -mount="$KV_MOUNT" "$path" >/dev/null 2>&1; then
     run kv patch -mount="$KV_MOUNT" "$path" "$2=@$3"
@@ -164,4 +179,5 @@ if [[ -n "$DRIFT_DB_URL_FILE" ]]; then
 fi
 if [[ -n "$FEATURES_DB_URL_FILE" ]]; then
   set_url_key feature-store FEATURES_DATABASE_URL "$FEATURES_DB_URL_FILE"
+  set_url_key retrain FEATURES_DATABASE_URL "$FEATURES_DB_URL_FILE"
 fi

@@ -20,7 +20,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 SCRIPT = REPO / "scripts" / "vault-bootstrap.sh"
-SERVICES = ("model-serving", "feature-store", "drift-detection", "explainability")
+#: Vault identity -> the ServiceAccount its role is bound to: the four services run as a
+#: ServiceAccount of their own name; ``retrain`` is drift-detection's retraining Job.
+IDENTITIES = {
+    "model-serving": "model-serving",
+    "feature-store": "feature-store",
+    "drift-detection": "drift-detection",
+    "explainability": "explainability",
+    "retrain": "drift-detection-retrain",
+}
 
 FAKE_VAULT = r"""#!/usr/bin/env bash
 dir="$FAKE_VAULT_DIR/calls"
@@ -75,7 +83,7 @@ def calls(tmp_path):
     return out
 
 
-def test_bootstrap_enables_auth_kv_and_binds_one_role_per_service(fake_vault):
+def test_bootstrap_enables_auth_kv_and_binds_one_role_per_identity(fake_vault):
     tmp, env = fake_vault
     out = run(["--env", "prod"], env).stdout
     got = calls(tmp)
@@ -83,22 +91,28 @@ def test_bootstrap_enables_auth_kv_and_binds_one_role_per_service(fake_vault):
     assert ["auth", "enable", "-path=kubernetes", "kubernetes"] in argv
     assert ["write", "auth/kubernetes/config", "kubernetes_host=https://kubernetes.default.svc"] in argv
     assert ["secrets", "enable", "-path=secret", "-version=2", "kv"] in argv
-    for svc in SERVICES:
-        name = f"mlplatform-prod-{svc}"
+    for identity, account in IDENTITIES.items():
+        name = f"mlplatform-prod-{identity}"
         policy = next(c for c in got if c["args"] == ["policy", "write", name, "-"])
-        assert f'path "secret/data/mlplatform/prod/{svc}"' in policy["stdin"]
+        assert f'path "secret/data/mlplatform/prod/{identity}"' in policy["stdin"]
         assert "<env>" not in policy["stdin"] and "<kv-mount>" not in policy["stdin"]
         assert [
             "write",
             f"auth/kubernetes/role/{name}",
-            f"bound_service_account_names={svc}",
+            f"bound_service_account_names={account}",
             "bound_service_account_namespaces=mlplatform-prod",
             f"token_policies={name}",
             "token_ttl=1h",
             "token_max_ttl=24h",
         ] in argv
-        assert f"VAULT_ROLE={name} VAULT_SECRET_PATH=mlplatform/prod/{svc}" in out
-    # nothing wider than one service account per role
+        assert f"VAULT_ROLE={name} VAULT_SECRET_PATH=mlplatform/prod/{identity}" in out
+    # one policy and one role per identity, nothing else; nothing wider than one service account per role
+    assert sorted(a[2] for a in argv if a[:2] == ["policy", "write"]) == sorted(
+        f"mlplatform-prod-{i}" for i in IDENTITIES
+    )
+    assert len([a for a in argv if a[0] == "write" and a[1].startswith("auth/kubernetes/role/")]) == len(
+        IDENTITIES
+    )
     assert not any("*" in a for args in argv for a in args)
 
 
@@ -131,8 +145,18 @@ def test_dry_run_prints_commands_without_calling_vault(fake_vault):
     out = run(["--env", "staging", "--audience", "vault", "--dry-run"], env).stdout
     assert calls(tmp) == []
     assert "+ vault auth enable -path=kubernetes kubernetes" in out
-    assert out.count("+ vault policy write mlplatform-staging-") == 4
+    assert out.count("+ vault policy write mlplatform-staging-") == len(IDENTITIES) == 5
     assert "bound_service_account_namespaces=mlplatform-staging" in out and "audience=vault" in out
+    assert (
+        "+ vault write auth/kubernetes/role/mlplatform-staging-retrain "
+        "bound_service_account_names=drift-detection-retrain "
+    ) in out
+    assert 'path "secret/data/mlplatform/staging/retrain"' in out
+
+
+def test_every_policy_template_is_installed():
+    """policies/vault/*.hcl and the script's identities are the same set: no policy left uninstalled."""
+    assert {p.stem for p in (REPO / "policies" / "vault").glob("*.hcl")} == set(IDENTITIES)
 
 
 @pytest.mark.parametrize(
@@ -157,12 +181,12 @@ def test_unreachable_or_sealed_vault_stops_the_script(fake_vault):
     assert [c["args"][0] for c in calls(tmp)] == ["status"]
 
 
-@pytest.mark.parametrize("svc", SERVICES)
-def test_service_policy_is_least_privilege(svc):
-    text = (REPO / "policies" / "vault" / f"{svc}.hcl").read_text()
+@pytest.mark.parametrize("identity", IDENTITIES)
+def test_identity_policy_is_least_privilege(identity):
+    text = (REPO / "policies" / "vault" / f"{identity}.hcl").read_text()
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     paths = re.findall(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*\}', code)
-    assert paths == [(f"<kv-mount>/data/mlplatform/<env>/{svc}", '"read"')]
+    assert paths == [(f"<kv-mount>/data/mlplatform/<env>/{identity}", '"read"')]
     assert code.count("path ") == 1
 
 
@@ -199,9 +223,10 @@ def test_drift_database_url_is_one_key_of_the_drift_secret(fake_vault):
     assert proc.returncode == 2 and "is not a file" in proc.stderr
 
 
-def test_feature_database_url_is_one_key_of_the_feature_store_secret(fake_vault):
-    """--feature-database-url-file sets FEATURES_DATABASE_URL of mlplatform/<env>/feature-store the same
-    way (put when missing, patch when present, the URL only in the file); together with the drift one."""
+def test_feature_database_url_is_one_key_of_the_feature_store_and_retrain_secrets(fake_vault):
+    """--feature-database-url-file sets FEATURES_DATABASE_URL of mlplatform/<env>/feature-store and of
+    mlplatform/<env>/retrain (the retraining Job's training rows) the same way (put when missing, patch
+    when present, the URL only in the file); together with the drift one."""
     tmp, env = fake_vault
     url = tmp / "features-url"
     url.write_text("postgresql://mlplatform:f34t-pw@mlplatform-pg-rw.mlplatform-prod:5432/mlplatform")
@@ -210,13 +235,15 @@ def test_feature_database_url_is_one_key_of_the_feature_store_secret(fake_vault)
     args = ["--env", "prod", "--feature-database-url-file", str(url), "--drift-database-url-file", str(dsn)]
     out = run(args, env).stdout
     argv = [c["args"] for c in calls(tmp)]
-    assert [
-        "kv",
-        "put",
-        "-mount=secret",
-        "mlplatform/prod/feature-store",
-        f"FEATURES_DATABASE_URL=@{url}",
-    ] in argv
+    for identity in ("feature-store", "retrain"):
+        assert [
+            "kv",
+            "put",
+            "-mount=secret",
+            f"mlplatform/prod/{identity}",
+            f"FEATURES_DATABASE_URL=@{url}",
+        ] in argv
+        assert f"{identity}: FEATURES_DATABASE_URL of secret/mlplatform/prod/{identity}" in out
     assert [
         "kv",
         "put",
@@ -224,18 +251,21 @@ def test_feature_database_url_is_one_key_of_the_feature_store_secret(fake_vault)
         "mlplatform/prod/drift-detection",
         f"DRIFT_DATABASE_URL=@{dsn}",
     ] in argv
-    assert "feature-store: FEATURES_DATABASE_URL of secret/mlplatform/prod/feature-store" in out
+    # the drift DSN goes to drift-detection only
+    drift = [a[3] for a in argv if a[:2] == ["kv", "put"] and a[4].startswith("DRIFT_DATABASE_URL=")]
+    assert drift == ["mlplatform/prod/drift-detection"]
     (tmp / "exists").write_text("")
     shutil.rmtree(tmp / "calls")
     run(["--env", "prod", "--feature-database-url-file", str(url)], env)
     argv = [c["args"] for c in calls(tmp)]
-    assert [
-        "kv",
-        "patch",
-        "-mount=secret",
-        "mlplatform/prod/feature-store",
-        f"FEATURES_DATABASE_URL=@{url}",
-    ] in argv
+    for identity in ("feature-store", "retrain"):
+        assert [
+            "kv",
+            "patch",
+            "-mount=secret",
+            f"mlplatform/prod/{identity}",
+            f"FEATURES_DATABASE_URL=@{url}",
+        ] in argv
     assert not any(a[:2] == ["kv", "put"] for a in argv)
     assert "f34t-pw" not in json.dumps(argv) and "f34t-pw" not in out
     proc = run(["--env", "prod", "--feature-database-url-file", str(tmp / "missing")], env, check=False)
