@@ -181,15 +181,33 @@ def materialize(
     typer.echo(json.dumps(result, default=str))
 
 
+def _training_secrets() -> None:
+    """With MLPLATFORM_SECRETS_BACKEND=vault, the run's secrets from Vault into the environment
+    (mlplatform.training.secrets); a Vault that cannot be used is one line and exit 2."""
+    from mlplatform.core.vault import VaultStartupError
+    from mlplatform.training.secrets import load_training_secrets
+
+    try:
+        load_training_secrets()
+    except (VaultStartupError, ValueError) as exc:
+        typer.echo(f"error: cannot read the training secrets from Vault: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 @app.command()
 def train(
     rows: int = typer.Option(200_000, help="Number of generated transactions."),
     seed: int = typer.Option(7, help="Random seed: the same seed gives the same data and models."),
     force: bool = typer.Option(False, help="Retrain even if the demo models are already registered."),
 ) -> None:
-    """Generate the demo data, train the demo models and register them in MLflow as 'champion'."""
+    """Generate the demo data, train the demo models and register them in MLflow as 'champion'.
+
+    With MLPLATFORM_SECRETS_BACKEND=vault, FEATURES_DATABASE_URL and MLflow credentials the
+    environment does not set come from the Vault secret named by VAULT_* (exit 2 if Vault fails).
+    """
     from mlplatform.training.pipeline import TrainSettings, run_training
 
+    _training_secrets()
     settings = TrainSettings(rows=rows, seed=seed)
     run_training(settings, force=force, progress=True)
 
@@ -222,7 +240,11 @@ def retrain(
         help="Overlay named in the printed promote command [env MLPLATFORM_RETRAIN_ENV, default prod].",
     ),
 ) -> None:
-    """Retrain one model as @challenger, score it against @champion on the latest data, promote only on a win."""
+    """Retrain one model as @challenger, score it against @champion on the latest data, promote only on a win.
+
+    With MLPLATFORM_SECRETS_BACKEND=vault, FEATURES_DATABASE_URL and MLflow credentials the
+    environment does not set come from the Vault secret named by VAULT_* (exit 2 if Vault fails).
+    """
     from pydantic import ValidationError
 
     from mlplatform.training.retrain import RetrainError, RetrainSettings, run_retraining
@@ -244,6 +266,7 @@ def retrain(
         )
         typer.echo(f"error: invalid retrain configuration: {problems}", err=True)
         raise typer.Exit(2) from None
+    _training_secrets()
     try:
         result = run_retraining(settings)
     except RetrainError as exc:
