@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlplatform.core.vault import VaultConfig
 from mlplatform.deploy.render import ENVIRONMENTS, helm_template
 from mlplatform.drift.retrain import build_job
 from mlplatform.drift.settings import DriftSettings
@@ -194,6 +195,11 @@ def test_retrain_job_is_restricted_pod_security(rendered, env):
         assert "emptyDir" in volumes[mounts[path]], path
     for kind in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(container["resources"][kind])
+    # every mount has its volume; the only non-emptyDir volume is prod's Vault login token, read-only
+    assert set(mounts.values()) == set(volumes)
+    for mount in container["volumeMounts"]:
+        if "emptyDir" not in volumes[mount["name"]]:
+            assert env == "prod" and "projected" in volumes[mount["name"]] and mount["readOnly"] is True
 
 
 def test_restricted_check_sees_violations():
@@ -231,6 +237,51 @@ def test_retrain_job_runs_the_platform_image_and_settings(rendered, env):
     labels = job["spec"]["template"]["metadata"]["labels"]
     for svc in by_kind(objects, "Service"):
         assert not set(svc["spec"]["selector"].items()) <= set(labels.items())
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_retrain_job_secrets_wiring(rendered, env):
+    """Where the training rows' database URL comes from: the CloudNativePG Secret (env backend), or
+    the Job's own Vault identity (prod): role mlplatform-<env>-retrain, secret mlplatform/<env>/retrain,
+    logged in to with a short-lived projected token; the service's Vault settings otherwise."""
+    objects = rendered[env]
+    pod = retrain_job_template(objects)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env_vars = {e["name"]: e for e in container["env"]}
+    values = {name: e.get("value") for name, e in env_vars.items()}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    service_env = container_env(objects, DRIFT)
+    assert pod["serviceAccountName"] == "drift-detection-retrain"  # what vault-bootstrap.sh binds
+    assert pod["automountServiceAccountToken"] is False
+    assert len(env_vars) == len(container["env"]), "an env name twice"
+    vault_names = {n for n in env_vars if n.startswith("VAULT_")} | {"MLPLATFORM_SECRETS_BACKEND"}
+    if service_env["DRIFT_SECRETS_BACKEND"] == "env":
+        # dev/staging: retrain.extraEnv, CloudNativePG's generated Secret; no Vault anywhere
+        assert env_vars["FEATURES_DATABASE_URL"]["valueFrom"] == {
+            "secretKeyRef": {"name": f"{PG_CLUSTER}-app", "key": "uri"}
+        }
+        assert vault_names == {"MLPLATFORM_SECRETS_BACKEND"} and "MLPLATFORM_SECRETS_BACKEND" not in env_vars
+        assert not any("projected" in v for v in volumes.values())
+        return
+    assert env == "prod"
+    assert "FEATURES_DATABASE_URL" not in env_vars  # the key of mlplatform/prod/retrain in Vault
+    assert values["MLPLATFORM_SECRETS_BACKEND"] == "vault"
+    assert values["VAULT_ROLE"] == f"mlplatform-{env}-retrain" != service_env["VAULT_ROLE"]
+    assert values["VAULT_SECRET_PATH"] == f"mlplatform/{env}/retrain"
+    job_vault, service_vault = VaultConfig.from_env(values), VaultConfig.from_env(service_env)
+    assert job_vault.addr == service_vault.addr
+    assert (job_vault.auth_path, job_vault.kv_mount) == (service_vault.auth_path, service_vault.kv_mount)
+    assert job_vault.secret_paths == (f"mlplatform/{env}/retrain",)
+    # a projected token (bounded lifetime, default audience), not the automounted API token
+    token_dir, _, token_file = values["VAULT_SA_TOKEN_PATH"].rpartition("/")
+    mount = mounts[token_dir]
+    assert mount["readOnly"] is True
+    (source,) = volumes[mount["name"]]["projected"]["sources"]
+    assert source["serviceAccountToken"]["path"] == token_file
+    assert 600 <= source["serviceAccountToken"]["expirationSeconds"] <= 3600
+    assert "audience" not in source["serviceAccountToken"]
+    assert token_dir != "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 # -- RBAC: exactly what the launcher does, in its own namespace ----------------------------------
@@ -387,6 +438,7 @@ def test_network_policies_for_postgres_and_training_pods(rendered, env):
     job_labels = retrain_job_template(objects)["spec"]["template"]["metadata"]["labels"]
     trainer = Pod(ns, job_labels)
     mlflow = Pod("mlflow", {"app.kubernetes.io/name": "mlflow"})
+    vault = Pod("vault", {"app.kubernetes.io/name": "vault"})
     dns = Pod("kube-system", {"k8s-app": "kube-dns"})
     operator = Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"})
 
@@ -398,7 +450,11 @@ def test_network_policies_for_postgres_and_training_pods(rendered, env):
     assert allowed(operator, pg, 8000) and allowed(operator, pg, 5432)
     assert allowed(pg, pg, 5432) and allowed(pg, dns, 53, "UDP")
     assert allowed(trainer, mlflow, 5000) and allowed(trainer, dns, 53, "UDP")
-    assert not allowed(trainer, pg, 5432) and not allowed(trainer, pods["model-serving"], 8080)
+    # training rows from the feature store's offline store; Vault only where the Job logs in to it
+    assert allowed(trainer, pg, 5432)
+    assert allowed(trainer, vault, 8200) == (env == "prod")
+    assert not allowed(trainer, pods["model-serving"], 8080)
+    assert not allowed(trainer, pods["feature-store"], 8081)
     assert not allowed(pods["model-serving"], trainer, 8082) and not allowed(pods[DRIFT], trainer, 8082)
 
 
@@ -461,6 +517,40 @@ def test_chart_with_retraining_off_renders_no_rbac_and_mode_off():
     assert config_maps(off)[DRIFT]["DRIFT_RETRAIN_MODE"] == "off"
     on = helm_template(DRIFT, [values], release=DRIFT, namespace="ci", root=ROOT)
     assert len(by_kind(on, "Role")) == 1 and validate_object(by_kind(on, "Role")[0]) == []
+
+
+def test_chart_retrain_job_vault_settings():
+    """retrain.vault.role overrides the role; the service's authPath/kvMount carry over only when set;
+    the env backend renders no Vault setting, token volume or Vault egress for the Job."""
+    vault_values = str(ROOT / "charts" / DRIFT / "ci" / "vault-values.yaml")
+
+    def job_env(objects: list[dict[str, Any]]) -> dict[str, str | None]:
+        (container,) = retrain_job_template(objects)["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    def egress_ports(objects: list[dict[str, Any]]) -> set[int]:
+        policy = find(objects, "NetworkPolicy", f"{DRIFT}-retrain")
+        return {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+
+    default = _template("--values", vault_values)
+    assert job_env(default)["VAULT_ROLE"] == "mlplatform-prod-retrain"
+    assert job_env(default)["VAULT_AUTH_PATH"] == "kubernetes" and "VAULT_KV_MOUNT" not in job_env(default)
+    assert 8200 in egress_ports(default)
+    custom = _template(
+        "--values",
+        vault_values,
+        "--set",
+        "retrain.vault.role=custom-retrain,secrets.vault.kvMount=kv-ml,config.environment=staging",
+    )
+    values = job_env(custom)
+    assert (values["VAULT_ROLE"], values["VAULT_KV_MOUNT"]) == ("custom-retrain", "kv-ml")
+    assert values["VAULT_SECRET_PATH"] == "mlplatform/staging/retrain"
+    plain = _template("--values", str(ROOT / "charts" / DRIFT / "ci" / "default-values.yaml"))
+    assert not {n for n in job_env(plain) if n.startswith("VAULT_") or n == "MLPLATFORM_SECRETS_BACKEND"}
+    assert 8200 not in egress_ports(plain)
+    assert not any(
+        "projected" in v for v in retrain_job_template(plain)["spec"]["template"]["spec"]["volumes"]
+    )
 
 
 def test_chart_refuses_a_database_secret_with_vault():

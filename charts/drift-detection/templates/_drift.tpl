@@ -8,7 +8,10 @@ What only drift-detection renders on top of the shared service templates (mlplat
   the pod (DRIFT_RETRAIN_JOB_TEMPLATE), DRIFT_RETRAIN_MODE=kubernetes, DRIFT_RETRAIN_NAMESPACE
   from the downward API, the service's API token mounted, a Role that may only create (and
   get/list/watch) Jobs in the release namespace, its RoleBinding, and the Job pods' own
-  ServiceAccount (no token) and NetworkPolicy.
+  ServiceAccount (no token) and NetworkPolicy. With the `vault` secrets backend the Job logs in to
+  Vault as its own identity (role mlplatform-<env>-retrain, secret mlplatform/<env>/retrain, bound
+  to that ServiceAccount by scripts/vault-bootstrap.sh) with a short-lived projected token, and
+  its NetworkPolicy lets it reach Vault.
 
 The library has no hook for extra volumes, so "drift-detection.deployment" adds the template
 volume to the library's Deployment; a library hook would need a new version of all four charts.
@@ -19,6 +22,9 @@ volume to the library's Deployment; a library hook would need a new version of a
 {{- end -}}
 
 {{- define "drift-detection.retrainTemplateDir" -}}/etc/mlplatform/retrain{{- end -}}
+
+{{/* Where the Job's projected service-account token (its Vault login) is mounted. */}}
+{{- define "drift-detection.retrainTokenDir" -}}/var/run/secrets/mlplatform/serviceaccount{{- end -}}
 
 {{/* Labels of the retraining Job and its pods: not the service's selector labels (name differs),
 so the Service, PDB and the service's NetworkPolicy never select a training pod; managed by the
@@ -93,6 +99,9 @@ Values the shared templates read, completed before they render: the ConfigMap en
 {{- define "drift-detection.retrainJob" -}}
 {{- $r := .Values.retrain -}}
 {{- $sc := merge (dict "readOnlyRootFilesystem" true "allowPrivilegeEscalation" false) (deepCopy .Values.securityContext) -}}
+{{- $vault := eq .Values.secrets.backend "vault" -}}
+{{- $environment := .Values.config.environment -}}
+{{- $tokenDir := include "drift-detection.retrainTokenDir" . -}}
 apiVersion: batch/v1
 kind: Job
 metadata:
@@ -144,6 +153,28 @@ spec:
               value: /tmp/.cache
             - name: MPLCONFIGDIR
               value: /tmp/.cache/matplotlib
+            {{- if $vault }}
+            # The run's secrets (FEATURES_DATABASE_URL, MLflow credentials) from the Job's own Vault
+            # secret, logged in to with the short-lived projected token below.
+            - name: MLPLATFORM_SECRETS_BACKEND
+              value: vault
+            - name: VAULT_ADDR
+              value: {{ required "secrets.vault.addr is required when secrets.backend is vault" .Values.secrets.vault.addr | quote }}
+            - name: VAULT_ROLE
+              value: {{ default (printf "mlplatform-%s-retrain" $environment) $r.vault.role | quote }}
+            - name: VAULT_SECRET_PATH
+              value: {{ printf "mlplatform/%s/retrain" $environment | quote }}
+            {{- with .Values.secrets.vault.authPath }}
+            - name: VAULT_AUTH_PATH
+              value: {{ . | quote }}
+            {{- end }}
+            {{- with .Values.secrets.vault.kvMount }}
+            - name: VAULT_KV_MOUNT
+              value: {{ . | quote }}
+            {{- end }}
+            - name: VAULT_SA_TOKEN_PATH
+              value: {{ printf "%s/token" $tokenDir | quote }}
+            {{- end }}
             {{- range $k, $val := $r.env }}
             - name: {{ $k }}
               value: {{ $val | toString | quote }}
@@ -160,6 +191,11 @@ spec:
               mountPath: {{ .Values.dataDir.mountPath }}
             - name: tmp
               mountPath: /tmp
+            {{- if $vault }}
+            - name: vault-token
+              mountPath: {{ $tokenDir }}
+              readOnly: true
+            {{- end }}
       volumes:
         - name: data
           emptyDir:
@@ -167,6 +203,14 @@ spec:
         - name: tmp
           emptyDir:
             sizeLimit: {{ $r.tmpSizeLimit }}
+        {{- if $vault }}
+        - name: vault-token
+          projected:
+            sources:
+              - serviceAccountToken:
+                  path: token
+                  expirationSeconds: 3600
+        {{- end }}
 {{- end -}}
 
 {{- define "drift-detection.retrainObjects" -}}
@@ -219,7 +263,8 @@ subjects:
     namespace: {{ .Release.Namespace }}
 {{- if .Values.networkPolicy.enabled }}
 ---
-# The training pods: nothing in; DNS and the backends in retrain.egress out.
+# The training pods: nothing in; DNS and the backends in retrain.egress (and Vault with the vault
+# secrets backend) out.
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata:
@@ -244,7 +289,9 @@ spec:
           protocol: UDP
         - port: 53
           protocol: TCP
-    {{- range $key := .Values.retrain.egress }}
+    {{- $keys := default list .Values.retrain.egress -}}
+    {{- if eq .Values.secrets.backend "vault" }}{{ $keys = append $keys "vault" | uniq }}{{ end }}
+    {{- range $key := $keys }}
     {{- $dest := required (printf "retrain.egress: %s is not a key of networkPolicy.egress" $key) (index $.Values.networkPolicy.egress $key) }}
     # Backend: {{ $key }}.
     - to:
