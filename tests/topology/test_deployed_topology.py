@@ -60,6 +60,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120
 MODEL = "fraud-detector"
 ROWS = 4
 CLIENTS = 6
+# Steady load the 2-core test machine sustains end to end (6 x 40 requests/s x 4 rows = 960 rows/s
+# into drift): an overloaded drift tier makes serving's payload queue overflow, which is counted
+# (mlplatform_payload_records_dropped_total{reason="queue_full"}) but is not what this test is about.
+RATE_PER_CLIENT = 40.0
 NAMESPACE = "mlplatform-prod"
 DRIFT_SA_TOKEN = "token-of-" + secrets.token_hex(8)
 
@@ -134,7 +138,14 @@ def _load(url: str, key: str, meta: dict, seed: int, stop: threading.Event, out:
     rng = np.random.default_rng(seed)
     with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as client:
         n = 0
+        due = time.monotonic()
         while not stop.is_set():
+            due += 1.0 / RATE_PER_CLIENT
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            else:
+                due = time.monotonic()  # behind schedule: no catch-up burst
             body = _body(meta, rng, f"client-{seed}-{n % 4}")
             n += 1
             start = time.monotonic()
@@ -279,6 +290,7 @@ def test_prod_topology_survives_killed_replicas_exactly_once(demo_registry, post
             t_kill_serving = time.monotonic()
             procs["serving0"].proc.kill()
             procs["serving0"].proc.wait()
+            t_reaped = time.monotonic()  # its sockets are closed by now: later requests cannot reach it
             procs["serving0"] = start_service(
                 "model-serving",
                 serving_env(tmp_path / "serving0"),
@@ -362,8 +374,8 @@ def test_prod_topology_survives_killed_replicas_exactly_once(demo_registry, post
             assert env["MLPLATFORM_RETRAIN_MODEL"] == MODEL and env["MLPLATFORM_RETRAIN_PROMOTE"] == "manual"
 
             # failures: only requests in flight on the crashed serving process
-            in_flight = [f for f in out.failed if f[0] <= t_kill_serving + 0.05 and f[1] >= t_kill_serving]
-            assert in_flight == out.failed, (t_kill_serving, out.failed)
+            in_flight = [f for f in out.failed if f[0] <= t_reaped and f[1] >= t_kill_serving]
+            assert in_flight == out.failed, (t_kill_serving, t_reaped, out.failed)
             assert len(out.failed) <= CLIENTS, out.failed
             assert t_serving_back < t_term  # the graceful replacement came after the crash was over
             assert otlp.spans, "prod's tracing setting exported no spans"
