@@ -23,6 +23,7 @@ import asyncio
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -145,6 +146,11 @@ def encode_inputs(inputs: dict[str, Any]) -> bytes:
     return orjson.dumps(inputs, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def _json(value: Any) -> Any:  # noqa: ANN401
+    """A JSON column as stored: bytes (SQLite BLOB), memoryview (PostgreSQL BYTEA) or text."""
+    return orjson.loads(value if isinstance(value, bytes | str) else bytes(value))
+
+
 def record_row(row: Sequence[Any]) -> StoredRecord:
     """A :class:`StoredRecord` from a ``SELECT RECORD_COLUMNS`` row."""
     prediction_id, row_index, model, version, request_id, ts, inputs, prediction = row
@@ -154,7 +160,7 @@ def record_row(row: Sequence[Any]) -> StoredRecord:
         model,
         version,
         float(ts),
-        orjson.loads(bytes(inputs)),
+        _json(inputs),
         prediction,
         request_id or "",
     )
@@ -162,7 +168,7 @@ def record_row(row: Sequence[Any]) -> StoredRecord:
 
 def window_row(row: Sequence[Any]) -> WindowRow:
     i, m, v, o, c, n, s, d, res = row
-    return WindowRow(int(i), m, v, float(o), float(c), int(n), float(s), bool(d), orjson.loads(bytes(res)))
+    return WindowRow(int(i), m, v, float(o), float(c), int(n), float(s), bool(d), _json(res))
 
 
 def event_row(row: Sequence[Any]) -> dict[str, Any]:
@@ -170,136 +176,32 @@ def event_row(row: Sequence[Any]) -> dict[str, Any]:
     return {"version": v, "timestamp": t, "reason": r, "mode": m, "outcome": o, "detail": d}
 
 
-SQLITE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS drift_records (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    prediction_id TEXT NOT NULL,
-    row_index INTEGER NOT NULL,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    request_id TEXT NOT NULL DEFAULT '',
-    ts REAL NOT NULL,
-    received REAL NOT NULL,
-    inputs BLOB NOT NULL,
-    prediction REAL,
-    window_id INTEGER,
-    UNIQUE (model, version, prediction_id, row_index)
-);
-CREATE INDEX IF NOT EXISTS drift_records_open ON drift_records (model, version, window_id, received);
-CREATE INDEX IF NOT EXISTS drift_records_window ON drift_records (window_id);
-CREATE TABLE IF NOT EXISTS windows (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    opened REAL NOT NULL,
-    closed REAL NOT NULL,
-    n_records INTEGER NOT NULL,
-    drift_share REAL NOT NULL,
-    dataset_drift INTEGER NOT NULL,
-    result BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS windows_model ON windows (model, id);
-CREATE TABLE IF NOT EXISTS retrain_state (
-    model TEXT PRIMARY KEY,
-    consecutive INTEGER NOT NULL,
-    episode_active INTEGER NOT NULL,
-    last_trigger REAL
-);
-CREATE TABLE IF NOT EXISTS retrain_events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    model TEXT NOT NULL,
-    version TEXT NOT NULL,
-    ts REAL NOT NULL,
-    reason TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-"""
-
-# Databases written before records were keyed by serving's prediction id had a ``records`` table keyed
-# by (request_id, row_index): their rows move over with request_id as the prediction id.
-SQLITE_MIGRATE_V1 = """
-INSERT OR IGNORE INTO drift_records
-    (prediction_id, row_index, model, version, request_id, ts, received, inputs, prediction, window_id)
-SELECT request_id, row_index, model, version, request_id, ts, received, inputs, prediction, window_id
-FROM records ORDER BY received, rowid;
-DROP TABLE records;
-"""
+WINDOW_COLUMNS = "id, model, version, opened, closed, n_records, drift_share, dataset_drift, result"
 
 
-class SqliteDriftStore:
-    """The embedded backend: one SQLite connection shared behind a lock (calls are short)."""
+class SqlDriftStore(ABC):
+    """What both backends share: the same tables and queries (written with ``?`` parameters; a backend
+    with another parameter style sets :attr:`PARAM`). Subclasses run the statements (``_all``,
+    ``_one``, ``_execute``) and implement the writes that need their own transactions and locks."""
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._lock = threading.Lock()
-        self._model_locks: dict[str, asyncio.Lock] = {}
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(SQLITE_SCHEMA)
-        old = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='records'").fetchone()
-        if old is not None:
-            self._db.executescript("BEGIN IMMEDIATE;" + SQLITE_MIGRATE_V1 + "COMMIT;")
+    PARAM = "?"
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+    def _sql(self, sql: str) -> str:
+        return sql if self.PARAM == "?" else sql.replace("?", self.PARAM)
 
+    @abstractmethod
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        """Every row of ``sql`` (``?`` parameters)."""
 
+    @abstractmethod
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:  # noqa: ANN401
-        with self._lock:
-            return self._db.execute(sql, args).fetchone()
+        """The first row of ``sql``, or None."""
 
-    @asynccontextmanager
-    async def exclusive(self, model: str) -> AsyncIterator[None]:
-        """One process owns an SQLite file: an asyncio lock per model is enough."""
-        lock = self._model_locks.setdefault(model, asyncio.Lock())
-        async with lock:
-            yield
+    @abstractmethod
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        """Run one statement in its own transaction."""
 
     # -- records -------------------------------------------------------------------------------
-    def insert_records(self, rows: Iterable[StoredRecord]) -> dict[tuple[str, str], int]:
-        now = time.time()
-        groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
-        for r in rows:
-            groups.setdefault((r.model, r.version), []).append(
-                (
-                    r.prediction_id,
-                    r.row_index,
-                    r.model,
-                    r.version,
-                    r.request_id,
-                    r.ts,
-                    now,
-                    encode_inputs(r.inputs),
-                    r.prediction,
-                )
-            )
-        new: dict[tuple[str, str], int] = {}
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for key, params in groups.items():
-                    before = self._db.total_changes
-                    self._db.executemany(
-                        "INSERT OR IGNORE INTO drift_records (prediction_id, row_index, model, version,"
-                        " request_id, ts, received, inputs, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        params,
-                    )
-                    if self._db.total_changes > before:
-                        new[key] = self._db.total_changes - before
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return new
-
     def open_count(self, model: str, version: str) -> int:
         row = self._one(
             "SELECT COUNT(*) FROM drift_records WHERE model=? AND version=? AND window_id IS NULL",
@@ -345,6 +247,202 @@ class SqliteDriftStore:
         return [r[0] for r in self._all("SELECT DISTINCT model FROM drift_records ORDER BY model")]
 
     # -- windows -------------------------------------------------------------------------------
+    def windows(self, model: str, limit: int = 50) -> list[WindowRow]:
+        rows = self._all(
+            f"SELECT {WINDOW_COLUMNS} FROM drift_windows WHERE model=? ORDER BY id DESC LIMIT ?",
+            (model, limit),
+        )
+        return [window_row(r) for r in rows]
+
+    def latest_windows(self) -> list[WindowRow]:
+        rows = self._all(
+            f"SELECT {WINDOW_COLUMNS} FROM drift_windows WHERE id IN"
+            " (SELECT MAX(id) FROM drift_windows GROUP BY model, version) ORDER BY id"
+        )
+        return [window_row(r) for r in rows]
+
+    # -- retraining ----------------------------------------------------------------------------
+    def retrain_state(self, model: str) -> RetrainState:
+        row = self._one(
+            "SELECT consecutive, episode_active, last_trigger FROM drift_retrain_state WHERE model=?",
+            (model,),
+        )
+        if row is None:
+            return RetrainState(model, 0, False, None)
+        return RetrainState(model, int(row[0]), bool(row[1]), row[2])
+
+    def save_retrain_state(self, state: RetrainState) -> None:
+        self._execute(
+            "INSERT INTO drift_retrain_state (model, consecutive, episode_active, last_trigger)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (model) DO UPDATE SET consecutive=excluded.consecutive,"
+            " episode_active=excluded.episode_active, last_trigger=excluded.last_trigger",
+            (state.model, state.consecutive, state.episode_active, state.last_trigger),
+        )
+
+    def add_retrain_event(
+        self, model: str, version: str, reason: str, mode: str, outcome: str, detail: str
+    ) -> None:
+        self._execute(
+            "INSERT INTO drift_retrain_events (model, version, ts, reason, mode, outcome, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (model, version, time.time(), reason, mode, outcome, detail),
+        )
+
+    def retrain_events(self, model: str) -> list[dict[str, Any]]:
+        rows = self._all(
+            "SELECT version, ts, reason, mode, outcome, detail FROM drift_retrain_events"
+            " WHERE model=? ORDER BY id",
+            (model,),
+        )
+        return [event_row(r) for r in rows]
+
+
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS drift_records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    prediction_id TEXT NOT NULL,
+    row_index INTEGER NOT NULL,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    request_id TEXT NOT NULL DEFAULT '',
+    ts REAL NOT NULL,
+    received REAL NOT NULL,
+    inputs BLOB NOT NULL,
+    prediction REAL,
+    window_id INTEGER,
+    UNIQUE (model, version, prediction_id, row_index)
+);
+CREATE INDEX IF NOT EXISTS drift_records_open ON drift_records (model, version, window_id, received);
+CREATE INDEX IF NOT EXISTS drift_records_window ON drift_records (window_id);
+CREATE TABLE IF NOT EXISTS drift_windows (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    opened REAL NOT NULL,
+    closed REAL NOT NULL,
+    n_records INTEGER NOT NULL,
+    drift_share REAL NOT NULL,
+    dataset_drift INTEGER NOT NULL,
+    result BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS drift_windows_model ON drift_windows (model, id);
+CREATE TABLE IF NOT EXISTS drift_retrain_state (
+    model TEXT PRIMARY KEY,
+    consecutive INTEGER NOT NULL,
+    episode_active INTEGER NOT NULL,
+    last_trigger REAL
+);
+CREATE TABLE IF NOT EXISTS drift_retrain_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    ts REAL NOT NULL,
+    reason TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+"""
+
+# Databases written before records were keyed by serving's prediction id had a ``records`` table keyed
+# by (request_id, row_index): their rows move over with request_id as the prediction id. Their other
+# tables had no ``drift_`` prefix: renamed before the schema is created (SQLITE_RENAMES).
+SQLITE_RENAMES = {
+    "windows": "drift_windows",
+    "retrain_state": "drift_retrain_state",
+    "retrain_events": "drift_retrain_events",
+}
+SQLITE_MIGRATE_V1 = """
+INSERT OR IGNORE INTO drift_records
+    (prediction_id, row_index, model, version, request_id, ts, received, inputs, prediction, window_id)
+SELECT request_id, row_index, model, version, request_id, ts, received, inputs, prediction, window_id
+FROM records ORDER BY received, rowid;
+DROP TABLE records;
+"""
+
+
+class SqliteDriftStore(SqlDriftStore):
+    """The embedded backend: one SQLite connection shared behind a lock (calls are short)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._model_locks: dict[str, asyncio.Lock] = {}
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        tables = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        for old, new in SQLITE_RENAMES.items():
+            if old in tables and new not in tables:
+                self._db.execute(f"ALTER TABLE {old} RENAME TO {new}")
+        self._db.execute("DROP INDEX IF EXISTS windows_model")
+        self._db.executescript(SQLITE_SCHEMA)
+        old = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='records'").fetchone()
+        if old is not None:
+            self._db.executescript("BEGIN IMMEDIATE;" + SQLITE_MIGRATE_V1 + "COMMIT;")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:  # noqa: ANN401
+        with self._lock:
+            return self._db.execute(sql, args).fetchone()
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        with self._lock:
+            self._db.execute(sql, args)
+
+    @asynccontextmanager
+    async def exclusive(self, model: str) -> AsyncIterator[None]:
+        """One process owns an SQLite file: an asyncio lock per model is enough."""
+        lock = self._model_locks.setdefault(model, asyncio.Lock())
+        async with lock:
+            yield
+
+    # -- records -------------------------------------------------------------------------------
+    def insert_records(self, rows: Iterable[StoredRecord]) -> dict[tuple[str, str], int]:
+        now = time.time()
+        groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        for r in rows:
+            groups.setdefault((r.model, r.version), []).append(
+                (
+                    r.prediction_id,
+                    r.row_index,
+                    r.model,
+                    r.version,
+                    r.request_id,
+                    r.ts,
+                    now,
+                    encode_inputs(r.inputs),
+                    r.prediction,
+                )
+            )
+        new: dict[tuple[str, str], int] = {}
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                for key, params in groups.items():
+                    before = self._db.total_changes
+                    self._db.executemany(
+                        "INSERT OR IGNORE INTO drift_records (prediction_id, row_index, model, version,"
+                        " request_id, ts, received, inputs, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        params,
+                    )
+                    if self._db.total_changes > before:
+                        new[key] = self._db.total_changes - before
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return new
+
+    # -- windows -------------------------------------------------------------------------------
     def close_window(
         self,
         model: str,
@@ -359,7 +457,7 @@ class SqliteDriftStore:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 cur = self._db.execute(
-                    "INSERT INTO windows (model, version, opened, closed, n_records, drift_share,"
+                    "INSERT INTO drift_windows (model, version, opened, closed, n_records, drift_share,"
                     " dataset_drift, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         model,
@@ -385,57 +483,6 @@ class SqliteDriftStore:
                 self._db.execute("ROLLBACK")
                 raise
         return window_id
-
-    _WINDOW_COLUMNS = "id, model, version, opened, closed, n_records, drift_share, dataset_drift, result"
-
-    def windows(self, model: str, limit: int = 50) -> list[WindowRow]:
-        rows = self._all(
-            f"SELECT {self._WINDOW_COLUMNS} FROM windows WHERE model=? ORDER BY id DESC LIMIT ?",
-            (model, limit),
-        )
-        return [window_row(r) for r in rows]
-
-    def latest_windows(self) -> list[WindowRow]:
-        rows = self._all(
-            f"SELECT {self._WINDOW_COLUMNS} FROM windows WHERE id IN"
-            " (SELECT MAX(id) FROM windows GROUP BY model, version) ORDER BY id"
-        )
-        return [window_row(r) for r in rows]
-
-    # -- retraining ----------------------------------------------------------------------------
-    def retrain_state(self, model: str) -> RetrainState:
-        row = self._one(
-            "SELECT consecutive, episode_active, last_trigger FROM retrain_state WHERE model=?", (model,)
-        )
-        if row is None:
-            return RetrainState(model, 0, False, None)
-        return RetrainState(model, int(row[0]), bool(row[1]), row[2])
-
-    def save_retrain_state(self, state: RetrainState) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO retrain_state (model, consecutive, episode_active, last_trigger) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT(model) DO UPDATE SET consecutive=excluded.consecutive,"
-                " episode_active=excluded.episode_active, last_trigger=excluded.last_trigger",
-                (state.model, state.consecutive, int(state.episode_active), state.last_trigger),
-            )
-
-    def add_retrain_event(
-        self, model: str, version: str, reason: str, mode: str, outcome: str, detail: str
-    ) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT INTO retrain_events (model, version, ts, reason, mode, outcome, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (model, version, time.time(), reason, mode, outcome, detail),
-            )
-
-    def retrain_events(self, model: str) -> list[dict[str, Any]]:
-        rows = self._all(
-            "SELECT version, ts, reason, mode, outcome, detail FROM retrain_events WHERE model=? ORDER BY id",
-            (model,),
-        )
-        return [event_row(r) for r in rows]
 
 
 def open_store(database_url: str | None, data_dir: Path) -> DriftStore:

@@ -32,17 +32,7 @@ import psycopg
 from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
-from mlplatform.drift.store import (
-    RECORD_COLUMNS,
-    RetrainState,
-    StoredRecord,
-    WindowAlreadyClosed,
-    WindowRow,
-    encode_inputs,
-    event_row,
-    record_row,
-    window_row,
-)
+from mlplatform.drift.store import SqlDriftStore, StoredRecord, WindowAlreadyClosed, encode_inputs
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift_records (
@@ -92,8 +82,6 @@ CREATE TABLE IF NOT EXISTS drift_retrain_events (
 );
 """
 
-_WINDOW_COLUMNS = "id, model, version, opened, closed, n_records, drift_share, dataset_drift, result"
-
 
 def advisory_key(name: str) -> int:
     """A stable signed 64-bit advisory-lock key for ``name``."""
@@ -112,8 +100,10 @@ def describe_dsn(dsn: str) -> str:
     return f"{info.get('user', '')}@{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
 
 
-class PostgresDriftStore:
+class PostgresDriftStore(SqlDriftStore):
     """Drift state in PostgreSQL (see the module docstring)."""
+
+    PARAM = "%s"
 
     def __init__(self, dsn: str, *, max_connections: int = 8, timeout_s: float = 2.0) -> None:
         try:
@@ -151,11 +141,15 @@ class PostgresDriftStore:
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._pool.connection() as conn:
-            return conn.execute(sql, args).fetchall()
+            return conn.execute(self._sql(sql), args).fetchall()
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Any:  # noqa: ANN401
         with self._pool.connection() as conn:
-            return conn.execute(sql, args).fetchone()
+            return conn.execute(self._sql(sql), args).fetchone()
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(self._sql(sql), args)
 
     @asynccontextmanager
     async def exclusive(self, model: str) -> AsyncIterator[None]:
@@ -211,50 +205,6 @@ class PostgresDriftStore:
             cur = conn.execute(sql + " RETURNING model, version", cols)
             return dict(Counter(cur.fetchall()))
 
-    def open_count(self, model: str, version: str) -> int:
-        row = self._one(
-            "SELECT COUNT(*) FROM drift_records WHERE model=%s AND version=%s AND window_id IS NULL",
-            (model, version),
-        )
-        return int(row[0])
-
-    def open_versions(self) -> list[tuple[str, str, int, float]]:
-        rows = self._all(
-            "SELECT model, version, COUNT(*), MIN(received) FROM drift_records WHERE window_id IS NULL"
-            " GROUP BY model, version ORDER BY model, MIN(id)"
-        )
-        return [(m, v, int(n), float(t)) for m, v, n, t in rows]
-
-    def oldest_open(self, model: str, version: str, limit: int | None) -> list[tuple[int, StoredRecord]]:
-        sql = (
-            f"SELECT id, {RECORD_COLUMNS} FROM drift_records"
-            " WHERE model=%s AND version=%s AND window_id IS NULL ORDER BY received, id"
-        )
-        args: tuple[Any, ...] = (model, version)
-        if limit is not None:
-            sql += " LIMIT %s"
-            args = (*args, limit)
-        return [(int(row[0]), record_row(row[1:])) for row in self._all(sql, args)]
-
-    def window_records(self, window_id: int) -> list[StoredRecord]:
-        rows = self._all(
-            f"SELECT {RECORD_COLUMNS} FROM drift_records WHERE window_id=%s ORDER BY received, id",
-            (window_id,),
-        )
-        return [record_row(r) for r in rows]
-
-    def count_records(self, model: str | None = None) -> int:
-        if model is None:
-            return int(self._one("SELECT COUNT(*) FROM drift_records")[0])
-        return int(self._one("SELECT COUNT(*) FROM drift_records WHERE model=%s", (model,))[0])
-
-    def record_keys(self) -> list[tuple[str, str, str, int]]:
-        rows = self._all("SELECT model, version, prediction_id, row_index FROM drift_records")
-        return [(m, v, p, int(i)) for m, v, p, i in rows]
-
-    def known_models(self) -> list[str]:
-        return [r[0] for r in self._all("SELECT DISTINCT model FROM drift_records ORDER BY model")]
-
     # -- windows -------------------------------------------------------------------------------
     def close_window(
         self,
@@ -290,55 +240,3 @@ class PostgresDriftStore:
             if cur.rowcount != len(rowids):
                 raise WindowAlreadyClosed(f"records of {model}/{version} were closed by another window")
         return window_id
-
-    def windows(self, model: str, limit: int = 50) -> list[WindowRow]:
-        rows = self._all(
-            f"SELECT {_WINDOW_COLUMNS} FROM drift_windows WHERE model=%s ORDER BY id DESC LIMIT %s",
-            (model, limit),
-        )
-        return [window_row(r) for r in rows]
-
-    def latest_windows(self) -> list[WindowRow]:
-        rows = self._all(
-            f"SELECT {_WINDOW_COLUMNS} FROM drift_windows WHERE id IN"
-            " (SELECT MAX(id) FROM drift_windows GROUP BY model, version) ORDER BY id"
-        )
-        return [window_row(r) for r in rows]
-
-    # -- retraining ----------------------------------------------------------------------------
-    def retrain_state(self, model: str) -> RetrainState:
-        row = self._one(
-            "SELECT consecutive, episode_active, last_trigger FROM drift_retrain_state WHERE model=%s",
-            (model,),
-        )
-        if row is None:
-            return RetrainState(model, 0, False, None)
-        return RetrainState(model, int(row[0]), bool(row[1]), row[2])
-
-    def save_retrain_state(self, state: RetrainState) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO drift_retrain_state (model, consecutive, episode_active, last_trigger)"
-                " VALUES (%s, %s, %s, %s) ON CONFLICT (model) DO UPDATE SET"
-                " consecutive=excluded.consecutive, episode_active=excluded.episode_active,"
-                " last_trigger=excluded.last_trigger",
-                (state.model, state.consecutive, state.episode_active, state.last_trigger),
-            )
-
-    def add_retrain_event(
-        self, model: str, version: str, reason: str, mode: str, outcome: str, detail: str
-    ) -> None:
-        with self._pool.connection() as conn:
-            conn.execute(
-                "INSERT INTO drift_retrain_events (model, version, ts, reason, mode, outcome, detail)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (model, version, time.time(), reason, mode, outcome, detail),
-            )
-
-    def retrain_events(self, model: str) -> list[dict[str, Any]]:
-        rows = self._all(
-            "SELECT version, ts, reason, mode, outcome, detail FROM drift_retrain_events"
-            " WHERE model=%s ORDER BY id",
-            (model,),
-        )
-        return [event_row(r) for r in rows]

@@ -148,6 +148,18 @@ def test_old_sqlite_databases_are_migrated(tmp_path):
         " prediction REAL, window_id INTEGER, PRIMARY KEY (request_id, row_index));"
         "INSERT INTO records VALUES ('r1', 0, 'm', '1', 1.0, 2.0, '{\"a\": 1}', 0.1, NULL);"
         "INSERT INTO records VALUES ('r1', 1, 'm', '1', 1.0, 2.0, '{\"a\": 2}', 0.2, NULL);"
+        "CREATE TABLE windows (id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL, version TEXT NOT NULL,"
+        " opened REAL NOT NULL, closed REAL NOT NULL, n_records INTEGER NOT NULL, drift_share REAL NOT NULL,"
+        " dataset_drift INTEGER NOT NULL, result BLOB NOT NULL);"
+        "CREATE INDEX windows_model ON windows (model, id);"
+        "INSERT INTO windows VALUES (7, 'm', '1', 1.0, 2.0, 100, 0.5, 1, '{\"drift_share\": 0.5}');"
+        "CREATE TABLE retrain_state (model TEXT PRIMARY KEY, consecutive INTEGER NOT NULL,"
+        " episode_active INTEGER NOT NULL, last_trigger REAL);"
+        "INSERT INTO retrain_state VALUES ('m', 2, 1, 5.0);"
+        "CREATE TABLE retrain_events (id INTEGER PRIMARY KEY AUTOINCREMENT, model TEXT NOT NULL,"
+        " version TEXT NOT NULL, ts REAL NOT NULL, reason TEXT NOT NULL, mode TEXT NOT NULL,"
+        " outcome TEXT NOT NULL, detail TEXT NOT NULL);"
+        "INSERT INTO retrain_events VALUES (1, 'm', '1', 3.0, 'drift', 'off', 'skipped', '');"
     )
     db.commit()
     db.close()
@@ -155,6 +167,11 @@ def test_old_sqlite_databases_are_migrated(tmp_path):
     try:
         assert sorted(store.record_keys()) == [("m", "1", "r1", 0), ("m", "1", "r1", 1)]
         assert store.insert_records([_rec("r1", 0)]) == {}  # still de-duplicated
+        (window,) = store.windows("m")
+        assert (window.id, window.n_records, window.result) == (7, 100, {"drift_share": 0.5})
+        state = store.retrain_state("m")
+        assert (state.consecutive, state.episode_active, state.last_trigger) == (2, True, 5.0)
+        assert [e["reason"] for e in store.retrain_events("m")] == ["drift"]
     finally:
         store.close()
 
