@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
+from pydantic import ValidationError
 
 from mlplatform.core.auth import require_scope
 from mlplatform.core.errors import PayloadTooLarge
@@ -26,6 +30,32 @@ ERRORS = {
     422: {"description": "records do not match the model's signature (the columns are named)"},
 }
 
+
+def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A JSON schema with its ``$defs`` references replaced by the definitions (self-contained, so it
+    can sit in an OpenAPI operation)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:  # noqa: ANN401
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.removeprefix("#/$defs/")]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return walk(schema)
+
+
+INGEST_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inline_defs(IngestRequest.model_json_schema())}},
+    }
+}
+
 MODEL = Path(description="Registered model name.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -42,8 +72,17 @@ def drift_router() -> APIRouter:
         response_model=IngestResponse,
         dependencies=[Depends(require_scope("drift:write"))],
         responses={413: {"description": "too many records in one request"}},
+        openapi_extra=INGEST_BODY_DOC,
     )
-    async def ingest(body: IngestRequest, request: Request) -> IngestResponse:
+    async def ingest(request: Request) -> IngestResponse:
+        # parsed and validated in one pass by pydantic-core (not json.loads, then validation): the
+        # body is thousands of records; errors read as FastAPI's own (RequestValidationError)
+        try:
+            body = IngestRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
+            ) from None
         svc = _svc(request)
         limit = svc.settings.max_records_per_request
         if len(body.records) > limit:
