@@ -16,10 +16,11 @@ On shutdown (SIGTERM) the logger keeps sending the queue and the spool for up to
 ``mlplatform_payload_records_undelivered_total`` and logged: they are delivered later if the pod's
 volume survives (a container restart), lost if the pod is deleted.
 
-Records are only dropped when the in-process queue is full, when the spool would exceed
-``spool_max_bytes``, or when drift detection rejects a batch with a 4xx (a schema error that
-re-sending cannot fix); each of these is counted in ``mlplatform_payload_records_dropped_total``
-with its reason and logged.
+When the in-process queue is full (drift detection slower than this replica's traffic), a request's
+rows go straight to the disk spool instead. Records are only dropped when the spool would exceed
+``spool_max_bytes`` (or cannot be written), or when drift detection rejects a batch with a 4xx (a
+schema error that re-sending cannot fix); each of these is counted in
+``mlplatform_payload_records_dropped_total`` with its reason and logged.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ class PayloadLogger:
         self._down_until = 0.0
         self._stopping = False
         self._down = False
-        self._queue_drops = 0
+        self._queue_drops = 0  # records that found the queue full (spooled instead)
+        self._spool_lock = threading.Lock()
 
         self.m_submitted = Counter(
             "mlplatform_payload_records_submitted_total",
@@ -138,7 +140,8 @@ class PayloadLogger:
         )
         self.m_dropped = Counter(
             "mlplatform_payload_records_dropped_total",
-            "Records lost: queue_full, spool_full or rejected (4xx from drift detection).",
+            "Records lost: spool_full, rejected (4xx from drift detection), or queue_full when the "
+            "queue's overflow could not be written to the spool either.",
             ["reason"],
             registry=registry,
         )
@@ -242,18 +245,28 @@ class PayloadLogger:
                 self._queue.extend(kept)
                 self._log_ahead(kept)
             depth = len(self._queue)
-        dropped = len(records) - len(kept)
-        if dropped:
-            self.m_dropped.labels("queue_full").inc(dropped)
-            self._queue_drops += dropped
+        overflow = records[len(kept) :]
+        if overflow:
+            # drift detection is slower than this replica's traffic: the rows go to the disk spool
+            # (sent once the sender catches up), not away; only a full spool drops them (spool_full)
+            self._queue_drops += len(overflow)
             if (
-                self._queue_drops <= dropped
-                or self._queue_drops // 1000 > (self._queue_drops - dropped) // 1000
+                self._queue_drops <= len(overflow)
+                or self._queue_drops // 1000 > (self._queue_drops - len(overflow)) // 1000
             ):
                 log.warning(
-                    "payload queue full (%d records); %d records dropped so far",
+                    "payload queue full (%d records); %d records spooled to disk so far",
                     self.max_queue,
                     self._queue_drops,
+                )
+            try:
+                self._spool(overflow)
+            except OSError as exc:
+                self.m_dropped.labels("queue_full").inc(len(overflow))
+                log.error(
+                    "payload queue full and the spool is not writable (%s): %d records dropped",
+                    exc,
+                    len(overflow),
                 )
             if not kept:
                 return
@@ -426,6 +439,10 @@ class PayloadLogger:
         self._write_spool(encode_records(batch), len(batch))
 
     def _write_spool(self, body: bytes, n: int) -> None:
+        with self._spool_lock:  # the request path spools queue overflow; the sender spools and unspools
+            self._write_spool_locked(body, n)
+
+    def _write_spool_locked(self, body: bytes, n: int) -> None:
         if self._spool_bytes + len(body) > self.spool_max_bytes:
             self.m_dropped.labels("spool_full").inc(n)
             log.error(
@@ -481,10 +498,11 @@ class PayloadLogger:
         return n
 
     def _unspool(self, path: Path) -> None:
-        size = path.stat().st_size if path.exists() else 0
-        path.unlink(missing_ok=True)
-        self._spool_bytes = max(0, self._spool_bytes - size)
-        self.m_spool_bytes.set(self._spool_bytes)
+        with self._spool_lock:
+            size = path.stat().st_size if path.exists() else 0
+            path.unlink(missing_ok=True)
+            self._spool_bytes = max(0, self._spool_bytes - size)
+            self.m_spool_bytes.set(self._spool_bytes)
 
     def stats(self) -> dict[str, Any]:
         """Counters as plain numbers (for logs and tests)."""

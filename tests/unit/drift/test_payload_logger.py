@@ -92,8 +92,14 @@ async def test_queue_bound_and_sampling(tmp_path):
     for i in range(8):  # not started: the queue just fills up, submit never blocks
         logger.submit(_record(i))
     assert logger.queue_depth == 5
-    assert _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 3
     assert _value(registry, "mlplatform_payload_queue_records") == 5
+    # the overflow is spooled to disk (sent when the sender catches up), not dropped
+    assert _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 0
+    assert _value(registry, "mlplatform_payload_records_spooled_total") == 3
+    spooled = [
+        r["request_id"] for f in tmp_path.glob("*.json") for r in orjson.loads(f.read_bytes())["records"]
+    ]
+    assert spooled == ["req-5", "req-6", "req-7"]
 
     sampled = PayloadLogger(
         "http://127.0.0.1:9",
