@@ -193,9 +193,7 @@ class PayloadLogger:
             batch = self._take(self.batch_size)
             if not batch:
                 break
-            if time.monotonic() >= deadline or not await self._send(batch):
-                self._spool(batch)
-            self._settle(len(batch))
+            await self._deliver(batch, give_up_at=deadline)
         # re-send the spool until it is empty or the grace period is used up
         self._down_until = 0.0
         while self._spool_bytes > 0 and time.monotonic() < deadline:
@@ -218,10 +216,28 @@ class PayloadLogger:
             self._client = None
         with self._qlock:
             self._wal_open = False
-            while self._segments:  # everything logged is settled now: sent, spooled or dropped
+            while self._segments:  # settled segments go; one with records still pending stays
                 seg = self._segments.popleft()
                 os.close(seg.fd)
-                seg.path.unlink(missing_ok=True)
+                if seg.pending == 0:
+                    seg.path.unlink(missing_ok=True)
+
+    async def _deliver(self, batch: list[InferenceRecord], give_up_at: float | None = None) -> None:
+        """Send a batch taken off the queue, or spool it; it is settled either way, also when the
+        task is cancelled mid-send (the batch goes to the spool, nothing taken is ever lost)."""
+        try:
+            now = time.monotonic()
+            if (
+                now < self._down_until
+                or (give_up_at is not None and now >= give_up_at)
+                or not await self._send(batch)
+            ):
+                self._spool(batch)
+        except asyncio.CancelledError:
+            self._spool(batch)  # drift detection may have it too: ingest is idempotent
+            raise
+        finally:
+            self._settle(len(batch))
 
     # -- request path ----------------------------------------------------------------------------
     def submit(self, record: InferenceRecord) -> None:
@@ -372,13 +388,10 @@ class PayloadLogger:
                 return
             try:
                 await self._drain_spool()
-                while self._queue:
+                while self._queue and not self._stopping:  # stop() drains the rest itself
                     if len(self._queue) < self.batch_size and not self._flush_due():
                         break
-                    batch = self._take(self.batch_size)
-                    if time.monotonic() < self._down_until or not await self._send(batch):
-                        self._spool(batch)
-                    self._settle(len(batch))
+                    await self._deliver(self._take(self.batch_size))
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the sender must survive anything; logged

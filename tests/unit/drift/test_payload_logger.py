@@ -97,7 +97,9 @@ async def test_queue_bound_and_sampling(tmp_path):
     assert _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 0
     assert _value(registry, "mlplatform_payload_records_spooled_total") == 3
     spooled = [
-        r["request_id"] for f in tmp_path.glob("*.json") for r in orjson.loads(f.read_bytes())["records"]
+        r["request_id"]
+        for f in sorted(tmp_path.glob("*.json"))
+        for r in orjson.loads(f.read_bytes())["records"]
     ]
     assert spooled == ["req-5", "req-6", "req-7"]
 
@@ -155,3 +157,68 @@ def test_encode_records_is_the_document_pydantic_would_send():
     back = IngestRequest.model_validate_json(ours).records
     assert [r.request_id for r in back] == ["req-1", "r-2", "r-3"]
     assert back[1].inputs["amount"] is None and back[1].outputs == {"probability": 0.25, "label": 1}
+
+
+async def test_stop_with_a_backlog_and_a_slow_receiver_loses_nothing(tmp_path):
+    """SIGTERM while a backlog is being sent to a slow receiver: the sender is cancelled mid-send
+    (stop waits timeout_s + 1), and the batch it held is spooled and re-sent, not lost.
+
+    The receiver is a minimal ASGI app under a real uvicorn server that answers ``POST /v1/records``
+    like drift detection (200 after 0.2 s) and keeps what it got: a stand-in for a slow drift tier."""
+    import threading
+
+    import uvicorn
+
+    received: set[str] = set()
+
+    async def app(scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        await asyncio.sleep(0.2)
+        received.update(r["request_id"] for r in orjson.loads(body)["records"])
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    await _until(lambda: server.started)
+    registry = CollectorRegistry()
+    logger = PayloadLogger(
+        f"http://127.0.0.1:{port}",
+        batch_size=10,
+        sample_rate=1.0,
+        spool_dir=tmp_path / "spool",
+        spool_max_bytes=10_000_000,
+        flush_interval_s=0.05,
+        registry=registry,
+        timeout_s=0.5,
+        drain_timeout_s=10.0,
+    )
+    await logger.start()
+    try:
+        for i in range(100):
+            logger.submit_many([_record(i)])
+        await asyncio.sleep(0.01)
+        await logger.stop()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    assert received == {f"req-{i}" for i in range(100)}
+    assert _value(registry, "mlplatform_payload_records_undelivered_total") == 0
+    assert not list((tmp_path / "spool").iterdir())  # nothing left: no spool file, no log segment
