@@ -164,7 +164,8 @@ async def test_stop_with_a_backlog_and_a_slow_receiver_loses_nothing(tmp_path):
     (stop waits timeout_s + 1), and the batch it held is spooled and re-sent, not lost.
 
     The receiver is a minimal ASGI app under a real uvicorn server that answers ``POST /v1/records``
-    like drift detection (200 after 0.2 s) and keeps what it got: a stand-in for a slow drift tier."""
+    like drift detection (200 after 0.2 s) and keeps what it got, unless the sender hung up first:
+    a stand-in for a slow drift tier."""
     import threading
 
     import uvicorn
@@ -180,7 +181,11 @@ async def test_stop_with_a_backlog_and_a_slow_receiver_loses_nothing(tmp_path):
             body += msg.get("body", b"")
             if not msg.get("more_body"):
                 break
-        await asyncio.sleep(0.2)
+        try:  # 0.2 s of work; a sender that hangs up meanwhile gets nothing stored (the worst case)
+            if (await asyncio.wait_for(receive(), 0.2))["type"] == "http.disconnect":
+                return
+        except TimeoutError:
+            pass
         received.update(r["request_id"] for r in orjson.loads(body)["records"])
         await send(
             {
