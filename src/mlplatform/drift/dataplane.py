@@ -239,10 +239,20 @@ class DriftService:
         size = self.settings.window_size
         n_open = await self._db(self.store.open_count, model, version)
         try:
-            if n_open >= size:  # the lock only when a window may be due (the holder re-checks)
-                async with self.store.exclusive(model):
-                    while (n_open := await self._db(self.store.open_count, model, version)) >= size:
+            if n_open >= size:  # the lock only when a window may be due; held elsewhere: that holder
+                # re-checks until no full window is left, so this ingest need not wait for it
+                async with self.store.exclusive(model, wait=False) as held:
+                    while held and (n_open := await self._db(self.store.open_count, model, version)) >= size:
                         rows = await self._db(self.store.oldest_open, model, version, size)
+                        if len(rows) < size:  # the counter disagrees with the records: never a short window
+                            log.error(
+                                "open-record count of %s/%s is %d but %d records are open",
+                                model,
+                                version,
+                                n_open,
+                                len(rows),
+                            )
+                            break
                         await self._evaluate(model, version, rows)
                         closed += 1
         except Exception:  # noqa: BLE001 - records are stored; a failed evaluation must not fail ingest

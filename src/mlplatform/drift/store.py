@@ -136,9 +136,9 @@ class DriftStore(Protocol):
 
     def retrain_events(self, model: str) -> list[dict[str, Any]]: ...
 
-    def exclusive(self, model: str) -> Any:  # noqa: ANN401 - an async context manager
-        """``async with store.exclusive(model):`` one holder per model across every process sharing
-        the store."""
+    def exclusive(self, model: str, *, wait: bool = True) -> Any:  # noqa: ANN401 - async context manager
+        """``async with store.exclusive(model) as held:`` one holder per model across every process
+        sharing the store; with ``wait=False``, ``held`` is False at once when someone else holds it."""
         ...
 
 
@@ -399,11 +399,14 @@ class SqliteDriftStore(SqlDriftStore):
             self._db.execute(sql, args)
 
     @asynccontextmanager
-    async def exclusive(self, model: str) -> AsyncIterator[None]:
+    async def exclusive(self, model: str, *, wait: bool = True) -> AsyncIterator[bool]:
         """One process owns an SQLite file: an asyncio lock per model is enough."""
         lock = self._model_locks.setdefault(model, asyncio.Lock())
+        if not wait and lock.locked():
+            yield False
+            return
         async with lock:
-            yield
+            yield True
 
     # -- records -------------------------------------------------------------------------------
     def insert_records(self, rows: Iterable[StoredRecord]) -> dict[tuple[str, str], int]:

@@ -9,8 +9,10 @@
   open-record counter (``drift_open_counts``), which window closing decrements in its transaction,
   so "is a window due?" is an index lookup rather than a count over the open records.
 * :meth:`PostgresDriftStore.exclusive` holds a session-level advisory lock per model on a connection of
-  its own. Every replica evaluating windows or deciding retraining for that model waits for it; if the
-  holder dies, PostgreSQL drops the lock with its session. ``close_window`` additionally assigns only
+  its own. An ingest that finds a window due only *tries* it (the holder re-checks until no full
+  window is left); the time-window ticker and the manual retrain route wait for it by polling, so
+  waiters never pin pool connections or threads. If the holder dies, PostgreSQL drops the lock with
+  its session. ``close_window`` additionally assigns only
   records that are still open and writes nothing otherwise, so no record ever lands in two windows.
   An advisory lock rather than a Kubernetes Lease: the state it protects lives in this database, the
   lock dies with the holder's connection (no lease duration to tune, no clock skew), and it works the
@@ -161,18 +163,35 @@ class PostgresDriftStore(SqlDriftStore):
             conn.execute(self._sql(sql), args)
 
     @asynccontextmanager
-    async def exclusive(self, model: str) -> AsyncIterator[None]:
+    async def exclusive(self, model: str, *, wait: bool = True) -> AsyncIterator[bool]:
+        """The model's session advisory lock, taken with ``pg_try_advisory_lock`` and held on a pool
+        connection of its own. A waiter polls (connection back in the pool between tries), so waiters
+        never pin connections or worker threads the holder needs. ``wait=False`` yields False at once
+        when another session holds it."""
         key = advisory_key(f"mlplatform.drift.model:{model}")
-        conn = await asyncio.to_thread(self._pool.getconn)
-        try:
-            await asyncio.to_thread(conn.execute, "SELECT pg_advisory_lock(%s)", (key,))
+        while True:
+            conn = await asyncio.to_thread(self._pool.getconn)
             try:
-                yield
-            finally:
+                cur = await asyncio.to_thread(conn.execute, "SELECT pg_try_advisory_lock(%s)", (key,))
+                got = bool(cur.fetchone()[0])
+            except BaseException:
+                self._pool.putconn(conn)
+                raise
+            if got:
+                break
+            self._pool.putconn(conn)
+            if not wait:
+                yield False
+                return
+            await asyncio.sleep(0.05)
+        try:
+            yield True
+        finally:
+            try:
                 if not conn.closed:
                     await asyncio.to_thread(conn.execute, "SELECT pg_advisory_unlock(%s)", (key,))
-        finally:
-            self._pool.putconn(conn)
+            finally:
+                self._pool.putconn(conn)
 
     # -- records -------------------------------------------------------------------------------
     def insert_records(self, rows: Iterable[StoredRecord]) -> dict[tuple[str, str], int]:

@@ -269,3 +269,40 @@ async def test_database_down_answers_503_and_nothing_accepted_is_lost(tiny_regis
             assert status["open_records"] == {"1": 80}
     finally:
         server.stop()
+
+
+async def test_lock_waiters_leave_the_pool_and_threads_to_the_holder(postgres, tmp_path):
+    """Twelve waiters for one model's lock on a pool of eight connections: the holder's own store
+    calls still go through (waiters poll with the connection back in the pool), every waiter gets
+    the lock after it, and a non-waiting try says at once that the lock is taken."""
+    store = open_store(postgres.create_database(), tmp_path)
+    try:
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def holder() -> None:
+            async with store.exclusive("m") as held:
+                assert held
+                order.append("holder")
+                await asyncio.sleep(0.3)  # the waiters pile up
+                for _ in range(5):  # needs pool connections and worker threads
+                    await asyncio.wait_for(asyncio.to_thread(store.open_count, "m", "1"), 3)
+                async with store.exclusive("m", wait=False) as again:
+                    order.append(f"try:{again}")
+                await release.wait()
+
+        async def waiter(i: int) -> None:
+            async with store.exclusive("m") as held:
+                assert held
+                order.append(f"w{i}")
+
+        h = asyncio.create_task(holder())
+        await asyncio.sleep(0.05)
+        waiters = [asyncio.create_task(waiter(i)) for i in range(12)]
+        await asyncio.sleep(0.6)
+        assert order == ["holder", "try:False"]
+        release.set()
+        await asyncio.wait_for(asyncio.gather(h, *waiters), 15)
+        assert sorted(order[2:]) == sorted(f"w{i}" for i in range(12))
+    finally:
+        store.close()
