@@ -37,6 +37,7 @@ import psycopg
 from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
+from mlplatform.core.dsn import scrub
 from mlplatform.drift.store import SqlDriftStore, StoredRecord, WindowAlreadyClosed, encode_inputs
 
 SCHEMA = """
@@ -103,12 +104,13 @@ SCHEMA_LOCK = advisory_key("mlplatform.drift.schema")
 
 
 def describe_dsn(dsn: str) -> str:
-    """``user@host:port/dbname`` of a libpq URL or key=value string, never its password."""
+    """``host:port/dbname`` of a libpq URL or key=value string, scrubbed of anything that may be part
+    of the credentials (an unescaped ``/`` or ``@`` in a password moves it into these fields)."""
     try:
         info = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError:
         return "<unparseable URL>"
-    return f"{info.get('user', '')}@{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+    return scrub(f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}", dsn)
 
 
 class PostgresDriftStore(SqlDriftStore):
@@ -121,7 +123,8 @@ class PostgresDriftStore(SqlDriftStore):
             conninfo.conninfo_to_dict(dsn)
         except psycopg.ProgrammingError as exc:
             raise RuntimeError(
-                f"DRIFT_DATABASE_URL is not a valid PostgreSQL URL: {str(exc).splitlines()[0]}"
+                "DRIFT_DATABASE_URL is not a valid PostgreSQL URL: "
+                f"{scrub(str(exc).splitlines()[0], dsn)} (percent-encode / # ? @ % in the password)"
             ) from None
         self.where = describe_dsn(dsn)
         self._pool = ConnectionPool(
@@ -142,7 +145,7 @@ class PostgresDriftStore(SqlDriftStore):
             self._pool.open(wait=True, timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure here is a start-up failure, in one line
             self._pool.close()
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, dsn)
             raise RuntimeError(
                 f"DRIFT_DATABASE_URL: cannot use PostgreSQL at {self.where}: {first}"
             ) from None

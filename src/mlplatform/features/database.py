@@ -22,6 +22,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pandas as pd
 
+from mlplatform.core.dsn import scrub as core_scrub
+
 #: The batch source tables, one per entity (same names as the file sources' parquet stems).
 SOURCE_TABLES = {"user_id": "user_snapshots", "merchant_id": "merchant_snapshots"}
 
@@ -62,8 +64,10 @@ class DatabaseURL:
         try:
             parts = urlsplit(url)
             port = parts.port or 5432
-        except ValueError as exc:  # a bad port; urlsplit's message never holds the password
-            raise DatabaseConfigError(f"{setting}: {exc} ({expected})") from None
+        except ValueError:  # urlsplit's message may quote a piece of the password (e.g. a "/" in it)
+            raise DatabaseConfigError(
+                f"{setting}: the port is not a number; percent-encode / # ? @ % in the password ({expected})"
+            ) from None
         if "," in (parts.netloc.rpartition("@")[2]):
             raise DatabaseConfigError(f"{setting}: several hosts are not supported ({expected})")
         # libpq also takes user, password and dbname as query parameters: move them to their fields,
@@ -149,6 +153,7 @@ class DatabaseURL:
         if self.password:
             for form in {self.password, quote(self.password, safe="")}:
                 text = text.replace(form, "***")
+                text = core_scrub(text, f"postgresql://x:{form}@h")
         return text
 
 
