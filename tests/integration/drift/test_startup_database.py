@@ -34,11 +34,11 @@ def _serve(env: dict[str, str], tmp_path) -> subprocess.CompletedProcess[str]:
     [
         (
             {"DRIFT_DATABASE_URL": "postgresql://drift:hunter2@127.0.0.1:{port}/drift?connect_timeout=2"},
-            "DRIFT_DATABASE_URL: cannot use PostgreSQL at drift@127.0.0.1:",
+            "DRIFT_DATABASE_URL: cannot use PostgreSQL at 127.0.0.1:",
         ),
         (
             {"DRIFT_DATABASE_URL": "postgresql://drift:hunter2@db:notaport/x"},
-            "DRIFT_DATABASE_URL: cannot use PostgreSQL at drift@db:notaport/x: ",
+            "DRIFT_DATABASE_URL: cannot use PostgreSQL at db:notaport/x: ",
         ),
         ({"DRIFT_DATABASE_REQUIRED": "true"}, "DRIFT_DATABASE_URL is not set"),
     ],
