@@ -96,9 +96,12 @@ def draining_server(config: Any, app: Any, delay_s: float) -> Any:  # noqa: ANN4
 
     class DrainingServer(uvicorn.Server):
         draining = False
+        timer: threading.Timer | None = None
 
         def handle_exit(self, sig: int, frame: Any) -> None:  # noqa: ANN401
             if delay_s <= 0 or self.draining or self.should_exit:
+                if self.timer is not None:  # a second signal: shut down now, once
+                    self.timer.cancel()
                 super().handle_exit(sig, frame)
                 return
             self.draining = True
@@ -106,9 +109,13 @@ def draining_server(config: Any, app: Any, delay_s: float) -> Any:  # noqa: ANN4
             logging.getLogger("mlplatform.cli").info(
                 "signal %s: readiness now 503; serving %.1f s more before shutting down", sig, delay_s
             )
-            timer = threading.Timer(delay_s, super().handle_exit, args=(sig, frame))
-            timer.daemon = True
-            timer.start()
+            self.timer = threading.Timer(delay_s, self._delayed_exit, args=(sig, frame))
+            self.timer.daemon = True
+            self.timer.start()
+
+        def _delayed_exit(self, sig: int, frame: Any) -> None:  # noqa: ANN401
+            if not self.should_exit:
+                super().handle_exit(sig, frame)
 
     return DrainingServer(config)
 

@@ -142,6 +142,13 @@ class PostgresDriftStore(SqlDriftStore):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                     conn.execute(SCHEMA)
+                    # versions with open records but no counter (a database written before the
+                    # counter existed) start from the real count
+                    conn.execute(
+                        "INSERT INTO drift_open_counts (model, version, n) SELECT model, version, count(*)"
+                        " FROM drift_records WHERE window_id IS NULL GROUP BY model, version"
+                        " ON CONFLICT (model, version) DO NOTHING"
+                    )
             self._pool.open(wait=True, timeout=timeout_s)
         except Exception as exc:  # noqa: BLE001 - any failure here is a start-up failure, in one line
             self._pool.close()
