@@ -83,6 +83,13 @@ class TrainSettings(BaseSettings):
         "service's FEATURES_DATABASE_URL): the snapshot sources become tables there and the training rows "
         "come from its PostgreSQL offline store. Unset: parquet and the file registry under data_dir.",
     )
+    write_sources: bool = Field(
+        True,
+        description="Write the entity snapshots as the feature store's batch sources before training (the "
+        "demo bootstrap). False, with feature_database_url set: train on the shared offline tables as they "
+        "are, rows pushed to them included (the retraining Job); without a database the sources are local "
+        "files and are always written.",
+    )
     n_estimators: int = Field(100, ge=1, description="Trees in the random forest.")
     max_depth: int = Field(12, ge=1, description="Maximum depth of each tree.")
     n_jobs: int = Field(2, ge=1, description="CPU threads for forest training.")
@@ -309,7 +316,8 @@ def build_training_frame(settings: TrainSettings, transactions: pd.DataFrame) ->
     snapshots = feat.entity_snapshots(transactions)
     paths = FeatureRepoPaths(settings.data_dir)
     database = DatabaseURL.parse(settings.feature_database_url) if settings.feature_database_url else None
-    write_sources(snapshots, paths, database)
+    if settings.write_sources or database is None:
+        write_sources(snapshots, paths, database)
     if settings.feature_source == "pandas":
         return feat.point_in_time_join(transactions, snapshots)
     store = open_store(paths, database=database)

@@ -196,6 +196,23 @@ def test_training_set_from_postgres_equals_the_parquet_one(postgres, tmp_path: P
     # the history features are really there (not all defaults on both sides)
     assert (on_pg["user_txn_count_7d"] > 0).mean() > 0.5
 
+    # the retraining Job (TRAIN_WRITE_SOURCES=false) trains on the shared tables as they are: a row
+    # pushed to them meanwhile survives, and the training rows are the same
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        before = conn.execute("SELECT count(*) FROM user_snapshots").fetchone()[0]
+        conn.execute(
+            "INSERT INTO user_snapshots SELECT * FROM user_snapshots ORDER BY event_timestamp LIMIT 1"
+        )
+    again = build_training_frame(
+        TrainSettings(data_dir=tmp_path / "pg2", feature_database_url=dsn, write_sources=False, **common),
+        transactions,
+    )
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM user_snapshots").fetchone()[0] == before + 1
+    pd.testing.assert_frame_equal(again, on_pg)
+
 
 def test_unusable_database_stops_startup_with_one_line(postgres, tmp_path: Path) -> None:
     """A database that does not exist: exit 2, one critical line naming the setting, no traceback."""
