@@ -114,6 +114,25 @@ class Pod:
         self.namespace_labels = {"kubernetes.io/metadata.name": self.namespace, **self.namespace_labels}
 
 
+PG_CLUSTER = "mlplatform-pg"
+
+# Pods outside the platform's workloads that its NetworkPolicies name (labels as their charts set them)
+EXTERNAL_PODS = {
+    "mlflow": Pod("mlflow", {"app.kubernetes.io/name": "mlflow"}),
+    "vault": Pod("vault", {"app.kubernetes.io/name": "vault"}),
+    "redis": Pod("redis", {"app.kubernetes.io/name": "redis"}),
+    "dns": Pod("kube-system", {"k8s-app": "kube-dns"}),
+    "cnpg-operator": Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}),
+}
+
+
+def postgres_pod(objects: list[dict[str, Any]], env: str) -> Pod:
+    """A pod of the environment's CloudNativePG cluster (labels it inherits plus the operator's)."""
+    (cluster,) = [o for o in objects if o["kind"] == "Cluster" and o["metadata"]["name"] == PG_CLUSTER]
+    labels = {**cluster["spec"]["inheritedMetadata"]["labels"], "cnpg.io/cluster": PG_CLUSTER}
+    return Pod(f"mlplatform-{env}", labels)
+
+
 def pods_of(objects: list[dict[str, Any]]) -> dict[str, Pod]:
     """One Pod per workload, keyed by the workload's name."""
     pods: dict[str, Pod] = {}

@@ -23,7 +23,17 @@ from mlplatform.deploy.render import ENVIRONMENTS, helm_template
 from mlplatform.drift.retrain import build_job
 from mlplatform.drift.settings import DriftSettings
 from tests.deploy.conftest import ROOT
-from tests.deploy.k8s import Pod, by_kind, flow_allowed, pods_of, validate_object, workloads
+from tests.deploy.k8s import (
+    EXTERNAL_PODS,
+    PG_CLUSTER,
+    Pod,
+    by_kind,
+    flow_allowed,
+    pods_of,
+    postgres_pod,
+    validate_object,
+    workloads,
+)
 from tests.deploy.rendered import (
     config_maps,
     container_env,
@@ -35,7 +45,6 @@ from tests.deploy.rendered import (
 from tests.policies.gatekeeper import load_policies, matches
 
 DRIFT = "drift-detection"
-PG_CLUSTER = "mlplatform-pg"
 POLICIES = load_policies()
 PROMOTE = {"dev": "auto", "staging": "auto", "prod": "manual"}
 # Volume types the restricted Pod Security Standard allows.
@@ -433,14 +442,13 @@ def test_network_policies_for_postgres_and_training_pods(rendered, env):
     policies = by_kind(objects, "NetworkPolicy")
     pods = pods_of(objects)
     ns = f"mlplatform-{env}"
-    cluster = find(objects, "Cluster", PG_CLUSTER)
-    pg = Pod(ns, {**cluster["spec"]["inheritedMetadata"]["labels"], "cnpg.io/cluster": PG_CLUSTER})
+    pg = postgres_pod(objects, env)
     job_labels = retrain_job_template(objects)["spec"]["template"]["metadata"]["labels"]
     trainer = Pod(ns, job_labels)
-    mlflow = Pod("mlflow", {"app.kubernetes.io/name": "mlflow"})
-    vault = Pod("vault", {"app.kubernetes.io/name": "vault"})
-    dns = Pod("kube-system", {"k8s-app": "kube-dns"})
-    operator = Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"})
+    mlflow = EXTERNAL_PODS["mlflow"]
+    vault = EXTERNAL_PODS["vault"]
+    dns = EXTERNAL_PODS["dns"]
+    operator = EXTERNAL_PODS["cnpg-operator"]
 
     def allowed(src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
         return flow_allowed(policies, src, dst, port, protocol)

@@ -18,13 +18,22 @@ import pytest
 
 from mlplatform.deploy.render import ENVIRONMENTS, helm_template
 from tests.deploy.conftest import ROOT
-from tests.deploy.k8s import Pod, by_kind, flow_allowed, pods_of, selector_matches, validate_object
+from tests.deploy.k8s import (
+    EXTERNAL_PODS,
+    PG_CLUSTER,
+    Pod,
+    by_kind,
+    flow_allowed,
+    pods_of,
+    postgres_pod,
+    selector_matches,
+    validate_object,
+)
 from tests.deploy.rendered import config_maps, container_env, find, main_container, workload
 from tests.policies.gatekeeper import load_policies, matches
 
 FEATURES = "feature-store"
 CRONJOB = "feature-store-materialize"
-PG_CLUSTER = "mlplatform-pg"
 POLICIES = load_policies()
 #: Where each overlay runs the CronJob: only with a shared (Redis) online store.
 MATERIALIZES = {"dev": False, "staging": True, "prod": True}
@@ -171,12 +180,11 @@ def test_network_flows_to_postgres_and_of_the_materialize_pods(rendered, env):
     policies = by_kind(objects, "NetworkPolicy")
     pods = pods_of(objects)
     ns = f"mlplatform-{env}"
-    cluster = find(objects, "Cluster", PG_CLUSTER)
-    pg = Pod(ns, {**cluster["spec"]["inheritedMetadata"]["labels"], "cnpg.io/cluster": PG_CLUSTER})
-    redis = Pod("redis", {"app.kubernetes.io/name": "redis"})
-    vault = Pod("vault", {"app.kubernetes.io/name": "vault"})
-    dns = Pod("kube-system", {"k8s-app": "kube-dns"})
-    mlflow = Pod("mlflow", {"app.kubernetes.io/name": "mlflow"})
+    pg = postgres_pod(objects, env)
+    redis = EXTERNAL_PODS["redis"]
+    vault = EXTERNAL_PODS["vault"]
+    dns = EXTERNAL_PODS["dns"]
+    mlflow = EXTERNAL_PODS["mlflow"]
 
     def allowed(src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
         return flow_allowed(policies, src, dst, port, protocol)
