@@ -15,7 +15,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from mlplatform.core.errors import NotFound, PlatformError, Unavailable
 from mlplatform.core.payloads import InferenceRecord
 from mlplatform.core.registry import ModelRef, resolve_version
-from mlplatform.drift import stats
+from mlplatform.drift import multivariate, report_sections, stats
 from mlplatform.drift.detector import DriftDetector, prediction_of
 from mlplatform.drift.metrics import DriftMetrics
 from mlplatform.drift.retrain import RetrainLauncher, TriggerOutcome
@@ -56,6 +56,9 @@ class DriftService:
         self._client: Any = None
         self.store: DriftStore | None = store
         self.detectors: dict[tuple[str, str], DriftDetector] = {}
+        self.multivariate = multivariate.MultivariateMonitor(
+            settings.multivariate, settings.multivariate_models
+        )
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._ticker: asyncio.Task[None] | None = None
         self.ready = False
@@ -302,6 +305,9 @@ class DriftService:
         result = await asyncio.to_thread(det.detect, current, self.settings.drift_share)
         elapsed = time.perf_counter() - start
         summary = stats.as_json(result)
+        mv = await self._multivariate(det, current)
+        if mv is not None:
+            summary["multivariate"] = multivariate.as_json(mv)
         opened = min(r.ts for r in recs)
         try:
             await self._db(
@@ -330,6 +336,20 @@ class DriftService:
         )
         await self._after_window(model, version, result.dataset_drift)
 
+    async def _multivariate(self, det: DriftDetector, current: Any) -> multivariate.MultivariateDrift | None:  # noqa: ANN401
+        """The window's multivariate tests (None when off for the model); a failure is logged, not raised:
+        the per-column result still closes the window."""
+        assert det.reference is not None
+        try:
+            return await asyncio.to_thread(
+                self.multivariate.detect, det.model, det.version, det.reference.frame, det.features, current
+            )
+        except Exception:  # noqa: BLE001
+            log.exception(
+                "multivariate drift of %s/%s failed; window closed without it", det.model, det.version
+            )
+            return None
+
     def _export_window(self, model: str, version: str, summary: dict[str, Any], n: int) -> None:
         m = self.metrics
         cols = dict(summary["features"])
@@ -340,6 +360,13 @@ class DriftService:
             m.drifted.labels(model, version, name).set(1 if col["drifted"] else 0)
             if col.get("psi") is not None:
                 m.psi.labels(model, version, name).set(col["psi"])
+        for method, res in (summary.get("multivariate") or {}).get("methods", {}).items():
+            m.mv_score.labels(model, version, method).set(res["statistic"])
+            m.mv_threshold.labels(model, version, method).set(res["threshold"])
+            m.mv_drifted.labels(model, version, method).set(1 if res["drifted"] else 0)
+            m.mv_seconds.labels(model, version, method).set(res["seconds"])
+            if res.get("p_value") is not None:
+                m.mv_p_value.labels(model, version, method).set(res["p_value"])
         m.share.labels(model, version).set(summary["drift_share"])
         m.dataset.labels(model, version).set(1 if summary["dataset_drift"] else 0)
         m.window_size.labels(model, version).set(n)
@@ -461,7 +488,10 @@ class DriftService:
         det = await self.detector(model, recs[0].version)
         current = det.frame([r.inputs for r in recs], [r.prediction for r in recs])
         result = await asyncio.to_thread(det.detect, current, self.settings.drift_share)
-        return await asyncio.to_thread(det.report_html, current, result, self.settings.report_max_rows)
+        page = await asyncio.to_thread(det.report_html, current, result, self.settings.report_max_rows)
+        mv = await self._multivariate(det, current)
+        section = report_sections.multivariate_section(multivariate.as_json(mv) if mv is not None else None)
+        return report_sections.insert_sections(page, [section])
 
     async def models(self) -> list[str]:
         assert self.store is not None

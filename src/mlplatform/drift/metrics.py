@@ -94,3 +94,36 @@ class DriftMetrics:
             [LABEL_MODEL, LABEL_VERSION],
             registry=registry,
         )
+        # multivariate drift (drift/multivariate.py): one series per model, version and test
+        self.mv_score = Gauge(
+            "mlplatform_drift_multivariate_score",
+            "Multivariate drift statistic of the last closed window: MMD^2 (method mmd) or the domain "
+            "classifier's ROC AUC (method domain_classifier).",
+            [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
+            registry=registry,
+        )
+        self.mv_threshold = Gauge(
+            "mlplatform_drift_multivariate_threshold",
+            "Value of the score above which the last closed window counts as drifted (permutation or "
+            "bootstrap threshold).",
+            [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
+            registry=registry,
+        )
+        self.mv_p_value = Gauge(
+            "mlplatform_drift_multivariate_p_value",
+            "Permutation (mmd) or random-scorer (domain_classifier) p-value of the last closed window.",
+            [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
+            registry=registry,
+        )
+        self.mv_drifted = Gauge(
+            "mlplatform_drift_multivariate_drifted",
+            "1 when the multivariate test found drift in the last closed window, else 0.",
+            [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
+            registry=registry,
+        )
+        self.mv_seconds = Gauge(
+            "mlplatform_drift_multivariate_compute_seconds",
+            "Seconds the multivariate test took on the last closed window.",
+            [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
+            registry=registry,
+        )

@@ -31,6 +31,27 @@ class ColumnDriftOut(BaseModel):
     psi: float | None = Field(None, description="Population stability index (informational).")
 
 
+class MultivariateMethodOut(BaseModel):
+    method: str = Field(description="'mmd' or 'domain_classifier'.")
+    statistic: float = Field(description="MMD^2 (unbiased, RBF kernel) or the domain classifier's ROC AUC.")
+    threshold: float = Field(description="Score above which the window counts as drifted.")
+    p_value: float | None = Field(
+        None,
+        description="Permutation p-value (mmd) or share of random scorers at least as good (classifier).",
+    )
+    drifted: bool = Field(description="Whether this test found drift.")
+    seconds: float = Field(description="Seconds the test took.")
+    details: dict[str, Any] = Field(description="Bandwidth, permutations, classifier and threshold kind.")
+
+
+class MultivariateOut(BaseModel):
+    drifted: bool = Field(description="Whether any multivariate test found drift.")
+    reference_rows: int = Field(description="Reference rows the tests used (a seeded sample).")
+    current_rows: int = Field(description="Window rows the tests used (a seeded sample).")
+    columns: list[str] = Field(description="Feature columns the tests saw.")
+    methods: dict[str, MultivariateMethodOut] = Field(description="Result per test.")
+
+
 class WindowOut(BaseModel):
     id: int = Field(description="Window id (increasing).")
     version: str = Field(description="Model version the window's records came from.")
@@ -43,6 +64,9 @@ class WindowOut(BaseModel):
     drifted_features: int = Field(description="Number of features that drifted.")
     features: dict[str, ColumnDriftOut] = Field(description="Per-feature drift.")
     prediction: ColumnDriftOut | None = Field(None, description="Drift of the model's prediction.")
+    multivariate: MultivariateOut | None = Field(
+        None, description="Multivariate drift (MMD, domain classifier); null when off for the model."
+    )
 
 
 class RetrainStateOut(BaseModel):
@@ -93,4 +117,5 @@ def window_out(row: Any) -> WindowOut:  # noqa: ANN401 - a store.WindowRow
         drifted_features=res["drifted_features"],
         features=res["features"],
         prediction=res.get("prediction"),
+        multivariate=res.get("multivariate"),
     )

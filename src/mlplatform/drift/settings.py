@@ -9,6 +9,7 @@ from pydantic_settings import SettingsConfigDict
 
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.core.settings import ServiceSettings
+from mlplatform.drift.multivariate import MultivariateOptions
 
 
 class DriftSettings(ServiceSettings):
@@ -63,6 +64,50 @@ class DriftSettings(ServiceSettings):
     max_records_per_request: int = Field(
         10_000, ge=1, description="Largest number of records accepted in one POST /v1/records."
     )
+    max_labels_per_request: int = Field(
+        10_000, ge=1, description="Largest number of labels accepted in one POST /v1/models/{model}/labels."
+    )
+    quality_threshold: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="Score at or above which a prediction is positive: precision, recall, F1, prediction "
+        "rates and the CBPE estimate use it.",
+    )
+    quality_min_labels: int = Field(
+        50,
+        ge=1,
+        description="Labelled records a window needs before its realized performance is exported and judged.",
+    )
+    quality_interval_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds between looks for closed windows without a quality result (CBPE, segments).",
+    )
+    performance_metric: str = Field(
+        "roc_auc",
+        pattern="^(precision|recall|f1|roc_auc|pr_auc)$",
+        description="Realized metric the performance alert and retraining trigger watch.",
+    )
+    performance_drop: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="A window whose realized performance_metric is below the version's labelled reference "
+        "by more than this is a performance drop; retrain_after_windows consecutive drops start retraining "
+        "(once per episode, at least retrain_cooldown_s apart), like dataset drift does.",
+    )
+    segments: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Segment columns per model, as JSON: {"fraud-rf": ["merchant_category", "hour"]}. Each must '
+        "be an input column of the model: checked at start-up against the @champion's reference, a missing "
+        "column fails start-up naming it.",
+    )
+    segment_bins: dict[str, list[float]] = Field(
+        default_factory=lambda: {"hour": [0, 6, 12, 18, 24]},
+        description="Bucket edges of numeric segment columns, as JSON (left-closed buckets): the default cuts "
+        "hour into night, morning, afternoon and evening. Columns without edges segment by value.",
+    )
     retrain_after_windows: int = Field(
         3, ge=1, description="Start retraining after dataset drift in this many consecutive windows."
     )
@@ -100,6 +145,17 @@ class DriftSettings(ServiceSettings):
     )
     report_max_rows: int = Field(
         5000, ge=100, description="Rows of reference and current data the HTML report renders at most."
+    )
+    multivariate: MultivariateOptions = Field(
+        default_factory=MultivariateOptions,
+        description="Multivariate drift (MMD permutation test, domain classifier) on every window, as JSON, "
+        'e.g. {"methods": ["mmd"], "permutations": 200}; {"methods": []} turns it off. Fields: methods, '
+        "max_rows, permutations, p_value, classifier, classifier_threshold, quantile, seed.",
+    )
+    multivariate_models: dict[str, MultivariateOptions] = Field(
+        default_factory=dict,
+        description="Per-model multivariate settings replacing `multivariate` for those models, as JSON: "
+        '{"fraud-detector": {"methods": ["mmd", "domain_classifier"], "classifier": "gradient_boosting"}}.',
     )
 
     def resolved_database_url(self, secrets: SecretsBackend) -> str | None:
