@@ -646,6 +646,74 @@ def serving() -> dict[str, Any]:
     )
 
 
+def multivariate_panels() -> list[dict[str, Any]]:
+    """drift-detection's multivariate row: MMD and domain classifier per window (drift/multivariate.py)."""
+    sel = f'model=~"$model", {NS}'
+    return [
+        row("Multivariate drift (MMD, domain classifier; last closed window)"),
+        stat(
+            "Model versions with multivariate drift",
+            f"sum(max by (model, version) (mlplatform_drift_multivariate_drifted{{{sel}}}))",
+            thresholds=[("green", None), ("red", 1)],
+            w=6,
+            description="Versions where MMD or the domain classifier found the joint distribution moved.",
+        ),
+        {
+            **state_timeline(
+                "Multivariate drift over time",
+                f"max by (model, method) (mlplatform_drift_multivariate_drifted{{{sel}}})",
+                "{{model}} {{method}}",
+                w=18,
+            ),
+            "description": "Red: the test (mmd, domain_classifier) found drift in the window that closed then.",
+        },
+        timeseries(
+            "MMD^2 against its permutation threshold",
+            [
+                target(
+                    f'max by (model, version) (mlplatform_drift_multivariate_score{{method="mmd", {sel}}})',
+                    "MMD^2 {{model}} v{{version}}",
+                ),
+                target(
+                    f'max by (model, version) (mlplatform_drift_multivariate_threshold{{method="mmd", {sel}}})',
+                    "threshold {{model}} v{{version}}",
+                ),
+            ],
+            w=8,
+            description="Drift when MMD^2 exceeds the permuted MMD^2 at the p-value rank (DRIFT_MULTIVARIATE p_value).",
+        ),
+        timeseries(
+            "Domain classifier ROC AUC against its threshold",
+            [
+                target(
+                    f'max by (model, version) (mlplatform_drift_multivariate_score{{method="domain_classifier", {sel}}})',
+                    "AUC {{model}} v{{version}}",
+                ),
+                target(
+                    f'max by (model, version) (mlplatform_drift_multivariate_threshold{{method="domain_classifier", {sel}}})',
+                    "threshold {{model}} v{{version}}",
+                ),
+            ],
+            w=8,
+            description="0.5: reference and window rows cannot be told apart; drift above the bootstrap or fixed threshold.",
+        ),
+        timeseries(
+            "Multivariate p-values / computation time",
+            [
+                target(
+                    f"max by (model, method) (mlplatform_drift_multivariate_p_value{{{sel}}})",
+                    "p {{model}} {{method}}",
+                ),
+                target(
+                    f"max by (model, method) (mlplatform_drift_multivariate_compute_seconds{{{sel}}})",
+                    "seconds {{model}} {{method}}",
+                ),
+            ],
+            w=8,
+        ),
+    ]
+
+
 def drift() -> dict[str, Any]:
     return dashboard(
         "mlplatform-drift",
@@ -718,6 +786,7 @@ def drift() -> dict[str, Any]:
                     )
                 ],
             ),
+            *multivariate_panels(),
             row("Windows and ingestion"),
             timeseries(
                 "Records in the last closed window / collected for the next",
