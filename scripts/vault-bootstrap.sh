@@ -4,12 +4,14 @@
 #   scripts/vault-bootstrap.sh --env prod [--namespace mlplatform-prod] [--auth-path kubernetes]
 #       [--kv-mount secret] [--kubernetes-host https://kubernetes.default.svc]
 #       [--kubernetes-ca-cert FILE] [--token-reviewer-jwt-file FILE] [--audience AUD]
+#       [--disable-local-ca-jwt]
 #       [--ttl 1h] [--max-ttl 24h] [--seed-dir DIR] [--drift-database-url-file FILE]
 #       [--feature-database-url-file FILE] [--dry-run]
 #
 # What it does (with the `vault` CLI, VAULT_ADDR and a token allowed to manage auth, mounts and
 # policies in the environment):
-#   1. enables the Kubernetes auth method at --auth-path (if not enabled) and configures it;
+#   1. enables the Kubernetes auth method at --auth-path (if not enabled) and configures it
+#      (--disable-local-ca-jwt when Vault runs outside the cluster: no pod CA/token files to read);
 #   2. enables a KV version 2 engine at --kv-mount (if not enabled);
 #   3. for each identity (the services model-serving, feature-store, drift-detection and
 #      explainability, and retrain: drift-detection's retraining Job) writes the least-privilege
@@ -31,6 +33,7 @@
 # The pods then run with VAULT_ROLE=mlplatform-<env>-<identity>,
 # VAULT_SECRET_PATH=mlplatform/<env>/<identity> (docs/security.md).
 # --dry-run prints the vault commands (and policy bodies) instead of running them.
+# The CLI is $VAULT_BIN when set, else `vault`, else OpenBao's `bao` (same commands and flags).
 set -euo pipefail
 
 # Vault identities as IDENTITY=SERVICEACCOUNT: policy policies/vault/<IDENTITY>.hcl, role and policy
@@ -61,6 +64,7 @@ SEED_DIR=""
 DRIFT_DB_URL_FILE=""
 FEATURES_DB_URL_FILE=""
 DRY_RUN=0
+DISABLE_LOCAL_CA_JWT=0
 
 die() { echo "vault-bootstrap: $*" >&2; exit 2; }
 
@@ -80,6 +84,7 @@ while [[ $# -gt 0 ]]; do
     --drift-database-url-file) DRIFT_DB_URL_FILE="${2:-}"; shift 2 ;;
     --feature-database-url-file) FEATURES_DB_URL_FILE="${2:-}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
+    --disable-local-ca-jwt) DISABLE_LOCAL_CA_JWT=1; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p;}' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
@@ -96,6 +101,12 @@ KV_MOUNT="${KV_MOUNT#/}"; KV_MOUNT="${KV_MOUNT%/}"
 [[ -z "$DRIFT_DB_URL_FILE" || -f "$DRIFT_DB_URL_FILE" ]] || die "--drift-database-url-file $DRIFT_DB_URL_FILE is not a file"
 [[ -z "$FEATURES_DB_URL_FILE" || -f "$FEATURES_DB_URL_FILE" ]] || die "--feature-database-url-file $FEATURES_DB_URL_FILE is not a file"
 
+if [[ -z "${VAULT_BIN:-}" ]]; then
+  VAULT_BIN=vault
+  command -v vault >/dev/null || ! command -v bao >/dev/null || VAULT_BIN=bao
+fi
+vault() { "$VAULT_BIN" "$@"; }
+
 run() {  # run a vault command (or print it with --dry-run)
   if [[ $DRY_RUN -eq 1 ]]; then
     echo "+ vault $*"
@@ -105,13 +116,14 @@ run() {  # run a vault command (or print it with --dry-run)
 }
 
 if [[ $DRY_RUN -eq 0 ]]; then
-  command -v vault >/dev/null || die "the vault CLI is not on PATH"
+  command -v "$VAULT_BIN" >/dev/null || die "the vault CLI ($VAULT_BIN) is not on PATH (or OpenBao's bao)"
   [[ -n "${VAULT_ADDR:-}" ]] || die "VAULT_ADDR is not set"
   vault status >/dev/null 2>&1 || die "Vault at $VAULT_ADDR is unreachable or sealed (vault status failed)"
 fi
 
 # 1. Kubernetes auth method
-if [[ $DRY_RUN -eq 1 ]] || ! vault auth list -format=json | grep -q "\"${AUTH_PATH}/\""; then
+# (the listing is read whole before grep: `grep -q` exiting early would SIGPIPE the CLI under pipefail)
+if [[ $DRY_RUN -eq 1 ]] || ! grep -q "\"${AUTH_PATH}/\"" <<<"$(vault auth list -format=json)"; then
   run auth enable -path="$AUTH_PATH" kubernetes
 else
   echo "kubernetes auth already enabled at $AUTH_PATH/"
@@ -119,10 +131,11 @@ fi
 config_args=("kubernetes_host=$K8S_HOST")
 [[ -n "$K8S_CA_CERT" ]] && config_args+=("kubernetes_ca_cert=@$K8S_CA_CERT")
 [[ -n "$REVIEWER_JWT_FILE" ]] && config_args+=("token_reviewer_jwt=@$REVIEWER_JWT_FILE")
+[[ $DISABLE_LOCAL_CA_JWT -eq 1 ]] && config_args+=("disable_local_ca_jwt=true")
 run write "auth/$AUTH_PATH/config" "${config_args[@]}"
 
 # 2. KV version 2 engine
-if [[ $DRY_RUN -eq 1 ]] || ! vault secrets list -format=json | grep -q "\"${KV_MOUNT}/\""; then
+if [[ $DRY_RUN -eq 1 ]] || ! grep -q "\"${KV_MOUNT}/\"" <<<"$(vault secrets list -format=json)"; then
   run secrets enable -path="$KV_MOUNT" -version=2 kv
 else
   echo "secrets engine already mounted at $KV_MOUNT/"

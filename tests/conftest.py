@@ -79,3 +79,16 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def openbao(tmp_path_factory: pytest.TempPathFactory):
+    """A real OpenBao dev server for the whole session, set up by scripts/vault-bootstrap.sh for dev
+    and prod (Kubernetes auth against a TokenReview double); see ``tests/openbao.py``."""
+    from tests.openbao import start_openbao
+
+    server = start_openbao(tmp_path_factory.mktemp("openbao"))
+    try:
+        yield server
+    finally:
+        server.stop()

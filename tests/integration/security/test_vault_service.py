@@ -1,9 +1,8 @@
 """A real service process with ``secrets_backend=vault``: fail-fast start-up and key rotation.
 
-No Vault server can run here, so the service talks to the HTTP test double of the Vault API in
-``tests/unit/security/fake_vault.py`` (Kubernetes auth login, KV v2 read, token lookup/renew, and
-Vault's ``{"errors": [...]}`` bodies, with the JSON shapes of Vault's API documentation) over
-real HTTP on a free port.
+The service talks to the session's real OpenBao server (tests/openbao.py), set up by
+scripts/vault-bootstrap.sh: it logs in as ``mlplatform-dev-drift-detection`` with a projected
+service-account token (checked by a TokenReview double) and reads ``mlplatform/dev/drift-detection``.
 """
 
 from __future__ import annotations
@@ -20,31 +19,30 @@ import httpx
 import pytest
 
 from mlplatform.core.auth import hash_key
+from tests.openbao import OpenBao
 from tests.procs import free_port, wait_ready
-from tests.unit.security.fake_vault import FakeVault, Role
 
 pytestmark = pytest.mark.integration
 
 SERVICE = "drift-detection"
 ROLE = "mlplatform-dev-drift-detection"
 PATH = "mlplatform/dev/drift-detection"
-JWT = "eyJhbGciOiJSUzI1NiJ9.drift-detection-sa.signature"
 
 
 @pytest.fixture
-def vault() -> Iterator[FakeVault]:
-    with FakeVault(time.monotonic) as fake:
-        st = fake.state
-        st.roles[ROLE] = Role({"drift-detection"}, {"mlplatform-dev"}, [ROLE], ttl=3600)
-        st.jwts[JWT] = ("drift-detection", "mlplatform-dev")
-        st.policies[ROLE] = {f"secret/data/{PATH}"}
-        st.put_secret("secret", PATH, {"MLPLATFORM_API_KEYS": f"{hash_key('old-key')}:drift:write"})
-        yield fake
+def vault(openbao: OpenBao) -> Iterator[OpenBao]:
+    openbao.put(PATH, {"MLPLATFORM_API_KEYS": f"{hash_key('old-key')}:drift:write"})
+    return openbao
 
 
-def service_env(vault: FakeVault, tmp_path: Path, **extra: str) -> dict[str, str]:
+@pytest.fixture
+def jwt(vault: OpenBao) -> str:
+    return vault.kube.mint("mlplatform-dev", "drift-detection")
+
+
+def service_env(vault: OpenBao, tmp_path: Path, jwt: str, **extra: str) -> dict[str, str]:
     token = tmp_path / "sa-token"
-    token.write_text(JWT)
+    token.write_text(jwt)
     return {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -52,7 +50,7 @@ def service_env(vault: FakeVault, tmp_path: Path, **extra: str) -> dict[str, str
         "MLPLATFORM_ENV": "dev",
         "DRIFT_SECRETS_BACKEND": "vault",
         "DRIFT_RETRAIN_MODE": "off",
-        "VAULT_ADDR": vault.url,
+        "VAULT_ADDR": vault.addr,
         "VAULT_ROLE": ROLE,
         "VAULT_SECRET_PATH": PATH,
         "VAULT_SA_TOKEN_PATH": str(token),
@@ -91,10 +89,10 @@ def serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
         ({"VAULT_ADDR": "http://127.0.0.1:{port}"}, "is unreachable: connection refused"),
     ],
 )
-def test_service_refuses_to_start_with_a_clear_message(vault, tmp_path, extra, message):
+def test_service_refuses_to_start_with_a_clear_message(vault, jwt, tmp_path, extra, message):
     extra = {k: v.format(port=free_port()) for k, v in extra.items()}
     log = tmp_path / "service.log"
-    proc = serve(service_env(vault, tmp_path, **extra), free_port(), log)
+    proc = serve(service_env(vault, tmp_path, jwt, **extra), free_port(), log)
     try:
         assert proc.wait(timeout=120) != 0
     finally:
@@ -108,13 +106,13 @@ def test_service_refuses_to_start_with_a_clear_message(vault, tmp_path, extra, m
         critical[0]["msg"].startswith("cannot start with secrets from Vault")
         and message in critical[0]["msg"]
     )
-    assert JWT not in output and hash_key("old-key") not in output
+    assert jwt not in output and hash_key("old-key") not in output
 
 
-def test_rotated_api_key_takes_effect_without_restart(vault, tmp_path):
+def test_rotated_api_key_takes_effect_without_restart(vault, jwt, tmp_path):
     port = free_port()
     log = tmp_path / "service.log"
-    proc = serve(service_env(vault, tmp_path), port, log)
+    proc = serve(service_env(vault, tmp_path, jwt), port, log)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url, 120, proc, path="/v2/health/live")
@@ -126,16 +124,16 @@ def test_rotated_api_key_takes_effect_without_restart(vault, tmp_path):
 
         assert status("old-key") != 401
         assert status("new-key") == 401
-        vault.state.put_secret("secret", PATH, {"MLPLATFORM_API_KEYS": f"{hash_key('new-key')}:drift:write"})
+        vault.put(PATH, {"MLPLATFORM_API_KEYS": f"{hash_key('new-key')}:drift:write"})
         deadline = time.monotonic() + 30
         while status("new-key") == 401 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert status("new-key") != 401
         assert status("old-key") == 401
-        assert vault.state.count("POST", "/v1/auth/kubernetes/login") == 1  # no restart, no re-login
     finally:
         proc.terminate()
         proc.wait(timeout=40)
     output = log.read_text(errors="replace")
     assert "vault secrets rotated: MLPLATFORM_API_KEYS" in output
-    assert JWT not in output and hash_key("new-key") not in output
+    assert output.count("vault login ok") == 1  # no restart, no re-login
+    assert jwt not in output and hash_key("new-key") not in output

@@ -1,18 +1,27 @@
-"""Fixtures for the Vault backend tests: a controllable clock and the Vault HTTP test double."""
+"""Fixtures for the Vault backend tests: a controllable clock and a real OpenBao server.
+
+``openbao`` (tests/conftest.py) is one ``bao server -dev`` per session, set up by
+scripts/vault-bootstrap.sh: role ``mlplatform-dev-model-serving`` bound to ServiceAccount
+``model-serving`` in ``mlplatform-dev``, policy reading only ``secret/data/mlplatform/dev/model-serving``.
+Each test writes fresh versions of the secrets it reads. The backend's schedule (renewal, re-read)
+runs on an injected clock; token TTLs are OpenBao's own, in real time.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlplatform.core.vault import VaultConfig
-from tests.unit.security.fake_vault import FakeClock, FakeVault, Role
+from tests.clock import FakeClock
+from tests.openbao import OpenBao
 
-SA_JWT = "eyJhbGciOiJSUzI1NiJ9.model-serving-sa.signature"
-OTHER_JWT = "eyJhbGciOiJSUzI1NiJ9.feature-store-sa.signature"
-SECRET_PATH = "mlplatform/model-serving"
+NAMESPACE = "mlplatform-dev"
+ROLE = "mlplatform-dev-model-serving"
+SECRET_PATH = "mlplatform/dev/model-serving"
+OTHER_PATH = "mlplatform/dev/feature-store"
+VALUES = {"REDIS_PASSWORD": "r3dis-v1", "MLFLOW_TRACKING_PASSWORD": "mlf-v1"}
 
 
 @pytest.fixture
@@ -21,38 +30,24 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def vault(clock: FakeClock) -> Iterator[FakeVault]:
-    """Vault with a ``model-serving`` role bound to SA model-serving in namespace mlplatform."""
-    with FakeVault(clock) as fake:
-        st = fake.state
-        st.roles["model-serving"] = Role(
-            {"model-serving"}, {"mlplatform"}, ["mlplatform-model-serving"], 300, 14400
-        )
-        st.jwts[SA_JWT] = ("model-serving", "mlplatform")
-        st.jwts[OTHER_JWT] = ("feature-store", "mlplatform")
-        st.policies["mlplatform-model-serving"] = {
-            f"secret/data/{SECRET_PATH}",
-            "secret/data/mlplatform/shared",
-        }
-        st.put_secret(
-            "secret", SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v1", "MLFLOW_TRACKING_PASSWORD": "mlf-v1"}
-        )
-        st.put_secret("secret", "mlplatform/feature-store", {"REDIS_PASSWORD": "not-yours"})
-        yield fake
+def vault(openbao: OpenBao) -> OpenBao:
+    """The session's OpenBao with fresh versions of model-serving's and feature-store's secrets."""
+    openbao.put(SECRET_PATH, VALUES)
+    openbao.put(OTHER_PATH, {"REDIS_PASSWORD": "not-yours"})
+    return openbao
 
 
 @pytest.fixture
-def sa_token(tmp_path: Path) -> Path:
-    path = tmp_path / "token"
-    path.write_text(SA_JWT + "\n")
-    return path
+def sa_token(vault: OpenBao, tmp_path: Path) -> Path:
+    """The projected service-account token of model-serving in mlplatform-dev."""
+    return vault.jwt_file(tmp_path, NAMESPACE, "model-serving")
 
 
 @pytest.fixture
-def config(vault: FakeVault, sa_token: Path) -> VaultConfig:
+def config(vault: OpenBao, sa_token: Path) -> VaultConfig:
     return VaultConfig(
-        addr=vault.url,
-        role="model-serving",
+        addr=vault.addr,
+        role=ROLE,
         secret_paths=(SECRET_PATH,),
         token_path=sa_token,
         refresh_interval_s=60.0,

@@ -16,7 +16,8 @@ from mlplatform.core.auth import ApiKeyAuth, hash_key, parse_keyring, require_sc
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.core.settings import ServiceSettings
 from mlplatform.core.vault import VaultSecretsBackend
-from tests.unit.security.fake_vault import FakeClock
+from tests.clock import FakeClock
+from tests.unit.security.conftest import SECRET_PATH
 
 INFER_KEY = "infer-key-0123456789"
 ADMIN_KEY = "admin-key-0123456789"
@@ -227,19 +228,17 @@ def test_periodic_refresh_for_backends_without_notifications():
 
 
 async def test_vault_rotation_reaches_auth_without_restart(tmp_path, vault, config, clock):
-    """End to end: key rotated in Vault (test double) -> backend re-read -> ApiKeyAuth reloads."""
-    vault.state.put_secret(
-        "secret",
-        "mlplatform/model-serving",
+    """End to end: key rotated in OpenBao -> backend re-read -> ApiKeyAuth reloads."""
+    vault.put(
+        SECRET_PATH,
         {"MLPLATFORM_API_KEYS": keyring(old="infer"), "REDIS_PASSWORD": "p"},
     )
     backend = VaultSecretsBackend(config, clock=clock, start_thread=False)
     c, _ = build(tmp_path, backend)
     h_old, h_new = {"X-API-Key": "old"}, {"X-API-Key": "new"}
     assert (await c.post("/v2/models/m/infer", headers=h_old)).status_code == 200
-    vault.state.put_secret(
-        "secret",
-        "mlplatform/model-serving",
+    vault.put(
+        SECRET_PATH,
         {"MLPLATFORM_API_KEYS": keyring(new="infer"), "REDIS_PASSWORD": "p"},
     )
     assert (await c.post("/v2/models/m/infer", headers=h_new)).status_code == 401

@@ -1,52 +1,116 @@
-"""VaultSecretsBackend against an HTTP test double of the Vault API.
+"""VaultSecretsBackend against a real OpenBao server (``bao server -dev``, tests/openbao.py).
 
-No Vault server can run here, so ``tests/unit/security/fake_vault.py`` serves the paths the backend
-uses over real HTTP with the JSON shapes of Vault's API documentation (Kubernetes auth login, KV v2
-read with ``data``/``metadata.version``, token lookup-self/renew-self, ``{"errors": [...]}`` for 400,
-403 permission denied and 503 sealed). Token expiry and re-read schedules run on an injected clock.
+OpenBao is set up by scripts/vault-bootstrap.sh with the project's HCL policies; Kubernetes auth
+asks a TokenReview double (the only double: no API server runs here). The backend's schedule runs
+on an injected clock where a test drives it; token TTLs, renewals, revocation and sealing are
+OpenBao's own.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 
+import hvac
 import pytest
 
 from mlplatform.core.secrets import SecretsBackend, build_secrets_backend
 from mlplatform.core.vault import VaultConfig, VaultSecretsBackend, VaultStartupError
+from tests.openbao import IDENTITIES, OpenBao
 from tests.procs import free_port
-from tests.unit.security.conftest import OTHER_JWT, SA_JWT, SECRET_PATH
-from tests.unit.security.fake_vault import Role
+from tests.unit.security.conftest import NAMESPACE, OTHER_PATH, ROLE, SECRET_PATH, VALUES
 
 
 def make(config: VaultConfig, clock, **kw) -> VaultSecretsBackend:
     return VaultSecretsBackend(config, clock=clock, start_thread=False, **kw)
 
 
+def version(vault: OpenBao, path: str = SECRET_PATH) -> int:
+    meta = vault.client().secrets.kv.v2.read_secret_metadata(path=path, mount_point="secret")
+    return int(meta["data"]["current_version"])
+
+
 def test_login_with_service_account_token_and_kv2_read(config, vault, clock):
+    reviews = vault.kube.reviews
     backend = make(config, clock)
     try:
         assert isinstance(backend, SecretsBackend)
         assert backend.get("REDIS_PASSWORD") == "r3dis-v1"
         assert backend.get("MLFLOW_TRACKING_PASSWORD") == "mlf-v1"
         assert backend.get("NOT_THERE") is None
-        login_body = json.loads(vault.state.bodies[0])
-        assert login_body == {"role": "model-serving", "jwt": SA_JWT}
-        assert vault.state.count("POST", "/v1/auth/kubernetes/login") == 1
-        assert vault.state.count("GET", "/v1/auth/token/lookup-self") == 1
-        assert vault.state.count("GET", f"/v1/secret/data/{SECRET_PATH}") == 1
-        assert backend.stats.versions == {SECRET_PATH: 1}
-        assert backend.token_expires_in() == pytest.approx(300)
+        assert vault.kube.reviews == reviews + 1  # OpenBao asked the API server about the JWT
+        assert backend.stats.logins == 1 and backend.stats.reads == 1
+        assert backend.stats.versions == {SECRET_PATH: version(vault)}
+        # the bootstrap script's role: token_ttl=1h
+        assert 3590 <= backend.token_expires_in() <= 3600
+        info = backend._client.auth.token.lookup_self()["data"]
+        assert info["policies"] == ["default", ROLE]
+        assert info["meta"]["service_account_name"] == "model-serving"
+        assert info["meta"]["service_account_namespace"] == NAMESPACE
     finally:
         backend.close()
 
 
-def test_several_paths_later_ones_win(config, vault, clock):
-    vault.state.put_secret("secret", "mlplatform/shared", {"REDIS_PASSWORD": "shared", "API": "k"})
-    backend = make(dataclasses.replace(config, secret_paths=("mlplatform/shared", SECRET_PATH)), clock)
+@pytest.mark.parametrize("env", ["dev", "prod"])
+@pytest.mark.parametrize("identity", IDENTITIES)
+def test_each_identity_reads_only_its_own_secret(openbao, tmp_path, env, identity):
+    """Least privilege, as bootstrapped: each role reads its own path and is denied every other
+    identity's path in its environment, and its own identity's path in the other environment."""
+    for other in IDENTITIES:
+        for e in ("dev", "prod"):
+            openbao.put(f"mlplatform/{e}/{other}", {"OWNER": f"{e}/{other}"})
+    jwt = openbao.kube.mint(f"mlplatform-{env}", IDENTITIES[identity])
+    client = hvac.Client(url=openbao.addr, timeout=5)
+    client.auth.kubernetes.login(role=f"mlplatform-{env}-{identity}", jwt=jwt)
+    kv = client.secrets.kv.v2
+    own = kv.read_secret_version(path=f"mlplatform/{env}/{identity}", mount_point="secret")
+    assert own["data"]["data"] == {"OWNER": f"{env}/{identity}"}
+    denied = [f"mlplatform/{env}/{other}" for other in IDENTITIES if other != identity]
+    denied.append(f"mlplatform/{'prod' if env == 'dev' else 'dev'}/{identity}")
+    for path in denied:
+        with pytest.raises(hvac.exceptions.Forbidden):
+            kv.read_secret_version(path=path, mount_point="secret")
+    with pytest.raises(hvac.exceptions.Forbidden):  # read only: no writes to its own secret
+        kv.create_or_update_secret(
+            path=f"mlplatform/{env}/{identity}", secret={"x": "y"}, mount_point="secret"
+        )
+    with pytest.raises(hvac.exceptions.Forbidden):  # nor listing
+        kv.list_secrets(path=f"mlplatform/{env}", mount_point="secret")
+
+
+@pytest.mark.parametrize(
+    ("namespace", "account", "why"),
+    [
+        ("mlplatform-dev", "feature-store", "service account name not authorized"),
+        ("mlplatform-prod", "model-serving", "namespace not authorized"),
+    ],
+)
+def test_role_refuses_other_service_accounts(openbao, namespace, account, why):
+    client = hvac.Client(url=openbao.addr, timeout=5)
+    with pytest.raises(hvac.exceptions.Forbidden, match=why):
+        client.auth.kubernetes.login(role=ROLE, jwt=openbao.kube.mint(namespace, account))
+
+
+def test_token_the_api_server_rejects_cannot_log_in(openbao):
+    jwt = openbao.kube.mint(NAMESPACE, "model-serving")
+    openbao.kube.revoke(jwt)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        hvac.Client(url=openbao.addr, timeout=5).auth.kubernetes.login(role=ROLE, jwt=jwt)
+
+
+def test_several_paths_later_ones_win(config, vault, clock, sa_token):
+    vault.client().sys.create_or_update_policy(
+        "test-two-paths",
+        'path "secret/data/mlplatform/dev/shared" { capabilities = ["read"] }\n'
+        f'path "secret/data/{SECRET_PATH}" {{ capabilities = ["read"] }}\n',
+    )
+    vault.role("test-two-paths", ["test-two-paths"], "model-serving", NAMESPACE)
+    vault.put("mlplatform/dev/shared", {"REDIS_PASSWORD": "shared", "API": "k"})
+    cfg = dataclasses.replace(
+        config, role="test-two-paths", secret_paths=("mlplatform/dev/shared", SECRET_PATH)
+    )
+    backend = make(cfg, clock)
     assert backend.get("REDIS_PASSWORD") == "r3dis-v1"
     assert backend.get("API") == "k"
     backend.close()
@@ -56,9 +120,7 @@ def test_rotated_value_served_after_the_refresh_interval_and_listeners_get_names
     backend = make(config, clock)
     seen: list[frozenset[str]] = []
     backend.add_listener(seen.append)
-    vault.state.put_secret(
-        "secret", SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v2", "MLFLOW_TRACKING_PASSWORD": "mlf-v1"}
-    )
+    v2 = vault.put(SECRET_PATH, {**VALUES, "REDIS_PASSWORD": "r3dis-v2"})
 
     clock.advance(30)
     backend.tick()
@@ -70,12 +132,12 @@ def test_rotated_value_served_after_the_refresh_interval_and_listeners_get_names
     assert backend.get("REDIS_PASSWORD") == "r3dis-v2"
     assert seen == [frozenset({"REDIS_PASSWORD"})]
     assert backend.stats.rotations == 1
-    assert backend.stats.versions == {SECRET_PATH: 2}
+    assert backend.stats.versions == {SECRET_PATH: v2}
 
     clock.advance(61)
     backend.tick()  # re-read, nothing changed: no notification
     assert seen == [frozenset({"REDIS_PASSWORD"})]
-    assert vault.state.count("GET", f"/v1/secret/data/{SECRET_PATH}") == 3
+    assert backend.stats.reads == 3
     backend.close()
 
 
@@ -83,98 +145,111 @@ def test_removed_key_is_reported_and_disappears(config, vault, clock):
     backend = make(config, clock)
     seen: list[frozenset[str]] = []
     backend.add_listener(seen.append)
-    vault.state.put_secret("secret", SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v1"})
+    vault.put(SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v1"})
     clock.advance(61)
     backend.tick()
     assert backend.get("MLFLOW_TRACKING_PASSWORD") is None
     assert seen == [frozenset({"MLFLOW_TRACKING_PASSWORD"})]
+    backend.close()
 
 
 def test_token_renewed_before_expiry(config, vault, clock):
-    backend = make(config, clock)  # role ttl 300s: renew after 2/3 of the lease
-    clock.advance(150)
+    backend = make(config, clock)  # token_ttl 1h: renewed after 2/3 of the lease
+    token = backend._client.token
+    clock.advance(2000)
     backend.tick()
-    assert vault.state.count("POST", "/v1/auth/token/renew-self") == 0
-    clock.advance(60)  # t=210 > 200
+    assert backend.stats.renewals == 0
+    clock.advance(500)  # t=2500 > 2400
     backend.tick()
-    assert vault.state.count("POST", "/v1/auth/token/renew-self") == 1
-    assert backend.stats.renewals == 1
-    assert backend.token_expires_in() == pytest.approx(300)
-    assert vault.state.count("POST", "/v1/auth/kubernetes/login") == 1
-    # the renewed token still reads
+    assert backend.stats.renewals == 1 and backend.stats.logins == 1
+    assert backend._client.token == token  # the same token, renewed by OpenBao
+    info = backend._client.auth.token.lookup_self()["data"]
+    assert info["last_renewal_time"] is not None and info["ttl"] > 3500
     clock.advance(100)
     backend.tick()
     assert backend.stats.read_failures == 0
     assert backend.get("REDIS_PASSWORD") == "r3dis-v1"
+    backend.close()
 
 
-def test_logs_in_again_when_renewal_hits_max_ttl(config, vault, clock):
-    vault.state.roles["model-serving"].max_ttl = 320
-    backend = make(config, clock)
-    clock.advance(201)
-    backend.tick()  # renewed, capped at 119s left
-    assert backend.stats.renewals == 1
-    assert backend.token_expires_in() == pytest.approx(119)
-    clock.advance(80)
-    backend.tick()  # renewal would leave 39s < refresh interval: new login instead
-    assert vault.state.count("POST", "/v1/auth/token/renew-self") == 2
-    assert backend.stats.logins == 2
-    assert backend.token_expires_in() == pytest.approx(300)
-
-
-def test_expired_token_is_replaced_by_a_new_login(config, vault, clock):
-    backend = make(config, clock)
-    vault.state.put_secret("secret", SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v2"})
-    clock.advance(10_000)  # no ticks for longer than the lease: the token is dead
+def test_logs_in_again_when_renewal_hits_max_ttl(config, vault):
+    """Real time: token_ttl = token_max_ttl = 6s and renewal at 85% of the lease, so OpenBao caps
+    the renewal at under 2 s (less than a quarter of the login's lease): the backend logs in again."""
+    vault.role("test-max-ttl", [ROLE], "model-serving", NAMESPACE, ttl="6s", max_ttl="6s")
+    cfg = dataclasses.replace(config, role="test-max-ttl", renew_fraction=0.85)
+    backend = make(cfg, time.monotonic)
+    first = backend._client.token
+    renew_at = backend._token.renew_at(cfg.renew_fraction)
+    time.sleep(max(0.0, renew_at - time.monotonic()) + 0.05)
     backend.tick()
-    assert vault.state.count("POST", "/v1/auth/token/renew-self") == 0
+    assert backend.stats.renewals == 0 and backend.stats.logins == 2
+    assert backend._client.token != first
+    assert backend.get("REDIS_PASSWORD") == "r3dis-v1"
+    backend.close()
+
+
+def test_expired_token_is_replaced_by_a_new_login(config, vault):
+    vault.role("test-short", [ROLE], "model-serving", NAMESPACE, ttl="2s", max_ttl="2s")
+    backend = make(dataclasses.replace(config, role="test-short", refresh_interval_s=0.5), time.monotonic)
+    stale = hvac.Client(url=vault.addr, token=backend._client.token)
+    vault.put(SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v2"})
+    time.sleep(2.2)
+    with pytest.raises(hvac.exceptions.Forbidden):  # OpenBao expired it
+        stale.auth.token.lookup_self()
+    backend.tick()
     assert backend.stats.logins == 2
     assert backend.get("REDIS_PASSWORD") == "r3dis-v2"
+    backend.close()
 
 
 def test_revoked_token_renewal_failure_falls_back_to_login(config, vault, clock):
     backend = make(config, clock)
-    vault.state.tokens.clear()  # revoked server-side
-    clock.advance(210)
+    vault.revoke_logins()
+    clock.advance(2500)
     backend.tick()
     assert backend.stats.logins == 2
     assert backend.stats.read_failures == 0
+    backend.close()
 
 
 def test_reread_denied_by_revoked_token_logs_in_again(config, vault, clock):
     backend = make(config, clock)
-    vault.state.tokens.clear()  # Vault lost or revoked the token before its renewal time
+    vault.revoke_logins()  # revoked before its renewal time
     clock.advance(61)
     backend.tick()
     assert backend.stats.read_failures == 1 and backend.get("REDIS_PASSWORD") == "r3dis-v1"
-    vault.state.put_secret("secret", SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v2"})
+    vault.put(SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v2"})
     clock.advance(11)
     backend.tick()
     assert backend.stats.logins == 2
     assert backend.get("REDIS_PASSWORD") == "r3dis-v2"
+    backend.close()
 
 
 def test_failed_reread_keeps_last_values_then_recovers(config, vault, clock, caplog):
     backend = make(config, clock)
-    vault.state.sealed = True
-    clock.advance(61)
-    with caplog.at_level(logging.WARNING, logger="mlplatform.vault"):
-        backend.tick()
-    assert backend.get("REDIS_PASSWORD") == "r3dis-v1"
-    assert backend.stats.read_failures == 1
-    assert "sealed" in caplog.text
-    vault.state.sealed = False
-    vault.state.put_secret("secret", SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v3"})
+    vault.seal()
+    try:
+        clock.advance(61)
+        with caplog.at_level(logging.WARNING, logger="mlplatform.vault"):
+            backend.tick()
+        assert backend.get("REDIS_PASSWORD") == "r3dis-v1"
+        assert backend.stats.read_failures == 1
+        assert "sealed" in caplog.text.lower()
+    finally:
+        vault.unseal()
+    vault.put(SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v3"})
     clock.advance(11)  # retried sooner than the full interval after a failure
     backend.tick()
     assert backend.get("REDIS_PASSWORD") == "r3dis-v3"
+    backend.close()
 
 
 def test_background_thread_picks_up_rotation_without_restart(config, vault):
     cfg = dataclasses.replace(config, refresh_interval_s=0.2)
     backend = VaultSecretsBackend(cfg, tick_interval_s=0.05)  # real clock, real thread
     try:
-        vault.state.put_secret("secret", SECRET_PATH, {"REDIS_PASSWORD": "rotated"})
+        vault.put(SECRET_PATH, {"REDIS_PASSWORD": "rotated"})
         deadline = time.monotonic() + 10
         while backend.get("REDIS_PASSWORD") != "rotated" and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -195,7 +270,7 @@ def _startup_error(config, clock) -> str:
 
 def test_startup_fails_clearly_when_vault_unreachable(config, clock):
     msg = _startup_error(dataclasses.replace(config, addr=f"http://127.0.0.1:{free_port()}"), clock)
-    assert "unreachable" in msg and "role 'model-serving'" in msg
+    assert "unreachable" in msg and f"role '{ROLE}'" in msg
 
 
 def test_startup_fails_clearly_on_unknown_role(config, clock):
@@ -204,24 +279,27 @@ def test_startup_fails_clearly_on_unknown_role(config, clock):
     assert "service account" in msg
 
 
-def test_startup_fails_when_service_account_not_bound_to_role(config, clock, sa_token):
-    sa_token.write_text(OTHER_JWT)
+def test_startup_fails_when_service_account_not_bound_to_role(config, clock, vault, sa_token):
+    sa_token.write_text(vault.kube.mint(NAMESPACE, "feature-store"))
     msg = _startup_error(config, clock)
     assert "rejected the login" in msg and "service account name not authorized" in msg
 
 
 def test_startup_fails_when_sealed(config, vault, clock):
-    vault.state.sealed = True
-    assert "sealed" in _startup_error(config, clock)
+    vault.seal()
+    try:
+        assert "sealed" in _startup_error(config, clock)
+    finally:
+        vault.unseal()
 
 
 def test_startup_fails_when_policy_denies_the_path(config, clock):
-    msg = _startup_error(dataclasses.replace(config, secret_paths=("mlplatform/feature-store",)), clock)
-    assert "may not read" in msg and "permission denied" in msg and "mlplatform/feature-store" in msg
+    msg = _startup_error(dataclasses.replace(config, secret_paths=(OTHER_PATH,)), clock)
+    assert "may not read" in msg and "permission denied" in msg and OTHER_PATH in msg
 
 
 def test_startup_fails_when_secret_missing(config, vault, clock):
-    vault.state.secrets.pop(f"secret/{SECRET_PATH}")
+    vault.client().secrets.kv.v2.delete_metadata_and_all_versions(path=SECRET_PATH, mount_point="secret")
     msg = _startup_error(config, clock)
     assert "no KV v2 secret" in msg and SECRET_PATH in msg
 
@@ -231,19 +309,24 @@ def test_startup_fails_without_service_account_token(config, clock, tmp_path):
     assert "service-account token" in msg and "absent" in msg
 
 
-def test_secret_values_never_logged(config, vault, clock, caplog):
+def test_secret_values_never_logged(config, vault, clock, caplog, sa_token):
     with caplog.at_level(logging.DEBUG):
         backend = make(config, clock)
-        vault.state.put_secret("secret", SECRET_PATH, {"REDIS_PASSWORD": "r3dis-v2"})
+        vault.put(SECRET_PATH, {**VALUES, "REDIS_PASSWORD": "r3dis-v2"})
         clock.advance(61)
         backend.tick()
-        vault.state.sealed = True
-        clock.advance(61)
-        backend.tick()
+        vault.seal()
+        try:
+            clock.advance(61)
+            backend.tick()
+        finally:
+            vault.unseal()
+        token = backend._client.token
+        backend.close()
     assert "REDIS_PASSWORD" in caplog.text  # names are logged on rotation ...
-    for value in ("r3dis-v1", "r3dis-v2", "mlf-v1", SA_JWT):
-        assert value not in caplog.text  # ... values and the SA token never
-    assert not any(t.startswith("hvs.") for t in caplog.text.split())
+    for value in ("r3dis-v1", "r3dis-v2", "mlf-v1", sa_token.read_text(), token):
+        assert value not in caplog.text  # ... values, the SA token and the Vault token never
+    assert not any(t.startswith(("hvs.", "s.")) for t in caplog.text.split())
 
 
 # -- configuration from the environment --------------------------------------------------------
@@ -251,12 +334,12 @@ def test_secret_values_never_logged(config, vault, clock, caplog):
 
 def test_from_env_defaults_and_missing_variables(vault, sa_token, clock):
     with pytest.raises(VaultStartupError) as info:
-        VaultConfig.from_env({"VAULT_ADDR": vault.url})
+        VaultConfig.from_env({"VAULT_ADDR": vault.addr})
     assert "VAULT_ROLE" in str(info.value) and "VAULT_SECRET_PATH" in str(info.value)
 
     env = {
-        "VAULT_ADDR": vault.url + "/",
-        "VAULT_ROLE": "model-serving",
+        "VAULT_ADDR": vault.addr + "/",
+        "VAULT_ROLE": ROLE,
         "VAULT_SECRET_PATH": f"/{SECRET_PATH}/",
         "VAULT_SA_TOKEN_PATH": str(sa_token),
     }
@@ -270,9 +353,9 @@ def test_from_env_defaults_and_missing_variables(vault, sa_token, clock):
     backend.close()
 
 
-def test_secret_path_defaults_to_env_and_service_name(vault, sa_token):
+def test_secret_path_defaults_to_env_and_service_name(vault):
     env = {
-        "VAULT_ADDR": vault.url,
+        "VAULT_ADDR": vault.addr,
         "VAULT_ROLE": "r",
         "MLPLATFORM_ENV": "prod",
         "OTEL_SERVICE_NAME": "model-serving",
@@ -283,29 +366,44 @@ def test_secret_path_defaults_to_env_and_service_name(vault, sa_token):
 
 
 def test_custom_auth_path_and_kv_mount(vault, sa_token, clock):
-    vault.state.policies["mlplatform-model-serving"].add("kv-ml/data/svc")
-    vault.state.put_secret("kv-ml", "svc", {"X": "1"})
+    root = vault.client()
+    if "k8s-alt/" not in root.sys.list_auth_methods()["data"]:
+        root.sys.enable_auth_method("kubernetes", path="k8s-alt")
+        root.write_data(
+            "auth/k8s-alt/config",
+            data={
+                "kubernetes_host": vault.kube.url,
+                "kubernetes_ca_cert": vault.kube.ca_pem(),
+                "disable_local_ca_jwt": True,
+            },
+        )
+    if "kv-ml/" not in root.sys.list_mounted_secrets_engines()["data"]:
+        root.sys.enable_secrets_engine("kv", path="kv-ml", options={"version": "2"})
+    root.sys.create_or_update_policy("test-kv-ml", 'path "kv-ml/data/svc" { capabilities = ["read"] }')
+    vault.role("test-kv-ml", ["test-kv-ml"], "model-serving", NAMESPACE, auth_path="k8s-alt")
+    vault.put("svc", {"X": "1"}, mount="kv-ml")
     cfg = VaultConfig(
-        addr=vault.url,
-        role="model-serving",
+        addr=vault.addr,
+        role="test-kv-ml",
         secret_paths=("svc",),
-        auth_path="k8s-prod",
+        auth_path="k8s-alt",
         kv_mount="kv-ml",
         token_path=sa_token,
     )
     backend = make(cfg, clock)
     assert backend.get("X") == "1"
-    assert vault.state.count("POST", "/v1/auth/k8s-prod/login") == 1
+    assert backend._client.auth.token.lookup_self()["data"]["path"] == "auth/k8s-alt/login"
+    backend.close()
 
 
 def test_build_secrets_backend_vault_fails_fast(monkeypatch, vault, sa_token):
-    monkeypatch.setenv("VAULT_ADDR", vault.url)
+    monkeypatch.setenv("VAULT_ADDR", vault.addr)
     monkeypatch.setenv("VAULT_ROLE", "wrong")
     monkeypatch.setenv("VAULT_SECRET_PATH", SECRET_PATH)
     monkeypatch.setenv("VAULT_SA_TOKEN_PATH", str(sa_token))
     with pytest.raises(VaultStartupError, match="rejected the login"):
         build_secrets_backend("vault")
-    monkeypatch.setenv("VAULT_ROLE", "model-serving")
+    monkeypatch.setenv("VAULT_ROLE", ROLE)
     backend = build_secrets_backend("vault")
     try:
         assert backend.get("REDIS_PASSWORD") == "r3dis-v1"
@@ -314,9 +412,10 @@ def test_build_secrets_backend_vault_fails_fast(monkeypatch, vault, sa_token):
 
 
 def test_role_with_short_ttl_from_lookup_self(config, vault, clock):
-    vault.state.roles["short"] = Role({"model-serving"}, {"mlplatform"}, ["mlplatform-model-serving"], 30, 60)
-    backend = make(dataclasses.replace(config, role="short", refresh_interval_s=5), clock)
-    assert backend.token_expires_in() == pytest.approx(30)
+    vault.role("test-30s", [ROLE], "model-serving", NAMESPACE, ttl="30s", max_ttl="1h")
+    backend = make(dataclasses.replace(config, role="test-30s", refresh_interval_s=5), clock)
+    assert 28 <= backend.token_expires_in() <= 30
     clock.advance(21)
     backend.tick()
     assert backend.stats.renewals == 1
+    backend.close()

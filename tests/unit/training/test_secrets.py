@@ -1,6 +1,6 @@
 """The retraining Job's secrets from Vault (``mlplatform.training.secrets``, ``mlplatform retrain/train``).
 
-Vault is the HTTP test double of ``tests/unit/security/fake_vault.py`` with what
+Vault is the session's real OpenBao server (tests/openbao.py) with what
 ``scripts/vault-bootstrap.sh --env prod`` sets up for the Job: role ``mlplatform-prod-retrain`` bound
 to ServiceAccount ``drift-detection-retrain`` in ``mlplatform-prod``, reading only
 ``secret/data/mlplatform/prod/retrain``. The environment is the one the chart's Job template sets
@@ -23,47 +23,46 @@ from mlplatform.cli import app as cli
 from mlplatform.core.vault import VaultStartupError
 from mlplatform.training.pipeline import TrainSettings
 from mlplatform.training.secrets import TRAINING_SECRETS, load_training_secrets
+from tests.openbao import OpenBao
 from tests.procs import free_port
-from tests.unit.security.fake_vault import FakeClock, FakeVault, Role
 
 ROLE = "mlplatform-prod-retrain"
 SECRET_PATH = "mlplatform/prod/retrain"
-JOB_JWT = "eyJhbGciOiJSUzI1NiJ9.drift-detection-retrain-sa.signature"
-SERVICE_JWT = "eyJhbGciOiJSUzI1NiJ9.drift-detection-sa.signature"
 FEATURES_URL = "postgresql://mlplatform:f34t-s3cret@mlplatform-pg-rw.mlplatform-prod:5432/mlplatform"
 MLFLOW_USER, MLFLOW_PASSWORD = "retrain-bot", "mlfl0w-s3cret"
 
 
 @pytest.fixture
-def vault() -> Iterator[FakeVault]:
-    with FakeVault(FakeClock()) as fake:
-        st = fake.state
-        st.roles[ROLE] = Role({"drift-detection-retrain"}, {"mlplatform-prod"}, [ROLE])
-        st.jwts[JOB_JWT] = ("drift-detection-retrain", "mlplatform-prod")
-        st.jwts[SERVICE_JWT] = ("drift-detection", "mlplatform-prod")
-        st.policies[ROLE] = {f"secret/data/{SECRET_PATH}"}
-        st.put_secret(
-            "secret",
-            SECRET_PATH,
-            {
-                "FEATURES_DATABASE_URL": FEATURES_URL,
-                "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
-                "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
-                "UNRELATED": "not-a-training-secret",
-            },
-        )
-        yield fake
+def vault(openbao: OpenBao) -> Iterator[OpenBao]:
+    openbao.put(
+        SECRET_PATH,
+        {
+            "FEATURES_DATABASE_URL": FEATURES_URL,
+            "MLFLOW_TRACKING_USERNAME": MLFLOW_USER,
+            "MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD,
+            "UNRELATED": "not-a-training-secret",
+        },
+    )
+    yield openbao
+    if openbao.client().sys.is_sealed():
+        openbao.unseal()
 
 
 @pytest.fixture
-def job_env(vault: FakeVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def job_jwt(vault: OpenBao) -> str:
+    """The Job pod's projected token (ServiceAccount drift-detection-retrain)."""
+    return vault.kube.mint("mlplatform-prod", "drift-detection-retrain")
+
+
+@pytest.fixture
+def job_env(vault: OpenBao, job_jwt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The Job template's Vault environment; the training secrets unset (restored afterwards)."""
     token = tmp_path / "serviceaccount" / "token"
     token.parent.mkdir()
-    token.write_text(JOB_JWT)
+    token.write_text(job_jwt)
     env = {
         "MLPLATFORM_SECRETS_BACKEND": "vault",
-        "VAULT_ADDR": vault.url,
+        "VAULT_ADDR": vault.addr,
         "VAULT_ROLE": ROLE,
         "VAULT_SECRET_PATH": SECRET_PATH,
         "VAULT_SA_TOKEN_PATH": str(token),
@@ -77,8 +76,9 @@ def job_env(vault: FakeVault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     return env
 
 
-def test_vault_values_reach_train_settings(job_env, vault, caplog):
+def test_vault_values_reach_train_settings(job_env, vault, job_jwt, caplog):
     caplog.set_level(logging.DEBUG)
+    reviews = vault.kube.reviews
     assert load_training_secrets() == TRAINING_SECRETS
     assert TrainSettings().feature_database_url == FEATURES_URL
     assert (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]) == (
@@ -86,12 +86,11 @@ def test_vault_values_reach_train_settings(job_env, vault, caplog):
         MLFLOW_PASSWORD,
     )
     assert "UNRELATED" not in os.environ  # only the training secrets
-    # logged in as the Job's own role with the projected token, read once, no refresh thread left
-    assert vault.state.count("POST", "/v1/auth/kubernetes/login") == 1
-    assert vault.state.count("GET", f"/v1/secret/data/{SECRET_PATH}") == 1
-    assert '"role": "mlplatform-prod-retrain"' in vault.state.bodies[0]
+    # logged in once (one TokenReview) as the Job's own role with the projected token
+    assert vault.kube.reviews == reviews + 1
+    assert f"role {ROLE}" in caplog.text
     assert "FEATURES_DATABASE_URL" in caplog.text  # the names, never the values
-    for secret in ("f34t-s3cret", MLFLOW_PASSWORD, JOB_JWT):
+    for secret in ("f34t-s3cret", MLFLOW_PASSWORD, job_jwt):
         assert secret not in caplog.text
 
 
@@ -105,12 +104,13 @@ def test_environment_wins_over_vault(job_env, monkeypatch):
 
 
 def test_env_backend_never_calls_vault(job_env, vault, monkeypatch):
+    reviews = vault.kube.reviews
     for backend in ("env", ""):
         monkeypatch.setenv("MLPLATFORM_SECRETS_BACKEND", backend)
         assert load_training_secrets() == ()
     monkeypatch.delenv("MLPLATFORM_SECRETS_BACKEND")
     assert load_training_secrets() == ()
-    assert vault.state.requests == []
+    assert vault.kube.reviews == reviews  # no login
     assert TrainSettings().feature_database_url is None
     monkeypatch.setenv("MLPLATFORM_SECRETS_BACKEND", "aws")
     with pytest.raises(ValueError, match="'env' or 'vault'"):
@@ -118,15 +118,15 @@ def test_env_backend_never_calls_vault(job_env, vault, monkeypatch):
 
 
 def test_a_secret_without_the_database_url_warns(job_env, vault, caplog):
-    vault.state.put_secret("secret", SECRET_PATH, {"MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD})
+    vault.put(SECRET_PATH, {"MLFLOW_TRACKING_PASSWORD": MLFLOW_PASSWORD})
     with caplog.at_level(logging.WARNING, logger="mlplatform.training.secrets"):
         assert load_training_secrets() == ("MLFLOW_TRACKING_PASSWORD",)
     assert "FEATURES_DATABASE_URL is neither set nor in Vault secret/mlplatform/prod/retrain" in caplog.text
     assert TrainSettings().feature_database_url is None
 
 
-def test_the_services_account_cannot_log_in_as_the_job(job_env):
-    Path(job_env["VAULT_SA_TOKEN_PATH"]).write_text(SERVICE_JWT)
+def test_the_services_account_cannot_log_in_as_the_job(job_env, vault):
+    Path(job_env["VAULT_SA_TOKEN_PATH"]).write_text(vault.kube.mint("mlplatform-prod", "drift-detection"))
     with pytest.raises(VaultStartupError, match="rejected the login"):
         load_training_secrets()
 
@@ -156,34 +156,34 @@ def test_train_trains_with_the_vault_url(job_env, monkeypatch):
     assert [s.feature_database_url for s in seen] == [FEATURES_URL]
 
 
-def _unreachable(env: dict[str, str], vault: FakeVault) -> str:
+def _unreachable(env: dict[str, str], vault: OpenBao) -> str:
     env["VAULT_ADDR"] = f"http://127.0.0.1:{free_port()}"
     return "is unreachable"
 
 
-def _sealed(env: dict[str, str], vault: FakeVault) -> str:
-    vault.state.sealed = True
+def _sealed(env: dict[str, str], vault: OpenBao) -> str:
+    vault.seal()
     return "is sealed or unavailable"
 
 
-def _no_secret(env: dict[str, str], vault: FakeVault) -> str:
-    vault.state.secrets.clear()
+def _no_secret(env: dict[str, str], vault: OpenBao) -> str:
+    vault.client().secrets.kv.v2.delete_metadata_and_all_versions(path=SECRET_PATH, mount_point="secret")
     return "no KV v2 secret at secret/data/{mlplatform/prod/retrain}"
 
 
-def _wrong_role(env: dict[str, str], vault: FakeVault) -> str:
+def _wrong_role(env: dict[str, str], vault: OpenBao) -> str:
     env["VAULT_ROLE"] = "mlplatform-prod-drift-detection"
     return "rejected the login"
 
 
-def _no_addr(env: dict[str, str], vault: FakeVault) -> str:
+def _no_addr(env: dict[str, str], vault: OpenBao) -> str:
     env["VAULT_ADDR"] = ""
     return "VAULT_ADDR is not set"
 
 
 @pytest.mark.parametrize("command", [["retrain", "--model", "fraud-detector"], ["train"]])
 @pytest.mark.parametrize("failure", [_unreachable, _sealed, _no_secret, _wrong_role, _no_addr])
-def test_vault_failure_is_one_line_and_exit_2(job_env, vault, monkeypatch, command, failure):
+def test_vault_failure_is_one_line_and_exit_2(job_env, vault, job_jwt, monkeypatch, command, failure):
     env = dict(job_env)
     expected = failure(env, vault)
     for name, value in env.items():
@@ -197,4 +197,4 @@ def test_vault_failure_is_one_line_and_exit_2(job_env, vault, monkeypatch, comma
     assert result.stderr.startswith("error: cannot read the training secrets from Vault: ")
     assert expected in result.stderr
     assert ran == []  # no training work
-    assert "Traceback" not in result.output and JOB_JWT not in result.output
+    assert "Traceback" not in result.output and job_jwt not in result.output
