@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import NamedTuple
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from mlplatform.core.responses import JSONResponse
+from starlette.responses import Response
 
 log = logging.getLogger("mlplatform.errors")
 
@@ -59,11 +60,6 @@ class GatewayTimeout(PlatformError):
     status_code = 504
 
 
-def error_response(status_code: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The single error body every service returns."""
-    return JSONResponse({"error": message}, status_code=status_code, headers=headers)
-
-
 def _loc_to_field(loc: tuple | list) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) if parts else "body"
@@ -84,33 +80,65 @@ def describe_validation_error(exc: RequestValidationError | ValidationError) -> 
     return 422, "invalid request: " + "; ".join(msgs) + more
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that turn every failure into ``{"error": ...}``."""
+INTERNAL_ERROR = "internal error; see the service logs with this request's trace id"
 
-    @app.exception_handler(PlatformError)
-    async def _platform_error(_: Request, exc: PlatformError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-        return error_response(exc.status_code, exc.message, headers)
 
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+class ErrorReply(NamedTuple):
+    """An error answer, ready for any transport: status, body (``{"error": ...}``) and extra headers."""
+
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+_BEARER = ((b"www-authenticate", b"Bearer"),)
+
+
+def error_response(exc: BaseException, where: str = "") -> ErrorReply:
+    """The one mapping from a failure to what the client sees, used by every request path.
+
+    :class:`PlatformError` answers its own status and message (401 with ``WWW-Authenticate: Bearer``);
+    validation errors are a 422 naming the fields (malformed JSON a 400); Starlette's routing errors keep
+    their status with a plain message; anything else is a bug: logged with its stack trace (``where``
+    names the request), answered with a generic 500 that never shows the exception.
+    """
+    if isinstance(exc, PlatformError):
+        status, message = exc.status_code, exc.message
+    elif isinstance(exc, RequestValidationError | ValidationError):
         status, message = describe_validation_error(exc)
-        return error_response(status, message)
-
-    @app.exception_handler(json.JSONDecodeError)
-    async def _json_error(_: Request, exc: json.JSONDecodeError) -> JSONResponse:
-        return error_response(400, f"malformed JSON body: {exc.msg} at position {exc.pos}")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    elif isinstance(exc, json.JSONDecodeError):
+        status, message = 400, f"malformed JSON body: {exc.msg} at position {exc.pos}"
+    elif isinstance(exc, StarletteHTTPException):
+        status = exc.status_code
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
-        if exc.status_code == 404 and message == "Not Found":
+        if status == 404 and message == "Not Found":
             message = "no such route"
-        if exc.status_code == 405:
+        if status == 405:
             message = "method not allowed on this route"
-        return error_response(exc.status_code, message, getattr(exc, "headers", None))
+    else:
+        log.error("unhandled error on %s", where or "a request", exc_info=exc)
+        status, message = 500, INTERNAL_ERROR
+    headers: tuple[tuple[bytes, bytes], ...] = _BEARER if status == 401 else ()
+    if isinstance(exc, StarletteHTTPException) and exc.headers:
+        headers += tuple((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items())
+    return ErrorReply(status, orjson.dumps({"error": message}), headers)
 
-    @app.exception_handler(Exception)
-    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal error; see the service logs with this request's trace id")
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every failure FastAPI sees through :func:`error_response`."""
+
+    async def _handle(request: Request, exc: Exception) -> Response:
+        reply = error_response(exc, f"{request.method} {request.url.path}")
+        response = Response(reply.body, status_code=reply.status, media_type="application/json")
+        for name, value in reply.headers:
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
+        return response
+
+    for kind in (
+        PlatformError,
+        RequestValidationError,
+        json.JSONDecodeError,
+        StarletteHTTPException,
+        Exception,
+    ):
+        app.add_exception_handler(kind, _handle)

@@ -5,8 +5,8 @@ four ASGI messages; for a hot route that returns a small JSON body, that machine
 the inference it wraps (about 50 µs of the ~200 µs a single-row V2 infer costs on one core here).
 :class:`FastPathProtocol` recognises a request for one of the app's :class:`~mlplatform.core.app.FastRoute`
 as soon as its headers are parsed, collects the body, runs the route with
-:func:`~mlplatform.core.app.run_fast_route` (the same function the ASGI dispatch uses: request id,
-metrics, access log, trace context, error bodies) and writes the response with one
+:meth:`~mlplatform.core.pipeline.RequestPipeline.run` (what the ASGI dispatch uses too: request id,
+trace context and server span, metrics, access log, error answers) and writes the response with one
 ``transport.write``. Everything else goes through uvicorn unchanged: other routes, and any request
 that is not plain HTTP/1.1 keep-alive with a ``Content-Length`` body within the limit (chunked bodies,
 ``Expect: 100-continue``, ``Connection: close``, HTTP/1.0, percent-encoded paths, upgrades).
@@ -18,15 +18,14 @@ calls uvicorn's ``on_response_complete``, which starts the queued one. Graceful 
 direct requests too (they are tasks in the server's task set), and a connection asked to shut down
 mid-request is closed after its response.
 
-Used only when the app is a :class:`~mlplatform.core.app.PlatformApp` with fast routes and no OTLP
-exporter (with tracing on, requests take the middleware path that opens the server span).
+Used whenever the app is a :class:`~mlplatform.core.app.PlatformApp` with fast routes (tracing on or
+off: the pipeline opens the server span) and uvicorn runs without ``limit_concurrency``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import httptools
@@ -34,7 +33,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from mlplatform.core.app import AppContext, FastRoute, PlatformApp, run_fast_route
+from mlplatform.core.app import PlatformApp
+from mlplatform.core.pipeline import FastRoute, RequestPipeline
 
 log = logging.getLogger("mlplatform.server")
 
@@ -67,21 +67,19 @@ class FastPathProtocol(HttpToolsProtocol):
         super().__init__(config, server_state, app_state, _loop)
         app = self.app
         ctx = getattr(app, "platform_ctx", None)
-        self._ctx: AppContext | None = None
+        self._pipeline: RequestPipeline | None = None
         self._routes: tuple[FastRoute, ...] = ()
         if (
             isinstance(app, PlatformApp)
             and ctx is not None
             and app.fast_routes
-            and not ctx.tracing_active
             and self.limit_concurrency is None
         ):
-            self._ctx = ctx
+            self._pipeline = ctx.pipeline
             self._routes = app.fast_routes
             self._max_body = ctx.settings.max_body_bytes
         self._direct: tuple[FastRoute, tuple[str, tuple[str, ...]], str, str] | None = None
         self._body: list[bytes] = []
-        self._start = 0.0
 
     # parser callbacks (httptools calls them from ``feed_data``)
     def on_headers_complete(self) -> None:
@@ -96,7 +94,6 @@ class FastPathProtocol(HttpToolsProtocol):
                 # The request owns the connection from here (also while its body arrives): shutdown()
                 # lets it finish, and uvicorn queues pipelined requests behind it.
                 self.cycle = _DirectCycle()  # type: ignore[assignment]
-                self._start = time.perf_counter()
                 return
         super().on_headers_complete()
 
@@ -116,7 +113,7 @@ class FastPathProtocol(HttpToolsProtocol):
         self._body = []
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         cycle: _DirectCycle = self.cycle  # type: ignore[assignment]  # set in on_headers_complete
-        task = self.loop.create_task(self._serve_direct(cycle, direct, dict(self.headers), body, self._start))
+        task = self.loop.create_task(self._serve_direct(cycle, direct, dict(self.headers), body))
         task.add_done_callback(self.tasks.discard)
         self.tasks.add(task)
 
@@ -157,20 +154,11 @@ class FastPathProtocol(HttpToolsProtocol):
         direct: tuple[FastRoute, tuple[str, tuple[str, ...]], str, str],
         headers: dict[bytes, bytes],
         body: bytes,
-        start: float,
     ) -> None:
         route, hit, method, path = direct
         try:
-            status, response_headers, out = await run_fast_route(
-                self._ctx,  # type: ignore[arg-type]  # set whenever routes are
-                route,
-                hit,
-                method,
-                path,
-                headers,
-                body,
-                start,
-            )
+            pipeline: RequestPipeline = self._pipeline  # type: ignore[assignment]  # set whenever routes are
+            status, response_headers, out = await pipeline.run(route, hit, method, path, headers, body)
             transport = self.transport
             if not transport.is_closing():
                 head = [STATUS_LINE[status]]
@@ -184,7 +172,7 @@ class FastPathProtocol(HttpToolsProtocol):
             cycle.keep_alive = False
             raise
         except Exception:  # noqa: BLE001 - never leave the client waiting for an answer
-            # run_fast_route answers every handler error itself; anything escaping it is a bug: close
+            # the pipeline answers every handler error itself; anything escaping it is a bug: close
             # the connection, as uvicorn does when an app fails without sending a response
             log.exception("direct request %s %s failed without a response", method, path)
             cycle.keep_alive = False

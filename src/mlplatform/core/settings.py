@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,6 +49,23 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otlp_endpoint"),
         description="OTLP/HTTP collector endpoint for traces. Tracing export is off when unset.",
     )
+    traces_sampler: str = Field(
+        "parentbased_always_on",
+        validation_alias=AliasChoices("OTEL_TRACES_SAMPLER", "traces_sampler"),
+        description="Which requests are traced (OpenTelemetry's standard variable): always_on, always_off, "
+        "traceidratio, or parentbased_ plus one of those (follow the caller's sampled flag).",
+    )
+    traces_sampler_arg: float | None = Field(
+        None,
+        validation_alias=AliasChoices("OTEL_TRACES_SAMPLER_ARG", "traces_sampler_arg"),
+        description="Share of new traces kept by the *traceidratio samplers (0..1; default 1).",
+    )
+    slow_request_ms: float = Field(
+        500.0,
+        gt=0,
+        description="Requests slower than this are written to the access log (level warning) even when "
+        "LOG_LEVEL is above INFO.",
+    )
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes; larger bodies get 413."
     )
@@ -72,6 +89,13 @@ class ServiceSettings(BaseSettings):
         "shutting down, so load balancers and kube-proxy stop routing here first (the charts set it; "
         "0: shut down at once).",
     )
+
+    @model_validator(mode="after")
+    def _check_sampler(self) -> ServiceSettings:
+        from mlplatform.core.tracing import build_sampler
+
+        build_sampler(self.traces_sampler, self.traces_sampler_arg)  # raises naming the variable
+        return self
 
     def resolved_tracking_uri(self) -> str:
         """The MLflow tracking URI, defaulting to SQLite under the data directory."""

@@ -10,22 +10,54 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _W3C = TraceContextTextMapPropagator()
+
+
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+
+
+def build_sampler(name: str = "parentbased_always_on", arg: float | None = None) -> Sampler:
+    """The sampler OpenTelemetry's ``OTEL_TRACES_SAMPLER``/``OTEL_TRACES_SAMPLER_ARG`` name.
+
+    ``parentbased_*`` samplers follow an incoming ``traceparent``'s sampled flag and apply the named
+    rule only to requests that start a trace; ``*traceidratio`` keeps ``arg`` (0..1, default 1) of them.
+    """
+    if name not in SAMPLERS:
+        raise ValueError(f"OTEL_TRACES_SAMPLER: {name!r} is not one of {', '.join(SAMPLERS)}")
+    ratio = 1.0 if arg is None else arg
+    if not 0.0 <= ratio <= 1.0:
+        raise ValueError(f"OTEL_TRACES_SAMPLER_ARG: {ratio} is not a ratio between 0 and 1")
+    root = name.removeprefix("parentbased_")
+    rule: Sampler = {"always_on": ALWAYS_ON, "always_off": ALWAYS_OFF}.get(root) or TraceIdRatioBased(ratio)
+    return ParentBased(rule) if name.startswith("parentbased_") else rule
 
 
 def build_tracer_provider(
     service: str,
     otlp_endpoint: str | None,
     extra_processors: list[SpanProcessor] | None = None,
-    sample_ratio: float = 1.0,
+    sampler: Sampler | None = None,
 ) -> TracerProvider:
     """A tracer provider for one service; exports over OTLP/HTTP only when an endpoint is given."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": service}),
-        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+        sampler=sampler or build_sampler(),
     )
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.middleware import Middleware
 
 from mlplatform.core.app import FastRoute, build_app, build_context
 from mlplatform.core.payloads import PayloadSink
@@ -16,7 +15,7 @@ from mlplatform.core.secrets import SecretsBackend
 from mlplatform.serving.dataplane import DataPlane
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.repository import ModelRepository
-from mlplatform.serving.routes import FastInferMiddleware, build_router, infer_handler, match_infer
+from mlplatform.serving.routes import build_router, infer_handler, match_infer
 from mlplatform.serving.settings import ServingSettings
 
 log = logging.getLogger("mlplatform.serving")
@@ -59,19 +58,17 @@ def create_app(
                 await client.aclose()
                 plane.feature_client = None
 
+    handler = infer_handler(plane, ctx.auth)
     app = build_app(
         ctx,
         title="mlplatform model-serving",
         description="Open Inference Protocol (V2) REST serving of registered MLflow models.",
         lifespan=lifespan,
         is_ready=plane.ready,
-        routers=[build_router(plane)],
+        routers=[build_router(plane, handler)],
     )
-    # The lean infer path: dispatched ahead of FastAPI (no tracing exporter), or innermost inside the
-    # core request middleware when tracing is on (so the server span wraps it).
-    handler = infer_handler(plane, ctx.auth)
+    # V2 infer is a fast route: served ahead of FastAPI's routing by the request pipeline
     app.fast_routes = (FastRoute("POST", match_infer, handler),)
-    app.user_middleware.append(Middleware(FastInferMiddleware, handler=handler))
     app.state.dataplane = plane
     app.state.repository = repository
     return app

@@ -6,16 +6,13 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 
-import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlplatform.core.app import FastHandler
 from mlplatform.core.auth import ApiKeyAuth, require_scope
-from mlplatform.core.errors import PlatformError
 from mlplatform.core.logging import request_id_var
+from mlplatform.core.pipeline import FastHandler
 from mlplatform.core.responses import JSONResponse
 from mlplatform.serving.dataplane import DataPlane
 from mlplatform.serving.protocol import (
@@ -57,8 +54,10 @@ def scope_dependency(scope: str) -> Callable[[Request], Awaitable[None]]:
     return require_scope(scope)
 
 
-def build_router(plane: DataPlane) -> APIRouter:
-    """The V2 routes bound to one data plane."""
+def build_router(plane: DataPlane, infer: FastHandler) -> APIRouter:
+    """The V2 routes bound to one data plane. ``infer`` is :func:`infer_handler`: the app serves it as a
+    fast route ahead of FastAPI; the two infer routes here call the same handler (same auth check,
+    same errors) and give the OpenAPI document its infer operations."""
     router = APIRouter(tags=["inference"])
     infer_scope = [Depends(scope_dependency("infer"))]
 
@@ -96,11 +95,9 @@ def build_router(plane: DataPlane) -> APIRouter:
         response_model=InferenceResponse,
         responses=INFER_ERRORS,
         openapi_extra=REQUEST_BODY_DOC,
-        dependencies=infer_scope,
     )
-    async def infer(model_name: str, request: Request) -> Response:
-        body = await request.body()
-        out = await plane.infer(model_name, body, request_id=request_id_var.get())
+    async def infer_route(model_name: str, request: Request) -> Response:
+        out = await infer((model_name, ""), dict(request.scope["headers"]), await request.body())
         return Response(out, media_type=_JSON)
 
     @router.post(
@@ -108,11 +105,10 @@ def build_router(plane: DataPlane) -> APIRouter:
         response_model=InferenceResponse,
         responses=INFER_ERRORS,
         openapi_extra=REQUEST_BODY_DOC,
-        dependencies=infer_scope,
     )
     async def infer_version(model_name: str, model_version: str, request: Request) -> Response:
-        body = await request.body()
-        out = await plane.infer(model_name, body, version=model_version, request_id=request_id_var.get())
+        headers = dict(request.scope["headers"])
+        out = await infer((model_name, model_version), headers, await request.body())
         return Response(out, media_type=_JSON)
 
     @router.post(
@@ -130,17 +126,9 @@ def build_router(plane: DataPlane) -> APIRouter:
     return router
 
 
-class _RouteTemplate:
-    """What the core request middleware reads from ``scope["route"]`` for its metric labels."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-INFER_TEMPLATE = _RouteTemplate("/v2/models/{model_name}/infer")
-INFER_VERSION_TEMPLATE = _RouteTemplate("/v2/models/{model_name}/versions/{model_version}/infer")
+INFER_TEMPLATE = "/v2/models/{model_name}/infer"
+INFER_VERSION_TEMPLATE = "/v2/models/{model_name}/versions/{model_version}/infer"
 _INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
-_HEADERS = [(b"content-type", b"application/json")]
 
 
 def match_infer(path: str) -> tuple[str, tuple[str, ...]] | None:
@@ -150,8 +138,8 @@ def match_infer(path: str) -> tuple[str, tuple[str, ...]] | None:
         return None
     name, version = m.group(1), m.group(2)
     if version:
-        return INFER_VERSION_TEMPLATE.path, (name, version)
-    return INFER_TEMPLATE.path, (name, "")
+        return INFER_VERSION_TEMPLATE, (name, version)
+    return INFER_TEMPLATE, (name, "")
 
 
 def infer_handler(plane: DataPlane, auth: ApiKeyAuth) -> FastHandler:
@@ -163,50 +151,3 @@ def infer_handler(plane: DataPlane, auth: ApiKeyAuth) -> FastHandler:
         return await plane.infer(name, body, version=version or None, request_id=request_id_var.get())
 
     return handle
-
-
-class FastInferMiddleware:
-    """The infer routes as a plain ASGI handler, innermost (inside the core request middleware).
-
-    Requests reach it when tracing is on (the app's fast dispatch steps aside so the core middleware
-    opens the server span). Same handler as the fast route, so same behaviour as the FastAPI routes
-    above (which stay for the OpenAPI document); it skips FastAPI's routing and dependency resolution.
-    """
-
-    def __init__(self, app: ASGIApp, handler: FastHandler) -> None:
-        self.app = app
-        self.handler = handler
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        hit = match_infer(scope["path"])
-        if hit is None:
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = INFER_VERSION_TEMPLATE if hit[1][1] else INFER_TEMPLATE
-        # Read the body outside the try: the core middleware's body limit raises through here.
-        chunks = []
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        status = 200
-        try:
-            out = await self.handler(hit[1], dict(scope["headers"]), body)
-        except PlatformError as exc:
-            status, out = exc.status_code, orjson.dumps({"error": exc.message})
-        except Exception:  # noqa: BLE001 - never a stack trace to the client
-            log.exception("unhandled error on POST %s", scope["path"])
-            status = 500
-            out = orjson.dumps({"error": "internal error; see the service logs with this request's trace id"})
-        headers = [*_HEADERS, (b"content-length", str(len(out)).encode())]
-        if status == 401:
-            headers.append((b"www-authenticate", b"Bearer"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": out})

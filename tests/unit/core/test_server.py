@@ -21,6 +21,11 @@ import pytest
 import uvicorn
 from fastapi import APIRouter
 
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
 from mlplatform.core.app import FastRoute, PlatformApp, build_app, build_context
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.server import FastPathProtocol
@@ -40,8 +45,14 @@ class CountingApp(PlatformApp):
         await super().__call__(scope, receive, send)
 
 
-def make_app() -> tuple[object, CountingApp]:
-    ctx = build_context(SERVICE, ServiceSettings(auth_enabled=False, max_body_bytes=MAX_BODY))
+def make_app(spans: InMemorySpanExporter | None = None) -> tuple[object, CountingApp]:
+    """The test app; with ``spans``, tracing is on (every request sampled) and spans land there."""
+    provider = None
+    if spans is not None:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(spans))
+    settings = ServiceSettings(auth_enabled=False, max_body_bytes=MAX_BODY)
+    ctx = build_context(SERVICE, settings, tracer_provider=provider)
     slow = APIRouter()
 
     @slow.post("/slow/{n}")
@@ -175,16 +186,29 @@ def in_flight(ctx) -> float:  # noqa: ANN001
     return ctx.registry.get_sample_value("mlplatform_http_requests_in_flight", {"service": SERVICE})
 
 
-def test_direct_dispatch_answers_like_the_asgi_dispatch():
-    """Same status, body and headers as the app's own ASGI dispatch, without calling the app."""
+CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER_SPAN = "00f067aa0ba902b7"
+
+
+@pytest.mark.parametrize("tracing", [False, True], ids=["untraced", "traced"])
+def test_direct_dispatch_answers_like_the_asgi_dispatch(tracing: bool):
+    """The route contract on both paths a fast route takes (the ASGI dispatch, and the direct dispatch
+    that does not call the app), with and without tracing: same status, body and headers, metrics by
+    route template, one access line per request with its trace id, and (traced) one server span per
+    request that continues the caller's trace."""
+    traceparent = f"00-{CALLER_TRACE}-{CALLER_SPAN}-01"
     cases = [
-        ("/fast/ok", b'{"a": 1}', {"x-request-id": "rid-ok"}),
+        ("/fast/ok", b'{"a": 1}', {"x-request-id": "rid-ok", "traceparent": traceparent}),
         ("/fast/boom", b"{}", {"x-request-id": "rid-500"}),
         ("/fast/auth", b"", {"x-request-id": "rid-401"}),
         ("/fast/teapot", b"x", {"x-request-id": "rid-418"}),
         ("/fast/q?x=1", b"q", {"x-request-id": "rid-q"}),
     ]
-    ctx, app = make_app()
+    spans = InMemorySpanExporter() if tracing else None
+    ctx, app = make_app(spans)
+    lines: list[dict] = []
+    ctx.access_log.write = lambda data: lines.extend(orjson.loads(x) for x in data.splitlines())
+    ctx.access_log.logger.setLevel("INFO")
 
     async def via_asgi() -> list[tuple[int, dict[str, str], bytes]]:
         transport = httpx.ASGITransport(app=app)
@@ -195,26 +219,53 @@ def test_direct_dispatch_answers_like_the_asgi_dispatch():
                 out.append((r.status_code, dict(r.headers), r.content))
             return out
 
-    expected = asyncio.run(via_asgi())
-    assert CountingApp.asgi_calls == len(cases)
-    running = Running(app)
     try:
-        CountingApp.asgi_calls = 0
-        with running.connect() as sock:
-            reader = Reader(sock)
-            for (path, body, headers), (status, want_headers, want_body) in zip(cases, expected, strict=True):
-                sock.sendall(request(path, body, headers))
-                got_status, got_headers, got_body = reader.response()
-                assert (got_status, got_body) == (status, want_body), path
-                assert "date" in got_headers and "server" not in got_headers
-                got_headers.pop("date")
-                assert got_headers == want_headers, path
-        assert CountingApp.asgi_calls == 0
-        assert requests_total(ctx, "/fast/{kind}", 200) == 4  # 2 per dispatch
-        assert requests_total(ctx, "/fast/{kind}", 500) == 2
-        assert in_flight(ctx) == 0.0
+        expected = asyncio.run(via_asgi())
+        ctx.access_log.flush()
+        assert CountingApp.asgi_calls == len(cases)
+        running = Running(app)
+        try:
+            CountingApp.asgi_calls = 0
+            with running.connect() as sock:
+                reader = Reader(sock)
+                for (path, body, headers), (status, want_headers, want_body) in zip(
+                    cases, expected, strict=True
+                ):
+                    sock.sendall(request(path, body, headers))
+                    got_status, got_headers, got_body = reader.response()
+                    assert (got_status, got_body) == (status, want_body), path
+                    assert "date" in got_headers and "server" not in got_headers
+                    got_headers.pop("date")
+                    assert got_headers == want_headers, path
+            assert CountingApp.asgi_calls == 0
+            assert requests_total(ctx, "/fast/{kind}", 200) == 4  # 2 per dispatch
+            assert requests_total(ctx, "/fast/{kind}", 500) == 2
+            assert in_flight(ctx) == 0.0
+        finally:
+            running.stop()
     finally:
-        running.stop()
+        ctx.access_log.logger.setLevel("NOTSET")
+    ctx.access_log.flush()
+    # one access line per request, the same on both paths
+    shape = [(ln["msg"], ln["status"], ln["route"], ln["request_id"], ln["level"]) for ln in lines]
+    assert shape[:5] == shape[5:] and len(shape) == 10
+    assert shape[1] == ("POST /fast/boom 500", 500, "/fast/{kind}", "rid-500", "error")
+    assert lines[0]["trace_id"] == lines[5]["trace_id"] == CALLER_TRACE  # the caller's trace, both paths
+    if not tracing:
+        assert [ln["trace_id"] for ln in lines if ln["request_id"] != "rid-ok"] == [""] * 8
+        return
+    finished = spans.get_finished_spans()
+    assert len(finished) == 10 and {s.kind for s in finished} == {SpanKind.SERVER}
+    assert [s.name for s in finished] == ["POST /fast/{kind}"] * 10
+    for i in (0, 5):  # the request that carried a traceparent continues the caller's trace
+        span = finished[i]
+        assert format(span.context.trace_id, "032x") == CALLER_TRACE
+        assert format(span.parent.span_id, "016x") == CALLER_SPAN
+        assert lines[i]["span_id"] == format(span.context.span_id, "016x")
+    codes = [s.attributes["http.response.status_code"] for s in finished]
+    assert codes[:5] == codes[5:] == [200, 500, 401, 418, 200]
+    assert finished[1].status.is_ok is False and finished[0].status.is_ok is True
+    assert all(s.attributes["http.route"] == "/fast/{kind}" for s in finished)
 
 
 def test_many_requests_on_one_connection_each_get_their_own_answer():
@@ -329,23 +380,6 @@ def test_graceful_shutdown_finishes_a_direct_request_in_flight():
         assert not running.thread.is_alive()
 
 
-def test_tracing_turns_direct_dispatch_off():
-    """With an OTLP exporter the middleware must open the server span, so nothing is served direct."""
-    from opentelemetry.sdk.trace import TracerProvider
-
-    ctx = build_context(SERVICE, ServiceSettings(auth_enabled=False), tracer_provider=TracerProvider())
-    app = build_app(ctx, title=SERVICE)
-    app.fast_routes = (FastRoute("POST", lambda p: ("/x", ()) if p == "/x" else None, None),)  # type: ignore[arg-type]
-    config = uvicorn.Config(app, http=FastPathProtocol, log_config=None)
-    config.load()
-    loop = asyncio.new_event_loop()
-    try:
-        protocol = FastPathProtocol(config, uvicorn.server.ServerState(), {}, _loop=loop)
-    finally:
-        loop.close()
-    assert protocol._routes == ()
-
-
 def test_graceful_shutdown_waits_for_a_body_still_arriving():
     """Shutdown between the headers and the end of the body: the request is still answered."""
     with serving() as (_, running), running.connect() as sock:
@@ -390,13 +424,13 @@ def test_a_client_that_does_not_read_cannot_grow_the_write_buffer():
 
 
 def test_a_failure_outside_the_handler_closes_the_connection(monkeypatch, caplog):
-    """Should anything escape run_fast_route, the client sees the connection close, not a hang."""
-    import mlplatform.core.server as server_module
+    """Should anything escape the pipeline, the client sees the connection close, not a hang."""
+    from mlplatform.core.pipeline import RequestPipeline
 
     async def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("bug in the dispatch")
 
-    monkeypatch.setattr(server_module, "run_fast_route", broken)
+    monkeypatch.setattr(RequestPipeline, "run", broken)
     with serving() as (_, running), running.connect() as sock:
         sock.settimeout(5)
         sock.sendall(request("/fast/x", b"{}"))

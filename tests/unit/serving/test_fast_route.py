@@ -172,6 +172,10 @@ async def test_request_metrics_by_route_template_and_status(fast, serving_regist
         app, "mlplatform_http_request_duration_seconds_count", route=INFER_ROUTE, method="POST"
     )
     caplog.set_level(logging.INFO, logger="mlplatform.access")
+    written: list[bytes] = []
+    access = app.state.ctx.access_log
+    access.flush()
+    access.write = written.append
     for _ in range(2):
         assert (await c.post(f"/v2/models/{FOREST}/infer", json=body)).status_code == 200
     assert (await c.post(f"/v2/models/{FOREST}/versions/1/infer", json=body)).status_code == 200
@@ -197,8 +201,9 @@ async def test_request_metrics_by_route_template_and_status(fast, serving_regist
     assert f'route="{INFER_ROUTE}"' in text and f'route="{VERSION_ROUTE}"' in text
     assert f'route="/v2/models/{FOREST}/infer"' not in text
     # one access log line per request, with the template and status
-    lines = [rec for rec in caplog.records if rec.name == "mlplatform.access"]
-    assert [(rec.route, rec.status) for rec in lines] == [
+    access.flush()
+    lines = [orjson.loads(line) for chunk in written for line in chunk.splitlines()]
+    assert [(ln["route"], ln["status"]) for ln in lines] == [
         (INFER_ROUTE, 200),
         (INFER_ROUTE, 200),
         (VERSION_ROUTE, 200),
@@ -206,7 +211,8 @@ async def test_request_metrics_by_route_template_and_status(fast, serving_regist
         (VERSION_ROUTE, 404),
         (INFER_ROUTE, 422),
     ]
-    assert lines[0].getMessage() == f"POST /v2/models/{FOREST}/infer 200" and lines[0].duration_ms > 0
+    assert lines[0]["msg"] == f"POST /v2/models/{FOREST}/infer 200" and lines[0]["duration_ms"] > 0
+    assert lines[0]["logger"] == "mlplatform.access" and lines[0]["level"] == "info"
 
 
 @pytest.mark.parametrize(
@@ -357,7 +363,7 @@ def tiny_total(ctx, code: int) -> float:  # noqa: ANN001
 async def test_fast_route_errors_never_leak_a_stack_trace(caplog):
     ctx, app = tiny_app()
     assert ctx.tracing_active is False
-    caplog.set_level(logging.ERROR, logger="mlplatform.app")
+    caplog.set_level(logging.ERROR, logger="mlplatform.errors")
     async with running(app) as c:
         r = await c.post("/fast/boom", content=b"{}", headers={"x-request-id": "rid-500"})
         assert r.status_code == 500
@@ -371,7 +377,7 @@ async def test_fast_route_errors_never_leak_a_stack_trace(caplog):
         assert r.status_code == 418 and r.json() == {"error": "short and stout"}
         assert "www-authenticate" not in r.headers
     # the stack trace goes to the service log, not to the client
-    logged = [rec for rec in caplog.records if rec.name == "mlplatform.app" and rec.exc_info]
+    logged = [rec for rec in caplog.records if rec.name == "mlplatform.errors" and rec.exc_info]
     assert logged and "secret detail" in str(logged[0].exc_info[1])
     assert (tiny_total(ctx, 500), tiny_total(ctx, 401), tiny_total(ctx, 418)) == (1, 1, 1)
 
