@@ -12,6 +12,9 @@ from mlplatform.core.app import build_app, build_context
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.drift.dataplane import DriftService
 from mlplatform.drift.metrics import DriftMetrics
+from mlplatform.drift.quality import QualityService
+from mlplatform.drift.quality_metrics import QualityMetrics
+from mlplatform.drift.quality_routes import quality_router
 from mlplatform.drift.retrain import RetrainLauncher
 from mlplatform.drift.routes import drift_router
 from mlplatform.drift.settings import DriftSettings
@@ -43,13 +46,16 @@ def create_app(
         tracer=ctx.tracer,
         store=store,
     )
+    quality = QualityService(svc, QualityMetrics(ctx.registry))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await svc.start()
         try:
+            await quality.start()
             yield
         finally:
+            await quality.stop()
             await svc.stop()
 
     app = build_app(
@@ -58,8 +64,9 @@ def create_app(
         description="Evidently-compatible data and prediction drift per model version, with retraining triggers.",
         lifespan=lifespan,
         is_ready=lambda: svc.ready,
-        routers=[drift_router()],
+        routers=[drift_router(), quality_router()],
     )
     app.state.dataplane = svc
     app.state.drift_metrics = metrics
+    app.state.quality = quality
     return app

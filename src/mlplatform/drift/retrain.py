@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from mlplatform.drift.settings import DriftSettings
+from mlplatform.drift.store import RetrainState
 
 log = logging.getLogger("mlplatform.drift.retrain")
 
@@ -28,6 +29,28 @@ class TriggerOutcome:
     mode: str
     outcome: str  # "started" | "failed" | "skipped"
     detail: str
+
+
+def episode_step(state: RetrainState, consecutive: int, after: int, cooldown_s: float, now: float) -> bool:
+    """The episode rule of every retraining trigger: set the run length of bad windows, and say whether
+    retraining fires now.
+
+    A run of ``consecutive`` bad windows fires once it reaches ``after`` and no trigger of the same
+    episode fired yet (and the last trigger is ``cooldown_s`` old); a good window (``consecutive`` 0)
+    ends the episode, so the next run may fire again. Drift windows and performance windows (realized
+    performance below the reference) use it alike, each with its own state.
+    """
+    state.consecutive = consecutive
+    if consecutive == 0:
+        state.episode_active = False
+        return False
+    due = consecutive >= after and not state.episode_active
+    cooled = state.last_trigger is None or now - state.last_trigger >= cooldown_s
+    if due and cooled:
+        state.episode_active = True
+        state.last_trigger = now
+        return True
+    return False
 
 
 def default_job_template(settings: DriftSettings) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from typing import Any, Protocol
 
 import orjson
 
+from mlplatform.drift.quality_store import SQLITE_QUALITY_SCHEMA, QualityQueries
+
 RECORD_COLUMNS = "prediction_id, row_index, model, version, request_id, ts, inputs, prediction"
 
 
@@ -179,7 +181,7 @@ def event_row(row: Sequence[Any]) -> dict[str, Any]:
 WINDOW_COLUMNS = "id, model, version, opened, closed, n_records, drift_share, dataset_drift, result"
 
 
-class SqlDriftStore(ABC):
+class SqlDriftStore(QualityQueries, ABC):
     """What both backends share: the same tables and queries (written with ``?`` parameters; a backend
     with another parameter style sets :attr:`PARAM`). Subclasses run the statements (``_all``,
     ``_one``, ``_execute``) and implement the writes that need their own transactions and locks."""
@@ -378,6 +380,7 @@ class SqliteDriftStore(SqlDriftStore):
                 self._db.execute(f"ALTER TABLE {old} RENAME TO {new}")
         self._db.execute("DROP INDEX IF EXISTS windows_model")
         self._db.executescript(SQLITE_SCHEMA)
+        self._db.executescript(SQLITE_QUALITY_SCHEMA)
         old = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='records'").fetchone()
         if old is not None:
             self._db.executescript("BEGIN IMMEDIATE;" + SQLITE_MIGRATE_V1 + "COMMIT;")

@@ -38,6 +38,7 @@ from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
 from mlplatform.core.dsn import scrub
+from mlplatform.drift.quality_store import PG_QUALITY_SCHEMA
 from mlplatform.drift.store import SqlDriftStore, StoredRecord, WindowAlreadyClosed, encode_inputs
 
 SCHEMA = """
@@ -142,6 +143,7 @@ class PostgresDriftStore(SqlDriftStore):
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
                     conn.execute(SCHEMA)
+                    conn.execute(PG_QUALITY_SCHEMA)
                     # versions with open records but no counter (a database written before the
                     # counter existed) start from the real count
                     conn.execute(

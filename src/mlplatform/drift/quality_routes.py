@@ -1,0 +1,73 @@
+"""HTTP routes of model quality in drift detection (they only speak HTTP; :class:`QualityService` works)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from mlplatform.core.auth import require_scope
+from mlplatform.drift.quality import QualityService
+from mlplatform.drift.quality_schemas import LabelsRequest, LabelsResponse, QualityHistory, SegmentsOut
+from mlplatform.drift.routes import ERRORS, MODEL, _inline_defs
+
+LABELS_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": _inline_defs(LabelsRequest.model_json_schema())}},
+    }
+}
+
+
+def _svc(request: Request) -> QualityService:
+    return request.app.state.quality
+
+
+def quality_router() -> APIRouter:
+    """Labels (``drift:write``), performance history and segments (``drift:read``)."""
+    router = APIRouter(tags=["quality"], responses=ERRORS)
+
+    @router.post(
+        "/v1/models/{model}/labels",
+        response_model=LabelsResponse,
+        dependencies=[Depends(require_scope("drift:write"))],
+        responses={413: {"description": "too many labels in one request"}},
+        openapi_extra=LABELS_BODY_DOC,
+    )
+    async def labels(request: Request, model: str = MODEL) -> LabelsResponse:
+        try:
+            body = LabelsRequest.model_validate_json(await request.body())
+        except ValidationError as exc:
+            raise RequestValidationError(
+                [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
+            ) from None
+        return await _svc(request).add_labels(model, body.labels)
+
+    @router.get(
+        "/v1/models/{model}/quality",
+        response_model=QualityHistory,
+        dependencies=[Depends(require_scope("drift:read"))],
+    )
+    async def quality(
+        request: Request,
+        model: str = MODEL,
+        limit: int = Query(50, ge=1, le=1000, description="Most windows returned, newest first."),
+        version: str | None = Query(None, max_length=64, description="Only this model version."),
+    ) -> QualityHistory:
+        return await _svc(request).history(model, limit, version)
+
+    @router.get(
+        "/v1/models/{model}/segments",
+        response_model=SegmentsOut,
+        dependencies=[Depends(require_scope("drift:read"))],
+    )
+    async def segments(
+        request: Request,
+        model: str = MODEL,
+        window_id: int | None = Query(None, ge=1, description="Window to show (default: the newest)."),
+    ) -> SegmentsOut:
+        return await _svc(request).segments(model, window_id)
+
+    return router
