@@ -1,13 +1,20 @@
-"""The inference record serving hands to the payload logger (and drift detection ingests)."""
+"""What serving hands the payload logger per request, and what drift detection ingests.
+
+Serving logs each inference request as one :class:`PayloadBatch`: the request's rows by column (the
+input matrix or columns exactly as the model saw them, and the output arrays), built without a dict or
+an object per row. It travels to drift detection in that columnar shape (``{"batches": [...]}``, read
+as :class:`InferenceBatch`), and drift detection expands it into one :class:`InferenceRecord` per row.
+"""
 
 from __future__ import annotations
 
 import itertools
 import secrets
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+import numpy as np
 import orjson
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class InferenceRecord(BaseModel):
@@ -34,6 +41,11 @@ class InferenceRecord(BaseModel):
     trace_id: str = Field("", description="W3C trace id of the inference request, if traced.")
     span_id: str = Field(
         "", description="Span id of the inference span; drift detection continues the trace from it."
+    )
+    source: Literal["online", "batch"] = Field(
+        "online",
+        description="Where the prediction was made: 'online' (model-serving; the default, also for senders "
+        "that predate the field) or 'batch' (mlplatform batch-score). Drift detection windows each apart.",
     )
 
 
@@ -74,8 +86,179 @@ def encode_records(records: list[InferenceRecord]) -> bytes:
     )
 
 
-class PayloadSink(Protocol):
-    """Where serving hands records: all rows of one request in one call, before the response is
-    written. ``submit_many`` must never block or raise on the request path."""
+class InferenceBatch(BaseModel):
+    """The rows of one inference request by column (what serving sends; row ``i`` of every column is
+    row ``i`` of the request)."""
 
-    def submit_many(self, records: list[InferenceRecord]) -> None: ...
+    request_id: str = Field(description="The client's id of the inference request; may repeat.")
+    prediction_id: str = Field(
+        max_length=128, description="Id model-serving assigned to the request (the idempotency key's root)."
+    )
+    model: str = Field(description="Registered model name.")
+    version: str = Field(description="Registered model version that produced the outputs.")
+    timestamp: float = Field(description="Unix time (seconds) when the prediction was made.")
+    inputs: dict[str, list[Any]] = Field(description="Feature name -> one value per row, as the model saw it.")
+    outputs: dict[str, list[Any]] = Field(description="Output name -> one value per row.")
+    trace_id: str = Field("", description="W3C trace id of the inference request, if traced.")
+    span_id: str = Field("", description="Span id of the inference span.")
+    source: Literal["online", "batch"] = Field(
+        "online", description="Where the predictions were made: 'online' (model-serving) or 'batch'."
+    )
+
+    @model_validator(mode="after")
+    def _same_length(self) -> InferenceBatch:
+        lengths = {len(v) for v in (*self.inputs.values(), *self.outputs.values())}
+        if len(lengths) > 1:
+            sizes = {k: len(v) for k, v in (*self.inputs.items(), *self.outputs.items())}
+            raise ValueError(f"every input and output column needs one value per row; got {sizes}")
+        return self
+
+    @property
+    def n_rows(self) -> int:
+        for column in (*self.inputs.values(), *self.outputs.values()):
+            return len(column)
+        return 0
+
+    def records(self) -> list[InferenceRecord]:
+        """One :class:`InferenceRecord` per row."""
+        names, columns = list(self.inputs), list(self.inputs.values())
+        out_names, out_columns = list(self.outputs), list(self.outputs.values())
+        return [
+            InferenceRecord.model_construct(
+                request_id=self.request_id,
+                prediction_id=self.prediction_id,
+                row_index=i,
+                model=self.model,
+                version=self.version,
+                timestamp=self.timestamp,
+                inputs=dict(zip(names, [c[i] for c in columns], strict=True)),
+                outputs=dict(zip(out_names, [c[i] for c in out_columns], strict=True)),
+                trace_id=self.trace_id,
+                span_id=self.span_id,
+                source=self.source,
+            )
+            for i in range(self.n_rows)
+        ]
+
+
+class PayloadBatch:
+    """One request's rows as serving logs them: numpy columns, no per-row objects.
+
+    ``matrix`` (rows x ``names``) or ``columns`` holds the inputs exactly as the model saw them;
+    ``extra`` adds request columns the model did not take (entity keys). :meth:`encode` writes the
+    :class:`InferenceBatch` document.
+    """
+
+    __slots__ = (
+        "request_id",
+        "prediction_id",
+        "model",
+        "version",
+        "timestamp",
+        "names",
+        "matrix",
+        "columns",
+        "extra",
+        "outputs",
+        "trace_id",
+        "span_id",
+        "n_rows",
+        "encoded",
+        "segment",
+    )
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        prediction_id: str,
+        model: str,
+        version: str,
+        timestamp: float,
+        names: tuple[str, ...] | list[str],
+        outputs: dict[str, Any],
+        n_rows: int,
+        matrix: Any = None,
+        columns: dict[str, Any] | None = None,
+        extra: dict[str, list[Any]] | None = None,
+        trace_id: str = "",
+        span_id: str = "",
+    ) -> None:
+        self.request_id = request_id
+        self.prediction_id = prediction_id
+        self.model = model
+        self.version = version
+        self.timestamp = timestamp
+        self.names = names
+        self.matrix = matrix
+        self.columns = columns
+        self.extra = extra
+        self.outputs = outputs
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.n_rows = n_rows
+        self.encoded: bytes | None = None
+        self.segment: Any = None  # the payload logger's write-ahead log segment holding it
+
+    def encode(self) -> bytes:
+        """The :class:`InferenceBatch` JSON document (computed once)."""
+        if self.encoded is None:
+            if self.matrix is not None:
+                inputs: dict[str, Any] = dict(zip(self.names, self.matrix.T.tolist(), strict=True))
+            else:
+                inputs = {k: _column(v) for k, v in (self.columns or {}).items()}
+            if self.extra:
+                for key, values in self.extra.items():
+                    inputs.setdefault(key, values)
+            self.encoded = orjson.dumps(
+                {
+                    "request_id": self.request_id,
+                    "prediction_id": self.prediction_id,
+                    "model": self.model,
+                    "version": self.version,
+                    "timestamp": self.timestamp,
+                    "inputs": inputs,
+                    "outputs": {k: _column(v) for k, v in self.outputs.items()},
+                    "trace_id": self.trace_id,
+                    "span_id": self.span_id,
+                },
+                option=orjson.OPT_SERIALIZE_NUMPY,
+            )
+        return self.encoded
+
+    @classmethod
+    def from_records(cls, records: list[InferenceRecord]) -> PayloadBatch:
+        """The rows of one request given as records (same request, model and version; in row order)."""
+        first = records[0]
+        names = list(first.inputs)
+        return cls(
+            request_id=first.request_id,
+            prediction_id=first.prediction_id or first.request_id,
+            model=first.model,
+            version=first.version,
+            timestamp=first.timestamp,
+            names=names,
+            columns={k: [r.inputs.get(k) for r in records] for k in names},
+            outputs={k: [r.outputs.get(k) for r in records] for k in first.outputs},
+            n_rows=len(records),
+            trace_id=first.trace_id,
+            span_id=first.span_id,
+        )
+
+
+def _column(values: Any) -> Any:  # noqa: ANN401 - a numpy array or a list
+    if isinstance(values, np.ndarray):
+        return values.tolist() if values.dtype.kind in "OUS" or not values.flags.c_contiguous else values
+    return values
+
+
+def encode_batches(batches: list[PayloadBatch]) -> bytes:
+    """``{"batches": [...]}`` as drift detection's ``POST /v1/records`` takes it."""
+    return b'{"batches":[' + b",".join(b.encode() for b in batches) + b"]}"
+
+
+class PayloadSink(Protocol):
+    """Where serving hands the rows of one request, before the response is written. ``submit`` must
+    never block or raise on the request path."""
+
+    def submit(self, batch: PayloadBatch) -> None: ...

@@ -15,7 +15,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from mlplatform.core.errors import NotFound, PlatformError, Unavailable
 from mlplatform.core.payloads import InferenceRecord
 from mlplatform.core.registry import ModelRef, resolve_version
-from mlplatform.drift import multivariate, report_sections, stats
+from mlplatform.drift import multivariate, report_sections, sources, stats
 from mlplatform.drift.detector import DriftDetector, prediction_of
 from mlplatform.drift.metrics import DriftMetrics
 from mlplatform.drift.retrain import RetrainLauncher, TriggerOutcome
@@ -115,7 +115,9 @@ class DriftService:
         return self._client
 
     async def detector(self, model: str, version: str) -> DriftDetector:
-        """The loaded detector of a model version (404 when the registry does not know it)."""
+        """The loaded detector of a model version (404 when the registry does not know it); a stream key
+        (``3@batch``) gets its registry version's detector."""
+        version = sources.registry_version(version)
         key = (model, version)
         det = self.detectors.get(key)
         if det is not None:
@@ -143,8 +145,8 @@ class DriftService:
         """Validate every record first (all or nothing), store new ones, close full windows."""
         assert self.store is not None
         groups: dict[tuple[str, str], list[InferenceRecord]] = {}
-        for rec in records:
-            groups.setdefault((rec.model, rec.version), []).append(rec)
+        for rec in records:  # batch rows are windowed apart from online traffic (drift/sources.py)
+            groups.setdefault((rec.model, sources.stream_version(rec.version, rec.source)), []).append(rec)
         for (model, version), recs in groups.items():
             try:
                 det = await self.detector(model, version)
@@ -334,7 +336,8 @@ class DriftService:
             result.drift_share,
             result.dataset_drift,
         )
-        await self._after_window(model, version, result.dataset_drift)
+        if sources.source_of(version) == sources.ONLINE:  # batch windows leave the retraining episode alone
+            await self._after_window(model, version, result.dataset_drift)
 
     async def _multivariate(self, det: DriftDetector, current: Any) -> multivariate.MultivariateDrift | None:  # noqa: ANN401
         """The window's multivariate tests (None when off for the model); a failure is logged, not raised:
@@ -423,7 +426,7 @@ class DriftService:
     async def retrain(self, model: str, version: str | None, reason: str) -> RetrainResponse:
         """Start retraining now (admin route); records the trigger like an automatic one."""
         assert self.store is not None
-        version = version or await self._latest_version(model)
+        version = sources.registry_version(version or await self._latest_version(model))
         async with self.store.exclusive(model):
             state = await self._db(self.store.retrain_state, model)
             state.last_trigger = time.time()
