@@ -14,4 +14,4 @@ $(NANNYML_VENV)/.installed: requirements/nannyml.txt
 nannyml-venv: $(NANNYML_VENV)/.installed
 
 # the CBPE parity test runs NannyML from that environment
-test: nannyml-venv
+test test-unit: nannyml-venv
