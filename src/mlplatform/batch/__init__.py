@@ -1,0 +1,1 @@
+"""Batch scoring: ``mlplatform batch-score`` (features point-in-time from Feast, parquet out)."""
