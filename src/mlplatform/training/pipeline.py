@@ -226,6 +226,21 @@ def held_out_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+#: Where the labelled reference (held-out features, ``prediction`` and ``label``) is logged: drift
+#: detection calibrates its CBPE performance estimate on it and judges realized performance against it.
+QUALITY_REFERENCE_ARTIFACT_PATH = "quality/reference.parquet"
+#: Held-out rows logged in the labelled reference at most (the latest ones).
+QUALITY_REFERENCE_MAX_ROWS = 50_000
+
+
+def quality_reference(data: TrainingData, p_test: np.ndarray) -> pd.DataFrame:
+    """The labelled reference of a trained version: its held-out inputs, scores and labels."""
+    frame = data.x_test.assign(
+        prediction=np.asarray(p_test, dtype=np.float64), label=data.y_test.astype(np.int64)
+    )
+    return frame.tail(QUALITY_REFERENCE_MAX_ROWS).reset_index(drop=True)
+
+
 def _log_and_register(
     client: Any,
     settings: TrainSettings,
@@ -240,6 +255,7 @@ def _log_and_register(
     example: pd.DataFrame,
     example_output: np.ndarray,
     alias: str = DEFAULT_ALIAS,
+    quality_reference: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     import mlflow
     from mlflow.models import infer_signature
@@ -261,6 +277,14 @@ def _log_and_register(
             path = Path(tmp) / Path(REFERENCE_ARTIFACT_PATH).name
             reference.to_parquet(path, index=False)
             mlflow.log_artifact(str(path), artifact_path=str(Path(REFERENCE_ARTIFACT_PATH).parent))
+            if quality_reference is not None:
+                # the labelled reference drift detection's CBPE calibrates on (held-out rows)
+                qpath = Path(tmp) / "quality" / Path(QUALITY_REFERENCE_ARTIFACT_PATH).name
+                qpath.parent.mkdir()
+                quality_reference.to_parquet(qpath, index=False)
+                mlflow.log_artifact(
+                    str(qpath), artifact_path=str(Path(QUALITY_REFERENCE_ARTIFACT_PATH).parent)
+                )
         if flavor == "sklearn":
             import sklearn
 
@@ -471,6 +495,7 @@ def train_and_register(
             f"model {name!r} is not one the training pipeline trains "
             f"({settings.sklearn_model_name}, {settings.mlp_model_name})"
         )
+    p_test = predict(data.x_test)
     result = _log_and_register(
         client,
         settings,
@@ -479,8 +504,9 @@ def train_and_register(
         flavor=flavor,
         model=model,
         params=params,
-        metrics=held_out_metrics(data.y_test, predict(data.x_test)),
+        metrics=held_out_metrics(data.y_test, p_test),
         reference=data.x_ref.assign(prediction=predict(data.x_ref)),
+        quality_reference=quality_reference(data, p_test),
         example=data.example,
         example_output=example_output,
         alias=alias,

@@ -11,6 +11,9 @@ What drift detection's retraining trigger runs (a Kubernetes Job, or a subproces
    are loaded from the registry as pyfunc models, so the scores are those of what would serve.
 3. Decide: the challenger wins only if ``challenger_score >= champion_score + margin`` (metric
    ``roc_auc`` by default; ``pr_auc`` is recorded too). No champion yet: the challenger wins.
+   Segments too: in every segment of ``segment_columns`` (default merchant category and hour bucket)
+   with enough labelled positives, the challenger's ``segment_metric`` may not be below the
+   champion's by more than ``segment_margin``; one such segment refuses the challenger.
 4. Act: ``promote=auto`` and a win moves ``@champion`` to the challenger; ``promote=manual``
    never moves it, and on a win prints the ``mlplatform promote`` command that pins the version
    in the environment overlay, to be committed and opened as a pull request.
@@ -34,6 +37,13 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.core.registry import DEFAULT_ALIAS
+from mlplatform.quality.segments import (
+    SegmentSpec,
+    missing_columns,
+    parse_specs,
+    segment_table,
+    worse_segments,
+)
 from mlplatform.training import features as feat
 from mlplatform.training.pipeline import (
     TAG_MODEL_FEATURES,
@@ -98,6 +108,31 @@ class RetrainSettings(BaseSettings):
     metric: Literal["roc_auc", "pr_auc"] = Field(
         "roc_auc", description="Metric the decision compares (both are recorded)."
     )
+    segment_columns: str = Field(
+        "merchant_category,hour",
+        description="Comma-separated input columns whose segments the gate checks: the challenger is refused "
+        "if it is worse than the champion by more than segment_margin in any segment. Empty: no segment check. "
+        "A column the training data lacks is an error naming it.",
+    )
+    segment_bins: dict[str, list[float]] = Field(
+        default_factory=lambda: {"hour": [0, 6, 12, 18, 24]},
+        description="Bucket edges of numeric segment columns, as JSON (left-closed): hour cut into night, "
+        "morning, afternoon, evening. Columns without edges segment by value.",
+    )
+    segment_metric: Literal["roc_auc", "pr_auc", "recall", "precision", "f1"] = Field(
+        "roc_auc", description="Metric compared per segment."
+    )
+    segment_margin: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Largest drop of segment_metric in any segment the challenger may have against the champion.",
+    )
+    segment_min_positives: int = Field(
+        10,
+        ge=1,
+        description="Segments with fewer labelled positives in the window are not judged (too noisy).",
+    )
     env: str = Field(
         "prod",
         validation_alias=AliasChoices("MLPLATFORM_RETRAIN_ENV", "env"),
@@ -136,6 +171,7 @@ class GateResult:
     metric: str
     margin: float
     window: Window
+    segment_margin: float
     challenger_version: str
     challenger_run_id: str
     challenger_scores: dict[str, float]
@@ -144,6 +180,8 @@ class GateResult:
     challenger_wins: bool
     decision: str
     champion_after: str | None
+    segment_regressions: list[dict[str, Any]] = field(default_factory=list)
+    segments_checked: int = 0
     gate_run_id: str = ""
     promote_command: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -167,10 +205,20 @@ class GateResult:
                 f"champion {self.model}/{self.champion_version} (@{DEFAULT_ALIAS}): "
                 + ", ".join(f"{k} {v:.4f}" for k, v in self.champion_scores.items())
             )
-            op = ">=" if self.challenger_wins else "<"
+            op = ">=" if self.challenger_scores[m] >= self.champion_scores[m] + self.margin else "<"
             rule = (
                 f"challenger {m} {self.challenger_scores[m]:.4f} {op} champion {self.champion_scores[m]:.4f}"
                 f" + margin {self.margin:g}"
+            )
+        if self.segment_regressions:
+            worst = ", ".join(
+                f"{r['segment']}={r['value']} {r['metric']} {r['challenger']:.4f} < champion {r['champion']:.4f}"
+                for r in self.segment_regressions
+            )
+            rule += f"; refused: worse than the champion by more than {self.segment_margin:g} in {worst}"
+        elif self.segments_checked:
+            rule += (
+                f"; no segment worse by more than {self.segment_margin:g} ({self.segments_checked} checked)"
             )
         if self.decision == PROMOTED:
             out.append(
@@ -227,8 +275,8 @@ def fraud_probability(output: Any) -> np.ndarray:
     return arr[:, -1] if arr.ndim == 2 else arr.reshape(-1)
 
 
-def score_version(name: str, version: Any, window: pd.DataFrame) -> dict[str, float]:
-    """Load ``name/version`` from the registry as pyfunc and score it on ``window`` (features + label).
+def version_probabilities(name: str, version: Any, window: pd.DataFrame) -> np.ndarray:  # noqa: ANN401
+    """Load ``name/version`` from the registry as pyfunc and predict P(fraud) on ``window``.
 
     The input columns come from the version's ``mlplatform.model_features`` tag (the training
     contract) or default to :data:`~mlplatform.training.features.MODEL_FEATURES`. Needs the mlflow
@@ -245,9 +293,60 @@ def score_version(name: str, version: Any, window: pd.DataFrame) -> dict[str, fl
         )
     x = pd.DataFrame({c: window[c].astype(feat.feature_dtype(c)) for c in columns})
     model = mlflow.pyfunc.load_model(f"models:/{name}/{version.version}")
-    p = fraud_probability(model.predict(x))
+    return fraud_probability(model.predict(x))
+
+
+def scores_of(window: pd.DataFrame, p: np.ndarray) -> dict[str, float]:
+    """The gate's metrics of probabilities ``p`` on ``window``'s labels."""
     scores = held_out_metrics(window[feat.LABEL_COLUMN].to_numpy(), p)
     return {m: scores[m] for m in METRICS}
+
+
+def segment_check(
+    retrain: RetrainSettings, window: pd.DataFrame, champion_p: np.ndarray, challenger_p: np.ndarray
+) -> tuple[list[dict[str, Any]], int]:
+    """Segments where the challenger is worse than the champion by more than the margin, and how many
+    segment values were judged (enough positives for both)."""
+    y = window[feat.LABEL_COLUMN].to_numpy()
+    regressions: list[dict[str, Any]] = []
+    checked = 0
+    for spec in segment_specs(retrain, window.columns):
+        seg = spec.values(window[spec.column])
+        champ = segment_table(seg, champion_p, y)
+        chal = segment_table(seg, challenger_p, y)
+        m = retrain.segment_metric
+        checked += sum(
+            1
+            for v, r in champ.items()
+            if r["positives"] >= retrain.segment_min_positives
+            and r["realized"] is not None
+            and r["realized"].get(m) is not None
+            and chal[v]["realized"] is not None
+            and chal[v]["realized"].get(m) is not None
+        )
+        for value, a, b in worse_segments(
+            champ, chal, m, retrain.segment_margin, retrain.segment_min_positives
+        ):
+            regressions.append(
+                {"segment": spec.name, "value": value, "metric": m, "champion": a, "challenger": b}
+            )
+    return regressions, checked
+
+
+def segment_specs(retrain: RetrainSettings, columns: Any) -> list[SegmentSpec]:  # noqa: ANN401
+    """The configured segment columns; a RetrainError naming any the training data lacks."""
+    names = [c.strip() for c in retrain.segment_columns.split(",") if c.strip()]
+    try:
+        specs = parse_specs(names, retrain.segment_bins)
+    except ValueError as exc:
+        raise RetrainError(f"MLPLATFORM_RETRAIN_SEGMENT_BINS: {exc}") from None
+    missing = missing_columns(specs, list(columns))
+    if missing:
+        raise RetrainError(
+            f"MLPLATFORM_RETRAIN_SEGMENT_COLUMNS names {', '.join(repr(c) for c in missing)}, which the "
+            "training data does not have"
+        )
+    return specs
 
 
 def _one_line(exc: BaseException) -> str:
@@ -290,6 +389,7 @@ def run_retraining(retrain: RetrainSettings, settings: TrainSettings | None = No
         data = prepare_data(settings, transactions)
         if data.y_test.min() == data.y_test.max():
             raise RetrainError("the held-out window has a single class; ROC/PR AUC are undefined")
+        segment_specs(retrain, data.test.columns)  # a missing segment column fails before training
         window = recent_window(data, settings.test_fraction)
         exp_id = experiment_id(client, settings, uri)
         trained = train_and_register(
@@ -297,8 +397,10 @@ def run_retraining(retrain: RetrainSettings, settings: TrainSettings | None = No
         )
         challenger = client.get_model_version(name, trained["version"])
         try:
-            challenger_scores = score_version(name, challenger, data.test)
-            champion_scores = score_version(name, champion, data.test) if champion is not None else None
+            challenger_p = version_probabilities(name, challenger, data.test)
+            champion_p = version_probabilities(name, champion, data.test) if champion is not None else None
+            challenger_scores = scores_of(data.test, challenger_p)
+            champion_scores = scores_of(data.test, champion_p) if champion_p is not None else None
         except Exception as exc:
             # the challenger is registered (@challenger) but no decision was made: say so on it
             client.set_model_version_tag(name, str(challenger.version), f"{TAG_GATE}decision", "error")
@@ -308,8 +410,12 @@ def run_retraining(retrain: RetrainSettings, settings: TrainSettings | None = No
             raise RetrainError(f"scoring on the held-out window failed: {_one_line(exc)}") from exc
 
     m = retrain.metric
-    wins = challenger_wins(
-        challenger_scores[m], champion_scores[m] if champion_scores else None, retrain.margin
+    regressions, checked = (
+        segment_check(retrain, data.test, champion_p, challenger_p) if champion_p is not None else ([], 0)
+    )
+    wins = (
+        challenger_wins(challenger_scores[m], champion_scores[m] if champion_scores else None, retrain.margin)
+        and not regressions
     )
     if not wins:
         decision = KEPT_CHAMPION
@@ -325,6 +431,9 @@ def run_retraining(retrain: RetrainSettings, settings: TrainSettings | None = No
         metric=m,
         margin=retrain.margin,
         window=window,
+        segment_margin=retrain.segment_margin,
+        segment_regressions=regressions,
+        segments_checked=checked,
         challenger_version=str(challenger.version),
         challenger_run_id=trained["run_id"],
         challenger_scores=challenger_scores,
@@ -406,6 +515,8 @@ def _record(client: Any, exp_id: str, result: GateResult) -> None:
         "window": result.window.describe(),
         "run_id": result.gate_run_id,
     }
+    tags["segments_checked"] = str(result.segments_checked)
+    tags["segment_regressions"] = json.dumps(result.segment_regressions)[:5000]
     if result.promote_command:
         tags["promote_command"] = result.promote_command
     for key, value in tags.items():

@@ -395,3 +395,58 @@ def test_retrain_settings_defaults_and_docs(monkeypatch: pytest.MonkeyPatch) -> 
     assert (s.promote, s.margin, s.metric, s.env, s.from_version) == ("manual", 0.0, "roc_auc", "prod", None)
     for name, f in RetrainSettings.model_fields.items():
         assert f.description, name
+
+
+# -- segments: the challenger may not be worse in any segment ------------------------------------------
+
+
+def test_promoted_challenger_was_checked_per_segment(promoted: Promoted) -> None:
+    r = promoted.result
+    assert r.segments_checked > 0 and r.segment_regressions == []
+    tags = gate_tags(promoted.settings, "2")
+    assert tags["segments_checked"] == str(r.segments_checked) and tags["segment_regressions"] == "[]"
+    assert any("no segment worse by more than 0.05" in line for line in r.lines())
+
+
+def test_segment_check_refuses_a_challenger_worse_in_one_segment() -> None:
+    """Globally better, much worse for one merchant category: refused; the regression names it."""
+    from sklearn.metrics import roc_auc_score
+
+    from mlplatform.training.retrain import segment_check
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    window = pd.DataFrame(
+        {
+            "merchant_category": rng.integers(0, 4, n),
+            "hour": rng.integers(0, 24, n),
+            feat.LABEL_COLUMN: (rng.random(n) < 0.1).astype(np.int64),
+        }
+    )
+    y = window[feat.LABEL_COLUMN].to_numpy()
+    champion = np.clip(0.35 * y + rng.random(n) * 0.65, 0, 1)
+    challenger = np.clip(0.5 * y + rng.random(n) * 0.5, 0, 1)
+    cat2 = (window["merchant_category"] == 2).to_numpy()
+    challenger[cat2] = rng.random(cat2.sum())  # no skill at all in category 2
+    assert roc_auc_score(y, challenger) > roc_auc_score(y, champion) - 0.1
+    regressions, checked = segment_check(RetrainSettings(model=MODEL), window, champion, challenger)
+    assert checked == 8  # 4 categories + 4 hour buckets, each with enough positives
+    assert [(r["segment"], r["value"]) for r in regressions] == [("merchant_category", "2")]
+    r = regressions[0]
+    assert r["challenger"] == pytest.approx(roc_auc_score(y[cat2], challenger[cat2]))
+    assert r["champion"] == pytest.approx(roc_auc_score(y[cat2], champion[cat2]))
+    assert segment_check(RetrainSettings(model=MODEL), window, champion, champion) == ([], 8)
+    off = RetrainSettings(model=MODEL, segment_columns="")
+    assert segment_check(off, window, champion, challenger) == ([], 0)
+
+
+def test_a_segment_column_the_data_lacks_is_a_one_line_error(tmp_path: Path, raw_transactions: Path) -> None:
+    from mlplatform.training.retrain import RetrainError
+
+    settings = make_registry(tmp_path, raw_transactions, None)
+    with pytest.raises(RetrainError, match="'card_colour'"):
+        run_retraining(
+            RetrainSettings(model=MODEL, segment_columns="merchant_category,card_colour"), settings
+        )
+    client = mlflow_client(settings.resolved_tracking_uri())
+    assert client.search_model_versions(f"name='{MODEL}'") == []  # refused before training
