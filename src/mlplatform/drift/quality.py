@@ -387,6 +387,9 @@ class QualityService:
         for k, v in (res.get("estimated") or {}).items():
             if v is not None:
                 m.estimated.labels(model, version, k).set(v)
+        for k, v in ((res.get("detail") or {}).get("reference") or {}).items():
+            if v is not None:
+                m.reference.labels(model, version, k).set(v)
         m.labeled_ratio.labels(model, version).set(
             newest.n_labeled / newest.n_records if newest.n_records else 0
         )

@@ -37,6 +37,13 @@ class QualityMetrics:
             [*mv, LABEL_METRIC],
             registry=registry,
         )
+        self.reference = Gauge(
+            "mlplatform_drift_reference_performance",
+            "Performance of the version on its labelled reference (held-out rows at training): the "
+            "baseline realized and estimated performance are compared with.",
+            [*mv, LABEL_METRIC],
+            registry=registry,
+        )
         self.estimation_error = Gauge(
             "mlplatform_drift_estimation_error",
             "Estimated minus realized performance of the newest window with enough labels.",
