@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from mlplatform.drift.payload_logger import TMP_PREFIX
+from mlplatform.drift.schemas import IngestRequest
 from tests.faults.conftest import SERVED_MODEL, START_TIMEOUT_S, base_env
 from tests.faults.harness import Burst, Call, run_for, summary
 from tests.load.payloads import tensor_request
@@ -76,8 +76,8 @@ async def test_sigterm_under_load(demo_registry: Any, samples: list[dict], workd
         assert not leftovers, f"half-written spool files: {leftovers}"
         spooled: list[tuple[str, int]] = []
         for path in sorted(spool.glob("*.json")):
-            doc = orjson.loads(path.read_bytes())
-            spooled.extend((r["request_id"], r["row_index"]) for r in doc["records"])
+            doc = IngestRequest.model_validate_json(path.read_bytes())
+            spooled.extend((r.request_id, r.row_index) for r in doc.all_records())
         accepted = {(o.request_id, i) for o in results if o.ok for i in range(ROWS)}
         assert len(spooled) == len(set(spooled)), "a record was spooled twice"
         missing = accepted - set(spooled)

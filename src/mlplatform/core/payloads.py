@@ -97,7 +97,9 @@ class InferenceBatch(BaseModel):
     model: str = Field(description="Registered model name.")
     version: str = Field(description="Registered model version that produced the outputs.")
     timestamp: float = Field(description="Unix time (seconds) when the prediction was made.")
-    inputs: dict[str, list[Any]] = Field(description="Feature name -> one value per row, as the model saw it.")
+    inputs: dict[str, list[Any]] = Field(
+        description="Feature name -> one value per row, as the model saw it."
+    )
     outputs: dict[str, list[Any]] = Field(description="Output name -> one value per row.")
     trace_id: str = Field("", description="W3C trace id of the inference request, if traced.")
     span_id: str = Field("", description="Span id of the inference span.")

@@ -1,9 +1,11 @@
 """Ship inference records from model-serving to drift detection without ever blocking a request.
 
-``submit_many`` samples (by prediction id, so every row of a sampled request is kept), appends the
-rows to a bounded in-process queue and to a write-ahead log file in the spool folder (one ``write``
-per request, no fsync: it survives the process being killed, which is what a container restart is);
-a background task sends batches to ``POST {url}/v1/records``. When drift detection is unreachable (or
+``submit`` takes the rows of one request as a columnar :class:`~mlplatform.core.payloads.PayloadBatch`,
+samples it (by prediction id, so every row of a sampled request is kept), appends it to the in-process
+queue and to a write-ahead log file in the spool folder (one ``write`` per request, no fsync: it
+survives the process being killed, which is what a container restart is); a background task sends
+batches to ``POST {url}/v1/records`` (``{"batches": [...]}``). Disk spool writes (with their fsync)
+run in a worker thread, never on the event loop. When drift detection is unreachable (or
 answers 5xx/429) the batch is written to a disk spool — ``tmp`` file plus ``os.replace``, so a spool
 file is either complete or absent — and re-sent, oldest first, once drift detection answers again.
 Once every logged record is settled (sent, spooled or dropped) the write-ahead log is truncated; at
@@ -16,11 +18,12 @@ On shutdown (SIGTERM) the logger keeps sending the queue and the spool for up to
 ``mlplatform_payload_records_undelivered_total`` and logged: they are delivered later if the pod's
 volume survives (a container restart), lost if the pod is deleted.
 
-When the in-process queue is full (drift detection slower than this replica's traffic), a request's
-rows go straight to the disk spool instead. Records are only dropped when the spool would exceed
-``spool_max_bytes`` (or cannot be written), or when drift detection rejects a batch with a 4xx (a
-schema error that re-sending cannot fix); each of these is counted in
-``mlplatform_payload_records_dropped_total`` with its reason and logged.
+When the in-process queue holds more than ``max_queue`` rows (drift detection slower than this
+replica's traffic), a spill task moves the oldest of them to the disk spool (in a worker thread).
+Records are only dropped when the spool would exceed ``spool_max_bytes`` (or cannot be written), when
+the queue reaches four times ``max_queue`` because the disk cannot keep up either (``queue_full``), or
+when drift detection rejects a batch with a 4xx (a schema error that re-sending cannot fix); each of
+these is counted in ``mlplatform_payload_records_dropped_total`` with its reason and logged.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from mlplatform.core.http import build_async_client, request_with_retries
-from mlplatform.core.payloads import InferenceRecord, encode_records, record_document
+from mlplatform.core.payloads import PayloadBatch, encode_batches
 
 log = logging.getLogger("mlplatform.payload_logger")
 
@@ -55,13 +58,14 @@ WAL_SUFFIX = ".jsonl"
 class _Segment:
     """One write-ahead log file and how many of its records are not settled yet."""
 
-    __slots__ = ("path", "fd", "written", "pending")
+    __slots__ = ("path", "fd", "written", "pending", "closed")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self.written = 0
         self.pending = 0
+        self.closed = False
 
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -105,7 +109,9 @@ class PayloadLogger:
         self._segment_records = max(1000, 8 * batch_size)
         self._wal_open = False
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._queue: collections.deque[InferenceRecord] = collections.deque()
+        self._queue: collections.deque[PayloadBatch] = collections.deque()
+        self._queued_rows = 0
+        self._spill_task: asyncio.Task[None] | None = None
         self._qlock = threading.Lock()
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -157,7 +163,7 @@ class PayloadLogger:
         self.m_queue = Gauge(
             "mlplatform_payload_queue_records", "Records waiting in the in-process queue.", registry=registry
         )
-        self.m_queue.set_function(lambda: len(self._queue))
+        self.m_queue.set_function(lambda: self._queued_rows)
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -189,6 +195,10 @@ class PayloadLogger:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
             self._task = None
+        if self._spill_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._spill_task
+            self._spill_task = None
         while True:
             batch = self._take(self.batch_size)
             if not batch:
@@ -218,13 +228,12 @@ class PayloadLogger:
             self._wal_open = False
             while self._segments:  # settled segments go; one with records still pending stays
                 seg = self._segments.popleft()
-                os.close(seg.fd)
-                if seg.pending == 0:
-                    seg.path.unlink(missing_ok=True)
+                self._close_segment(seg, unlink=seg.pending == 0)
 
-    async def _deliver(self, batch: list[InferenceRecord], give_up_at: float | None = None) -> None:
-        """Send a batch taken off the queue, or spool it; it is settled either way, also when the
-        task is cancelled mid-send (the batch goes to the spool, nothing taken is ever lost)."""
+    async def _deliver(self, batch: list[PayloadBatch], give_up_at: float | None = None) -> None:
+        """Send batches taken off the queue, or spool them (in a worker thread); they are settled
+        either way, also when the task is cancelled mid-send (they go to the spool: nothing taken is
+        ever lost)."""
         try:
             now = time.monotonic()
             if (
@@ -232,66 +241,102 @@ class PayloadLogger:
                 or (give_up_at is not None and now >= give_up_at)
                 or not await self._send(batch)
             ):
-                self._spool(batch)
+                await asyncio.to_thread(self._spool, batch)
         except asyncio.CancelledError:
             self._spool(batch)  # drift detection may have it too: ingest is idempotent
             raise
         finally:
-            self._settle(len(batch))
+            self._settle(batch)
 
     # -- request path ----------------------------------------------------------------------------
-    def submit(self, record: InferenceRecord) -> None:
-        """Queue one record (see :meth:`submit_many`)."""
-        self.submit_many([record])
-
-    def submit_many(self, records: list[InferenceRecord]) -> None:
+    def submit(self, batch: PayloadBatch) -> None:
         """Queue the rows of one request and log them ahead; never blocks and never raises (drops are
         counted)."""
-        if not records:
+        n = batch.n_rows
+        if n == 0:
             return
-        self.m_submitted.inc(len(records))
-        first = records[0]
-        if self.sample_rate < 1.0 and not self._sampled(first.prediction_id or first.request_id):
-            self.m_sampled_out.inc(len(records))
+        self.m_submitted.inc(n)
+        if self.sample_rate < 1.0 and not self._sampled(batch.prediction_id or batch.request_id):
+            self.m_sampled_out.inc(n)
             return
         with self._qlock:
-            room = max(0, self.max_queue - len(self._queue))
-            kept = records[:room]
-            if kept:
-                self._queue.extend(kept)
-                self._log_ahead(kept)
-            depth = len(self._queue)
-        overflow = records[len(kept) :]
-        if overflow:
-            # drift detection is slower than this replica's traffic: the rows go to the disk spool
-            # (sent once the sender catches up), not away; only a full spool drops them (spool_full)
-            self._queue_drops += len(overflow)
-            if (
-                self._queue_drops <= len(overflow)
-                or self._queue_drops // 1000 > (self._queue_drops - len(overflow)) // 1000
-            ):
-                log.warning(
-                    "payload queue full (%d records); %d records spooled to disk so far",
-                    self.max_queue,
+            if self._queued_rows + n > 4 * self.max_queue:
+                full = True
+            else:
+                full = False
+                self._log_ahead(batch)
+                self._queue.append(batch)
+                self._queued_rows += n
+            depth = self._queued_rows
+        if full:
+            # neither drift detection nor the disk keeps up with this replica's traffic
+            self.m_dropped.labels("queue_full").inc(n)
+            self._queue_drops += n
+            if self._queue_drops == n or self._queue_drops // 1000 > (self._queue_drops - n) // 1000:
+                log.error(
+                    "payload queue full (%d rows) and the spool cannot keep up: %d rows dropped so far",
+                    4 * self.max_queue,
                     self._queue_drops,
                 )
-            try:
-                self._spool(overflow)
-            except OSError as exc:
-                self.m_dropped.labels("queue_full").inc(len(overflow))
-                log.error(
-                    "payload queue full and the spool is not writable (%s): %d records dropped",
-                    exc,
-                    len(overflow),
-                )
-            if not kept:
-                return
+            return
+        if depth > self.max_queue:
+            self._start_spill()
         if depth >= self.batch_size:
             self._notify()
 
+    def _start_spill(self) -> None:
+        """Queue over ``max_queue``: move its oldest rows to the disk spool (a task, writes in a thread)."""
+        if self._spill_task is not None or self._loop is None or self._stopping:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._spill_task = self._loop.create_task(self._spill(), name="payload-spill")
+        else:
+            self._loop.call_soon_threadsafe(self._start_spill)
+
+    async def _spill(self) -> None:
+        try:
+            while self._queued_rows > self.max_queue and not self._stopping:
+                batch = self._take(min(self.batch_size * 4, self._queued_rows - self.max_queue))
+                if not batch:
+                    break
+                try:
+                    await asyncio.to_thread(self._spool, batch)
+                except OSError as exc:
+                    rows = sum(b.n_rows for b in batch)
+                    self.m_dropped.labels("queue_full").inc(rows)
+                    log.error(
+                        "payload queue over its bound and the spool is not writable (%s): %d rows dropped",
+                        exc,
+                        rows,
+                    )
+                finally:
+                    self._settle(batch)
+                if self._spill_log_due():
+                    log.warning(
+                        "payload queue over %d rows (drift detection slower than this replica): "
+                        "%d rows moved to the disk spool so far",
+                        self.max_queue,
+                        int(self.m_spooled._value.get()),
+                    )
+        finally:
+            self._spill_task = None
+
+    _last_spill_log = 0.0
+
+    def _spill_log_due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_spill_log >= 10.0:
+            self._last_spill_log = now
+            return True
+        return False
+
     # -- write-ahead log -------------------------------------------------------------------------
-    def _log_ahead(self, records: list[InferenceRecord]) -> None:
-        """Append records to the write-ahead log (caller holds ``_qlock``)."""
+    def _log_ahead(self, batch: PayloadBatch) -> None:
+        """Append one request's rows to the write-ahead log (caller holds ``_qlock``)."""
         if not self._wal_open:
             return
         try:
@@ -299,52 +344,71 @@ class PayloadLogger:
             if seg is None or seg.written >= self._segment_records:
                 seg = _Segment(self.spool_dir / f"{WAL_PREFIX}{time.time_ns():020d}{WAL_SUFFIX}")
                 self._segments.append(seg)
-            seg.written += len(records)
-            seg.pending += len(records)
-            os.write(
-                seg.fd,
-                b"".join(
-                    orjson.dumps(record_document(r), option=orjson.OPT_SERIALIZE_NUMPY) + b"\n"
-                    for r in records
-                ),
-            )
+            os.write(seg.fd, batch.encode() + b"\n")
+            seg.written += batch.n_rows
+            seg.pending += batch.n_rows
+            batch.segment = seg
         except OSError as exc:  # a full disk must not fail predictions; the queue still has them
             log.error("cannot write the payload write-ahead log: %s", exc)
 
-    def _settle(self, n: int) -> None:
-        """The ``n`` oldest queued records left the queue for good (sent, spooled or dropped): delete
-        the log segments that hold nothing pending any more."""
+    def _settle(self, batches: list[PayloadBatch]) -> None:
+        """These batches left the queue for good (sent, spooled or dropped): delete the log segments
+        that hold nothing pending any more (except the one being written)."""
         with self._qlock:
-            while n > 0 and self._segments:
+            for batch in batches:
+                seg = batch.segment
+                if seg is not None:
+                    seg.pending -= batch.n_rows
+                    batch.segment = None
+            while self._segments:
                 seg = self._segments[0]
-                d = min(n, seg.pending)
-                seg.pending -= d
-                n -= d
                 if seg.pending > 0:
                     break
                 if len(self._segments) == 1 and seg.written < self._segment_records:
                     break  # the segment being written: kept open
                 self._segments.popleft()
-                os.close(seg.fd)
-                seg.path.unlink(missing_ok=True)
+                self._close_segment(seg, unlink=True)
+            # a later segment may be fully settled before an older one: delete it too
+            for seg in [sg for sg in list(self._segments)[:-1] if sg.pending == 0]:
+                self._segments.remove(seg)
+                self._close_segment(seg, unlink=True)
+
+    @staticmethod
+    def _close_segment(seg: _Segment, *, unlink: bool) -> None:
+        if not seg.closed:
+            os.close(seg.fd)
+            seg.closed = True
+        if unlink:
+            seg.path.unlink(missing_ok=True)
 
     def _recover_wal(self) -> None:
         """Records a killed process logged ahead but may not have settled: into the spool (drift
         detection drops the ones it already has)."""
         paths = sorted(self.spool_dir.glob(f"{WAL_PREFIX}*{WAL_SUFFIX}"))
-        docs = []
+        records: list[Any] = []  # lines written by versions that logged a record per row
+        batches: list[bytes] = []
+        rows = 0
         for path in paths:
             for line in path.read_bytes().splitlines():
                 try:
-                    docs.append(orjson.loads(line))
+                    doc = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue  # the last line of a killed write
-        for i in range(0, len(docs), max(1, self.batch_size)):
-            chunk = docs[i : i + self.batch_size]
-            self._write_spool(orjson.dumps({"records": chunk}), len(chunk))
-        if docs:
+                if "row_index" in doc:
+                    records.append(doc)
+                else:
+                    batches.append(line)
+                    rows += _batch_rows(doc)
+        if records:
+            self._write_spool(orjson.dumps({"records": records}), len(records))
+        for i in range(0, len(batches), max(1, self.batch_size)):
+            chunk = batches[i : i + self.batch_size]
+            body = b'{"batches":[' + b",".join(chunk) + b"]}"
+            self._write_spool(body, _spooled_rows(body))
+        if records or batches:
             log.warning(
-                "recovered %d payload records from the write-ahead log of a stopped process", len(docs)
+                "recovered %d payload records from the write-ahead log of a stopped process",
+                len(records) + rows,
             )
         for path in paths:
             path.unlink()
@@ -364,13 +428,23 @@ class PayloadLogger:
         else:
             self._loop.call_soon_threadsafe(self._wake.set)
 
-    def _take(self, n: int) -> list[InferenceRecord]:
+    def _take(self, n: int) -> list[PayloadBatch]:
+        """The oldest queued requests, at least ``n`` rows of them (or all)."""
+        taken: list[PayloadBatch] = []
+        rows = 0
         with self._qlock:
-            return [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+            queue = self._queue
+            while queue and rows < n:
+                batch = queue.popleft()
+                taken.append(batch)
+                rows += batch.n_rows
+            self._queued_rows -= rows
+        return taken
 
     @property
     def queue_depth(self) -> int:
-        return len(self._queue)
+        """Rows waiting in the in-process queue."""
+        return self._queued_rows
 
     @property
     def spool_bytes(self) -> int:
@@ -389,7 +463,7 @@ class PayloadLogger:
             try:
                 await self._drain_spool()
                 while self._queue and not self._stopping:  # stop() drains the rest itself
-                    if len(self._queue) < self.batch_size and not self._flush_due():
+                    if self._queued_rows < self.batch_size and not self._flush_due():
                         break
                     await self._deliver(self._take(self.batch_size))
             except asyncio.CancelledError:
@@ -403,10 +477,10 @@ class PayloadLogger:
     def _flush_due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.flush_interval_s * 0.9
 
-    async def _send(self, batch: list[InferenceRecord]) -> bool:
-        """POST one batch; True when it is settled (sent or rejected for good), False to spool it."""
-        body = encode_records(batch)
-        return await self._post(body, len(batch))
+    async def _send(self, batch: list[PayloadBatch]) -> bool:
+        """POST queued requests; True when they are settled (sent or rejected for good), False to
+        spool them."""
+        return await self._post(encode_batches(batch), sum(b.n_rows for b in batch))
 
     async def _post(self, body: bytes, n: int) -> bool:
         assert self._client is not None
@@ -448,8 +522,8 @@ class PayloadLogger:
     def _spool_files(self) -> list[Path]:
         return sorted(self.spool_dir.glob("*" + SPOOL_SUFFIX))
 
-    def _spool(self, batch: list[InferenceRecord]) -> None:
-        self._write_spool(encode_records(batch), len(batch))
+    def _spool(self, batch: list[PayloadBatch]) -> None:
+        self._write_spool(encode_batches(batch), sum(b.n_rows for b in batch))
 
     def _write_spool(self, body: bytes, n: int) -> None:
         with self._spool_lock:  # the request path spools queue overflow; the sender spools and unspools
@@ -491,8 +565,8 @@ class PayloadLogger:
                 return False
             try:
                 body = path.read_bytes()
-                n = len(orjson.loads(body)["records"])
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                n = _spooled_rows(body)
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
                 log.error("unreadable spool file %s (%s); removing it", path, exc)
                 self._unspool(path)
                 continue
@@ -505,8 +579,8 @@ class PayloadLogger:
         n = 0
         for path in self._spool_files():
             try:
-                n += len(orjson.loads(path.read_bytes())["records"])
-            except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
+                n += _spooled_rows(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 continue
         return n
 
@@ -520,7 +594,22 @@ class PayloadLogger:
     def stats(self) -> dict[str, Any]:
         """Counters as plain numbers (for logs and tests)."""
         return {
-            "queue": len(self._queue),
+            "queue": self._queued_rows,
             "spool_bytes": self._spool_bytes,
             "spool_files": len(self._spool_files()),
         }
+
+
+def _batch_rows(doc: dict[str, Any]) -> int:
+    """Rows of one batch document (its columns' length)."""
+    for column in (*doc["inputs"].values(), *doc["outputs"].values()):
+        return len(column)
+    return 0
+
+
+def _spooled_rows(body: bytes) -> int:
+    """Rows in a spool file: ``{"batches": [...]}`` and/or ``{"records": [...]}`` (older versions)."""
+    doc = orjson.loads(body)
+    if not isinstance(doc, dict) or not ("batches" in doc or "records" in doc):
+        raise KeyError("batches")
+    return len(doc.get("records", ())) + sum(_batch_rows(b) for b in doc.get("batches", ()))

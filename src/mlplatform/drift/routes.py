@@ -85,11 +85,10 @@ def drift_router() -> APIRouter:
             ) from None
         svc = _svc(request)
         limit = svc.settings.max_records_per_request
-        if len(body.records) > limit:
-            raise PayloadTooLarge(
-                f"records: {len(body.records)} records exceed the limit of {limit} per request"
-            )
-        return await svc.ingest(body.records)
+        rows = len(body.records) + sum(b.n_rows for b in body.batches)
+        if rows > limit:
+            raise PayloadTooLarge(f"records: {rows} records exceed the limit of {limit} per request")
+        return await svc.ingest(body.all_records())
 
     @router.get("/v1/models", response_model=ModelsOut, dependencies=[Depends(require_scope("drift:read"))])
     async def models(request: Request) -> ModelsOut:

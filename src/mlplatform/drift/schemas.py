@@ -6,11 +6,24 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from mlplatform.core.payloads import InferenceRecord
+from mlplatform.core.payloads import InferenceBatch, InferenceRecord
 
 
 class IngestRequest(BaseModel):
-    records: list[InferenceRecord] = Field(description="Inference records to store (idempotent per key).")
+    records: list[InferenceRecord] = Field(
+        default_factory=list, description="Inference records to store, one per row (idempotent per key)."
+    )
+    batches: list[InferenceBatch] = Field(
+        default_factory=list,
+        description="Inference requests by column, as model-serving sends them; each is stored as one record "
+        "per row (row_index = position in the batch).",
+    )
+
+    def all_records(self) -> list[InferenceRecord]:
+        """``records`` plus the rows of every batch."""
+        if not self.batches:
+            return self.records
+        return [*self.records, *(r for b in self.batches for r in b.records())]
 
 
 class IngestResponse(BaseModel):

@@ -12,7 +12,7 @@ from opentelemetry import trace
 
 from mlplatform import __version__
 from mlplatform.core.errors import InvalidInput, NotFound, PlatformError, Unavailable
-from mlplatform.core.payloads import InferenceRecord, PayloadSink, PredictionIds
+from mlplatform.core.payloads import PayloadBatch, PayloadSink, PredictionIds
 from mlplatform.serving.batching import BatcherClosed
 from mlplatform.serving.metrics import (
     OUTCOME_CLIENT_ERROR,
@@ -23,6 +23,7 @@ from mlplatform.serving.metrics import (
 )
 from mlplatform.serving.protocol import (
     COLUMN_DATATYPE,
+    ENTITY_KEYS,
     Frame,
     MetadataTensor,
     ModelMetadata,
@@ -254,44 +255,31 @@ class DataPlane:
         rows: list[dict[str, Any]] | None,
         pred: Prediction,
     ) -> None:
+        """Hand the request's rows to the payload sink by column (no per-row objects on this path)."""
         sink = self.payload_sink
         assert sink is not None
         try:
             model = handle.model
-            names = model.schema.names
             span_ctx = trace.get_current_span().get_span_context()
-            trace_id = format(span_ctx.trace_id, "032x") if span_ctx.is_valid else ""
-            span_id = format(span_ctx.span_id, "016x") if span_ctx.is_valid else ""
-            now = time.time()
-            outs = {k: v.tolist() for k, v in pred.outputs.items()}
-            matrix = frame.matrix.tolist() if frame.matrix is not None else None
-            batch: list[InferenceRecord] = []
-            for i in range(frame.n_rows):
-                if matrix is not None:
-                    inputs = dict(zip(names, matrix[i], strict=True))
-                else:
-                    inputs = {
-                        k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in frame.columns.items()
-                    }
-                if rows is not None:
-                    for key in ("user_id", "merchant_id"):
-                        if key in rows[i]:
-                            inputs.setdefault(key, rows[i][key])
-                batch.append(
-                    # our own values, already of the declared types: skip pydantic's validation
-                    InferenceRecord.model_construct(
-                        request_id=rid,
-                        prediction_id=pid,
-                        row_index=i,
-                        model=model.name,
-                        version=model.version,
-                        timestamp=now,
-                        inputs=inputs,
-                        outputs={k: v[i] for k, v in outs.items()},
-                        trace_id=trace_id,
-                        span_id=span_id,
-                    )
+            extra = None
+            if rows is not None:
+                extra = {k: [r.get(k) for r in rows] for k in ENTITY_KEYS if k in rows[0]}
+            sink.submit(
+                PayloadBatch(
+                    request_id=rid,
+                    prediction_id=pid,
+                    model=model.name,
+                    version=model.version,
+                    timestamp=time.time(),
+                    names=model.schema.names,
+                    matrix=frame.matrix,
+                    columns=frame.columns if frame.matrix is None else None,
+                    extra=extra,
+                    outputs=pred.outputs,
+                    n_rows=frame.n_rows,
+                    trace_id=format(span_ctx.trace_id, "032x") if span_ctx.is_valid else "",
+                    span_id=format(span_ctx.span_id, "016x") if span_ctx.is_valid else "",
                 )
-            sink.submit_many(batch)
+            )
         except Exception:  # noqa: BLE001 - payload logging must never fail a prediction
             log.exception("could not hand inference payloads to the payload logger")

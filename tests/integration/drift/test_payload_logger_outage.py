@@ -10,12 +10,12 @@ import asyncio
 import time
 
 import httpx
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from mlplatform.core.payloads import InferenceRecord
+from mlplatform.core.payloads import InferenceRecord, PayloadBatch
 from mlplatform.drift.payload_logger import PayloadLogger
+from mlplatform.drift.schemas import IngestRequest
 from mlplatform.drift.store import SqliteDriftStore
 from tests.procs import free_port, start_service
 from tests.unit.drift.tiny_registry import MODEL, make_frame
@@ -30,6 +30,15 @@ async def _until(predicate, deadline_s: float = 60.0) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError("condition not met before the deadline")
+
+
+def _submit(logger: PayloadLogger, records: list[InferenceRecord]) -> None:
+    """Hand ``records`` to the logger the way serving does: one batch per request (two rows each)."""
+    by_request: dict[str, list[InferenceRecord]] = {}
+    for r in records:
+        by_request.setdefault(r.request_id, []).append(r)
+    for rows in by_request.values():
+        logger.submit(PayloadBatch.from_records(sorted(rows, key=lambda r: r.row_index)))
 
 
 def _records(start: int, n: int) -> list[InferenceRecord]:
@@ -78,20 +87,17 @@ async def test_every_record_arrives_exactly_once_across_an_outage(drift_registry
     svc = start_service("drift-detection", env, tmp_path / "logs", port=port)
     await logger.start()
     try:
-        for rec in _records(0, 150):
-            logger.submit(rec)
+        _submit(logger, _records(0, 150))
         await _until(lambda: value("mlplatform_payload_records_sent_total") == 150)
         assert value("mlplatform_payload_records_spooled_total") == 0
 
         svc.stop()
-        for rec in _records(1000, 230):  # drift is down: all of it must be spooled
-            logger.submit(rec)
+        _submit(logger, _records(1000, 230))  # drift is down: all of it must be spooled
         await _until(lambda: value("mlplatform_payload_records_spooled_total") == 230)
         assert logger.spool_bytes > 0
 
         svc = start_service("drift-detection", env, tmp_path / "logs", port=port)
-        for rec in _records(5000, 40):  # new traffic while the spool drains
-            logger.submit(rec)
+        _submit(logger, _records(5000, 40))  # new traffic while the spool drains
         await _until(lambda: value("mlplatform_payload_records_sent_total") == 150 + 230 + 40)
         await _until(lambda: logger.spool_bytes == 0)
         # re-sending the very first records again changes nothing (idempotent ingest)
@@ -151,8 +157,8 @@ async def test_a_killed_process_loses_nothing_and_sigterm_drains_the_spool(drift
     crashed = _logger(port, spool, CollectorRegistry(), flush_interval_s=3600, batch_size=10_000)
     await crashed.start()
     first = _records(0, 50)
-    for i in range(0, 50, 5):  # ten requests of five rows, none sent yet (drift is not even up)
-        crashed.submit_many(first[i : i + 5])
+    for i in range(0, 50, 10):  # five chunks of five requests, none sent yet (drift is not even up)
+        _submit(crashed, first[i : i + 10])
     assert crashed.queue_depth == 50 and list(spool.glob("wal-*.jsonl"))
     crashed._task.cancel()  # the process dies: no stop(), no flush  # noqa: SLF001
 
@@ -167,7 +173,7 @@ async def test_a_killed_process_loses_nothing_and_sigterm_drains_the_spool(drift
         )
         svc.stop()
         second = _records(2000, 60)
-        restarted.submit_many(second)
+        _submit(restarted, second)
         await _until(
             lambda: (
                 (registry.get_sample_value("mlplatform_payload_records_spooled_total") or 0) == 50 + 60
@@ -191,10 +197,14 @@ async def test_records_left_at_shutdown_are_counted_not_lost_silently(tmp_path):
     registry = CollectorRegistry()
     logger = _logger(free_port(), tmp_path / "spool", registry, drain_timeout_s=0.5)  # nothing listens
     await logger.start()
-    logger.submit_many(_records(0, 30))
+    _submit(logger, _records(0, 30))
     await logger.stop()
     assert registry.get_sample_value("mlplatform_payload_records_undelivered_total") == 30
     # they stay on the volume: a restarted container sends them
     assert (
-        sum(len(orjson.loads(p.read_bytes())["records"]) for p in (tmp_path / "spool").glob("*.json")) == 30
+        sum(
+            len(IngestRequest.model_validate_json(p.read_bytes()).all_records())
+            for p in (tmp_path / "spool").glob("*.json")
+        )
+        == 30
     )

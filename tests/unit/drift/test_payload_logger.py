@@ -8,8 +8,9 @@ import time
 import orjson
 from prometheus_client import CollectorRegistry
 
-from mlplatform.core.payloads import InferenceRecord
+from mlplatform.core.payloads import InferenceRecord, PayloadBatch
 from mlplatform.drift.payload_logger import PayloadLogger
+from mlplatform.drift.schemas import IngestRequest
 from tests.procs import free_port
 
 
@@ -23,6 +24,15 @@ def _record(i: int) -> InferenceRecord:
         inputs={"amount": float(i), "hour": i % 24},
         outputs={"p": 0.5},
     )
+
+
+def _batch(i: int) -> PayloadBatch:
+    return PayloadBatch.from_records([_record(i)])
+
+
+def _spooled(path) -> list[InferenceRecord]:  # noqa: ANN001
+    """The records a spool file holds, as drift detection reads them."""
+    return IngestRequest.model_validate_json(path.read_bytes()).all_records()
 
 
 def _value(registry: CollectorRegistry, name: str, labels: dict | None = None) -> float:
@@ -56,21 +66,21 @@ async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_p
     await logger.start()
     assert not list(spool.glob(".tmp-*"))
     for i in range(30):
-        logger.submit(_record(i))
+        logger.submit(_batch(i))
     await _until(lambda: _value(registry, "mlplatform_payload_records_spooled_total") == 30)
     files = sorted(spool.glob("*.json"))
     assert len(files) == 3
-    assert [len(orjson.loads(f.read_bytes())["records"]) for f in files] == [10, 10, 10]
+    assert [len(_spooled(f)) for f in files] == [10, 10, 10]
     assert _value(registry, "mlplatform_payload_spool_bytes") == sum(f.stat().st_size for f in files)
 
     for i in range(30, 60):  # the spool has room for a few more batches only
-        logger.submit(_record(i))
+        logger.submit(_batch(i))
     await logger.stop()
     spooled = _value(registry, "mlplatform_payload_records_spooled_total")
     dropped = _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "spool_full"})
     assert dropped > 0 and spooled + dropped == 60
     assert logger.spool_bytes <= 6000
-    kept = sum(len(orjson.loads(f.read_bytes())["records"]) for f in spool.glob("*.json"))
+    kept = sum(len(_spooled(f)) for f in spool.glob("*.json"))
     assert kept == spooled
     assert _value(registry, "mlplatform_payload_records_undelivered_total") == kept
     assert _value(registry, "mlplatform_payload_records_submitted_total") == 60
@@ -80,7 +90,7 @@ async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_p
 async def test_queue_bound_and_sampling(tmp_path):
     registry = CollectorRegistry()
     logger = PayloadLogger(
-        "http://127.0.0.1:9",
+        f"http://127.0.0.1:{free_port()}",  # nothing listens there
         batch_size=100,
         sample_rate=1.0,
         spool_dir=tmp_path,
@@ -89,19 +99,33 @@ async def test_queue_bound_and_sampling(tmp_path):
         registry=registry,
         max_queue=5,
     )
-    for i in range(8):  # not started: the queue just fills up, submit never blocks
-        logger.submit(_record(i))
-    assert logger.queue_depth == 5
+    await logger.start()
+    for i in range(8):  # submit never blocks; past max_queue the oldest rows move to the disk spool
+        logger.submit(_batch(i))
+    await _until(lambda: logger.queue_depth == 5)
     assert _value(registry, "mlplatform_payload_queue_records") == 5
-    # the overflow is spooled to disk (sent when the sender catches up), not dropped
     assert _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 0
     assert _value(registry, "mlplatform_payload_records_spooled_total") == 3
-    spooled = [
-        r["request_id"]
-        for f in sorted(tmp_path.glob("*.json"))
-        for r in orjson.loads(f.read_bytes())["records"]
-    ]
-    assert spooled == ["req-5", "req-6", "req-7"]
+    spooled = [r.request_id for f in sorted(tmp_path.glob("*.json")) for r in _spooled(f)]
+    assert spooled == ["req-0", "req-1", "req-2"]
+    await logger.stop()
+
+    # a queue the spool cannot drain (no event loop running the spill): bounded at 4 x max_queue
+    stuck_registry = CollectorRegistry()
+    stuck = PayloadLogger(
+        "http://127.0.0.1:9",
+        batch_size=100,
+        sample_rate=1.0,
+        spool_dir=tmp_path / "stuck",
+        spool_max_bytes=10_000_000,
+        flush_interval_s=60,
+        registry=stuck_registry,
+        max_queue=5,
+    )
+    for i in range(25):
+        stuck.submit(_batch(i))
+    assert stuck.queue_depth == 20
+    assert _value(stuck_registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 5
 
     sampled = PayloadLogger(
         "http://127.0.0.1:9",
@@ -113,50 +137,80 @@ async def test_queue_bound_and_sampling(tmp_path):
         registry=CollectorRegistry(),
     )
     for i in range(2000):
-        sampled.submit(_record(i))
+        sampled.submit(_batch(i))
     assert 350 < sampled.queue_depth < 650  # about a quarter, chosen by request id
     again = [sampled._sampled(f"req-{i}") for i in range(50)]
     assert again == [sampled._sampled(f"req-{i}") for i in range(50)]  # deterministic per request
 
 
-def test_encode_records_is_the_document_pydantic_would_send():
-    """The logger's cheap encoding equals ``model_dump(mode="json")`` per record, and drift detection's
-    request model reads it back to the same records."""
+def test_batches_read_back_as_the_records_they_hold():
+    """The columnar document serving sends (numpy columns, one per input and output) is read by drift
+    detection's request model as one record per row, equal to the records pydantic would build."""
     import numpy as np
 
-    from mlplatform.core.payloads import encode_records
-    from mlplatform.drift.schemas import IngestRequest
+    from mlplatform.core.payloads import encode_batches
 
-    records = [
-        _record(1),
+    matrix = np.array([[1.5, 3.0], [float("nan"), 7.0]])
+    batch = PayloadBatch(
+        request_id="r-2",
+        prediction_id="pid-2",
+        model="fraud-detector",
+        version="7",
+        timestamp=1.5,
+        names=("amount", "hour"),
+        matrix=matrix,
+        extra={"user_id": [11, 12]},
+        outputs={"probability": np.array([0.25, 1e-300]), "label": np.array([1, 0])},
+        n_rows=2,
+        trace_id="5b8efff798038103d269b633813fc60c",
+        span_id="b7ad6b7169203331",
+    )
+    columns = PayloadBatch(
+        request_id="r-3",
+        prediction_id="pid-3",
+        model="m",
+        version="1",
+        timestamp=2.0,
+        names=("merchant_category", "flag"),
+        columns={"merchant_category": np.array(["grocery"], dtype=object), "flag": np.array([True])},
+        outputs={"p": np.array([-0.0])},
+        n_rows=1,
+    )
+    back = IngestRequest.model_validate_json(encode_batches([batch, columns])).all_records()
+    expected = [
         InferenceRecord(
             request_id="r-2",
-            row_index=3,
+            prediction_id="pid-2",
+            row_index=i,
             model="fraud-detector",
             version="7",
             timestamp=1.5,
-            inputs={"amount": float("nan"), "merchant_category": "grocery", "flag": True, "n": 2**40},
-            outputs={"probability": np.float64(0.25), "label": 1},
+            inputs={"amount": a, "hour": h, "user_id": u},
+            outputs={"probability": p, "label": lab},
             trace_id="5b8efff798038103d269b633813fc60c",
             span_id="b7ad6b7169203331",
-        ),
-        InferenceRecord.model_construct(
+        )
+        for i, (a, h, u, p, lab) in enumerate([(1.5, 3.0, 11, 0.25, 1), (None, 7.0, 12, 1e-300, 0)])
+    ] + [
+        InferenceRecord(
             request_id="r-3",
-            row_index=0,
+            prediction_id="pid-3",
             model="m",
             version="1",
             timestamp=2.0,
-            inputs={"x": -0.0},
-            outputs={"p": 1e-300},
-            trace_id="",
-            span_id="",
-        ),
+            inputs={"merchant_category": "grocery", "flag": True},
+            outputs={"p": -0.0},
+        )
     ]
-    ours = encode_records(records)
-    assert ours == orjson.dumps({"records": [r.model_dump(mode="json") for r in records]})
-    back = IngestRequest.model_validate_json(ours).records
-    assert [r.request_id for r in back] == ["req-1", "r-2", "r-3"]
-    assert back[1].inputs["amount"] is None and back[1].outputs == {"probability": 0.25, "label": 1}
+    assert [r.model_dump() for r in back] == [r.model_dump() for r in expected]
+    # columns of different lengths are a 422 naming the batch, not a half-stored request
+    bad = orjson.loads(encode_batches([batch]))
+    bad["batches"][0]["inputs"]["hour"] = [1.0]
+    import pydantic
+    import pytest
+
+    with pytest.raises(pydantic.ValidationError, match="one value per row"):
+        IngestRequest.model_validate(bad)
 
 
 async def test_stop_with_a_backlog_and_a_slow_receiver_loses_nothing(tmp_path):
@@ -186,7 +240,7 @@ async def test_stop_with_a_backlog_and_a_slow_receiver_loses_nothing(tmp_path):
                 return
         except TimeoutError:
             pass
-        received.update(r["request_id"] for r in orjson.loads(body)["records"])
+        received.update(r.request_id for r in IngestRequest.model_validate_json(body).all_records())
         await send(
             {
                 "type": "http.response.start",
@@ -218,7 +272,7 @@ async def test_stop_with_a_backlog_and_a_slow_receiver_loses_nothing(tmp_path):
     await logger.start()
     try:
         for i in range(100):
-            logger.submit_many([_record(i)])
+            logger.submit(_batch(i))
         await asyncio.sleep(0.01)
         await logger.stop()
     finally:

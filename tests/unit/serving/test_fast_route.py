@@ -28,6 +28,7 @@ from opentelemetry.trace import SpanKind
 from mlplatform.core.app import FastRoute, build_app, build_context
 from mlplatform.core.auth import hash_key
 from mlplatform.core.logging import request_id_var
+from mlplatform.core.payloads import InferenceBatch
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.core.settings import ServiceSettings
 from mlplatform.core.tracing import current_trace_id
@@ -59,13 +60,14 @@ def traceparent(trace_id: str, span_id: str = "b7ad6b7169203331") -> str:
 
 
 class ListSink:
-    """An in-process PayloadSink (the core protocol): keeps the records serving hands it."""
+    """An in-process PayloadSink (the core protocol): keeps the records serving hands it, read back
+    from the batch's wire document as drift detection reads it."""
 
     def __init__(self) -> None:
         self.records: list = []
 
-    def submit_many(self, records) -> None:  # noqa: ANN001
-        self.records.extend(records)
+    def submit(self, batch) -> None:  # noqa: ANN001
+        self.records.extend(InferenceBatch.model_validate_json(batch.encode()).records())
 
 
 @contextlib.asynccontextmanager
