@@ -11,7 +11,7 @@
    transformation); so a batch score equals the online score the row would have had at that time;
 3. the version resolved in MLflow (alias or number) and loaded as pyfunc; its input columns from
    the version's ``mlplatform.model_features`` tag;
-4. parquet out: the entity rows, the model features, ``fraud_probability``, ``model``,
+4. parquet out (``{run}`` in the path becomes the run's UTC start): the entity rows, the model features, ``fraud_probability``, ``model``,
    ``model_version``, ``scored_at`` (the run's start, UTC) and ``prediction_id`` (one per run);
 5. with ``BATCH_DRIFT_URL`` set, every row posted to drift detection as an inference record with
    ``source: "batch"``, which windows batch rows apart from online traffic (drift/sources.py).
@@ -241,6 +241,8 @@ def run_batch(
     """Score ``entities_path`` with ``ref`` and write ``out_path`` (parquet); log to drift if configured."""
     settings = settings or BatchSettings()
     scored_at = datetime.now(UTC)
+    # "{run}" in the output path: the run's UTC start, so a schedule writes one file per run
+    out_path = Path(str(out_path).replace("{run}", scored_at.strftime("%Y%m%dT%H%M%SZ")))
     entities = read_entities(entities_path)
     resolved = resolve_version(mlflow_client(tracking_uri), ref)
     start = time.perf_counter()

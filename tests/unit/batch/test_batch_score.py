@@ -35,7 +35,7 @@ def _entities(transactions: pd.DataFrame) -> pd.DataFrame:
 
 def test_batch_score_features_predictions_and_drift_rows(demo_registry, transactions, tmp_path):
     entities = _entities(transactions)
-    src, out = tmp_path / "entities.parquet", tmp_path / "out" / "scores.parquet"
+    src, out_arg = tmp_path / "entities.parquet", tmp_path / "out" / "scores-{run}.parquet"
     entities.to_parquet(src, index=False)
     window = 200
     drift_env = {
@@ -49,7 +49,7 @@ def test_batch_score_features_predictions_and_drift_rows(demo_registry, transact
         env = {**demo_registry.env(), "BATCH_DRIFT_URL": drift.url}
         run = CliRunner().invoke(
             app,
-            ["batch-score", "--model", MODEL, "--entities", str(src), "--out", str(out)],
+            ["batch-score", "--model", MODEL, "--entities", str(src), "--out", str(out_arg)],
             env=env,
         )
         assert run.exit_code == 0, run.output
@@ -57,6 +57,9 @@ def test_batch_score_features_predictions_and_drift_rows(demo_registry, transact
         status = httpx.get(f"{drift.url}/v1/models/{MODEL}/drift", timeout=10).json()
     version = summary["version"]
     assert summary["rows"] == ROWS and summary["drift_records"] == ROWS
+    (out,) = (tmp_path / "out").glob("scores-*.parquet")  # {run}: the run's UTC start
+    assert out.name == f"scores-{pd.Timestamp(summary['scored_at']).strftime('%Y%m%dT%H%M%SZ')}.parquet"
+    assert str(out) == summary["out"]
 
     scored = pd.read_parquet(out)
     assert len(scored) == ROWS
