@@ -69,6 +69,7 @@ Values the shared templates read, completed before they render: the ConfigMap en
 {{- $ns := dict "fieldRef" (dict "apiVersion" "v1" "fieldPath" "metadata.namespace") -}}
 {{- $extra = append $extra (dict "name" "DRIFT_RETRAIN_NAMESPACE" "valueFrom" $ns) -}}
 {{- $_ := set $v.serviceAccount "automountToken" true -}}
+{{- $_ := set $v "scanWaivers" (merge (dict "CKV_K8S_38" "drift-detection creates the retraining Jobs through the Kubernetes API (Role drift-detection-retrain: create jobs) with this token") (default dict $v.scanWaivers)) -}}
 {{- else -}}
 {{- $_ := set $env "DRIFT_RETRAIN_MODE" "off" -}}
 {{- end -}}
@@ -130,7 +131,7 @@ spec:
       containers:
         - name: retrain
           image: {{ include "mlplatform-lib.image" . | quote }}
-          imagePullPolicy: {{ .Values.image.pullPolicy }}
+          imagePullPolicy: {{ include "mlplatform-lib.imagePullPolicy" . }}
           command: {{ toJson $r.command }}
           env:
             - name: MLPLATFORM_ENV

@@ -81,6 +81,10 @@ metadata:
   name: {{ $name }}
   labels:
     {{- include "feature-store.materializeLabels" . | nindent 4 }}
+  {{- with include "mlplatform-lib.scanWaivers" . | trim }}
+  annotations:
+    {{- . | nindent 4 }}
+  {{- end }}
 spec:
   schedule: {{ $m.schedule | quote }}
   timeZone: Etc/UTC
@@ -119,7 +123,7 @@ spec:
           containers:
             - name: materialize
               image: {{ include "mlplatform-lib.image" . | quote }}
-              imagePullPolicy: {{ .Values.image.pullPolicy }}
+              imagePullPolicy: {{ include "mlplatform-lib.imagePullPolicy" . }}
               args: {{ toJson (concat (list "materialize") $m.args) }}
               envFrom:
                 - configMapRef:

@@ -106,3 +106,29 @@ matchLabels:
   app.kubernetes.io/name: {{ . }}
   app.kubernetes.io/part-of: mlplatform
 {{- end -}}
+
+{{/* Image pull policy: image.pullPolicy when set; else IfNotPresent for an image pinned by digest
+(immutable) and Always for a tag alone (a tag can be pushed again). */}}
+{{- define "mlplatform-lib.imagePullPolicy" -}}
+{{- $digest := .Values.image.digest -}}
+{{- if .Values.gpu.enabled -}}
+{{- $digest = .Values.gpu.image.digest -}}
+{{- end -}}
+{{- .Values.image.pullPolicy | default (ternary "IfNotPresent" "Always" (ne (toString $digest) "")) -}}
+{{- end -}}
+
+{{/* Where the projected service-account token for the Vault login is mounted. */}}
+{{- define "mlplatform-lib.vaultTokenDir" -}}/var/run/secrets/mlplatform/serviceaccount{{- end -}}
+
+{{/* checkov.io/skipN annotations from scanWaivers (check ID -> reason). A waiver without a
+reason fails the render (Checkov splits the annotation at "=", so the reason may not hold one). */}}
+{{- define "mlplatform-lib.scanWaivers" -}}
+{{- $i := 0 -}}
+{{- range $id, $reason := .Values.scanWaivers }}
+{{- if or (not $reason) (contains "=" $reason) }}
+{{- fail (printf "scanWaivers.%s: give the reason for the waiver (without '=')" $id) }}
+{{- end }}
+{{- $i = add1 $i }}
+checkov.io/skip{{ $i }}: {{ printf "%s=%s" $id $reason | quote }}
+{{- end }}
+{{- end -}}

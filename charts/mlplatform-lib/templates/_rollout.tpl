@@ -13,6 +13,10 @@ metadata:
   name: {{ include "mlplatform-lib.fullname" . }}
   labels:
     {{- include "mlplatform-lib.labels" . | nindent 4 }}
+  {{- with include "mlplatform-lib.scanWaivers" . | trim }}
+  annotations:
+    {{- . | nindent 4 }}
+  {{- end }}
 spec:
   {{- if not .Values.autoscaling.enabled }}
   replicas: {{ .Values.replicaCount }}

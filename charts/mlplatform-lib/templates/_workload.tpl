@@ -27,7 +27,8 @@ metadata:
     {{- end }}
 spec:
   serviceAccountName: {{ include "mlplatform-lib.serviceAccountName" . }}
-  automountServiceAccountToken: {{ or .Values.serviceAccount.automountToken (eq .Values.secrets.backend "vault") }}
+  # the API token only where the service calls the API; the Vault login uses the projected token below
+  automountServiceAccountToken: {{ .Values.serviceAccount.automountToken }}
   enableServiceLinks: false
   terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
   {{- with .Values.priorityClassName }}
@@ -42,7 +43,7 @@ spec:
   containers:
     - name: {{ .Values.component }}
       image: {{ include "mlplatform-lib.image" . | quote }}
-      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      imagePullPolicy: {{ include "mlplatform-lib.imagePullPolicy" . }}
       args: ["serve", {{ .Values.component | quote }}, "--port", {{ .Values.port | quote }}]
       ports:
         - name: http
@@ -51,8 +52,13 @@ spec:
       envFrom:
         - configMapRef:
             name: {{ include "mlplatform-lib.fullname" . }}
-      {{- if or .Values.secrets.apiKeysSecretName .Values.extraEnv }}
+      {{- if or .Values.secrets.apiKeysSecretName .Values.extraEnv (eq .Values.secrets.backend "vault") }}
       env:
+        {{- if eq .Values.secrets.backend "vault" }}
+        # Vault login with a short-lived projected token, not the API token
+        - name: VAULT_SA_TOKEN_PATH
+          value: {{ printf "%s/token" (include "mlplatform-lib.vaultTokenDir" .) | quote }}
+        {{- end }}
         {{- with .Values.secrets.apiKeysSecretName }}
         - name: MLPLATFORM_API_KEYS
           valueFrom:
@@ -89,6 +95,11 @@ spec:
           mountPath: {{ .Values.dataDir.mountPath }}
         - name: tmp
           mountPath: /tmp
+        {{- if eq .Values.secrets.backend "vault" }}
+        - name: vault-token
+          mountPath: {{ include "mlplatform-lib.vaultTokenDir" . }}
+          readOnly: true
+        {{- end }}
   volumes:
     - name: data
       emptyDir:
@@ -96,6 +107,14 @@ spec:
     - name: tmp
       emptyDir:
         sizeLimit: {{ .Values.tmpDir.sizeLimit }}
+    {{- if eq .Values.secrets.backend "vault" }}
+    - name: vault-token
+      projected:
+        sources:
+          - serviceAccountToken:
+              path: token
+              expirationSeconds: 3600
+    {{- end }}
   {{- $nodeSelector := .Values.nodeSelector -}}
   {{- $tolerations := .Values.tolerations -}}
   {{- if .Values.gpu.enabled -}}
@@ -135,6 +154,10 @@ metadata:
   name: {{ include "mlplatform-lib.fullname" . }}
   labels:
     {{- include "mlplatform-lib.labels" . | nindent 4 }}
+  {{- with include "mlplatform-lib.scanWaivers" . | trim }}
+  annotations:
+    {{- . | nindent 4 }}
+  {{- end }}
 spec:
   {{- if not .Values.autoscaling.enabled }}
   replicas: {{ .Values.replicaCount }}

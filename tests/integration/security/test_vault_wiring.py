@@ -5,7 +5,8 @@ Each Vault-backed service must end up with:
   ``OTEL_SERVICE_NAME`` default;
 * ServiceAccount ``<service>`` in namespace ``mlplatform-<env>``, the binding the bootstrap role
   expects;
-* the service-account token mounted, since the backend logs in with it;
+* a short-lived projected service-account token mounted where ``VAULT_SA_TOKEN_PATH`` points (the
+  backend logs in with it), and the API token only for drift-detection, which creates Jobs;
 * role ``mlplatform-<env>-<service>``.
 
 And every pod that logs in to Vault (the services, the feature store's materialisation CronJob and
@@ -63,7 +64,22 @@ def test_vault_services_match_bootstrap_paths_and_bindings(rendered, env):
         assert (cfg.auth_path, cfg.kv_mount) == ("kubernetes", "secret")
         assert pod.get("serviceAccountName") == service
         assert namespace == f"mlplatform-{env}"
-        assert pod.get("automountServiceAccountToken") is True, f"{service}: the backend needs the SA token"
+        # the login token: a projected service-account token (1 h) where VAULT_SA_TOKEN_PATH points
+        container = pod["containers"][0]
+        env_vars = {e["name"]: e.get("value") for e in container.get("env", [])}
+        token_path = env_vars.get("VAULT_SA_TOKEN_PATH") or data.get("VAULT_SA_TOKEN_PATH")
+        assert token_path, f"{service}: VAULT_SA_TOKEN_PATH is not set"
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        folder, _, file = token_path.rpartition("/")
+        assert folder in mounts, f"{service}: nothing is mounted at {folder}"
+        volume = next(v for v in pod["volumes"] if v["name"] == mounts[folder])
+        sources = [
+            s["serviceAccountToken"] for s in volume["projected"]["sources"] if "serviceAccountToken" in s
+        ]
+        assert sources and sources[0]["path"] == file and sources[0]["expirationSeconds"] <= 3600
+        # the API token only where the service calls the Kubernetes API
+        api = data.get("DRIFT_RETRAIN_MODE") == "kubernetes"
+        assert pod.get("automountServiceAccountToken") is api, service
 
 
 @pytest.mark.parametrize("env", ["prod"])
