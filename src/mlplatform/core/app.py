@@ -33,7 +33,7 @@ from mlplatform.core.pipeline import (
     serve_fast_asgi,
 )
 from mlplatform.core.responses import JSONResponse
-from mlplatform.core.secrets import SecretsBackend, build_secrets_backend
+from mlplatform.core.secrets import SecretsBackend, build_secrets_backend, register_secrets_metrics
 from mlplatform.core.settings import ServiceSettings
 from mlplatform.core.tracing import build_sampler, build_tracer_provider
 
@@ -113,6 +113,7 @@ def build_context(
     """Create the per-app registry, tracer provider, secrets backend and auth from settings."""
     registry = CollectorRegistry(auto_describe=True)
     secrets = secrets or build_secrets_backend(settings.secrets_backend)
+    register_secrets_metrics(registry, secrets)
     provider = tracer_provider or build_tracer_provider(
         service,
         settings.otlp_endpoint,

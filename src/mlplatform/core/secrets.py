@@ -6,6 +6,8 @@ import logging
 import os
 from typing import Protocol, runtime_checkable
 
+from prometheus_client import CollectorRegistry
+
 from mlplatform.core.errors import PlatformError
 
 
@@ -46,6 +48,13 @@ def require_secret(backend: SecretsBackend, name: str) -> str:
     if value is None:
         raise SecretNotFound(f"secret {name!r} is not set in the {type(backend).__name__}")
     return value
+
+
+def register_secrets_metrics(registry: CollectorRegistry, backend: SecretsBackend) -> None:
+    """Expose the backend's own metrics (the Vault backend's staleness and failures) on ``registry``."""
+    collector = getattr(backend, "metrics_collector", None)
+    if callable(collector):
+        registry.register(collector())
 
 
 def build_secrets_backend(kind: str) -> SecretsBackend:

@@ -21,11 +21,12 @@ are never logged, nor put in exception messages.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ from typing import Any
 import hvac
 import hvac.exceptions
 import requests
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger("mlplatform.vault")
 
@@ -135,8 +138,11 @@ class VaultStats:
     renewals: int = 0
     reads: int = 0
     read_failures: int = 0
+    login_failures: int = 0
     rotations: int = 0
     versions: dict[str, int] = field(default_factory=dict)
+    #: Unix time of the last successful read of every secret path (0 before the first).
+    last_success_unix: float = 0.0
 
 
 def _vault_reason(exc: BaseException) -> str:
@@ -239,7 +245,9 @@ class VaultSecretsBackend:
         try:
             self._ensure_token(now)
         except Exception as exc:
-            log.warning("vault token renewal/login failed: %s", _vault_reason(exc))
+            with self._lock:
+                self.stats.login_failures += 1
+            log.warning("vault token renewal/login failed, keeping last values: %s", _vault_reason(exc))
             return
         if now >= self._next_refresh:
             try:
@@ -267,6 +275,7 @@ class VaultSecretsBackend:
             self._values = values
             self.stats.reads += 1
             self.stats.versions = versions
+            self.stats.last_success_unix = time.time()
             self._next_refresh = self._clock() + self.config.refresh_interval_s
             rotated = bool(changed and old)
             listeners = list(self._listeners) if rotated else []
@@ -284,6 +293,10 @@ class VaultSecretsBackend:
             except Exception:
                 log.exception("secret rotation listener failed")
         return changed
+
+    def metrics_collector(self) -> VaultMetrics:
+        """A Prometheus collector of this backend's counters (register it on the app's registry)."""
+        return VaultMetrics(self)
 
     def token_expires_in(self) -> float | None:
         """Seconds until the current token's lease ends (None before login)."""
@@ -404,3 +417,43 @@ class VaultSecretsBackend:
         data = body.get("data") or {}
         version = int((body.get("metadata") or {}).get("version") or 0)
         return {str(k): "" if v is None else str(v) for k, v in data.items()}, version
+
+
+class VaultMetrics(Collector):
+    """The Vault backend's state at scrape time: when the secrets were last read successfully (the
+    staleness the VaultSecretsStale alert watches), failures, rotations, logins and renewals."""
+
+    def __init__(self, backend: VaultSecretsBackend) -> None:
+        self._backend = backend
+
+    def collect(self) -> Iterator[Metric]:
+        backend = self._backend
+        with backend._lock:
+            s = dataclasses.replace(backend.stats)
+        yield GaugeMetricFamily(
+            "mlplatform_secrets_last_refresh_timestamp_seconds",
+            "Unix time of the last successful read of this service's secrets from Vault.",
+            value=s.last_success_unix,
+        )
+        yield GaugeMetricFamily(
+            "mlplatform_secrets_refresh_interval_seconds",
+            "How often the secrets are re-read from Vault (VAULT_REFRESH_INTERVAL_S).",
+            value=backend.config.refresh_interval_s,
+        )
+        failures = CounterMetricFamily(
+            "mlplatform_secrets_refresh_failures",
+            "Failed Vault operations; the last good secrets stay in use (stage: read or login).",
+            labels=["stage"],
+        )
+        failures.add_metric(["read"], s.read_failures)
+        failures.add_metric(["login"], s.login_failures)
+        yield failures
+        yield CounterMetricFamily(
+            "mlplatform_secrets_rotations", "Re-reads that found a changed secret value.", value=s.rotations
+        )
+        yield CounterMetricFamily(
+            "mlplatform_vault_logins", "Kubernetes-auth logins to Vault.", value=s.logins
+        )
+        yield CounterMetricFamily(
+            "mlplatform_vault_token_renewals", "Vault token renewals (renew-self).", value=s.renewals
+        )

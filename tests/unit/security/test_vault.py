@@ -419,3 +419,48 @@ def test_role_with_short_ttl_from_lookup_self(config, vault, clock):
     backend.tick()
     assert backend.stats.renewals == 1
     backend.close()
+
+
+def test_metrics_show_staleness_and_failures_while_vault_is_sealed(config, vault, clock):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from mlplatform.core.secrets import register_secrets_metrics
+
+    backend = make(config, clock)
+    registry = CollectorRegistry(auto_describe=True)
+    register_secrets_metrics(registry, backend)
+
+    def sample(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels or None)
+
+    first = sample("mlplatform_secrets_last_refresh_timestamp_seconds")
+    assert first is not None and abs(first - time.time()) < 30
+    assert sample("mlplatform_secrets_refresh_interval_seconds") == 60.0
+    assert sample("mlplatform_vault_logins_total") == 1
+    vault.seal()
+    try:
+        clock.advance(61)
+        backend.tick()
+        clock.advance(11)
+        backend.tick()
+    finally:
+        vault.unseal()
+    assert sample("mlplatform_secrets_refresh_failures_total", stage="read") == 2
+    assert sample("mlplatform_secrets_last_refresh_timestamp_seconds") == first  # stale
+    assert backend.get("REDIS_PASSWORD") == "r3dis-v1"  # the last good value kept
+    clock.advance(11)
+    backend.tick()
+    assert sample("mlplatform_secrets_last_refresh_timestamp_seconds") > first
+    text = generate_latest(registry).decode()
+    assert "r3dis-v1" not in text and "mlf-v1" not in text
+    backend.close()
+
+
+def test_env_backend_registers_no_vault_metrics():
+    from prometheus_client import CollectorRegistry
+
+    from mlplatform.core.secrets import EnvSecretsBackend, register_secrets_metrics
+
+    registry = CollectorRegistry()
+    register_secrets_metrics(registry, EnvSecretsBackend({}))
+    assert registry.get_sample_value("mlplatform_secrets_last_refresh_timestamp_seconds") is None
