@@ -18,7 +18,7 @@ from mlplatform.core.registry import ModelRef, resolve_version
 from mlplatform.drift import multivariate, report_sections, sources, stats
 from mlplatform.drift.detector import DriftDetector, prediction_of
 from mlplatform.drift.metrics import DriftMetrics
-from mlplatform.drift.retrain import RetrainLauncher, TriggerOutcome
+from mlplatform.drift.retrain import RetrainLauncher, TriggerOutcome, episode_step
 from mlplatform.drift.schemas import (
     DriftHistory,
     DriftStatus,
@@ -379,26 +379,19 @@ class DriftService:
         """Count consecutive drifted windows; fire once per episode (and not within the cool-down)."""
         assert self.store is not None
         state = await self._db(self.store.retrain_state, model)
-        if not drifted:
-            state.consecutive = 0
-            state.episode_active = False
-            await self._db(self.store.save_retrain_state, state)
-            return
-        state.consecutive += 1
-        due = state.consecutive >= self.settings.retrain_after_windows and not state.episode_active
-        cooled = (
-            state.last_trigger is None or time.time() - state.last_trigger >= self.settings.retrain_cooldown_s
+        active = state.episode_active
+        fire = episode_step(
+            state,
+            state.consecutive + 1 if drifted else 0,
+            self.settings.retrain_after_windows,
+            self.settings.retrain_cooldown_s,
+            time.time(),
         )
-        if due and cooled:
-            state.episode_active = True
-            state.last_trigger = time.time()
-            await self._db(self.store.save_retrain_state, state)
-            reason = f"dataset drift in {state.consecutive} consecutive windows"
-            await self._fire(model, version, reason)
-        else:
-            if due:
-                log.info("drift persists for %s but retraining is cooling down", model)
-            await self._db(self.store.save_retrain_state, state)
+        await self._db(self.store.save_retrain_state, state)
+        if fire:
+            await self._fire(model, version, f"dataset drift in {state.consecutive} consecutive windows")
+        elif drifted and not active and state.consecutive >= self.settings.retrain_after_windows:
+            log.info("drift persists for %s but retraining is cooling down", model)
 
     async def _fire(self, model: str, version: str, reason: str) -> TriggerOutcome:
         assert self.store is not None
