@@ -1,4 +1,10 @@
-"""Serving benchmark: single-row V2 infer throughput and latency against a real server process.
+"""Serving benchmark: single-row V2 infer throughput and latency against real server processes.
+
+Default (what ``make bench`` runs): model-serving with the settings the rendered prod overlay gives it
+(``--deployed``: INFO access log, tracing with prod's sampler to a local OTLP receiver, payload logging
+to a local receiver, API keys) and the same process bare (tracing, access log and payload logging off,
+keys on), interleaved in one run; ``--breakdown`` adds bare plus each of the three. ``--single`` is the
+older one-target run described below.
 
 Starts ``mlplatform serve model-serving`` (one process) on a free port against a throw-away SQLite
 MLflow registry holding ``fraud-detector`` (trained by ``mlplatform.training`` when that is
@@ -7,7 +13,8 @@ available, else a scikit-learn random forest with the same shape), then drives
 and prints requests/s, p50 and p99. Requests carry an API key with the ``infer`` scope, as a deployed
 service requires (``--no-auth`` serves without keys).
 
-    .venv/bin/python scripts/bench/bench_serving.py [--duration 15] [--connections 16] [--repeat 3]
+    .venv/bin/python scripts/bench/bench_serving.py [--breakdown] [--duration 15] [--connections 16] [--repeat 3]
+    .venv/bin/python scripts/bench/bench_serving.py --single [--log-level INFO] [--payload-logging]
 """
 
 from __future__ import annotations
@@ -168,6 +175,207 @@ def parse_wrk(text: str) -> dict[str, float]:
     return out
 
 
+DRIFT_SINK_APP = """
+import sys, orjson, uvicorn
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    more = True
+    while more:
+        msg = await receive()
+        body += msg.get("body", b"")
+        more = msg.get("more_body", False)
+    doc = orjson.loads(body) if body else {}
+    n = len(doc.get("records", ())) + sum(len(next(iter(b["outputs"].values()), ())) for b in doc.get("batches", ()))
+    out = orjson.dumps({"accepted": n, "duplicates": 0, "windows_closed": 0})
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": out})
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
+            loop="uvloop", http="httptools")
+"""
+
+
+def deployed_env(
+    data_dir: Path, tracking_uri: str, otlp_endpoint: str, drift_url: str
+) -> tuple[dict[str, str], list[str]]:
+    """model-serving's environment as the rendered prod overlay sets it, with the substitutions a
+    single machine needs; returns the environment and the substitutions made (printed with the figures).
+
+    Kept from prod: log level, tracing sampler, payload logging settings, API keys on, shutdown delay, the
+    pinned models. Replaced: the OTLP endpoint (a local OTLP/HTTP receiver), drift detection (a local
+    receiver that acknowledges every batch), the feature store (not called by these requests), Vault
+    (the env secrets backend with the same secret names), MLflow (the local SQLite registry)."""
+    from tests.deploy.rendered import container_env, render_overlay
+    from tests.procs import free_port
+
+    rendered = container_env(render_overlay("prod"), "model-serving")
+    env = {k: v for k, v in rendered.items() if isinstance(v, str) and not k.startswith("VAULT_")}
+    env.update(
+        {
+            "MLPLATFORM_DATA_DIR": str(data_dir),
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+            "SERVING_DRIFT_URL": drift_url,
+            "SERVING_FEATURE_STORE_URL": f"http://127.0.0.1:{free_port()}",
+            "SERVING_SECRETS_BACKEND": "env",
+            "MLPLATFORM_API_KEYS": f"{hash_key(BENCH_KEY)}:infer",
+            "SERVING_DRIFT_API_KEY": "bench-drift-key",
+            "SERVING_FEATURE_STORE_API_KEY": "bench-features-key",
+            "HOME": str(data_dir),
+            "XDG_CACHE_HOME": str(data_dir / ".cache"),
+            "MPLCONFIGDIR": str(data_dir / ".cache" / "matplotlib"),
+            "SERVING_POLL_INTERVAL_S": "0",
+        }
+    )
+    notes = [
+        f"{k}={rendered[k]}"
+        for k in ("SERVING_LOG_LEVEL", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "SERVING_MODELS")
+        if k in rendered
+    ]
+    notes.append("OTLP -> local receiver, drift -> local acknowledging receiver, Vault -> env secrets")
+    return env, notes
+
+
+def bare_env(deployed: dict[str, str]) -> dict[str, str]:
+    """The same process with tracing export, the INFO access log and payload logging off (keys stay on)."""
+    env = {k: v for k, v in deployed.items() if k not in ("OTEL_EXPORTER_OTLP_ENDPOINT", "SERVING_DRIFT_URL")}
+    env["SERVING_LOG_LEVEL"] = "WARNING"
+    return env
+
+
+def breakdown_envs(deployed: dict[str, str]) -> dict[str, dict[str, str]]:
+    """Bare plus one of the three deployed costs at a time (tracing, access log, payload logging)."""
+    bare = bare_env(deployed)
+    return {
+        "bare + tracing": {**bare, "OTEL_EXPORTER_OTLP_ENDPOINT": deployed["OTEL_EXPORTER_OTLP_ENDPOINT"]},
+        "bare + INFO access log": {**bare, "SERVING_LOG_LEVEL": deployed.get("SERVING_LOG_LEVEL", "INFO")},
+        "bare + payload logging": {**bare, "SERVING_DRIFT_URL": deployed["SERVING_DRIFT_URL"]},
+    }
+
+
+def start_helper(code: str, pinned: bool) -> tuple[subprocess.Popen, str]:
+    """A helper process (drift receiver) on core 1, beside wrk; returns it and its URL."""
+    from tests.procs import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", code, str(port)])
+    if pinned:
+        subprocess.run(["taskset", "-a", "-p", "-c", "1", str(proc.pid)], check=False, capture_output=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    import httpx
+
+    while True:
+        try:
+            httpx.post(url + "/v1/records", content=b"{}", timeout=1)
+            return proc, url
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+
+
+def deployed_main(args: argparse.Namespace, wrk: str) -> int:
+    """Bare and deployed (prod overlay) settings, interleaved in one run, plus the breakdown."""
+    from tests.observability.otlp import OtlpReceiver
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    pinned = bool(not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"))
+    procs: list[subprocess.Popen] = []
+    services = []
+    try:
+        uri = prepare_registry(tmp, args.rows)
+        drift, drift_url = start_helper(DRIFT_SINK_APP, pinned)
+        procs.append(drift)
+        with OtlpReceiver() as rx:
+            deployed, notes = deployed_env(tmp / "deployed", uri, rx.endpoint, drift_url)
+            targets = {"deployed (prod overlay)": deployed, "bare": bare_env(deployed)}
+            if args.breakdown:
+                targets.update(breakdown_envs(deployed))
+            started = {}
+            for name, env in targets.items():
+                env = {**env, "MLPLATFORM_DATA_DIR": str(tmp / re.sub(r"\W+", "-", name))}
+                svc = start_service("model-serving", env, tmp / "logs", ready_timeout=300)
+                services.append(svc)
+                started[name] = svc
+                if pinned:
+                    subprocess.run(
+                        ["taskset", "-a", "-p", "-c", "0", str(svc.proc.pid)],
+                        check=False,
+                        capture_output=True,
+                    )
+            first = next(iter(started.values()))
+            body, meta = request_body(first.url)
+            runtime = meta.get("parameters", {}).get("runtime")
+            lua = tmp / "post.lua"
+            lua.write_text(LUA % (BENCH_KEY, json.dumps(body)))
+            runs: dict[str, list[tuple[dict[str, float], float]]] = {name: [] for name in started}
+            cmd: list[str] = []
+            for _ in range(max(1, args.repeat)):
+                for name, svc in started.items():  # interleaved: the VM's drift hits every target alike
+                    cmd = [
+                        wrk,
+                        "-t1",
+                        f"-c{args.connections}",
+                        f"-d{args.duration}s",
+                        "--latency",
+                        "-s",
+                        str(lua),
+                    ]
+                    cmd.append(f"{svc.url}/v2/models/{MODEL}/infer")
+                    if pinned:
+                        cmd = ["taskset", "-c", "1", *cmd]
+                    stats, _, us = run_wrk(cmd, svc.proc.pid)
+                    runs[name].append((stats, us))
+            load = load_average()
+            spans = len(rx.spans)
+        print()
+        print(f"model {MODEL} v{meta['versions'][0]} runtime={runtime}; wrk: {' '.join(cmd[:-1])} <url>")
+        print("deployed settings: " + "; ".join(notes))
+        print(
+            f"{'target':<34}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'non-2xx':>9}{'CPU us/req':>12}"
+        )
+        medians = {}
+        for name, rs in runs.items():
+            st, us = median_row(rs)
+            medians[name] = (st, us)
+            print(
+                f"{name:<34}{st['rps']:>9.0f}{st['p50']:>9.2f}{st['p90']:>9.2f}{st['p99']:>9.2f}"
+                f"{st['non2xx']:>9.0f}{us:>12.0f}"
+            )
+        dep, bare = medians["deployed (prod overlay)"], medians["bare"]
+        ratio = dep[0]["rps"] / bare[0]["rps"] if bare[0]["rps"] else float("nan")
+        print(
+            f"medians of {args.repeat} interleaved runs, {args.connections} connections, {args.duration}s each; "
+            f"server on core 0, wrk and the drift receiver on core 1; load average {load}; "
+            f"{spans} spans received"
+        )
+        print(
+            f"deployed / bare throughput: {ratio:.2f} (target >= 0.60); deployed p99 {dep[0]['p99']:.2f} ms "
+            f"(target <= 5 ms); extra CPU per request with the prod settings: {dep[1] - bare[1]:.0f} us"
+        )
+        for name in targets:
+            if name.startswith("bare +"):
+                print(f"  {name}: +{medians[name][1] - bare[1]:.0f} us CPU per request")
+        ok = all(st["non2xx"] == 0 for rs in runs.values() for st, _ in rs)
+        return 0 if ok else 1
+    finally:
+        for svc in services:
+            svc.stop()
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -194,11 +402,24 @@ def main() -> int:
         default=3,
         help="measured runs per target (this VM's speed drifts by ~20%% within minutes: read the median)",
     )
+    parser.add_argument(
+        "--single",
+        action="store_true",
+        help="one target with the flags above (--log-level, --payload-logging, --no-auth) and the bare "
+        "FastAPI yardstick, instead of the deployed/bare comparison",
+    )
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="with the deployed/bare comparison: also bare + each of tracing, access log, payload logging",
+    )
     args = parser.parse_args()
     wrk = shutil.which("wrk")
     if wrk is None:
         print("wrk is not installed: run `make sysdeps` (apt-get install -y wrk)", file=sys.stderr)
         return 2
+    if not args.single:
+        return deployed_main(args, wrk)
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     try:
         uri = prepare_registry(tmp, args.rows)

@@ -249,8 +249,10 @@ class PayloadBatch:
 
 
 def _column(values: Any) -> Any:  # noqa: ANN401 - a numpy array or a list
+    """A column as orjson writes it fastest: small arrays as lists, large numeric ones as numpy."""
     if isinstance(values, np.ndarray):
-        return values.tolist() if values.dtype.kind in "OUS" or not values.flags.c_contiguous else values
+        if len(values) <= 64 or values.dtype.kind in "OUS" or not values.flags.c_contiguous:
+            return values.tolist()
     return values
 
 

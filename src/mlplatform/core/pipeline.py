@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -28,11 +29,11 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from mlplatform.core.errors import PayloadTooLarge, error_response
 from mlplatform.core.logging import request_id_var
-from mlplatform.core.tracing import extract_context
+from mlplatform.core.tracing import DrawnIdGenerator, draw_trace_id, extract_context, root_sampling_bound
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -44,6 +45,8 @@ _rid_counter = itertools.count(1)
 
 UNMETERED_PATHS = frozenset({"/metrics", "/v2/health/live", "/v2/health/ready", "/v2", "/"})
 JSON_HEADER = (b"content-type", b"application/json")
+_TRACE_ID_LIMIT = (1 << 64) - 1
+_UNSAMPLED = TraceFlags(TraceFlags.RANDOM_TRACE_ID)  # W3C level 2: a random trace id, not sampled
 
 
 def new_request_id() -> str:
@@ -113,6 +116,15 @@ class RequestPipeline:
         self.access = ctx.access_log
         self.max_body = ctx.settings.max_body_bytes
         self.tracer = ctx.tracer if ctx.tracing_active else None
+        # requests that start a trace: drawn and judged here when the sampler goes by trace id alone
+        # (prod's parentbased_traceidratio); the SDK is asked for a span only when it will be sampled
+        ids = getattr(ctx.tracer_provider, "id_generator", None)
+        self._ids = ids if isinstance(ids, DrawnIdGenerator) else None
+        self._root_bound = (
+            root_sampling_bound(ctx.settings.traces_sampler, ctx.settings.traces_sampler_arg)
+            if self._ids is not None
+            else None
+        )
 
     def begin(self, method: str, path: str, headers: Mapping[bytes, bytes]) -> Flight:
         """A metered request starts: request id, in-flight gauge, trace context (and span)."""
@@ -130,7 +142,17 @@ class RequestPipeline:
                 carrier["tracestate"] = tracestate.decode("latin-1")
             parent = extract_context(carrier)
         if self.tracer is not None:
-            span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)  # type: ignore[arg-type]
+            if parent is None and self._root_bound is not None:
+                trace_id = draw_trace_id()
+                if trace_id & _TRACE_ID_LIMIT >= self._root_bound:  # not sampled: no SDK span
+                    span: trace.Span = NonRecordingSpan(
+                        SpanContext(trace_id, random.getrandbits(64), False, _UNSAMPLED)
+                    )
+                else:
+                    self._ids.use_next(trace_id)  # type: ignore[union-attr]  # the SDK samples this id
+                    span = self.tracer.start_span(method, kind=SpanKind.SERVER)
+            else:
+                span = self.tracer.start_span(method, context=parent, kind=SpanKind.SERVER)  # type: ignore[arg-type]
             flight.span = span
             flight.otel_token = otel_context.attach(trace.set_span_in_context(span, parent))  # type: ignore[arg-type]
         elif parent is not None:

@@ -6,10 +6,14 @@ trace context is injected into every outbound HTTP call with :func:`inject_trace
 
 from __future__ import annotations
 
+import random
+import threading
+
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
@@ -48,6 +52,45 @@ def build_sampler(name: str = "parentbased_always_on", arg: float | None = None)
     return ParentBased(rule) if name.startswith("parentbased_") else rule
 
 
+class DrawnIdGenerator(RandomIdGenerator):
+    """The SDK's random ids, except that a trace id drawn (and judged) beforehand by the request
+    pipeline is used for the next span this thread starts: see :func:`root_sampling_bound`."""
+
+    def __init__(self) -> None:
+        self._next = threading.local()
+
+    def use_next(self, trace_id: int) -> None:
+        self._next.trace_id = trace_id
+
+    def generate_trace_id(self) -> int:
+        trace_id = getattr(self._next, "trace_id", 0)
+        if trace_id:
+            self._next.trace_id = 0
+            return trace_id
+        return super().generate_trace_id()
+
+
+def root_sampling_bound(name: str, arg: float | None) -> int | None:
+    """For samplers that judge a new trace by its id alone (``*traceidratio``, ``*always_off``): the
+    bound under which ``trace_id & (2**64 - 1)`` is sampled, as the SDK's ``TraceIdRatioBased`` computes
+    it. The request pipeline draws the trace id of a request that starts a trace itself and only asks
+    the SDK for a span when it will be sampled (same decision, a fraction of the cost); ``None`` for the
+    other samplers."""
+    if name.endswith("traceidratio"):
+        return TraceIdRatioBased.get_bound_for_rate(1.0 if arg is None else arg)
+    if name.endswith("always_off"):
+        return 0
+    return None
+
+
+def draw_trace_id() -> int:
+    """A random non-zero 128-bit trace id (as the SDK's ``RandomIdGenerator`` draws them)."""
+    trace_id = random.getrandbits(128)
+    while not trace_id:
+        trace_id = random.getrandbits(128)
+    return trace_id
+
+
 def build_tracer_provider(
     service: str,
     otlp_endpoint: str | None,
@@ -58,6 +101,7 @@ def build_tracer_provider(
     provider = TracerProvider(
         resource=Resource.create({"service.name": service}),
         sampler=sampler or build_sampler(),
+        id_generator=DrawnIdGenerator(),
     )
     if otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

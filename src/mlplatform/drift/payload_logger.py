@@ -106,7 +106,7 @@ class PayloadLogger:
         self.drain_timeout_s = drain_timeout_s
         # write-ahead log segments, oldest first; records settle in queue (FIFO) order
         self._segments: collections.deque[_Segment] = collections.deque()
-        self._segment_records = max(1000, 8 * batch_size)
+        self._segment_records = max(10_000, 8 * batch_size)
         self._wal_open = False
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._queue: collections.deque[PayloadBatch] = collections.deque()

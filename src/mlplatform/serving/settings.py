@@ -110,7 +110,10 @@ class ServingSettings(ServiceSettings):
         1.0, ge=0, le=1, description="Fraction of inference rows logged for drift detection."
     )
     payload_batch_size: int = Field(
-        256, ge=1, description="Payload records sent to drift detection in one POST."
+        1000,
+        ge=1,
+        le=10_000,
+        description="Payload rows sent to drift detection in one POST (drift detection takes up to 10,000).",
     )
     payload_flush_interval_s: float = Field(
         2.0, gt=0, description="Longest a payload record waits before it is sent."
