@@ -258,7 +258,11 @@ def test_record_refuses_change_without_bump(tmp_path):
 
 # Values only one chart has (its own templates read them): drift-detection's database and retraining,
 # feature-store's database and materialisation CronJob.
-CHART_ONLY_VALUES = {"drift-detection": ("database", "retrain"), "feature-store": ("database", "materialize")}
+CHART_ONLY_VALUES = {
+    "drift-detection": ("database", "retrain"),
+    "feature-store": ("database", "materialize"),
+    "model-serving": ("batchScore",),
+}
 
 
 def test_value_schemas_agree_across_charts():
