@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,3 +138,88 @@ def test_rotated_api_key_takes_effect_without_restart(vault, jwt, tmp_path):
     assert "vault secrets rotated: MLPLATFORM_API_KEYS" in output
     assert output.count("vault login ok") == 1  # no restart, no re-login
     assert jwt not in output and hash_key("new-key") not in output
+
+
+def test_api_key_rotation_under_steady_load_and_vault_outage(vault, jwt, tmp_path):
+    """Inbound API keys rotated in OpenBao while a client sends requests back to back: keyring
+    {old} -> {old, new} (clients move to new) -> {new} (old refused). Then Vault is sealed: the
+    service keeps the last good keys, counts the failed reads and its last-refresh time stops;
+    unsealed, it refreshes again. 0 failed requests throughout; no key or token in the log."""
+    port = free_port()
+    log = tmp_path / "service.log"
+    proc = serve(service_env(vault, tmp_path, jwt), port, log)  # VAULT_REFRESH_INTERVAL_S=0.5
+    url = f"http://127.0.0.1:{port}"
+    keyring = lambda *keys: ",".join(f"{hash_key(k)}:drift:write" for k in keys)  # noqa: E731
+    current = {"key": "old-key"}
+    results: list[tuple[str, int]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while not stop.is_set():
+                key = current["key"]
+                r = client.post("/v1/records", json={"records": []}, headers={"X-API-Key": key})
+                results.append((key, r.status_code))
+
+    def accepted(key: str) -> bool:
+        return (
+            httpx.post(f"{url}/v1/records", json={"records": []}, headers={"X-API-Key": key}).status_code
+            != 401
+        )
+
+    def until(predicate, deadline_s: float = 20) -> float:  # noqa: ANN001
+        start = time.monotonic()
+        while not predicate():
+            assert time.monotonic() - start < deadline_s, "not within the deadline"
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+    def metric(name: str, **labels: str) -> float:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return sample.value
+        raise KeyError(name)
+
+    loader = threading.Thread(target=load, daemon=True)
+    try:
+        wait_ready(url, 120, proc, path="/v2/health/live")
+        loader.start()
+        until(lambda: len(results) > 20)
+        vault.put(PATH, {"MLPLATFORM_API_KEYS": keyring("old-key", "new-key")})
+        took_new = until(lambda: accepted("new-key"))
+        current["key"] = "new-key"
+        vault.put(PATH, {"MLPLATFORM_API_KEYS": keyring("new-key")})
+        took_revoke = until(lambda: not accepted("old-key"))
+        assert took_new < 5 and took_revoke < 5  # refresh interval 0.5 s + the 1 s refresh tick
+        # Vault unreachable (sealed): last good keys stay, failures counted, refresh time stops
+        vault.seal()
+        try:
+            until(lambda: metric("mlplatform_secrets_refresh_failures_total", stage="read") >= 2)
+            stale = metric("mlplatform_secrets_last_refresh_timestamp_seconds")
+            time.sleep(1.5)
+            assert metric("mlplatform_secrets_last_refresh_timestamp_seconds") == stale
+            assert accepted("new-key") and not accepted("old-key")
+        finally:
+            vault.unseal()
+        until(lambda: metric("mlplatform_secrets_last_refresh_timestamp_seconds") > stale)
+        until(lambda: len(results) > 200)
+    finally:
+        stop.set()
+        loader.join(timeout=30)
+        proc.terminate()
+        proc.wait(timeout=40)
+    failed = [(k, s) for k, s in results if s != 200]
+    assert failed == [], f"{len(failed)} of {len(results)} requests failed: {failed[:5]}"
+    assert {k for k, _ in results} == {"old-key", "new-key"}
+    output = log.read_text(errors="replace")
+    assert output.count("vault secrets rotated: MLPLATFORM_API_KEYS") == 2
+    assert "vault secret re-read failed, keeping last values" in output
+    for secret in (jwt, hash_key("old-key"), hash_key("new-key"), "old-key", "new-key"):
+        assert secret not in output
+    print(
+        f"rotation under load: {len(results)} requests, 0 failed; new key accepted after {took_new:.2f}s, "
+        f"old refused after {took_revoke:.2f}s (refresh interval 0.5 s)"
+    )
