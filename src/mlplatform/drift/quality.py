@@ -64,6 +64,8 @@ QUALITY_REFERENCE_ARTIFACT = "quality/reference.parquet"
 TAG_QUALITY_REFERENCE = "mlplatform.quality_reference"
 PREDICTION = "prediction"
 LABEL = "label"
+#: Seconds before a labelled reference that could not be loaded is tried again.
+REFERENCE_RETRY_S = 300.0
 #: Segment values with fewer rows than this are left out of drift-within-segment and disparate impact.
 MIN_SEGMENT_ROWS = 30
 
@@ -81,6 +83,7 @@ class VersionReference:
     metrics: dict[str, float | None] = field(default_factory=dict)
     frame: pd.DataFrame | None = None
     reason: str = ""
+    loaded_at: float = field(default_factory=time.monotonic)
 
 
 class QualityService:
@@ -147,12 +150,20 @@ class QualityService:
     # -- labelled reference ----------------------------------------------------------------------
     async def reference(self, model: str, version: str) -> VersionReference:
         key = (model, version)
-        if key in self._refs:
-            return self._refs[key]
+        ref = self._refs.get(key)
+        if ref is not None and not self._stale(ref):
+            return ref
         async with self._ref_locks.setdefault(key, asyncio.Lock()):
-            if key not in self._refs:
+            ref = self._refs.get(key)
+            if ref is None or self._stale(ref):
                 self._refs[key] = await asyncio.to_thread(self._load_reference, model, version)
         return self._refs[key]
+
+    @staticmethod
+    def _stale(ref: VersionReference) -> bool:
+        """A reference that could not be loaded is tried again after REFERENCE_RETRY_S (the registry may
+        have been down, or training may log it late)."""
+        return ref.cbpe is None and time.monotonic() - ref.loaded_at > REFERENCE_RETRY_S
 
     def _load_reference(self, model: str, version: str) -> VersionReference:
         cache = self.settings.drift_dir() / "reference" / model / version / "quality.parquet"
@@ -219,11 +230,12 @@ class QualityService:
                 m.labels(model, result).inc(n)
         if wrote.unknown:
             log.info("%d labels of %s match no stored prediction", len(wrote.unknown), model)
-        for window_id in sorted(wrote.windows):
-            await self._compute_window(window_id)
-        for version in sorted(wrote.versions):
-            await self._export(model, version)
-            await self._judge(model, version)
+        async with self._refresh_lock:  # not beside a refresh of the same window with older labels
+            for window_id in sorted(wrote.windows):
+                await self._compute_window(window_id)
+            for version in sorted(wrote.versions):
+                await self._export(model, version)
+                await self._judge(model, version)
         return LabelsResponse(
             accepted=wrote.accepted,
             updated=wrote.updated,

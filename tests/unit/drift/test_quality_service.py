@@ -265,3 +265,22 @@ async def test_a_segment_column_the_model_lacks_fails_start_up_naming_it(qregist
         async with running_app(settings):
             pass
     assert "DRIFT_SEGMENTS" in str(err.value) and QMODEL in str(err.value)
+
+
+async def test_a_version_without_labelled_reference_gets_realized_performance_but_no_estimate(
+    qregistry, tmp_path
+):
+    from tests.unit.drift.tiny_registry import MODEL, make_frame
+
+    settings = drift_settings(qregistry, tmp_path, window_size=200)
+    frame = make_frame(200, seed=3)
+    recs = records(frame, MODEL, "1", "noref")
+    y = (np.random.default_rng(4).random(200) < frame["prediction"]).astype(int)
+    async with running_app(settings) as (client, _):
+        assert (await client.post("/v1/records", json={"records": recs})).json()["windows_closed"] == 1
+        body = {"labels": [{"prediction_id": f"noref-{i}", "label": int(v)} for i, v in enumerate(y)]}
+        assert (await client.post(f"/v1/models/{MODEL}/labels", json=body)).json()["accepted"] == 200
+        w = (await client.get(f"/v1/models/{MODEL}/quality")).json()["windows"][0]
+        assert w["estimated"] is None and w["performance_dropped"] is None
+        assert "quality/reference.parquet" in w["detail"]["unavailable"]
+        assert w["realized"]["roc_auc"] == pytest.approx(roc_auc_score(y, frame["prediction"]))
