@@ -95,6 +95,19 @@ def test_cronjob_runs_batch_score_with_arguments_the_cli_accepts(enabled):
     assert any(labels.get(k) != v for k, v in service["spec"]["selector"].items())
 
 
+def test_enabled_chart_lints_and_validates_against_the_kubernetes_schemas(tmp_path):
+    from mlplatform.deploy.render import helm_lint
+    from tests.deploy.k8s import validate_object
+
+    values = tmp_path / "values.yaml"
+    values.write_text(ON)
+    helm_lint(CHART, [values], root=ROOT)
+    objects = helm_template(CHART, [values], release=CHART, namespace="ci", root=ROOT)
+    batch = [o for o in objects if o["metadata"]["name"] == CRONJOB]
+    assert sorted(o["kind"] for o in batch) == ["CronJob", "NetworkPolicy"]
+    assert [e for obj in batch for e in validate_object(obj)] == []
+
+
 def test_cronjob_and_its_pod_pass_every_gatekeeper_policy(enabled):
     cronjob = find(enabled, "CronJob", CRONJOB)
     template = cronjob["spec"]["jobTemplate"]["spec"]["template"]
