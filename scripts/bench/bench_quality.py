@@ -18,6 +18,11 @@
    training reference sample), mean realized and estimated ROC AUC and recall, and the mean absolute
    error of the estimate.
 
+3. Labels through ``POST /v1/models/{model}/labels`` of a real drift-detection process, on the embedded
+   SQLite store and on PostgreSQL back to back: 20,000 predictions ingested (20 windows of 1,000, CBPE
+   on each), then their 20,000 labels in batches of 2,000 (each batch stores the labels and recomputes
+   realized performance and the estimate of the windows it touches): labels per second.
+
 Run: .venv/bin/python scripts/bench/bench_quality.py   (part of ``make bench``)
 Environment: BENCH_QUALITY_ROWS (transactions generated, default 250,000).
 """
@@ -212,6 +217,70 @@ def bench_joint() -> dict[str, dict[str, float]]:
     return out
 
 
+LABELS = 20_000
+LABEL_BATCH = 2_000
+
+
+def bench_labels() -> dict[str, float]:
+    """labels/s per store backend (a real drift-detection process each)."""
+    import httpx
+    from tests.pg import start_postgres
+    from tests.procs import start_service
+    from tests.unit.drift.quality_registry import QMODEL, add_quality_model, labels, population
+    from tests.unit.drift.tiny_registry import make_registry, records
+
+    rates: dict[str, float] = {}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reg = make_registry(Path(tmp) / "registry")
+        add_quality_model(reg.uri, Path(tmp) / "quality")
+        pg = start_postgres(Path(tmp) / "pg")
+        try:
+            for backend, dsn in (("sqlite", ""), ("postgresql", pg.dsn())):
+                env = {
+                    **reg.env(),
+                    "MLPLATFORM_DATA_DIR": str(Path(tmp) / f"data-{backend}"),
+                    "DRIFT_AUTH_ENABLED": "false",
+                    "DRIFT_LOG_LEVEL": "WARNING",
+                    "DRIFT_WINDOW_SIZE": "1000",
+                    "DRIFT_RETRAIN_MODE": "off",
+                    "DRIFT_DATABASE_URL": dsn,
+                    "DRIFT_MULTIVARIATE": '{"methods": []}',
+                }
+                svc = start_service("drift-detection", env, Path(tmp) / "logs")
+                try:
+                    frame = population(LABELS, seed=9)
+                    recs = records(frame, QMODEL, "1", f"b-{backend}")
+                    y = labels(frame, 10)
+                    with httpx.Client(base_url=svc.url, timeout=120) as client:
+                        for i in range(0, len(recs), 1000):
+                            client.post(
+                                "/v1/records", json={"records": recs[i : i + 1000]}
+                            ).raise_for_status()
+                        client.get(f"/v1/models/{QMODEL}/quality").raise_for_status()  # estimates done
+                        bodies = [
+                            {
+                                "labels": [
+                                    {"prediction_id": f"b-{backend}-{j}", "label": int(y[j])}
+                                    for j in range(i, i + LABEL_BATCH)
+                                ]
+                            }
+                            for i in range(0, LABELS, LABEL_BATCH)
+                        ]
+                        t0 = time.perf_counter()
+                        for body in bodies:
+                            r = client.post(f"/v1/models/{QMODEL}/labels", json=body)
+                            r.raise_for_status()
+                            assert r.json()["accepted"] == LABEL_BATCH, r.text
+                        rates[backend] = LABELS / (time.perf_counter() - t0)
+                finally:
+                    svc.stop()
+        finally:
+            pg.stop()
+    return rates
+
+
 def main() -> None:
     t0 = time.perf_counter()
     train, ref, prod, _ = demo_data()
@@ -249,6 +318,10 @@ def main() -> None:
     for kind, s in joint.items():
         print(
             f"{kind:12}{s['windows']:>8}{s['drifted']:>8}{s['real']:>14.3f}{s['est']:>8.3f}{s['mae']:>8.3f}"
+        )
+    for backend, rate in bench_labels().items():
+        print(
+            f"labels/s through POST /v1/models/{{model}}/labels, {backend}: {rate:,.0f} ({LABELS:,} labels, batches of {LABEL_BATCH:,}, realized recomputed per batch)"
         )
     print("command: .venv/bin/python scripts/bench/bench_quality.py")
 
