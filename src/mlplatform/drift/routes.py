@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from mlplatform.core.auth import require_scope
 from mlplatform.core.errors import PayloadTooLarge
+from mlplatform.drift import report_sections
 from mlplatform.drift.dataplane import DriftService
 from mlplatform.drift.schemas import (
     DriftHistory,
@@ -122,7 +123,13 @@ def drift_router() -> APIRouter:
         dependencies=[Depends(require_scope("drift:read"))],
     )
     async def report(request: Request, model: str = MODEL) -> HTMLResponse:
-        return HTMLResponse(await _svc(request).report_html(model))
+        page = await _svc(request).report_html(model)
+        quality = getattr(request.app.state, "quality", None)  # labels, CBPE, segments (drift/quality.py)
+        if quality is not None:
+            page = report_sections.insert_sections(
+                page, await report_sections.quality_sections(quality, model)
+            )
+        return HTMLResponse(page)
 
     @router.post(
         "/v1/models/{model}/retrain",
