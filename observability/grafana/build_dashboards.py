@@ -714,6 +714,133 @@ def multivariate_panels() -> list[dict[str, Any]]:
     ]
 
 
+def quality_panels() -> list[dict[str, Any]]:
+    """drift-detection's model-quality row: realized (labels) vs CBPE-estimated performance."""
+    sel = f'model=~"$model", metric=~"$metric", {NS}'
+    return [
+        row("Model quality (realized from labels, estimated by CBPE; newest window)"),
+        stat(
+            "Model versions with a performance drop",
+            f"sum(max by (model, version) (mlplatform_drift_performance_dropped{{model=~\"$model\", {NS}}}))",
+            thresholds=[("green", None), ("red", 1)],
+            w=6,
+            description="Realized performance below the reference by more than DRIFT_PERFORMANCE_DROP.",
+        ),
+        timeseries(
+            "Realized vs estimated vs reference performance",
+            [
+                target(
+                    f"max by (model, version, metric) (mlplatform_drift_realized_performance{{{sel}}})",
+                    "realized {{metric}} {{model}} v{{version}}",
+                ),
+                target(
+                    f"max by (model, version, metric) (mlplatform_drift_estimated_performance{{{sel}}})",
+                    "estimated {{metric}} {{model}} v{{version}}",
+                ),
+                target(
+                    f"max by (model, version, metric) (mlplatform_drift_reference_performance{{{sel}}})",
+                    "reference {{metric}} {{model}} v{{version}}",
+                ),
+            ],
+            w=18,
+            description="Estimated (CBPE) arrives with each window; realized once enough labels arrived.",
+        ),
+        timeseries(
+            "Estimation error (estimated - realized)",
+            [
+                target(
+                    f"max by (model, version, metric) (mlplatform_drift_estimation_error{{{sel}}})",
+                    "{{metric}} {{model}} v{{version}}",
+                )
+            ],
+            w=8,
+        ),
+        timeseries(
+            "Labelled share of the newest window",
+            [
+                target(
+                    f'max by (model, version) (mlplatform_drift_labeled_ratio{{model=~"$model", {NS}}})',
+                    "{{model}} v{{version}}",
+                )
+            ],
+            unit="percentunit",
+            w=8,
+        ),
+        timeseries(
+            "Labels received per second by result",
+            [
+                target(
+                    f'sum by (model, result) (rate(mlplatform_drift_labels_total{{model=~"$model", {NS}}}[$__rate_interval]))',
+                    "{{model}} {{result}}",
+                )
+            ],
+            w=8,
+        ),
+    ]
+
+
+def segment_panels() -> list[dict[str, Any]]:
+    """drift-detection's segments and fairness row (DRIFT_SEGMENTS)."""
+    sel = f'model=~"$model", segment=~"$segment", {NS}'
+    return [
+        row("Segments and fairness (newest window)"),
+        timeseries(
+            "Disparate impact ratio by segment",
+            [
+                target(
+                    f"min by (model, segment) (mlplatform_drift_disparate_impact_ratio{{{sel}}})",
+                    "{{model}} {{segment}}",
+                )
+            ],
+            thresholds=[("red", None), ("green", 0.8)],
+            w=12,
+            description="Lowest over highest positive-prediction rate among a segment's values; below 0.8 "
+            "fails the four-fifths rule.",
+        ),
+        timeseries(
+            "Equal-opportunity difference by segment",
+            [
+                target(
+                    f"max by (model, segment) (mlplatform_drift_equal_opportunity_difference{{{sel}}})",
+                    "{{model}} {{segment}}",
+                )
+            ],
+            w=12,
+            description="Highest minus lowest recall among a segment's values (0 = equal).",
+        ),
+        table(
+            "Per segment value: records, prediction rate, drift share",
+            f"max by (model, segment, value) (mlplatform_drift_segment_records{{{sel}}})",
+            w=8,
+        ),
+        timeseries(
+            "Prediction rate by segment value",
+            [
+                target(
+                    f"max by (segment, value) (mlplatform_drift_segment_prediction_rate_ratio{{{sel}}})",
+                    "{{segment}}={{value}}",
+                )
+            ],
+            unit="percentunit",
+            w=8,
+        ),
+        timeseries(
+            "Realized recall and drift share by segment value",
+            [
+                target(
+                    f'max by (segment, value) (mlplatform_drift_segment_realized_performance{{metric="recall", {sel}}})',
+                    "recall {{segment}}={{value}}",
+                ),
+                target(
+                    f"max by (segment, value) (mlplatform_drift_segment_drift_share_ratio{{{sel}}})",
+                    "drift share {{segment}}={{value}}",
+                ),
+            ],
+            w=8,
+        ),
+    ]
+
+
 def drift() -> dict[str, Any]:
     return dashboard(
         "mlplatform-drift",
@@ -787,6 +914,8 @@ def drift() -> dict[str, Any]:
                 ],
             ),
             *multivariate_panels(),
+            *quality_panels(),
+            *segment_panels(),
             row("Windows and ingestion"),
             timeseries(
                 "Records in the last closed window / collected for the next",
@@ -858,6 +987,8 @@ def drift() -> dict[str, Any]:
         ],
         query_var("model", "Model", "label_values(mlplatform_drift_windows_total, model)"),
         query_var("feature", "Feature", "label_values(mlplatform_drift_feature_drifted, feature)"),
+        query_var("metric", "Metric", "label_values(mlplatform_drift_realized_performance, metric)"),
+        query_var("segment", "Segment", "label_values(mlplatform_drift_segment_records, segment)"),
     )
 
 
