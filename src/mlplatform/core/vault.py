@@ -397,8 +397,10 @@ class VaultSecretsBackend:
                 resp = self._client.auth.token.renew_self(increment=f"{increment}s" if increment else None)
                 auth = resp["auth"]
                 new_lease = float(auth.get("lease_duration") or 0)
-                # A renewal capped by the max TTL that leaves less than a refresh interval: log in again.
-                if new_lease > min(self.config.refresh_interval_s, self._login_lease / 4):
+                # A renewal capped by the max TTL to less than half a login's lease: log in again now,
+                # rather than renew ever shorter leases up to the cap (Vault rounds them up to whole
+                # seconds, so the last one can end between two ticks).
+                if new_lease >= self._login_lease / 2:
                     with self._lock:
                         self._token = _Token(now, new_lease, bool(auth.get("renewable")))
                         self.stats.renewals += 1
