@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
+from threadpoolctl import threadpool_limits
 
 from mlplatform.drift import stats
 
@@ -253,8 +254,11 @@ def domain_classifier_auc(
         clf: Any = HistGradientBoostingClassifier(max_iter=100, random_state=42)
     else:
         clf = SGDClassifier(loss="log_loss", random_state=42)
-    clf.fit(x_train, y_train)
-    proba = clf.predict_proba(x_test)[:, 1]
+    # one OpenMP thread: the drift service runs this in a worker thread beside the event loop, and on a
+    # busy node OpenMP's spinning workers made gradient boosting ~17x slower (9.4 s vs 0.55 s measured)
+    with threadpool_limits(1, "openmp"):
+        clf.fit(x_train, y_train)
+        proba = clf.predict_proba(x_test)[:, 1]
     return float(roc_auc_score(y_test, proba)), y_test
 
 
@@ -272,6 +276,13 @@ class PreparedMultivariate:
         self.sigma = median_bandwidth(self.x_ref) if MMD in options.methods and len(self.x_ref) > 1 else 1.0
 
     def detect(self, current: pd.DataFrame) -> MultivariateDrift:
+        """Both configured tests on ``current``, on one BLAS/OpenMP thread: a pod's CPU limit is not
+        what OpenBLAS and OpenMP size their pools by, and on a busy 2-core machine one thread was
+        faster (MMD 2 x 5,000 x 20: 2.0 s vs 3.6 s; gradient boosting 0.55 s vs 9.4 s)."""
+        with threadpool_limits(1):
+            return self._detect(current)
+
+    def _detect(self, current: pd.DataFrame) -> MultivariateDrift:
         opts = self.options
         x_cur = self.encoder.encode(_sample(current[self.columns], opts.max_rows, opts.seed))
         results: dict[str, MethodResult] = {}
