@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.core.errors import InvalidInput, NotFound, PayloadTooLarge
+from mlplatform.core.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from mlplatform.core.registry import ModelRef, resolve_version
 from mlplatform.drift import stats
 from mlplatform.drift.dataplane import DriftService
@@ -253,7 +253,15 @@ class QualityService:
             todo = await self.drift._db(self.store.windows_without_quality, 100)
             touched: set[tuple[str, str]] = set()
             for window_id, model, version in todo:
-                await self._compute_window(window_id, model, version)
+                try:
+                    await self._compute_window(window_id, model, version)
+                except Unavailable:
+                    raise  # the database: nothing else will work either
+                except Exception:  # noqa: BLE001 - one bad window must not hold up the others
+                    log.exception(
+                        "quality of window %d (%s/%s) failed; tried again later", window_id, model, version
+                    )
+                    continue
                 touched.add((model, version))
                 done += 1
             for model, version in sorted(touched):
@@ -274,7 +282,12 @@ class QualityService:
         ref = await self.reference(model, version)
         previous = await self.drift._db(self.store.quality_result, window_id)
         specs = self.specs.get(model, [])
-        det = await self.drift.detector(model, version) if specs else None
+        det = None
+        if specs:
+            try:
+                det = await self.drift.detector(model, version)
+            except Exception as exc:  # noqa: BLE001 - segments without drift-within-segment this time
+                log.warning("reference of %s/%s unavailable for segment drift: %s", model, version, exc)
         result, n, n_labeled = await asyncio.to_thread(
             self._window_result, model, version, records, ref, specs, det, previous
         )
@@ -468,9 +481,18 @@ class QualityService:
                 await self.drift._fire(model, version, reason)
 
     # -- queries ---------------------------------------------------------------------------------
+    async def _refresh_quietly(self) -> None:
+        """Bring results up to date before a read; a failure (logged) leaves the stored results to answer."""
+        try:
+            await self.refresh()
+        except Unavailable:
+            raise
+        except Exception:  # noqa: BLE001
+            log.exception("computing window quality before a read failed")
+
     async def history(self, model: str, limit: int, version: str | None) -> QualityHistory:
         await self.drift._latest_version(model)  # 404 for models nobody knows
-        await self.refresh()
+        await self._refresh_quietly()
         rows: list[QualityRow] = await self.drift._db(self.store.quality_rows, model, limit, version)
         return QualityHistory(
             model=model,
@@ -496,7 +518,7 @@ class QualityService:
         await self.drift._latest_version(model)
         if model not in self.specs:
             raise NotFound(f"no segment columns are configured for model {model!r} (DRIFT_SEGMENTS)")
-        await self.refresh()
+        await self._refresh_quietly()
         rows: list[QualityRow] = await self.drift._db(self.store.quality_rows, model, 1000, None)
         if window_id is not None:
             rows = [r for r in rows if r.window_id == window_id]
