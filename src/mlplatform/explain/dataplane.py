@@ -28,7 +28,7 @@ from mlplatform.explain.inputs import feature_matrix
 from mlplatform.explain.loader import load_model_version
 from mlplatform.explain.metrics import ExplainMetrics
 from mlplatform.explain.settings import ExplainSettings
-from mlplatform.serving.protocol import parse_infer_request
+from mlplatform.v2.codec import parse_infer_request
 
 log = logging.getLogger("mlplatform.explain")
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from mlplatform.core.errors import InvalidInput
 from mlplatform.explain.settings import ExplainSettings
-from mlplatform.serving.protocol import InputSchema
+from mlplatform.v2.schema import InputSchema
 
 log = logging.getLogger("mlplatform.explain")
 

@@ -1,6 +1,6 @@
 """Turn a V2 request into the model's feature matrix, validating exactly like serving.
 
-Parsing and validation are serving's own (:mod:`mlplatform.serving.protocol`): the same checks, the
+Parsing and validation are the V2 codec's (:mod:`mlplatform.v2.codec`), as in serving: the same checks, the
 same 400/422 messages. A request carries either every model input (one tensor per column, or one
 2-D tensor in column order), or the entity keys ``user_id`` and ``merchant_id`` plus request-time
 fields, in which case the other features come from the feature store's online read.
@@ -14,14 +14,8 @@ from typing import Any
 import numpy as np
 
 from mlplatform.core.errors import InvalidInput, PlatformError, Unavailable
-from mlplatform.serving.protocol import (
-    InputSchema,
-    ParsedRequest,
-    assemble_frame,
-    entity_rows,
-    frame_from_rows,
-    is_entity_request,
-)
+from mlplatform.v2.codec import ParsedRequest, assemble_frame, entity_rows, frame_from_rows, is_entity_request
+from mlplatform.v2.schema import InputSchema
 
 
 async def feature_matrix(

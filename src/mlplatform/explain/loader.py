@@ -11,9 +11,8 @@ import pandas as pd
 from mlplatform.core.errors import InvalidInput
 from mlplatform.core.registry import TAG_FEATURE_SERVICE, ResolvedVersion, download_reference
 from mlplatform.explain.explainers import LoadedModel, UnsupportedModel
-from mlplatform.serving.protocol import ColumnSpec, InputSchema
-from mlplatform.serving.runtimes import UnsupportedModel as ServingUnsupported
-from mlplatform.serving.runtimes import schema_from_signature
+from mlplatform.v2.schema import ColumnSpec, InputSchema, schema_from_signature
+from mlplatform.v2.schema import UnsupportedModel as ServingUnsupported
 
 PREDICTION_COLUMN = "prediction"
 

@@ -10,7 +10,7 @@ from mlplatform.core.logging import request_id_var
 from mlplatform.core.responses import JSONResponse
 from mlplatform.explain.dataplane import ExplainDataPlane
 from mlplatform.explain.schemas import ExplainResponse, ImportanceResponse
-from mlplatform.serving.protocol import REQUEST_BODY_DOC
+from mlplatform.v2.types import REQUEST_BODY_DOC
 
 
 class ErrorBody(BaseModel):

@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from mlplatform.serving.protocol import Frame
 from mlplatform.serving.runtimes import Prediction
+from mlplatform.v2.codec import Frame
 
 
 class BatcherClosed(Exception):

@@ -21,25 +21,20 @@ from mlplatform.serving.metrics import (
     OUTCOME_UNAVAILABLE,
     ServingMetrics,
 )
-from mlplatform.serving.protocol import (
-    COLUMN_DATATYPE,
-    ENTITY_KEYS,
-    Frame,
-    MetadataTensor,
-    ModelMetadata,
-    ParsedRequest,
-    ServerMetadata,
-    assemble_frame,
-    entity_rows,
-    fast_numeric_frame,
-    frame_from_rows,
-    is_entity_request,
-    load_json,
-    parse_infer_document,
-)
 from mlplatform.serving.repository import ModelHandle, ModelRepository
 from mlplatform.serving.runtimes import Prediction
 from mlplatform.serving.settings import ServingSettings
+from mlplatform.v2.codec import (
+    ENTITY_KEYS,
+    Frame,
+    ParsedRequest,
+    decode,
+    entity_rows,
+    frame_from_rows,
+    load_json,
+)
+from mlplatform.v2.schema import COLUMN_DATATYPE
+from mlplatform.v2.types import MetadataTensor, ModelMetadata, ServerMetadata
 
 log = logging.getLogger("mlplatform.serving.dataplane")
 
@@ -120,22 +115,23 @@ class DataPlane:
             handle = self._handle(name, version)
             model_version = handle.model.version
             doc = load_json(body)
-            frame = fast_numeric_frame(
-                doc, handle.model.schema, allow_nan=self.allow_nan, max_rows=self.max_rows
-            )
-            req: ParsedRequest | None = None
+            frame, req = decode(doc, handle.model.schema, allow_nan=self.allow_nan, max_rows=self.max_rows)
             inputs_rows: list[dict[str, Any]] | None = None
             if frame is None:
-                req = parse_infer_document(doc, max_rows=self.max_rows)
-                frame, inputs_rows = await self._frame(handle, req)
+                assert req is not None
+                frame, inputs_rows = await self._entity_frame(handle, req)
             try:
                 pred = await handle.batcher.submit(frame)
             except BatcherClosed:
                 # swapped while we waited for features: run on the version now being served
                 handle = self._handle(name, version)
                 model_version = handle.model.version
-                req = req or parse_infer_document(doc, max_rows=self.max_rows)
-                frame, inputs_rows = await self._frame(handle, req)
+                frame, req = decode(
+                    doc, handle.model.schema, allow_nan=self.allow_nan, max_rows=self.max_rows
+                )
+                if frame is None:
+                    assert req is not None
+                    frame, inputs_rows = await self._entity_frame(handle, req)
                 pred = await handle.batcher.submit(frame)
             if req is None:
                 rid, wanted = doc.get("id") or request_id, None
@@ -161,14 +157,12 @@ class DataPlane:
             self._log_payloads(handle, rid, pid, frame, inputs_rows, pred)
         return out
 
-    async def _frame(
+    async def _entity_frame(
         self, handle: ModelHandle, req: ParsedRequest
-    ) -> tuple[Frame, list[dict[str, Any]] | None]:
-        schema = handle.model.schema
-        if is_entity_request(req, schema):
-            rows = await self._entity_features(handle, req)
-            return frame_from_rows(rows, schema, allow_nan=self.allow_nan), rows
-        return assemble_frame(req, schema, allow_nan=self.allow_nan), None
+    ) -> tuple[Frame, list[dict[str, Any]]]:
+        """An entity-keyed request: the model's inputs fetched from the feature store."""
+        rows = await self._entity_features(handle, req)
+        return frame_from_rows(rows, handle.model.schema, allow_nan=self.allow_nan), rows
 
     async def _entity_features(self, handle: ModelHandle, req: ParsedRequest) -> list[dict[str, Any]]:
         model = handle.model

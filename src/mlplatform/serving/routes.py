@@ -15,13 +15,7 @@ from mlplatform.core.logging import request_id_var
 from mlplatform.core.pipeline import FastHandler
 from mlplatform.core.responses import JSONResponse
 from mlplatform.serving.dataplane import DataPlane
-from mlplatform.serving.protocol import (
-    REQUEST_BODY_DOC,
-    InferenceResponse,
-    ModelMetadata,
-    ModelReady,
-    ServerMetadata,
-)
+from mlplatform.v2.types import REQUEST_BODY_DOC, InferenceResponse, ModelMetadata, ModelReady, ServerMetadata
 
 
 class ErrorBody(BaseModel):

@@ -22,17 +22,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mlplatform.serving.protocol import COLUMN_DATATYPE, ColumnSpec, Frame, InputSchema, MetadataTensor
+from mlplatform.v2.codec import Frame
+from mlplatform.v2.schema import (
+    ColumnSpec,
+    InputSchema,
+    UnsupportedModel,
+    schema_from_signature,
+)
+from mlplatform.v2.types import MetadataTensor
 
 log = logging.getLogger("mlplatform.serving.runtimes")
 
 PROBABILITY = "probability"
 LABEL = "label"
 PREDICTION = "prediction"
-
-
-class UnsupportedModel(Exception):
-    """The model folder holds no flavor serving can run, or no usable signature."""
 
 
 @dataclass(slots=True)
@@ -202,6 +205,8 @@ class OnnxRuntime:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
         self.session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+        # kept only while a cache entry is written from it (load_local_model(keep_onnx=True))
+        self.model_bytes: bytes | None = model_bytes
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.dtype = input_dtype
@@ -308,30 +313,6 @@ class LoadedModel:
         }
 
 
-def schema_from_signature(signature: Any) -> InputSchema:
-    """Input columns (in order) from an MLflow signature; a tensor signature becomes f0..fN-1."""
-    if signature is None or signature.inputs is None:
-        raise UnsupportedModel("model was logged without a signature; serving needs one")
-    inputs = signature.inputs
-    if inputs.is_tensor_spec():
-        specs = inputs.inputs
-        shape = specs[0].shape if len(specs) == 1 else None
-        if shape is None or len(shape) != 2 or shape[1] in (-1, None):
-            raise UnsupportedModel("tensor signatures must be one 2-D input with a fixed column count")
-        kind = np.dtype(specs[0].type).kind
-        col_type = "double" if kind == "f" else "long" if kind in "iu" else "boolean" if kind == "b" else ""
-        if not col_type:
-            raise UnsupportedModel(f"unsupported tensor dtype {specs[0].type}")
-        return InputSchema(tuple(ColumnSpec(f"f{j}", col_type) for j in range(shape[1])))
-    cols = []
-    for spec in inputs.inputs:
-        type_name = getattr(spec.type, "name", str(spec.type))
-        if type_name not in COLUMN_DATATYPE:
-            raise UnsupportedModel(f"column '{spec.name}' has type {type_name}, which serving cannot feed")
-        cols.append(ColumnSpec(spec.name, type_name))
-    return InputSchema(tuple(cols))
-
-
 def _check_matrix(mlmodel: Any, folder: Path, schema: InputSchema, reference: Any) -> np.ndarray | None:
     frames = []
     try:
@@ -374,8 +355,12 @@ def load_local_model(
     onnx_threads: int = 1,
     torch_device: str = "auto",
     reference: Any = None,
+    keep_onnx: bool = False,
 ) -> LoadedModel:
-    """Load an MLflow model folder natively, try the ONNX fast path, check parity, warm it up."""
+    """Load an MLflow model folder natively, try the ONNX fast path, check parity, warm it up.
+
+    When ONNX Runtime serves, the native model is not kept (nothing in serving calls it again), nor
+    the ONNX bytes unless ``keep_onnx`` (the cache's prepare step writes them out)."""
     from mlflow.models import Model
 
     # Serving trusts its own registry: MLflow refuses to unpickle (or skops-load) without this.
@@ -435,6 +420,8 @@ def load_local_model(
     if schema.numeric:
         med = np.median(check, axis=0)
         defaults = {c.name: float(v) for c, v in zip(schema.columns, med, strict=True) if math.isfinite(v)}
+    if isinstance(chosen, OnnxRuntime) and not keep_onnx:
+        chosen.model_bytes = None
     log.info(
         "loaded model %s/%s with runtime %s (%s)",
         name,
@@ -455,7 +442,43 @@ def load_local_model(
         device=device if chosen is native else "cpu",
         defaults=defaults,
         load_seconds=time.perf_counter() - start,
-        native=native,
+        native=native if chosen is native else None,
+    )
+
+
+def load_prepared(entry: Any, *, name: str, version: str, onnx_threads: int = 1) -> LoadedModel:  # noqa: ANN401
+    """A model served by ONNX Runtime from a verified cache entry (:mod:`mlplatform.serving.cache`):
+    no native load, conversion or parity check, and no scikit-learn, torch or mlflow import."""
+    start = time.perf_counter()
+    meta = entry.meta
+    spec = meta["onnx"]
+    classes = np.asarray(spec["classes"]) if spec.get("classes") is not None else None
+    runtime = OnnxRuntime(
+        entry.onnx,
+        threads=onnx_threads,
+        input_dtype=np.dtype(spec["input_dtype"]).type,
+        kind=spec["kind"],
+        classes=classes,
+        transform=spec.get("transform", "none"),
+    )
+    runtime.model_bytes = None
+    schema = InputSchema(tuple(ColumnSpec(n, t) for n, t in meta["schema"]))
+    check = entry.check_rows
+    if check is not None and len(check):  # warm-up: a few single rows, as load_local_model does
+        for _ in range(3):
+            runtime.predict(Frame(matrix=check[:1], columns={}, n_rows=1))
+    return LoadedModel(
+        name=name,
+        version=version,
+        platform=meta["platform"],
+        schema=schema,
+        runtime=runtime,
+        outputs=[MetadataTensor(name=n, datatype=d, shape=[-1]) for n, d in meta["outputs"]],
+        check_rows=check,
+        runtime_reason=meta["runtime_reason"] + " (prepared once, from the pod's model cache)",
+        device="cpu",
+        defaults={k: float(v) for k, v in meta.get("defaults", {}).items()},
+        load_seconds=time.perf_counter() - start,
     )
 
 

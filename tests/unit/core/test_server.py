@@ -20,7 +20,6 @@ import orjson
 import pytest
 import uvicorn
 from fastapi import APIRouter
-
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mlplatform.serving.batching import AdaptiveBatcher, BatcherClosed
-from mlplatform.serving.protocol import Frame
 from mlplatform.serving.runtimes import Prediction
+from mlplatform.v2.codec import Frame
 
 
 def frame(values: list[float]) -> Frame:

@@ -1,6 +1,6 @@
 """``fast_numeric_frame`` against the general parser (``parse_infer_document`` + ``assemble_frame``).
 
-The contract (see :func:`mlplatform.serving.protocol.fast_numeric_frame`): for every decoded document
+The contract (see :func:`mlplatform.v2.codec.fast_numeric_frame`): for every decoded document
 the fast path either returns ``None`` or exactly the frame the general path builds (same float64
 matrix, shape and row count), so the general path never rejects a document the fast path accepted.
 Neither path may raise anything but a 4xx (``InvalidInput``/``BadRequest``) on client input.
@@ -30,15 +30,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mlplatform.core.errors import BadRequest, InvalidInput
-from mlplatform.serving.protocol import (
-    ColumnSpec,
-    Frame,
-    InputSchema,
-    assemble_frame,
-    fast_numeric_frame,
-    load_json,
-    parse_infer_document,
-)
+from mlplatform.v2.codec import Frame, assemble_frame, fast_numeric_frame, load_json, parse_infer_document
+from mlplatform.v2.schema import ColumnSpec, InputSchema
 
 T = TypeVar("T")
 

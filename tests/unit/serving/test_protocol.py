@@ -1,4 +1,4 @@
-"""V2 request parsing and validation (mlplatform.serving.protocol): every client mistake is a 4xx naming the input."""
+"""V2 request parsing and validation (mlplatform.v2.codec): every client mistake is a 4xx naming the input."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import orjson
 import pytest
 
 from mlplatform.core.errors import BadRequest, InvalidInput
-from mlplatform.serving.protocol import (
-    ColumnSpec,
-    InputSchema,
+from mlplatform.v2.codec import (
     assemble_frame,
     entity_rows,
     frame_from_rows,
     is_entity_request,
     parse_infer_request,
 )
+from mlplatform.v2.schema import ColumnSpec, InputSchema
 
 SCHEMA = InputSchema(
     (
@@ -194,7 +193,7 @@ def test_malformed_json_is_400_and_non_object_is_422():
 
 def test_out_of_range_numbers_from_a_decoded_document():
     """Callers that decode JSON themselves (Python's json keeps big ints) still get a 422."""
-    from mlplatform.serving.protocol import parse_infer_document
+    from mlplatform.v2.codec import parse_infer_document
 
     for datatype, fragment in (
         ("FP64", "number out of the FP64 range"),

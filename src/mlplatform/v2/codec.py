@@ -1,146 +1,31 @@
-"""Open Inference Protocol (V2) request parsing and validation, shared by serving and explainability.
+"""The V2 codec: request bodies to a model's input frame, with every client mistake a 4xx naming the input.
 
-The hot path does not go through pydantic: :func:`parse_infer_request` decodes the body with orjson
-and checks it by hand (names, shapes, datatypes, element counts, NaN/Inf), then
-:func:`assemble_frame` maps the tensors onto a model's input schema (one input per signature
-column with shape ``[N]`` or ``[N, 1]``, or a single 2-D ``[N, n_columns]`` input in signature
-order). Every client mistake raises :class:`~mlplatform.core.errors.InvalidInput` (422) or
-:class:`~mlplatform.core.errors.BadRequest` (400) with a message naming the input.
-
-The pydantic models below describe the same documents for the OpenAPI schema and for clients.
+:func:`decode` is the one entry point: the common request (one number/boolean input per model column)
+takes the one-pass fast path (:func:`fast_numeric_frame`); anything else is checked by hand by
+:func:`parse_infer_document` (names, shapes, datatypes, element counts, NaN/Inf) and mapped onto the
+schema by :func:`assemble_frame` (one input per signature column with shape ``[N]`` or ``[N, 1]``, or
+a single 2-D ``[N, n_columns]`` input in signature order). Errors are
+:class:`~mlplatform.core.errors.InvalidInput` (422) or :class:`~mlplatform.core.errors.BadRequest` (400).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, Field
 
 from mlplatform.core.errors import BadRequest, InvalidInput
+from mlplatform.v2.schema import COLUMN_ACCEPTS, COLUMN_DATATYPE, ColumnSpec, InputSchema
+from mlplatform.v2.types import DATATYPE_SET, DATATYPES, FLOAT_TYPES, INT_TYPES, SIGNED_INT_TYPES
 
-# ---------------------------------------------------------------------------------------------
-# Documents (OpenAPI)
-# ---------------------------------------------------------------------------------------------
-
-DATATYPES = (
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-)
-_DATATYPE_SET = frozenset(DATATYPES)
-FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
-INT_TYPES = frozenset({"UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"})
 ENTITY_KEYS = ("user_id", "merchant_id")
-_SIGNED_INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64"})
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
 _NON_FINITE.update({"infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf})
 
-
-class RequestInput(BaseModel):
-    """One input tensor of an inference request."""
-
-    name: str = Field(description="Input name: a signature column, or any name for one 2-D input.")
-    shape: list[int] = Field(description="Tensor shape, e.g. [N] or [N, 1] per column, [N, C] for 2-D.")
-    datatype: str = Field(description="One of " + ", ".join(DATATYPES) + ".")
-    parameters: dict[str, Any] | None = Field(None, description="Optional per-input parameters.")
-    data: list[Any] = Field(description="Tensor contents, flat (row-major) or nested to match shape.")
-
-
-class RequestOutput(BaseModel):
-    """An output the client asks for (all outputs when the list is omitted)."""
-
-    name: str = Field(description="Output name: 'probability' or 'label'.")
-    parameters: dict[str, Any] | None = Field(None, description="Optional per-output parameters.")
-
-
-class InferenceRequest(BaseModel):
-    """``POST /v2/models/{name}/infer`` body."""
-
-    id: str | None = Field(None, description="Request id echoed in the response (generated when absent).")
-    parameters: dict[str, Any] | None = Field(None, description="Optional request parameters.")
-    inputs: list[RequestInput] = Field(description="Input tensors.")
-    outputs: list[RequestOutput] | None = Field(None, description="Requested outputs (default: all).")
-
-
-class ResponseOutput(BaseModel):
-    """One output tensor of an inference response."""
-
-    name: str = Field(description="Output name.")
-    shape: list[int] = Field(description="Tensor shape.")
-    datatype: str = Field(description="Tensor datatype.")
-    parameters: dict[str, Any] | None = Field(None, description="Optional per-output parameters.")
-    data: list[Any] = Field(description="Tensor contents (flat).")
-
-
-class InferenceResponse(BaseModel):
-    """Inference response."""
-
-    model_name: str = Field(description="Registered model name.")
-    model_version: str = Field(description="Registered model version that answered.")
-    id: str = Field(description="Request id.")
-    parameters: dict[str, Any] | None = Field(None, description="Optional response parameters.")
-    outputs: list[ResponseOutput] = Field(description="Output tensors.")
-
-
-class MetadataTensor(BaseModel):
-    """Name, datatype and shape of a model input or output (-1: any size)."""
-
-    name: str
-    datatype: str
-    shape: list[int]
-
-
-class ModelMetadata(BaseModel):
-    """``GET /v2/models/{name}``."""
-
-    name: str = Field(description="Registered model name.")
-    versions: list[str] = Field(description="Loaded version(s).")
-    platform: str = Field(description="Framework of the model: 'sklearn' or 'pytorch'.")
-    inputs: list[MetadataTensor] = Field(description="Inputs, one per signature column.")
-    outputs: list[MetadataTensor] = Field(description="Outputs.")
-    parameters: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Serving details: runtime in use (onnxruntime or native), reason, alias, device.",
-    )
-
-
-class ServerMetadata(BaseModel):
-    """``GET /v2``."""
-
-    name: str
-    version: str
-    extensions: list[str] = Field(default_factory=list)
-
-
-class ModelReady(BaseModel):
-    """``GET /v2/models/{name}/ready``."""
-
-    name: str
-    ready: bool
-
-
-REQUEST_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": InferenceRequest.model_json_schema()}},
-    }
-}
 
 # ---------------------------------------------------------------------------------------------
 # Parsed request
@@ -240,7 +125,7 @@ def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor
     if shape[0] > max_rows:
         raise InvalidInput(f"input '{name}': {shape[0]} rows exceeds the limit of {max_rows} per request")
     datatype = raw.get("datatype")
-    if type(datatype) is not str or datatype not in _DATATYPE_SET:  # a list/dict is unhashable
+    if type(datatype) is not str or datatype not in DATATYPE_SET:  # a list/dict is unhashable
         raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
     data = raw.get("data")
     if type(data) is not list:
@@ -315,74 +200,6 @@ def _to_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
     return np.asarray(flat, dtype=object)
 
 
-# ---------------------------------------------------------------------------------------------
-# Mapping tensors onto a model's input schema
-# ---------------------------------------------------------------------------------------------
-
-# MLflow column types -> the V2 datatypes a client may send for them.
-_COLUMN_ACCEPTS: dict[str, frozenset[str]] = {
-    "double": FLOAT_TYPES | INT_TYPES,
-    "float": FLOAT_TYPES | INT_TYPES,
-    "long": INT_TYPES,
-    "integer": INT_TYPES,
-    "boolean": frozenset({"BOOL"}) | INT_TYPES,
-    "string": frozenset({"BYTES"}),
-}
-COLUMN_DATATYPE = {
-    "double": "FP64",
-    "float": "FP32",
-    "long": "INT64",
-    "integer": "INT32",
-    "boolean": "BOOL",
-    "string": "BYTES",
-}
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One model input column (from the MLflow signature)."""
-
-    name: str
-    type: str  # double | float | long | integer | boolean | string
-
-
-@dataclass(frozen=True)
-class InputSchema:
-    """The ordered input columns of a model."""
-
-    columns: tuple[ColumnSpec, ...]
-
-    @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.columns]
-
-    @property
-    def numeric(self) -> bool:
-        return all(c.type != "string" for c in self.columns)
-
-    def index(self) -> dict[str, ColumnSpec]:
-        return {c.name: c for c in self.columns}
-
-    @functools.cached_property
-    def fast_plan(self) -> dict[str, tuple[int, frozenset[str], str]] | None:
-        """Per column name: (position, datatypes the fast path takes, value kind); None with a string column.
-
-        Value kinds: ``real`` (double/float columns: finite numbers), ``int`` (long/integer columns:
-        int64 integers), ``bool`` (boolean columns: true/false, or 0/1 in an integer tensor).
-        """
-        plan: dict[str, tuple[int, frozenset[str], str]] = {}
-        for j, c in enumerate(self.columns):
-            if c.type in ("double", "float"):
-                plan[c.name] = (j, FLOAT_TYPES | _SIGNED_INT_TYPES, "real")
-            elif c.type in ("long", "integer"):
-                plan[c.name] = (j, _SIGNED_INT_TYPES, "int")
-            elif c.type == "boolean":
-                plan[c.name] = (j, _SIGNED_INT_TYPES | {"BOOL"}, "bool")
-            else:
-                return None
-        return plan
-
-
 @dataclass(slots=True)
 class Frame:
     """Rows in signature column order: a float64 matrix (numeric schemas) or per-column arrays."""
@@ -410,7 +227,7 @@ def _column_vector(t: Tensor) -> np.ndarray:
 
 
 def _check_values(name: str, col: ColumnSpec, t_datatype: str, arr: np.ndarray, allow_nan: bool) -> None:
-    if t_datatype not in _COLUMN_ACCEPTS[col.type]:
+    if t_datatype not in COLUMN_ACCEPTS[col.type]:
         raise InvalidInput(
             f"input '{name}': datatype {t_datatype} does not match column type {col.type} "
             f"(send {COLUMN_DATATYPE[col.type]})"
@@ -558,7 +375,7 @@ def fast_numeric_frame(
             for v in data:
                 if type(v) is not int or (v != 0 and v != 1):
                     return None
-        elif kind == "int" or datatype in _SIGNED_INT_TYPES:
+        elif kind == "int" or datatype in SIGNED_INT_TYPES:
             for v in data:
                 if type(v) is not int or v < _INT64_MIN or v > _INT64_MAX:
                     return None
@@ -629,3 +446,26 @@ def entity_rows(req: ParsedRequest) -> list[dict[str, Any]]:
             raise InvalidInput(f"input '{key}': missing (entity requests need {' and '.join(ENTITY_KEYS)})")
     lists = {k: v.tolist() for k, v in vectors.items()}
     return [{k: v[i] for k, v in lists.items()} for i in range(n_rows or 0)]
+
+
+def decode(
+    doc: Any,  # noqa: ANN401 - a decoded JSON document, checked here
+    schema: InputSchema,
+    *,
+    allow_nan: bool = False,
+    max_rows: int = 10_000,
+) -> tuple[Frame | None, ParsedRequest | None]:
+    """A decoded V2 inference document as the model's input frame.
+
+    Returns ``(frame, None)`` for the common request (the fast path: no ``Tensor`` objects),
+    ``(frame, request)`` for any other valid request, and ``(None, request)`` for a request that names
+    entity keys instead of the model's inputs (the caller fetches the features, then
+    :func:`frame_from_rows`). Raises the 4xx naming the input for anything invalid.
+    """
+    frame = fast_numeric_frame(doc, schema, allow_nan=allow_nan, max_rows=max_rows)
+    if frame is not None:
+        return frame, None
+    req = parse_infer_document(doc, max_rows=max_rows)
+    if is_entity_request(req, schema):
+        return None, req
+    return assemble_frame(req, schema, allow_nan=allow_nan), req
