@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
@@ -48,6 +49,33 @@ def require_secret(backend: SecretsBackend, name: str) -> str:
     if value is None:
         raise SecretNotFound(f"secret {name!r} is not set in the {type(backend).__name__}")
     return value
+
+
+def follow_secret(backend: SecretsBackend, name: str, apply: Callable[[str | None], None]) -> bool:
+    """Call ``apply(new value)`` whenever the backend reports that secret ``name`` changed (a rotation
+    in Vault), so a client holding an outbound credential uses the new one without a restart.
+
+    Returns False for a backend without rotation notifications (the env backend: a restart applies a
+    new value). ``apply`` runs on the backend's refresh thread; a failing ``apply`` is logged (name
+    only) and the old value stays in use.
+    """
+    add_listener = getattr(backend, "add_listener", None)
+    if not callable(add_listener):
+        return False
+
+    def on_change(changed: frozenset[str]) -> None:
+        if name in changed:
+            try:
+                apply(backend.get(name))
+            except Exception:
+                logging.getLogger("mlplatform.secrets").exception(
+                    "applying the rotated secret %s failed", name
+                )
+                return
+            logging.getLogger("mlplatform.secrets").info("rotated secret %s applied", name)
+
+    add_listener(on_change)
+    return True
 
 
 def register_secrets_metrics(registry: CollectorRegistry, backend: SecretsBackend) -> None:

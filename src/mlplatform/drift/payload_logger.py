@@ -166,6 +166,14 @@ class PayloadLogger:
         self.m_queue.set_function(lambda: self._queued_rows)
 
     # -- lifecycle -------------------------------------------------------------------------------
+    def set_api_key(self, api_key: str | None) -> None:
+        """Send ``api_key`` from the next batch on (a rotated secret, no restart)."""
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.headers.pop("Authorization", None)
+            client.headers.update(self._headers)
+
     async def start(self) -> None:
         """Open the spool (dropping half-written temp files), then start the sender task."""
         self.spool_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from mlplatform.core.app import build_app, build_context
-from mlplatform.core.secrets import SecretsBackend
+from mlplatform.core.secrets import SecretsBackend, follow_secret
 from mlplatform.explain.dataplane import ExplainDataPlane
 from mlplatform.explain.metrics import ExplainMetrics
 from mlplatform.explain.routes import explain_router
@@ -23,13 +23,15 @@ def _feature_client(settings: ExplainSettings, secrets: SecretsBackend, registry
         return None
     from mlplatform.features.client import FeatureStoreClient
 
-    return FeatureStoreClient(
+    client = FeatureStoreClient(
         settings.feature_store_url,
         timeout_s=settings.feature_store_timeout_s,
         retries=settings.feature_store_retries,
         registry=registry,
         api_key=secrets.get(settings.feature_store_api_key_secret),
     )
+    follow_secret(secrets, settings.feature_store_api_key_secret, client.set_api_key)
+    return client
 
 
 def create_app(

@@ -74,6 +74,12 @@ class FeatureStoreClient:
             ),
         )
 
+    def set_api_key(self, api_key: str | None) -> None:
+        """Send ``api_key`` from the next request on (a rotated secret, no restart)."""
+        self._client.headers.pop("Authorization", None)
+        if api_key:
+            self._client.headers["Authorization"] = f"Bearer {api_key}"
+
     async def get_online_features(
         self, feature_service: str, rows: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:

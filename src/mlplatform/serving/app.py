@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from mlplatform.core.app import FastRoute, build_app, build_context
 from mlplatform.core.payloads import PayloadSink
-from mlplatform.core.secrets import SecretsBackend
+from mlplatform.core.secrets import SecretsBackend, follow_secret
 from mlplatform.serving.dataplane import DataPlane
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.repository import ModelRepository
@@ -77,13 +77,15 @@ def create_app(
 def _feature_client(settings: ServingSettings, ctx: Any) -> Any:
     from mlplatform.features.client import FeatureStoreClient
 
-    return FeatureStoreClient(
+    client = FeatureStoreClient(
         settings.feature_store_url,
         timeout_s=settings.feature_store_timeout_s,
         retries=settings.feature_store_retries,
         registry=ctx.registry,
         api_key=ctx.secrets.get(settings.feature_store_api_key_secret),
     )
+    follow_secret(ctx.secrets, settings.feature_store_api_key_secret, client.set_api_key)
+    return client
 
 
 def _payload_logger(settings: ServingSettings, ctx: Any) -> Any:
@@ -101,4 +103,6 @@ def _payload_logger(settings: ServingSettings, ctx: Any) -> Any:
     api_key = ctx.secrets.get(settings.drift_api_key_secret)
     if api_key:
         kwargs["api_key"] = api_key
-    return PayloadLogger(settings.drift_url, **kwargs)
+    logger = PayloadLogger(settings.drift_url, **kwargs)
+    follow_secret(ctx.secrets, settings.drift_api_key_secret, logger.set_api_key)
+    return logger

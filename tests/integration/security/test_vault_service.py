@@ -223,3 +223,94 @@ def test_api_key_rotation_under_steady_load_and_vault_outage(vault, jwt, tmp_pat
         f"rotation under load: {len(results)} requests, 0 failed; new key accepted after {took_new:.2f}s, "
         f"old refused after {took_revoke:.2f}s (refresh interval 0.5 s)"
     )
+
+
+async def test_outbound_drift_key_rotation_under_load(vault, jwt, tmp_path):
+    """serving -> drift-detection key rotated in OpenBao while serving's payload logger (its real
+    HTTP client, built by serving's own ``_payload_logger``) posts back to back to a real
+    drift-detection: drift's keyring {k1} -> {k1, k2}; serving's SERVING_DRIFT_API_KEY k1 -> k2
+    (followed without a restart); drift's keyring -> {k2} (k1 refused). 0 failed requests."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
+    from mlplatform.serving.app import _payload_logger
+    from mlplatform.serving.settings import ServingSettings
+
+    serving_path = "mlplatform/dev/model-serving"
+    keyring = lambda *keys: ",".join(f"{hash_key(k)}:drift:write" for k in keys)  # noqa: E731
+    vault.put(PATH, {"MLPLATFORM_API_KEYS": keyring("k1-outbound")})
+    vault.put(serving_path, {"SERVING_DRIFT_API_KEY": "k1-outbound"})
+    port = free_port()
+    log = tmp_path / "drift.log"
+    proc = serve(service_env(vault, tmp_path, jwt), port, log)
+    url = f"http://127.0.0.1:{port}"
+    serving_jwt = tmp_path / "serving.jwt"
+    serving_jwt.write_text(vault.kube.mint("mlplatform-dev", "model-serving"))
+    secrets = VaultSecretsBackend(
+        VaultConfig(
+            addr=vault.addr,
+            role="mlplatform-dev-model-serving",
+            secret_paths=(serving_path,),
+            token_path=serving_jwt,
+            refresh_interval_s=0.5,
+        ),
+        tick_interval_s=0.1,
+    )
+    settings = ServingSettings(drift_url=url, payload_spool_dir=tmp_path / "spool")
+    logger = _payload_logger(settings, SimpleNamespace(secrets=secrets, registry=CollectorRegistry()))
+    sent: list[tuple[str, int]] = []
+    stop = asyncio.Event()
+
+    async def load() -> None:
+        while not stop.is_set():
+            auth = logger._client.headers.get("Authorization", "")
+            r = await logger._client.post("/v1/records", json={"records": []})
+            sent.append((auth, r.status_code))
+
+    async def until(predicate, deadline_s: float = 20) -> float:  # noqa: ANN001
+        start = time.monotonic()
+        while not predicate():
+            assert time.monotonic() - start < deadline_s, "not within the deadline"
+            await asyncio.sleep(0.05)
+        return time.monotonic() - start
+
+    def drift_accepts(key: str) -> bool:
+        return (
+            httpx.post(f"{url}/v1/records", json={"records": []}, headers={"X-API-Key": key}).status_code
+            != 401
+        )
+
+    try:
+        await asyncio.to_thread(wait_ready, url, 120, proc, "/v2/health/live")
+        await logger.start()
+        task = asyncio.create_task(load())
+        await until(lambda: len(sent) > 20)
+        vault.put(PATH, {"MLPLATFORM_API_KEYS": keyring("k1-outbound", "k2-outbound")})
+        await until(lambda: drift_accepts("k2-outbound"))
+        vault.put(serving_path, {"SERVING_DRIFT_API_KEY": "k2-outbound"})
+        switched = await until(lambda: logger._client.headers.get("Authorization") == "Bearer k2-outbound")
+        await until(lambda: sum(1 for a, _ in sent if a.endswith("k2-outbound")) > 20)
+        vault.put(PATH, {"MLPLATFORM_API_KEYS": keyring("k2-outbound")})
+        await until(lambda: not drift_accepts("k1-outbound"))
+        n = len(sent)
+        await until(lambda: len(sent) > n + 20)  # still delivering with the new key
+        stop.set()
+        await task
+    finally:
+        stop.set()
+        await logger.stop()
+        secrets.close()
+        proc.terminate()
+        proc.wait(timeout=40)
+    failed = [s for s in sent if s[1] != 200]
+    assert failed == [], f"{len(failed)} of {len(sent)} failed"
+    assert {a for a, _ in sent} == {"Bearer k1-outbound", "Bearer k2-outbound"}
+    assert switched < 5  # refresh interval 0.5 s
+    output = log.read_text(errors="replace")
+    assert "k1-outbound" not in output and "k2-outbound" not in output
+    print(
+        f"outbound rotation under load: {len(sent)} requests, 0 failed; serving switched after {switched:.2f}s"
+    )

@@ -469,3 +469,44 @@ def test_env_backend_registers_no_vault_metrics():
     registry = CollectorRegistry()
     register_secrets_metrics(registry, EnvSecretsBackend({}))
     assert registry.get_sample_value("mlplatform_secrets_last_refresh_timestamp_seconds") is None
+
+
+async def test_outbound_feature_store_keys_follow_rotation(config, vault, clock):
+    """serving's and explain's feature-store clients (built by their apps' own factories) send the
+    rotated key after the next re-read, without a restart; the env backend cannot notify."""
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry
+
+    from mlplatform.core.secrets import EnvSecretsBackend, follow_secret
+    from mlplatform.explain.app import _feature_client as explain_client
+    from mlplatform.explain.settings import ExplainSettings
+    from mlplatform.serving.app import _feature_client as serving_client
+    from mlplatform.serving.settings import ServingSettings
+
+    vault.put(
+        SECRET_PATH, {"SERVING_FEATURE_STORE_API_KEY": "fs-v1", "EXPLAIN_FEATURE_STORE_API_KEY": "ex-v1"}
+    )
+    backend = make(config, clock)
+    url = "http://127.0.0.1:1"
+    serving = serving_client(
+        ServingSettings(feature_store_url=url), SimpleNamespace(secrets=backend, registry=CollectorRegistry())
+    )
+    explain = explain_client(ExplainSettings(feature_store_url=url), backend, CollectorRegistry())
+    assert serving._client.headers["Authorization"] == "Bearer fs-v1"
+    assert explain._client.headers["Authorization"] == "Bearer ex-v1"
+    vault.put(
+        SECRET_PATH, {"SERVING_FEATURE_STORE_API_KEY": "fs-v2", "EXPLAIN_FEATURE_STORE_API_KEY": "ex-v2"}
+    )
+    clock.advance(61)
+    backend.tick()
+    assert serving._client.headers["Authorization"] == "Bearer fs-v2"
+    assert explain._client.headers["Authorization"] == "Bearer ex-v2"
+    vault.put(SECRET_PATH, {"EXPLAIN_FEATURE_STORE_API_KEY": "ex-v2"})  # serving's key removed
+    clock.advance(61)
+    backend.tick()
+    assert "Authorization" not in serving._client.headers
+    await serving._client.aclose()
+    await explain._client.aclose()
+    backend.close()
+    assert follow_secret(EnvSecretsBackend({}), "X", lambda v: None) is False
