@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 
 from mlplatform.core.errors import InvalidInput, NotFound, Unavailable
+from mlplatform.core.secrets import follow_secret
 from mlplatform.features.database import DatabaseConfigError, DatabaseURL, check_database
 from mlplatform.features.metrics import REFS_LABEL, FeatureMetrics
 from mlplatform.features.settings import FeatureSettings
@@ -170,6 +171,13 @@ class FeatureDataPlane:
         online_store = provider.online_store
         if self.settings.online_store == "redis":
             self._install_fail_fast_redis_client(online_store)
+            if self.secrets is not None:
+                # a rotated Redis password: new connections authenticate with it, no restart
+                follow_secret(
+                    self.secrets,
+                    self.settings.redis_password_secret,
+                    lambda _value: self._install_fail_fast_redis_client(online_store),
+                )
         original_write = online_store.online_write_batch
 
         def counting_write(config: Any, table: Any, data: list[Any], progress: Any) -> None:
@@ -186,7 +194,8 @@ class FeatureDataPlane:
         Feast builds ``redis.Redis`` from its connection string, which cannot express a retry policy;
         redis-py's default retries with exponential back-off, so a read during a Redis restart blocked
         for seconds. The client below answers within about two timeouts; the connection pool
-        reconnects by itself once Redis is back.
+        reconnects by itself once Redis is back. Run again when the Redis password secret rotates: the
+        new client (new password) replaces the old one for every later read and write.
         """
         from redis import Redis
         from redis.backoff import NoBackoff
