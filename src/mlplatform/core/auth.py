@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from mlplatform.core.errors import Forbidden, Unauthorized
-from mlplatform.core.secrets import SecretsBackend
+from mlplatform.core.secrets import SecretsBackend, report_rejected
 
 log = logging.getLogger("mlplatform.auth")
 
@@ -108,6 +108,7 @@ class ApiKeyAuth:
             log.error(
                 "rotated API keyring in %r rejected, keeping the previous keys: %s", self.secret_name, exc
             )
+            report_rejected(self.secrets, self.secret_name)
         else:
             log.info("API keyring reloaded from %r (%d keys)", self.secret_name, len(self._keys))
 

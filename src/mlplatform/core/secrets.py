@@ -51,6 +51,14 @@ def require_secret(backend: SecretsBackend, name: str) -> str:
     return value
 
 
+def report_rejected(backend: SecretsBackend, name: str) -> None:
+    """Tell a backend that counts them (Vault: ``mlplatform_secrets_rejected_total``) that the
+    current value of ``name`` was refused by its consumer."""
+    report = getattr(backend, "report_rejected", None)
+    if callable(report):
+        report(name)
+
+
 def follow_secret(backend: SecretsBackend, name: str, apply: Callable[[str | None], None]) -> bool:
     """Call ``apply(new value)`` whenever the backend reports that secret ``name`` changed (a rotation
     in Vault), so a client holding an outbound credential uses the new one without a restart.
@@ -71,6 +79,7 @@ def follow_secret(backend: SecretsBackend, name: str, apply: Callable[[str | Non
                 logging.getLogger("mlplatform.secrets").exception(
                     "applying the rotated secret %s failed", name
                 )
+                report_rejected(backend, name)
                 return
             logging.getLogger("mlplatform.secrets").info("rotated secret %s applied", name)
 

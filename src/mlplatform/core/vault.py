@@ -140,6 +140,8 @@ class VaultStats:
     read_failures: int = 0
     login_failures: int = 0
     rotations: int = 0
+    #: secret name -> how many rotated values its consumer refused (malformed), keeping the old one
+    rejected: dict[str, int] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
     #: Unix time of the last successful read of every secret path (0 before the first).
     last_success_unix: float = 0.0
@@ -294,6 +296,11 @@ class VaultSecretsBackend:
                 log.exception("secret rotation listener failed")
         return changed
 
+    def report_rejected(self, name: str) -> None:
+        """A consumer refused the current value of ``name`` (malformed) and kept the previous one."""
+        with self._lock:
+            self.stats.rejected[name] = self.stats.rejected.get(name, 0) + 1
+
     def metrics_collector(self) -> VaultMetrics:
         """A Prometheus collector of this backend's counters (register it on the app's registry)."""
         return VaultMetrics(self)
@@ -431,7 +438,7 @@ class VaultMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         backend = self._backend
         with backend._lock:
-            s = dataclasses.replace(backend.stats)
+            s = dataclasses.replace(backend.stats, rejected=dict(backend.stats.rejected))
         yield GaugeMetricFamily(
             "mlplatform_secrets_last_refresh_timestamp_seconds",
             "Unix time of the last successful read of this service's secrets from Vault.",
@@ -453,6 +460,14 @@ class VaultMetrics(Collector):
         yield CounterMetricFamily(
             "mlplatform_secrets_rotations", "Re-reads that found a changed secret value.", value=s.rotations
         )
+        rejected = CounterMetricFamily(
+            "mlplatform_secrets_rejected",
+            "Rotated secret values their consumer refused (malformed); the previous value stays in use.",
+            labels=["secret"],
+        )
+        for name, count in sorted(s.rejected.items()):
+            rejected.add_metric([name], count)
+        yield rejected
         yield CounterMetricFamily(
             "mlplatform_vault_logins", "Kubernetes-auth logins to Vault.", value=s.logins
         )

@@ -510,3 +510,32 @@ async def test_outbound_feature_store_keys_follow_rotation(config, vault, clock)
     await explain._client.aclose()
     backend.close()
     assert follow_secret(EnvSecretsBackend({}), "X", lambda v: None) is False
+
+
+def test_malformed_rotated_value_is_refused_counted_and_never_logged(config, vault, clock, caplog):
+    """Bad input: a malformed keyring written to Vault is one error line (no value), a metric, and
+    the previous keys stay in force."""
+    from prometheus_client import CollectorRegistry
+
+    from mlplatform.core.auth import ApiKeyAuth, hash_key
+    from mlplatform.core.secrets import register_secrets_metrics
+
+    good = f"{hash_key('k-good')}:infer"
+    vault.put(SECRET_PATH, {**VALUES, "MLPLATFORM_API_KEYS": good})
+    backend = make(config, clock)
+    registry = CollectorRegistry()
+    register_secrets_metrics(registry, backend)
+    auth = ApiKeyAuth(backend, "MLPLATFORM_API_KEYS", enabled=True)
+    assert auth.scopes_for("k-good") == frozenset({"infer"})
+    vault.put(SECRET_PATH, {**VALUES, "MLPLATFORM_API_KEYS": "not-a-sha256-digest-s3cr3t:infer"})
+    clock.advance(61)
+    with caplog.at_level(logging.INFO):
+        backend.tick()
+    assert auth.scopes_for("k-good") == frozenset({"infer"})  # last good keyring kept
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "rejected, keeping the previous keys" in errors[0].getMessage()
+    assert "s3cr3t" not in caplog.text
+    assert (
+        registry.get_sample_value("mlplatform_secrets_rejected_total", {"secret": "MLPLATFORM_API_KEYS"}) == 1
+    )
+    backend.close()
