@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from mlplatform.core.app import build_app, build_context
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.features.dataplane import FeatureDataPlane
+from mlplatform.features.feast_routes import feast_admin_router, feast_fast_route, feast_read_router
 from mlplatform.features.metrics import FeatureMetrics
 from mlplatform.features.routes import admin_router, online_fast_route, read_router
 from mlplatform.features.settings import FeatureSettings
@@ -39,12 +40,14 @@ def create_app(settings: FeatureSettings, *, secrets: SecretsBackend | None = No
     app = build_app(
         ctx,
         title="mlplatform feature store",
-        description="Online features from the Feast repository: reads, pushes and materialisation.",
+        description="Online features from the Feast repository: reads, pushes and materialisation "
+        "(/v1 API, and Feast's feature-server API as `feast serve` speaks it).",
         lifespan=lifespan,
         is_ready=plane.ready,
-        routers=[read_router(), admin_router()],
+        routers=[read_router(), admin_router(), feast_read_router(), feast_admin_router()],
     )
-    app.fast_routes = (online_fast_route(plane, ctx.auth),)  # served ahead of FastAPI (same contract)
+    # served ahead of FastAPI (same contract as the documented routes)
+    app.fast_routes = (online_fast_route(plane, ctx.auth), feast_fast_route(plane, ctx.auth))
     app.state.dataplane = plane
     app.state.feature_metrics = metrics
     return app

@@ -58,6 +58,19 @@ def _utc(end: datetime | None) -> datetime:
     return end if end.tzinfo is not None else end.replace(tzinfo=UTC)
 
 
+def _rfc3339(ts: datetime) -> str:
+    """An event time as Feast's feature server writes it (RFC 3339, UTC, ``Z``; fractional seconds
+    only when there are any, as milliseconds or microseconds)."""
+    ts = ts.astimezone(UTC) if ts.tzinfo is not None else ts
+    base = ts.strftime("%Y-%m-%dT%H:%M:%S")
+    micros = ts.microsecond
+    if micros == 0:
+        return base + "Z"
+    if micros % 1000 == 0:
+        return f"{base}.{micros // 1000:03d}Z"
+    return f"{base}.{micros:06d}Z"
+
+
 def _entity_value(raw: Any, where: str) -> int:
     if isinstance(raw, bool) or not isinstance(raw, int):
         if isinstance(raw, float) and raw.is_integer():
@@ -84,6 +97,8 @@ class _Plan:
     label: str
     feature_names: list[str]
     reads: list[_ViewRead]
+    #: the feature view (or on-demand view) of each name in ``feature_names``, same order
+    feature_views: list[str] = field(default_factory=list)
     odfvs: list[tuple[Any, list[str], list[str]]] = field(default_factory=list)
     request_fields: list[str] = field(default_factory=list)
     join_keys: list[str] = field(default_factory=list)
@@ -101,6 +116,7 @@ class FeatureDataPlane:
         self._provider: Any = None
         self._plans: dict[tuple[str, ...], _Plan] = {}
         self._plans_lock = threading.Lock()
+        self._entity_keys: frozenset[str] | None = None
         self._read_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-read")
         self._write_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-write")
         self._schedule: asyncio.Task[None] | None = None
@@ -285,6 +301,7 @@ class FeatureDataPlane:
                     src = store.get_feature_view(projection.name)
                     self._add_read(reads, src, [f.name for f in projection.features], hidden=True)
                 plan.feature_names += names
+                plan.feature_views += [view_name] * len(names)
                 continue
             try:
                 view = store.get_feature_view(view_name)
@@ -296,6 +313,7 @@ class FeatureDataPlane:
                     raise NotFound(f"features: feature view {view_name!r} has no feature {name!r}")
             self._add_read(reads, view, names, hidden=False)
             plan.feature_names += names
+            plan.feature_views += [view_name] * len(names)
         plan.reads = list(reads.values())
         plan.join_keys = sorted({r.join_key for r in plan.reads})
         return plan
@@ -328,6 +346,7 @@ class FeatureDataPlane:
         """Forget cached plans (after definitions change)."""
         with self._plans_lock:
             self._plans.clear()
+            self._entity_keys = None
 
     # -- online reads -----------------------------------------------------------------------------
     def _validate_rows(self, plan: _Plan, rows: list[dict[str, Any]]) -> dict[str, list[int]]:
@@ -353,17 +372,20 @@ class FeatureDataPlane:
                     raise InvalidInput(f"rows[{i}].{name}: must be a finite number")
         return keys
 
-    def read_online(self, plan: _Plan, rows: list[dict[str, Any]]) -> dict[str, Any]:
-        """Blocking online read for validated ``rows`` (runs on the read thread)."""
+    def _read_views(
+        self, plan: _Plan, keys: dict[str, list[int]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, datetime | None]]]:
+        """Read every feature view of ``plan`` for validated entity ``keys`` (one online-store query a
+        view). Returns the decoded values per row, the missing entities, and per row the event time of
+        each view's stored row (None where the entity has no row)."""
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.protos.feast.types.Value_pb2 import Value
 
-        started = time.perf_counter()
-        keys = self._validate_rows(plan, rows)
-        store = self.store
-        config = store.config
         store_kind = self.settings.online_store
-        values: list[dict[str, Any]] = [{} for _ in rows]
+        config = self.store.config
+        n = len(next(iter(keys.values()))) if keys else 0
+        values: list[dict[str, Any]] = [{} for _ in range(n)]
+        stamps: list[dict[str, datetime | None]] = [{} for _ in range(n)]
         missing: list[dict[str, Any]] = []
         now = time.time()
         for read in plan.reads:
@@ -395,6 +417,7 @@ class FeatureDataPlane:
                     )
                     for name in read.features:
                         out[name] = None
+                    stamps[i][read.view.name] = None
                     continue
                 decoded = {
                     name: None if data.get(name) is None else _decode(data[name]) for name in read.features
@@ -411,6 +434,9 @@ class FeatureDataPlane:
                         }
                     )
                     n_missing += 1
+                    stamps[i][read.view.name] = None
+                else:
+                    stamps[i][read.view.name] = ts
                 out.update(decoded)
                 if ts is not None and (newest is None or ts > newest):
                     newest = ts
@@ -420,9 +446,14 @@ class FeatureDataPlane:
             n_missing += sum(1 for _, d in result if d is None)
             if n_missing:
                 self.metrics.missing_entities.labels(read.view.name).inc(n_missing)
+        return values, missing, stamps
+
+    @staticmethod
+    def _apply_odfvs(plan: _Plan, values: list[dict[str, Any]], request: dict[str, list[Any]]) -> None:
+        """Run each on-demand view of ``plan`` on the rows' values and request-time columns."""
         for odfv, names, inputs in plan.odfvs:
             columns = {
-                name: [float(r[name]) for r in rows]
+                name: [float(v) for v in request[name]]
                 if name in plan.request_fields
                 else [v.get(name) for v in values]
                 for name in inputs
@@ -433,6 +464,14 @@ class FeatureDataPlane:
                     values[i][name] = (
                         None if v is None or (isinstance(v, float) and not math.isfinite(v)) else v
                     )
+
+    def read_online(self, plan: _Plan, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Blocking online read for validated ``rows`` (runs on the read thread)."""
+        started = time.perf_counter()
+        keys = self._validate_rows(plan, rows)
+        values, missing, _ = self._read_views(plan, keys)
+        if plan.odfvs:
+            self._apply_odfvs(plan, values, {name: [r[name] for r in rows] for name in plan.request_fields})
         out_rows = [{name: row.get(name) for name in plan.feature_names} for row in values]
         self.metrics.request_latency.labels(plan.label).observe(time.perf_counter() - started)
         return {
@@ -441,6 +480,145 @@ class FeatureDataPlane:
             "rows": out_rows,
             "missing": missing,
         }
+
+    # -- Feast feature-server reads (POST /get-online-features) ---------------------------------------
+    def entity_join_keys(self) -> frozenset[str]:
+        """Join keys of every entity of the repository (cached until :meth:`invalidate`)."""
+        keys = self._entity_keys
+        if keys is None:
+            store = self._require_store()
+            keys = self._entity_keys = frozenset(e.join_key for e in store.list_entities())
+        return keys
+
+    def _validate_columns(self, plan: _Plan, entities: dict[str, list[Any]]) -> dict[str, list[int]]:
+        """Feast's columnar ``entities``: equal-length lists, integer join keys, numeric request fields."""
+        lengths = {name: len(column) for name, column in entities.items()}
+        n = next(iter(lengths.values()), 0)
+        for name, length in lengths.items():
+            if length != n:
+                raise InvalidInput(
+                    f"entities.{name}: every entity column must have the same length "
+                    f"({next(iter(lengths))} has {n}, {name} has {length})"
+                )
+        if n == 0:
+            raise InvalidInput("entities: must hold at least one entity row")
+        if n > self.settings.max_rows:
+            raise InvalidInput(f"entities: at most {self.settings.max_rows} rows per request, got {n}")
+        join_keys = self.entity_join_keys()
+        keys: dict[str, list[int]] = {}
+        for name, column in entities.items():
+            if name in join_keys:
+                keys[name] = []
+                for i, raw in enumerate(column):
+                    if raw is None:
+                        raise InvalidInput(f"entities.{name}[{i}]: missing entity key")
+                    keys[name].append(_entity_value(raw, f"entities.{name}[{i}]"))
+        for key in plan.join_keys:
+            if key not in keys:
+                raise InvalidInput(f"entities.{key}: missing entity key (needed by the requested features)")
+        for name in plan.request_fields:
+            column = entities.get(name)
+            if column is None:
+                raise InvalidInput(
+                    f"entities.{name}: missing request-time field (needed by an on-demand view)"
+                )
+            for i, value in enumerate(column):
+                if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+                    raise InvalidInput(f"entities.{name}[{i}]: must be a number")
+                if isinstance(value, float) and not math.isfinite(value):
+                    raise InvalidInput(f"entities.{name}[{i}]: must be a finite number")
+        return keys
+
+    def read_online_feast(
+        self,
+        plan: _Plan,
+        entities: dict[str, list[Any]],
+        full_feature_names: bool = False,
+        view_metadata: bool = False,
+    ) -> dict[str, Any]:
+        """Blocking online read answered in the shape of Feast's feature server (``feast serve``):
+        ``metadata.feature_names`` (the entity join keys of the request first, then the features,
+        ``view__feature`` with ``full_feature_names``) and one ``results`` entry per name with
+        ``values``, ``statuses`` and ``event_timestamps``, as ``convert_response_to_dict`` renders
+        Feast's ``GetOnlineFeaturesResponse``: join keys PRESENT at epoch 0, a feature PRESENT with
+        its row's event time, NOT_FOUND (null, epoch 0) for an entity without a stored row,
+        NULL_VALUE for a stored null; on-demand features PRESENT at epoch 0. ``view_metadata`` adds
+        ``metadata.feature_view_metadata`` (each view read, by name; no versions)."""
+        started = time.perf_counter()
+        keys = self._validate_columns(plan, entities)
+        out_names = [
+            f"{view}__{name}" if full_feature_names else name
+            for view, name in zip(plan.feature_views, plan.feature_names, strict=True)
+        ]
+        seen: set[str] = set()
+        for name in out_names:
+            if name in seen:
+                raise InvalidInput(
+                    f"features: duplicate feature name {name!r}; ask for it once, or set "
+                    "full_feature_names to tell features of different views apart"
+                )
+            seen.add(name)
+        values, _, stamps = self._read_views(plan, keys)
+        if plan.odfvs:
+            self._apply_odfvs(plan, values, {name: entities[name] for name in plan.request_fields})
+        n = len(values)
+        epoch = "1970-01-01T00:00:00Z"
+        names: list[str] = []
+        results: list[dict[str, Any]] = []
+        for key, column in keys.items():
+            names.append(key)
+            results.append({"values": column, "statuses": ["PRESENT"] * n, "event_timestamps": [epoch] * n})
+        odfv_names = {odfv.name for odfv, _, _ in plan.odfvs}
+        for out_name, view, name in zip(out_names, plan.feature_views, plan.feature_names, strict=True):
+            column_values: list[Any] = []
+            statuses: list[str] = []
+            times: list[str] = []
+            for i in range(n):
+                value = values[i].get(name)
+                column_values.append(value)
+                if view in odfv_names:
+                    statuses.append("PRESENT" if value is not None else "NULL_VALUE")
+                    times.append(epoch)
+                    continue
+                ts = stamps[i].get(view)
+                if ts is None:
+                    statuses.append("NOT_FOUND")
+                    times.append(epoch)
+                else:
+                    statuses.append("PRESENT" if value is not None else "NULL_VALUE")
+                    times.append(_rfc3339(ts))
+            names.append(out_name)
+            results.append({"values": column_values, "statuses": statuses, "event_timestamps": times})
+        metadata: dict[str, Any] = {"feature_names": names}
+        if view_metadata:
+            metadata["feature_view_metadata"] = [{"name": v} for v in dict.fromkeys(plan.feature_views)]
+        self.metrics.request_latency.labels(plan.label).observe(time.perf_counter() - started)
+        return {"metadata": metadata, "results": results}
+
+    async def get_online_features_feast(
+        self,
+        entities: dict[str, list[Any]],
+        feature_service: str | None = None,
+        features: list[str] | None = None,
+        full_feature_names: bool = False,
+        *,
+        view_metadata: bool = False,
+    ) -> dict[str, Any]:
+        """:meth:`read_online_feast` for a feature service (it wins when both are given, as in
+        ``feast serve``) or a list of ``view:feature`` references."""
+        self._require_store()
+        if feature_service:
+            plan = self.resolve(feature_service, None)
+        elif features:
+            plan = self.resolve(None, features)
+        else:
+            raise InvalidInput("features: give feature references 'view:feature' or a feature_service")
+        if self.settings.online_store == "sqlite":
+            return self.read_online_feast(plan, entities, full_feature_names, view_metadata)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._read_pool, self.read_online_feast, plan, entities, full_feature_names, view_metadata
+        )
 
     async def get_online_features(
         self,
@@ -458,8 +636,17 @@ class FeatureDataPlane:
         return await loop.run_in_executor(self._read_pool, self.read_online, plan, rows)
 
     # -- push -----------------------------------------------------------------------------------
-    def _push(self, push_source: str, rows: list[dict[str, Any]], to: str) -> dict[str, Any]:
+    def _push(
+        self, push_source: str, rows: list[dict[str, Any]], to: str, field: str = "rows"
+    ) -> dict[str, Any]:
+        """Validate and write ``rows``; errors name ``<field>[i].<column>`` (``rows``), or
+        ``df.<column>[i]`` when ``field`` is ``df`` (Feast's columnar push body)."""
         from feast.data_source import PushMode
+
+        def where(i: int | None, name: str | None = None) -> str:
+            if field == "df":
+                return "df" if name is None else f"df.{name}" + ("" if i is None else f"[{i}]")
+            return f"rows[{'' if i is None else i}]" + ("" if name is None else f".{name}")
 
         store = self._require_store()
         views = [
@@ -470,9 +657,11 @@ class FeatureDataPlane:
         if not views:
             raise NotFound(f"push_source: unknown push source {push_source!r}")
         if not rows:
-            raise InvalidInput("rows: must hold at least one row")
+            raise InvalidInput(f"{field}: must hold at least one row")
         if len(rows) > self.settings.max_push_rows:
-            raise InvalidInput(f"rows: at most {self.settings.max_push_rows} rows per push, got {len(rows)}")
+            raise InvalidInput(
+                f"{field}: at most {self.settings.max_push_rows} rows per push, got {len(rows)}"
+            )
         timestamp_field = views[0].batch_source.timestamp_field
         needed: dict[str, str] = {}
         for view in views:
@@ -482,22 +671,22 @@ class FeatureDataPlane:
                 needed[f.name] = "int" if "Int" in str(f.dtype) else "float"
         for i, row in enumerate(rows):
             if not isinstance(row, dict):
-                raise InvalidInput(f"rows[{i}]: must be an object")
+                raise InvalidInput(f"{where(i)}: must be an object")
             if timestamp_field not in row:
-                raise InvalidInput(f"rows[{i}].{timestamp_field}: missing")
+                raise InvalidInput(f"{where(None if field == 'df' else i, timestamp_field)}: missing")
             for name, kind in needed.items():
                 if name not in row:
-                    raise InvalidInput(f"rows[{i}].{name}: missing")
+                    raise InvalidInput(f"{where(None if field == 'df' else i, name)}: missing")
                 v = row[name]
                 if kind == "int":
-                    _entity_value(v, f"rows[{i}].{name}")
+                    _entity_value(v, where(i, name))
                 elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
-                    raise InvalidInput(f"rows[{i}].{name}: must be a finite number")
+                    raise InvalidInput(f"{where(i, name)}: must be a finite number")
         frame = pd.DataFrame(rows)
         try:
             frame[timestamp_field] = pd.to_datetime(frame[timestamp_field], utc=True, format="ISO8601")
         except (ValueError, TypeError) as exc:
-            raise InvalidInput(f"rows[].{timestamp_field}: not an ISO 8601 timestamp") from exc
+            raise InvalidInput(f"{where(None, timestamp_field)}: not an ISO 8601 timestamp") from exc
         for name, kind in needed.items():
             frame[name] = frame[name].astype("int64" if kind == "int" else "float64")
         mode = {"online": PushMode.ONLINE, "offline": PushMode.OFFLINE}.get(to, PushMode.ONLINE_AND_OFFLINE)
@@ -511,11 +700,67 @@ class FeatureDataPlane:
         self.metrics.pushed_rows.labels(push_source).inc(len(frame))
         return {"push_source": push_source, "rows": len(frame), "feature_views": [v.name for v in views]}
 
-    async def push(self, push_source: str, rows: list[dict[str, Any]], to: str = "online") -> dict[str, Any]:
-        """Write fresh values through a push source (online store, offline store or both)."""
+    async def push(
+        self, push_source: str, rows: list[dict[str, Any]], to: str = "online", field: str = "rows"
+    ) -> dict[str, Any]:
+        """Write fresh values through a push source (online store, offline store or both).
+        ``field``: how errors name the rows (``rows``, or ``df`` for Feast's columnar body)."""
         self._require_store()
         return await asyncio.get_running_loop().run_in_executor(
-            self._write_pool, self._push, push_source, rows, to
+            self._write_pool, self._push, push_source, rows, to, field
+        )
+
+    def _write_online(self, view_name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        from feast.errors import FeatureViewNotFoundException
+
+        store = self._require_store()
+        try:
+            view = store.get_feature_view(view_name)
+        except FeatureViewNotFoundException as exc:
+            raise NotFound(f"feature_view_name: unknown feature view {view_name!r}") from exc
+        if not rows:
+            raise InvalidInput("df: must hold at least one row")
+        if len(rows) > self.settings.max_push_rows:
+            raise InvalidInput(f"df: at most {self.settings.max_push_rows} rows per write, got {len(rows)}")
+        timestamp_field = view.batch_source.timestamp_field
+        keys = [c.name for c in view.entity_columns]
+        kinds = {f.name: "int" if "Int" in str(f.dtype) else "float" for f in view.features}
+        for name in [*keys, timestamp_field]:
+            if name not in rows[0]:
+                raise InvalidInput(f"df.{name}: missing")
+        for i, row in enumerate(rows):
+            for key in keys:
+                _entity_value(row[key], f"df.{key}[{i}]")
+            for name, kind in kinds.items():
+                v = row.get(name)
+                if v is None:
+                    continue
+                if kind == "int":
+                    _entity_value(v, f"df.{name}[{i}]")
+                elif isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(float(v)):
+                    raise InvalidInput(f"df.{name}[{i}]: must be a finite number")
+        frame = pd.DataFrame(rows)
+        for name in (timestamp_field, "created"):
+            if name in frame:
+                try:
+                    frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
+                except (ValueError, TypeError) as exc:
+                    raise InvalidInput(f"df.{name}: not an ISO 8601 timestamp") from exc
+        try:
+            store.write_to_online_store(view_name, frame)
+        except Exception as exc:
+            log.exception("write to the online store failed for %s", view_name)
+            raise Unavailable(
+                f"feature_view_name {view_name!r}: the online store could not write the rows"
+            ) from exc
+        return {"feature_view": view_name, "rows": len(frame)}
+
+    async def write_to_online_store(self, view_name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+        """Write rows of one feature view straight to the online store (Feast's
+        ``/write-to-online-store``: what the SDK's remote online store sends)."""
+        self._require_store()
+        return await asyncio.get_running_loop().run_in_executor(
+            self._write_pool, self._write_online, view_name, rows
         )
 
     # -- materialisation -------------------------------------------------------------------------
@@ -562,14 +807,19 @@ class FeatureDataPlane:
         return self._materialize(_utc(end), feature_views, None if start is None else _utc(start))
 
     async def materialize(
-        self, end: datetime | None = None, feature_views: list[str] | None = None
+        self,
+        end: datetime | None = None,
+        feature_views: list[str] | None = None,
+        start: datetime | None = None,
     ) -> dict[str, Any]:
-        """Incremental materialisation up to ``end`` (default now); one run at a time."""
+        """Incremental materialisation up to ``end`` (default now), or the whole ``[start, end]``
+        range when ``start`` is given; one run at a time."""
         self._require_store()
         end = _utc(end)
+        start = None if start is None else _utc(start)
         async with self._materialize_lock:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._write_pool, self._materialize, end, feature_views)
+            return await loop.run_in_executor(self._write_pool, self._materialize, end, feature_views, start)
 
     async def _materialize_forever(self) -> None:
         while True:
