@@ -70,7 +70,10 @@ def job_env(vault: OpenBao, job_jwt: str, tmp_path: Path, monkeypatch: pytest.Mo
         "MLPLATFORM_DATA_DIR": str(tmp_path / "data"),
     }
     for name in (*TRAINING_SECRETS, "UNRELATED", "MLFLOW_TRACKING_URI"):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first so the undo removes what load_training_secrets() sets (delenv of an unset
+        # variable records nothing, and the Vault values would leak into later tests)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
