@@ -98,7 +98,14 @@ class InferenceBatch(BaseModel):
     version: str = Field(description="Registered model version that produced the outputs.")
     timestamp: float = Field(description="Unix time (seconds) when the prediction was made.")
     inputs: dict[str, list[Any]] = Field(
-        description="Feature name -> one value per row, as the model saw it."
+        default_factory=dict, description="Feature name -> one value per row, as the model saw it."
+    )
+    input_names: list[str] = Field(
+        default_factory=list,
+        description="With input_rows: the names of the row-major input matrix's columns (numeric models).",
+    )
+    input_rows: list[list[Any]] = Field(
+        default_factory=list, description="Row-major input values, one list of len(input_names) per row."
     )
     outputs: dict[str, list[Any]] = Field(description="Output name -> one value per row.")
     trace_id: str = Field("", description="W3C trace id of the inference request, if traced.")
@@ -109,14 +116,21 @@ class InferenceBatch(BaseModel):
 
     @model_validator(mode="after")
     def _same_length(self) -> InferenceBatch:
-        lengths = {len(v) for v in (*self.inputs.values(), *self.outputs.values())}
-        if len(lengths) > 1:
-            sizes = {k: len(v) for k, v in (*self.inputs.items(), *self.outputs.items())}
+        sizes = {k: len(v) for k, v in (*self.inputs.items(), *self.outputs.items())}
+        if self.input_names or self.input_rows:
+            sizes["input_rows"] = len(self.input_rows)
+            width = len(self.input_names)
+            for i, row in enumerate(self.input_rows):
+                if len(row) != width:
+                    raise ValueError(f"input_rows[{i}] has {len(row)} values for {width} input_names")
+        if len(set(sizes.values())) > 1:
             raise ValueError(f"every input and output column needs one value per row; got {sizes}")
         return self
 
     @property
     def n_rows(self) -> int:
+        if self.input_rows:
+            return len(self.input_rows)
         for column in (*self.inputs.values(), *self.outputs.values()):
             return len(column)
         return 0
@@ -125,6 +139,14 @@ class InferenceBatch(BaseModel):
         """One :class:`InferenceRecord` per row."""
         names, columns = list(self.inputs), list(self.inputs.values())
         out_names, out_columns = list(self.outputs), list(self.outputs.values())
+        matrix_names, rows = self.input_names, self.input_rows
+
+        def inputs(i: int) -> dict[str, Any]:
+            row = dict(zip(matrix_names, rows[i], strict=True)) if rows else {}
+            for name, column in zip(names, columns, strict=True):
+                row.setdefault(name, column[i])
+            return row
+
         return [
             InferenceRecord.model_construct(
                 request_id=self.request_id,
@@ -133,7 +155,7 @@ class InferenceBatch(BaseModel):
                 model=self.model,
                 version=self.version,
                 timestamp=self.timestamp,
-                inputs=dict(zip(names, [c[i] for c in columns], strict=True)),
+                inputs=inputs(i),
                 outputs=dict(zip(out_names, [c[i] for c in out_columns], strict=True)),
                 trace_id=self.trace_id,
                 span_id=self.span_id,
@@ -205,27 +227,27 @@ class PayloadBatch:
     def encode(self) -> bytes:
         """The :class:`InferenceBatch` JSON document (computed once)."""
         if self.encoded is None:
-            if self.matrix is not None:
-                inputs: dict[str, Any] = dict(zip(self.names, self.matrix.T.tolist(), strict=True))
+            doc: dict[str, Any] = {
+                "request_id": self.request_id,
+                "prediction_id": self.prediction_id,
+                "model": self.model,
+                "version": self.version,
+                "timestamp": self.timestamp,
+                "outputs": {k: _column(v) for k, v in self.outputs.items()},
+                "trace_id": self.trace_id,
+                "span_id": self.span_id,
+            }
+            matrix = self.matrix
+            if matrix is not None:  # row-major as the model saw it: orjson writes the array natively
+                doc["input_names"] = self.names
+                doc["input_rows"] = matrix if matrix.flags.c_contiguous else np.ascontiguousarray(matrix)
+                doc["inputs"] = self.extra or {}
             else:
                 inputs = {k: _column(v) for k, v in (self.columns or {}).items()}
-            if self.extra:
-                for key, values in self.extra.items():
+                for key, values in (self.extra or {}).items():
                     inputs.setdefault(key, values)
-            self.encoded = orjson.dumps(
-                {
-                    "request_id": self.request_id,
-                    "prediction_id": self.prediction_id,
-                    "model": self.model,
-                    "version": self.version,
-                    "timestamp": self.timestamp,
-                    "inputs": inputs,
-                    "outputs": {k: _column(v) for k, v in self.outputs.items()},
-                    "trace_id": self.trace_id,
-                    "span_id": self.span_id,
-                },
-                option=orjson.OPT_SERIALIZE_NUMPY,
-            )
+                doc["inputs"] = inputs
+            self.encoded = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
         return self.encoded
 
     @classmethod

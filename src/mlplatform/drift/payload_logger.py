@@ -610,7 +610,9 @@ class PayloadLogger:
 
 def _batch_rows(doc: dict[str, Any]) -> int:
     """Rows of one batch document (its columns' length)."""
-    for column in (*doc["inputs"].values(), *doc["outputs"].values()):
+    if doc.get("input_rows"):
+        return len(doc["input_rows"])
+    for column in (*doc.get("inputs", {}).values(), *doc["outputs"].values()):
         return len(column)
     return 0
 
