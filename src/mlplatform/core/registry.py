@@ -100,22 +100,116 @@ def mlflow_client(tracking_uri: str):  # noqa: ANN201 - MlflowClient is imported
 
 
 def resolve_version(client, ref: ModelRef) -> ResolvedVersion:  # noqa: ANN001
-    """Resolve an alias or version to a concrete model version (404 when it does not exist)."""
-    from mlflow.exceptions import MlflowException
+    """Resolve an alias or version to a concrete model version (404 when it does not exist).
 
+    ``client`` is an ``MlflowClient`` or a :class:`RestRegistryClient` (same two methods)."""
     try:
         if ref.version:
             mv = client.get_model_version(ref.name, ref.version)
         else:
             mv = client.get_model_version_by_alias(ref.name, ref.alias or DEFAULT_ALIAS)
-    except MlflowException as exc:
-        code = getattr(exc, "error_code", "")
-        if code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+    except NotFound:
+        raise
+    except Exception as exc:
+        # imported only on this path: mlflow is already loaded when an MlflowClient raised
+        from mlflow.exceptions import MlflowException
+
+        code = getattr(exc, "error_code", "") if isinstance(exc, MlflowException) else ""
+        if code in _MISSING_CODES:
             raise NotFound(f"model {ref} is not in the registry") from exc
         raise
     return ResolvedVersion(
         name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id, tags=dict(mv.tags or {})
     )
+
+
+_MISSING_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND")
+
+
+@dataclass(frozen=True)
+class RestModelVersion:
+    """The fields of MLflow's ``ModelVersion`` that :func:`resolve_version` reads."""
+
+    name: str
+    version: str
+    source: str
+    run_id: str | None
+    tags: dict[str, str]
+
+
+class RestRegistryClient:
+    """Model-version look-ups over the MLflow REST API (``/api/2.0/mlflow/...``) with httpx.
+
+    Importing ``mlflow`` costs about a second and ~160 MB of resident memory (its tracking stores,
+    SQLAlchemy, pandas); a serving pod whose model is already in its cache needs only these two
+    GETs to know which version to serve. Credentials and TLS follow the variables MLflow's own
+    client reads: ``MLFLOW_TRACKING_TOKEN`` (bearer) or ``MLFLOW_TRACKING_USERNAME`` /
+    ``MLFLOW_TRACKING_PASSWORD`` (basic), ``MLFLOW_TRACKING_INSECURE_TLS``,
+    ``MLFLOW_TRACKING_SERVER_CERT_PATH``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``.
+    """
+
+    def __init__(self, tracking_uri: str, *, transport: object | None = None) -> None:
+        import os
+
+        import httpx
+
+        self.tracking_uri = tracking_uri
+        headers = {}
+        auth = None
+        if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+            headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+        elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
+        verify: bool | str = True
+        if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
+            verify = False
+        elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
+            verify = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
+        timeout = float(
+            os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"])
+        )
+        self._http = httpx.Client(
+            base_url=tracking_uri.rstrip("/"),
+            headers=headers,
+            auth=auth,
+            verify=verify,
+            timeout=timeout,
+            transport=transport,  # type: ignore[arg-type]
+        )
+
+    def _get(self, path: str, params: dict[str, str], what: str) -> RestModelVersion:
+        r = self._http.get(f"/api/2.0/mlflow/{path}", params=params)
+        body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
+        if r.status_code == 404 or body.get("error_code") in _MISSING_CODES:
+            raise NotFound(f"model {what} is not in the registry")
+        if r.status_code != 200:
+            raise RuntimeError(f"MLflow registry answered {r.status_code} for {what}: {r.text[:200]}")
+        mv = body.get("model_version") or {}
+        tags = {t["key"]: t.get("value", "") for t in mv.get("tags") or []}
+        return RestModelVersion(
+            name=mv["name"],
+            version=str(mv["version"]),
+            source=mv.get("source", ""),
+            run_id=mv.get("run_id") or None,
+            tags=tags,
+        )
+
+    def get_model_version(self, name: str, version: str) -> RestModelVersion:
+        return self._get("model-versions/get", {"name": name, "version": str(version)}, f"{name}/{version}")
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> RestModelVersion:
+        return self._get("registered-models/alias", {"name": name, "alias": alias}, f"{name}@{alias}")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def registry_client(tracking_uri: str):  # noqa: ANN201 - RestRegistryClient or MlflowClient
+    """The cheapest client that resolves versions: REST for an ``http(s)://`` tracking server (no
+    ``mlflow`` import), ``MlflowClient`` for a database or file store."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return RestRegistryClient(tracking_uri)
+    return mlflow_client(tracking_uri)
 
 
 def download_reference(client, version: ResolvedVersion, dest: Path) -> Path:  # noqa: ANN001

@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import shutil
-import tempfile
+import subprocess
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from mlplatform.core.app import settle_heap
@@ -27,13 +24,14 @@ from mlplatform.core.registry import (
     TAG_FEATURE_SERVICE,
     ModelRef,
     ResolvedVersion,
-    download_reference,
     mlflow_client,
+    registry_client,
     resolve_version,
 )
+from mlplatform.serving import cache
 from mlplatform.serving.batching import AdaptiveBatcher
 from mlplatform.serving.metrics import ServingMetrics
-from mlplatform.serving.runtimes import LoadedModel, load_local_model
+from mlplatform.serving.runtimes import LoadedModel, load_local_model, load_prepared
 from mlplatform.serving.settings import ServingSettings
 
 log = logging.getLogger("mlplatform.serving.repository")
@@ -98,6 +96,7 @@ class ModelRepository:
     async def stop(self, drain_timeout_s: float = 30.0) -> None:
         """Stop the background tasks and drain every batcher."""
         self._closing = True
+        cache.terminate_children()  # a prepare child must not hold the shutdown up
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -201,74 +200,89 @@ class ModelRepository:
     # ----- blocking helpers (run in threads) ---------------------------------------------------
 
     def _mlflow(self) -> Any:
+        """The registry client: REST for an http(s) tracking server (no mlflow import), else MlflowClient."""
         if self._client is None:
-            self._client = mlflow_client(self.tracking_uri)
+            self._client = registry_client(self.tracking_uri)
         return self._client
 
     def _resolve(self, ref: ModelRef) -> ResolvedVersion:
         return resolve_version(self._mlflow(), ref)
 
-    def _download(self, resolved: ResolvedVersion) -> Path:
-        import mlflow.artifacts
-
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        dest = self.settings.resolved_cache_dir() / resolved.name / resolved.version
-        if (dest / "MLmodel").exists():
-            return dest
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{resolved.version}-", dir=dest.parent))
-        try:
-            # The storage location (file:, s3:, mlflow-artifacts:), not models:/ which would resolve
-            # through MLflow's process-global registry URI.
-            uri = self._mlflow().get_model_version_download_uri(resolved.name, resolved.version)
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=uri, dst_path=str(tmp), tracking_uri=self.tracking_uri
-                )
-            )
-            if not (local / "MLmodel").exists():
-                found = next(local.rglob("MLmodel"), None)
-                if found is None:
-                    raise FileNotFoundError(f"no MLmodel file in the artifacts of {resolved.uri}")
-                local = found.parent
-            if dest.exists():
-                shutil.rmtree(dest)
-            local.rename(dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return dest
-
-    def _reference(self, resolved: ResolvedVersion) -> Any:
-        try:
-            import pandas as pd
-
-            path = download_reference(
-                self._mlflow(),
-                resolved,
-                self.settings.resolved_cache_dir() / resolved.name / f"{resolved.version}-ref",
-            )
-            df = pd.read_parquet(path)
-            return df.sample(n=min(256, len(df)), random_state=0) if len(df) else None
-        except Exception as exc:  # noqa: BLE001 - a reference sample is optional for user models
-            log.info("no reference sample for %s/%s: %s", resolved.name, resolved.version, _describe(exc))
-            return None
-
     def _load(self, resolved: ResolvedVersion, ref: ModelRef) -> LoadedModel:
-        folder = self._download(resolved)
         s = self.settings
-        model = load_local_model(
-            folder,
-            name=resolved.name,
-            version=resolved.version,
-            runtime=s.runtime,
-            tolerance=s.onnx_tolerance,
-            onnx_threads=s.onnx_threads,
-            torch_device=s.torch_device,
-            reference=self._reference(resolved),
-        )
+        if s.runtime == "native":
+            model = self._load_in_process(resolved)
+        else:
+            model = self._load_prepared(resolved)
         model.alias = ref.alias if ref.version is None else None
         model.feature_service = resolved.tags.get(TAG_FEATURE_SERVICE)
         return model
+
+    def _load_prepared(self, resolved: ResolvedVersion) -> LoadedModel:
+        """From the pod's cache entry, prepared by a child process when missing or corrupted."""
+        s = self.settings
+        cache_dir = s.resolved_cache_dir()
+        name, version = resolved.name, resolved.version
+        entry = None
+        for attempt in (1, 2):
+            try:
+                entry = cache.read_entry(cache_dir, name, version, s.runtime, s.onnx_tolerance)
+                break
+            except cache.CacheError as exc:
+                if attempt == 2:
+                    raise RuntimeError(
+                        f"cache entry of {name}/{version} unusable after preparing it: {exc}"
+                    ) from None
+                if str(exc) != "no cache entry":
+                    log.warning("cache entry of %s/%s discarded (%s); preparing it again", name, version, exc)
+                cache.discard(cache_dir, name, version, artefact="artefact" in str(exc))
+            try:
+                cache.run_prepare(
+                    tracking_uri=self.tracking_uri,
+                    resolved=resolved,
+                    cache_dir=cache_dir,
+                    runtime=s.runtime,
+                    tolerance=s.onnx_tolerance,
+                    torch_device=s.torch_device,
+                )
+            except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+                if self._closing:
+                    raise
+                log.warning("%s; loading %s/%s in this process", exc, name, version)
+                return self._load_in_process(resolved)
+        assert entry is not None
+        if entry.onnx is not None:
+            try:
+                return load_prepared(entry, name=name, version=version, onnx_threads=s.onnx_threads)
+            except Exception as exc:  # noqa: BLE001 - an ONNX file that does not open: rebuild next attempt
+                cache.discard(cache_dir, name, version)
+                raise RuntimeError(f"cached ONNX model of {name}/{version} does not load: {exc}") from None
+        # prepared as native (the reason is in the entry): load natively here, without re-checking
+        model = self._load_in_process(resolved, runtime="native", reference=entry.check_rows)
+        model.runtime_reason = entry.meta.get("runtime_reason", model.runtime_reason)
+        return model
+
+    def _load_in_process(
+        self, resolved: ResolvedVersion, runtime: str | None = None, reference: Any = None
+    ) -> LoadedModel:
+        s = self.settings
+        cache_dir = s.resolved_cache_dir()
+        client = self._mlflow()
+        if not hasattr(client, "get_model_version_download_uri"):  # the REST client only resolves
+            client = mlflow_client(self.tracking_uri)
+        folder = cache.download_model(client, resolved, cache_dir, self.tracking_uri)
+        if reference is None:
+            reference = cache.reference_sample(client, resolved, cache_dir)
+        return load_local_model(
+            folder,
+            name=resolved.name,
+            version=resolved.version,
+            runtime=runtime or s.runtime,
+            tolerance=s.onnx_tolerance,
+            onnx_threads=s.onnx_threads,
+            torch_device=s.torch_device,
+            reference=reference,
+        )
 
     def _batcher(self, model: LoadedModel) -> AdaptiveBatcher:
         name = model.name
