@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from mlplatform.core.app import build_app, build_context
-from mlplatform.core.secrets import SecretsBackend
+from mlplatform.core.secrets import SecretsBackend, follow_secret
 from mlplatform.drift.dataplane import DriftService
 from mlplatform.drift.metrics import DriftMetrics
 from mlplatform.drift.quality import QualityService
@@ -38,6 +38,9 @@ def create_app(
     ctx = build_context(SERVICE, settings, secrets=secrets)
     metrics = DriftMetrics(ctx.registry)
     store = open_store(settings.resolved_database_url(ctx.secrets), settings.drift_dir())
+    set_dsn = getattr(store, "set_dsn", None)
+    if set_dsn is not None and not (settings.database_url and settings.database_url.get_secret_value()):
+        follow_secret(ctx.secrets, "DRIFT_DATABASE_URL", set_dsn)  # a rotated DSN, no restart
     svc = DriftService(
         settings,
         metrics,

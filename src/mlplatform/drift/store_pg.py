@@ -159,6 +159,23 @@ class PostgresDriftStore(SqlDriftStore):
                 f"DRIFT_DATABASE_URL: cannot use PostgreSQL at {self.where}: {first}"
             ) from None
 
+    def set_dsn(self, dsn: str | None) -> None:
+        """Use ``dsn`` (a rotated ``DRIFT_DATABASE_URL``) for every new connection and replace the
+        pooled ones; a query in flight finishes on its connection, which is closed when returned.
+        Change the password in PostgreSQL first, then in Vault. A missing or malformed URL raises
+        ValueError naming the setting (never the URL) and the current one stays in use."""
+        if not dsn:
+            raise ValueError("DRIFT_DATABASE_URL was removed; keeping the current database URL")
+        try:
+            conninfo.conninfo_to_dict(dsn)
+        except psycopg.ProgrammingError:
+            raise ValueError(
+                "DRIFT_DATABASE_URL is not a valid PostgreSQL URL; keeping the current one"
+            ) from None
+        self._pool.conninfo = dsn
+        self.where = describe_dsn(dsn)
+        self._pool.drain()
+
     def close(self) -> None:
         self._pool.close()
 

@@ -1,0 +1,115 @@
+"""drift-detection's PostgreSQL DSN (``DRIFT_DATABASE_URL`` in Vault) rotated live: the session's real
+PostgreSQL (a role of this test's own, password-authenticated), a real drift-detection process with
+``secrets_backend=vault`` on the session's OpenBao, steady reads that query the database.
+
+Rotation as an operator does it: ``ALTER ROLE ... PASSWORD`` in PostgreSQL, then the new URL in
+Vault. The service swaps its pool's connection string and replaces the pooled connections: 0 failed
+requests, every connection of the role afterwards opened with the new password (the old one is
+refused by PostgreSQL), no password in the service's log.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from tests.integration.security.test_vault_service import PATH, serve, service_env
+from tests.openbao import OpenBao
+from tests.procs import free_port, wait_ready
+
+pytestmark = pytest.mark.integration
+
+
+def test_drift_database_url_rotation_under_load(openbao: OpenBao, postgres, tmp_path: Path) -> None:
+    role = f"drift_rot_{uuid.uuid4().hex[:8]}"
+    old_pw, new_pw = "0ld-pg-Secret", "n3w-pg-Secret"
+    db_dsn = postgres.create_database()
+    db = db_dsn.rsplit("/", 1)[1]
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{old_pw}'")
+        conn.execute(f'ALTER DATABASE "{db}" OWNER TO {role}')
+    # this role authenticates with its password (the cluster trusts everyone else, as before)
+    hba = postgres.data_dir / "pg_hba.conf"
+    hba.write_text(f"host {db} {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+
+    def url(password: str) -> str:
+        return f"postgresql://{role}:{password}@127.0.0.1:{postgres.port}/{db}"
+
+    time.sleep(0.2)  # pg_reload_conf() signals the postmaster; give it a moment
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(
+            f"postgresql://{role}:wrong@127.0.0.1:{postgres.port}/{db}", connect_timeout=3
+        ).close()
+    openbao.put(PATH, {"DRIFT_DATABASE_URL": url(old_pw)})
+    port = free_port()
+    log = tmp_path / "drift.log"
+    proc = serve(
+        service_env(
+            openbao,
+            tmp_path,
+            openbao.kube.mint("mlplatform-dev", "drift-detection"),
+            DRIFT_AUTH_ENABLED="false",
+        ),
+        port,
+        log,
+    )
+    base = f"http://127.0.0.1:{port}"
+    results: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            while not stop.is_set():
+                results.append(client.get("/v1/models").status_code)  # a query on the drift store
+
+    def until(predicate, deadline_s: float = 30) -> float:  # noqa: ANN001
+        start = time.monotonic()
+        while not predicate():
+            assert time.monotonic() - start < deadline_s, "not within the deadline"
+            time.sleep(0.05)
+        return time.monotonic() - start
+
+    def role_backends() -> list[tuple[int, float]]:
+        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid, extract(epoch FROM backend_start) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            ).fetchall()
+        return [(int(pid), float(start)) for pid, start in rows]
+
+    loader = threading.Thread(target=load, daemon=True)
+    try:
+        wait_ready(base, 120, proc, path="/v2/health/ready")
+        loader.start()
+        until(lambda: len(results) > 20)
+        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+            conn.execute(f"ALTER ROLE {role} PASSWORD '{new_pw}'")
+            rotated_at = float(conn.execute("SELECT extract(epoch FROM now())").fetchone()[0])
+        openbao.put(PATH, {"DRIFT_DATABASE_URL": url(new_pw)})
+        applied = until(
+            lambda: "rotated secret DRIFT_DATABASE_URL applied" in log.read_text(errors="replace")
+        )
+        n = len(results)
+        until(lambda: len(results) > n + 100)
+        # every connection of the role now was opened after the password change
+        until(lambda: role_backends() and all(start > rotated_at for _, start in role_backends()))
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(url(old_pw), connect_timeout=3).close()
+    finally:
+        stop.set()
+        loader.join(timeout=30)
+        proc.terminate()
+        proc.wait(timeout=40)
+    failed = [s for s in results if s != 200]
+    assert failed == [], f"{len(failed)} of {len(results)} requests failed: {sorted(set(failed))}"
+    output = log.read_text(errors="replace")
+    assert old_pw not in output and new_pw not in output
+    print(f"DSN rotation: {len(results)} requests, 0 failed; applied {applied:.2f}s after the Vault write")
