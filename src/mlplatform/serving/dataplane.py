@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 from opentelemetry import trace
 
@@ -28,9 +30,11 @@ from mlplatform.v2.codec import (
     ENTITY_KEYS,
     Frame,
     ParsedRequest,
+    assemble_frame,
     decode,
     entity_rows,
     frame_from_rows,
+    is_entity_request,
     load_json,
 )
 from mlplatform.v2.schema import COLUMN_DATATYPE
@@ -39,6 +43,35 @@ from mlplatform.v2.types import MetadataTensor, ModelMetadata, ServerMetadata
 log = logging.getLogger("mlplatform.serving.dataplane")
 
 _OUT_DATATYPE = {"f": "FP64", "i": "INT64", "u": "INT64", "b": "BOOL"}
+
+
+def output_datatype(arr: np.ndarray) -> str:
+    """The V2 datatype an output array is answered with (strings and objects: BYTES)."""
+    return _OUT_DATATYPE.get(arr.dtype.kind, "BYTES")
+
+
+@dataclass(slots=True)
+class InferResult:
+    """One answered inference request, transport-free: REST renders it as JSON, gRPC as a
+    ``ModelInferResponse``."""
+
+    model_name: str
+    model_version: str
+    id: str
+    prediction_id: str
+    outputs: list[tuple[str, np.ndarray]]  # the requested outputs (all, by default), in order
+
+
+def _select_outputs(pred: Prediction, wanted: list[str] | None) -> list[tuple[str, np.ndarray]]:
+    outputs = pred.outputs
+    if wanted is None:
+        return list(outputs.items())
+    for w in wanted:
+        if w not in outputs:
+            raise InvalidInput(
+                f"outputs: '{w}' is not an output of this model (outputs: {', '.join(outputs)})"
+            )
+    return [(w, outputs[w]) for w in wanted]
 
 
 class DataPlane:
@@ -108,37 +141,52 @@ class DataPlane:
     async def infer(
         self, name: str, body: bytes, *, version: str | None = None, request_id: str = ""
     ) -> bytes:
-        """Run one V2 inference request; returns the JSON response body."""
+        """Run one V2 REST inference request (a JSON body); returns the JSON response body."""
+        result = await self._run(name, version, request_id, body=body)
+        return self._response(result)
+
+    async def infer_parsed(
+        self, name: str, req: ParsedRequest, *, version: str | None = None, request_id: str = ""
+    ) -> InferResult:
+        """Run one inference request already decoded into tensors (gRPC, binary REST): the same
+        validation, batching, metrics and payload logging as :meth:`infer`."""
+        return await self._run(name, version, request_id, req=req)
+
+    async def _run(
+        self,
+        name: str,
+        version: str | None,
+        request_id: str,
+        *,
+        body: bytes | None = None,
+        req: ParsedRequest | None = None,
+    ) -> InferResult:
         start = time.perf_counter()
         model_version = version or "unknown"
         try:
             handle = self._handle(name, version)
             model_version = handle.model.version
-            doc = load_json(body)
-            frame, req = decode(doc, handle.model.schema, allow_nan=self.allow_nan, max_rows=self.max_rows)
-            inputs_rows: list[dict[str, Any]] | None = None
-            if frame is None:
-                assert req is not None
-                frame, inputs_rows = await self._entity_frame(handle, req)
+            doc = load_json(body) if body is not None else None
+            frame, inputs_rows, req = await self._frame(handle, doc, req)
             try:
                 pred = await handle.batcher.submit(frame)
             except BatcherClosed:
                 # swapped while we waited for features: run on the version now being served
                 handle = self._handle(name, version)
                 model_version = handle.model.version
-                frame, req = decode(
-                    doc, handle.model.schema, allow_nan=self.allow_nan, max_rows=self.max_rows
-                )
-                if frame is None:
-                    assert req is not None
-                    frame, inputs_rows = await self._entity_frame(handle, req)
+                frame, inputs_rows, req = await self._frame(handle, doc, req)
                 pred = await handle.batcher.submit(frame)
             if req is None:
-                rid, wanted = doc.get("id") or request_id, None
+                rid, wanted = doc.get("id") or request_id, None  # type: ignore[union-attr]  # fast path: a dict
             else:
                 rid, wanted = req.id or request_id, req.outputs
-            pid = self.prediction_ids.next()
-            out = self._response(handle, rid, pid, pred, wanted)
+            result = InferResult(
+                model_name=handle.model.name,
+                model_version=handle.model.version,
+                id=rid,
+                prediction_id=self.prediction_ids.next(),
+                outputs=_select_outputs(pred, wanted),
+            )
         except PlatformError as exc:
             if exc.status_code in (503, 504):
                 outcome = OUTCOME_UNAVAILABLE
@@ -154,15 +202,28 @@ class DataPlane:
             raise
         self.metrics.observe_request(name, model_version, OUTCOME_OK, time.perf_counter() - start)
         if self.payload_sink is not None:
-            self._log_payloads(handle, rid, pid, frame, inputs_rows, pred)
-        return out
+            self._log_payloads(handle, rid, result.prediction_id, frame, inputs_rows, pred)
+        return result
 
-    async def _entity_frame(
-        self, handle: ModelHandle, req: ParsedRequest
-    ) -> tuple[Frame, list[dict[str, Any]]]:
-        """An entity-keyed request: the model's inputs fetched from the feature store."""
+    async def _frame(
+        self, handle: ModelHandle, doc: Any, req: ParsedRequest | None
+    ) -> tuple[Frame, list[dict[str, Any]] | None, ParsedRequest | None]:
+        """The model's input frame from a JSON document (the codec, fast path inside) or decoded
+        tensors; entity-keyed requests get their features from the feature store."""
+        schema = handle.model.schema
+        if req is None:
+            frame, req = decode(doc, schema, allow_nan=self.allow_nan, max_rows=self.max_rows)
+        else:
+            frame = (
+                None
+                if is_entity_request(req, schema)
+                else assemble_frame(req, schema, allow_nan=self.allow_nan)
+            )
+        if frame is not None:
+            return frame, None, req
+        assert req is not None
         rows = await self._entity_features(handle, req)
-        return frame_from_rows(rows, handle.model.schema, allow_nan=self.allow_nan), rows
+        return frame_from_rows(rows, schema, allow_nan=self.allow_nan), rows, req
 
     async def _entity_features(self, handle: ModelHandle, req: ParsedRequest) -> list[dict[str, Any]]:
         model = handle.model
@@ -211,30 +272,20 @@ class DataPlane:
         )
         return [{**model.defaults, **row} for row in rows]
 
-    def _response(
-        self, handle: ModelHandle, rid: str, pid: str, pred: Prediction, wanted: list[str] | None
-    ) -> bytes:
-        outputs = pred.outputs
-        names = list(outputs)
-        if wanted is not None:
-            for w in wanted:
-                if w not in outputs:
-                    raise InvalidInput(
-                        f"outputs: '{w}' is not an output of this model (outputs: {', '.join(names)})"
-                    )
-            names = wanted
+    @staticmethod
+    def _response(result: InferResult) -> bytes:
+        """The V2 JSON response body."""
         docs = []
-        for key in names:
-            arr = outputs[key]
-            dt = _OUT_DATATYPE.get(arr.dtype.kind, "BYTES")
+        for key, arr in result.outputs:
+            dt = output_datatype(arr)
             data = arr if dt != "BYTES" else [str(v) for v in arr]
-            docs.append({"name": key, "shape": [len(arr)], "datatype": dt, "data": data})
+            docs.append({"name": key, "shape": list(arr.shape), "datatype": dt, "data": data})
         return orjson.dumps(
             {
-                "model_name": handle.model.name,
-                "model_version": handle.model.version,
-                "id": rid,
-                "parameters": {"prediction_id": pid},
+                "model_name": result.model_name,
+                "model_version": result.model_version,
+                "id": result.id,
+                "parameters": {"prediction_id": result.prediction_id},
                 "outputs": docs,
             },
             option=orjson.OPT_SERIALIZE_NUMPY,
