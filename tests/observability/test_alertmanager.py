@@ -233,30 +233,40 @@ def start_drift(port: int, tmp_path: Path) -> Process:
 
 
 @pytest.fixture
-def alerting(tmp_path: Path) -> Iterator[dict[str, Any]]:
-    """Webhook receiver, Alertmanager (shipped config, fast timers) and Prometheus (shipped rules with
-    1 s ``for:``) alerting to it, scraping a drift-detection process."""
-    if shutil.which(ALERTMANAGER) is None or shutil.which("prometheus") is None:
-        pytest.fail("prometheus-alertmanager / prometheus missing: make sysdeps")
+def alertmanager(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A webhook receiver and Alertmanager with the shipped config (fast timers, URLs to the receiver)."""
+    if shutil.which(ALERTMANAGER) is None:
+        pytest.fail("prometheus-alertmanager is missing: make sysdeps")
     hook = WebhookReceiver()
-    procs: list[Process] = []
-    state: dict[str, Any] = {"hook": hook}
+    am_port = free_port()
+    am = Process(
+        [
+            ALERTMANAGER,
+            f"--config.file={test_config_copy(tmp_path, hook.url)}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",
+        ],
+        tmp_path / "alertmanager.log",
+    )
     try:
-        am_port = free_port()
-        am = Process(
-            [
-                ALERTMANAGER,
-                f"--config.file={test_config_copy(tmp_path, hook.url)}",
-                f"--storage.path={tmp_path / 'am-data'}",
-                f"--web.listen-address=127.0.0.1:{am_port}",
-                "--cluster.listen-address=",
-            ],
-            tmp_path / "alertmanager.log",
-        )
-        procs.append(am)
-        state["am"] = f"http://127.0.0.1:{am_port}"
-        wait_http(state["am"] + "/-/ready", am)
+        url = f"http://127.0.0.1:{am_port}"
+        wait_http(url + "/-/ready", am)
+        yield {"hook": hook, "am": url, "am_port": am_port}
+    finally:
+        am.stop()
+        hook.close()
 
+
+@pytest.fixture
+def alerting(alertmanager: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """Prometheus (shipped rules with 1 s ``for:``) alerting to ``alertmanager``, scraping a
+    drift-detection process."""
+    if shutil.which("prometheus") is None:
+        pytest.fail("prometheus is missing: make sysdeps")
+    state: dict[str, Any] = dict(alertmanager)
+    prom: Process | None = None
+    try:
         rules_dir = tmp_path / "rules"
         rules_dir.mkdir()
         for path in rule_files():
@@ -273,7 +283,9 @@ def alerting(tmp_path: Path) -> Iterator[dict[str, Any]]:
             rule_files=[str(p) for p in sorted(rules_dir.glob("*.yaml"))],
         )
         config["scrape_configs"] = [j for j in config["scrape_configs"] if j["job_name"] == "drift-detection"]
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]}
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{state['am_port']}"]}]}]
+        }
         prom_config = tmp_path / "prometheus.yml"
         prom_config.write_text(yaml.safe_dump(config, sort_keys=False))
         prom_port = free_port()
@@ -286,16 +298,14 @@ def alerting(tmp_path: Path) -> Iterator[dict[str, Any]]:
             ],
             tmp_path / "prometheus.log",
         )
-        procs.append(prom)
         state["prom"] = f"http://127.0.0.1:{prom_port}"
         wait_http(state["prom"] + "/-/ready", prom)
         yield state
     finally:
         if "drift" in state:
             state["drift"].stop()
-        for p in reversed(procs):
-            p.stop()
-        hook.close()
+        if prom is not None:
+            prom.stop()
 
 
 def _up(prom: str) -> list[str]:
@@ -343,10 +353,10 @@ def test_target_down_alert_travels_to_the_webhook_and_resolves(alerting):
     print(f"MlplatformTargetDown delivered {fired_after:.1f}s after drift-detection stopped")
 
 
-def test_cause_inhibits_symptom_on_the_real_alertmanager(alerting):
+def test_cause_inhibits_symptom_on_the_real_alertmanager(alertmanager):
     """Alerts posted the way Prometheus posts them (API v2): the payload-delivery symptom is held back
     while drift-detection's target-down alert is active in the same namespace."""
-    hook, am = alerting["hook"], alerting["am"]
+    hook, am = alertmanager["hook"], alertmanager["am"]
     now = datetime.now(UTC)
     window = {"startsAt": now.isoformat(), "endsAt": (now + timedelta(minutes=5)).isoformat()}
     cause = {
