@@ -207,7 +207,9 @@ def test_wheel_dependencies_are_the_locked_ones(image_venv):
     lock = _lock()
     runtime = [r for r in requires if r.marker is None]
     assert runtime
-    for req in runtime:
+    extras = [r for r in requires if r.marker is not None and "extra" in str(r.marker)]
+    assert {str(r.marker).split('"')[1] for r in extras} >= {"serving", "all"}
+    for req in [*runtime, *extras]:
         name = re.sub(r"[-_.]+", "-", req.name.lower())
         assert name in lock, f"{req} is not pinned in requirements/lock.txt"
         assert req.specifier.contains(lock[name], prereleases=True), (
@@ -314,3 +316,53 @@ def test_entrypoints_start_and_become_ready(image_venv, demo_registry, tmp_path)
                 proc.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+# --- image sizes --------------------------------------------------------------------------------
+
+#: Dependencies serving's image must not carry (other services' and training's), and mlflow's tracking
+#: server (serving talks to one; mlflow-skinny has the client and the flavours).
+NOT_IN_SERVING = {
+    "feast",
+    "evidently",
+    "shap",
+    "kubernetes",
+    "redis",
+    "psycopg",
+    "mlflow",
+    "sqlalchemy",
+    "flask",
+}
+
+
+def _image_extra(dockerfile: Path) -> str:
+    match = re.search(r"mlplatform-\*\.whl'\)\[(\w+)\]", dockerfile.read_text())
+    assert match, f"{dockerfile} does not install the wheel with an extra"
+    return match.group(1)
+
+
+def test_image_sizes_from_the_install_replay(capsys):
+    """Each image's install step (the wheel plus its extra, at the locked versions) resolved over the
+    distributions the replay venv sees, and the bytes they occupy in site-packages (base image not
+    counted). Printed per image; serving's is the smaller one, without the training-only stack."""
+    from tests.dist_closure import closure, installed_bytes, project_requirements
+
+    sizes = {}
+    for dockerfile in _dockerfiles():
+        extra = _image_extra(dockerfile)
+        names = closure(project_requirements(extra))
+        sizes[f"{dockerfile.parent.name}/{dockerfile.name}"] = (
+            extra,
+            len(names),
+            installed_bytes(names),
+            names,
+        )
+    with capsys.disabled():
+        print("\nimage site-packages from the install replay (CPU torch wheel sizes; base image excluded):")
+        for image, (extra, count, size, _) in sizes.items():
+            print(f"  {image:<36} [{extra}] {count:>4} distributions {size / 2**20:>8,.0f} MiB")
+    serving = sizes["model-serving/Dockerfile"]
+    assert serving[0] == "serving" and not (serving[3] & NOT_IN_SERVING), serving[3] & NOT_IN_SERVING
+    others = [v for k, v in sizes.items() if not k.startswith("model-serving/")]
+    assert all(v[0] == "all" for v in others)
+    assert serving[2] < min(v[2] for v in others)

@@ -80,3 +80,45 @@ def test_credentials_follow_mlflows_variables(monkeypatch, env, header):
     assert seen[0].url.path == "/api/2.0/mlflow/registered-models/alias"
     assert seen[0].url.params["alias"] == "champion"
     assert seen[0].headers.get("authorization") == header
+
+
+def test_serving_runs_with_only_what_its_image_installs(server, tmp_path):
+    """The serving image installs the base dependencies plus the ``serving`` extra only. A process that
+    does what a serving pod does (CLI and app imports, the prepare step for the forest and the torch
+    MLP against an MLflow server, ONNX Runtime from the entries) works on a site-packages holding only
+    those distributions (``python -S``), as in the image: optional imports of others fall back."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    from tests.dist_closure import ROOT, closure, project_requirements, site_view
+
+    site = site_view(closure(project_requirements("serving")), tmp_path / "site-packages")
+    assert not any((site / m).exists() for m in ("feast", "evidently", "shap", "sqlalchemy", "kubernetes"))
+    code = textwrap.dedent(
+        f"""
+        import os, sys
+        os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "true"
+        import mlplatform.cli, mlplatform.serving.app
+        from mlplatform.core.registry import RestRegistryClient, parse_model_ref, resolve_version
+        from mlplatform.serving import cache
+        from mlplatform.serving.runtimes import load_prepared
+        for name in ({FOREST!r}, {MLP!r}):
+            rv = resolve_version(RestRegistryClient({server.url!r}), parse_model_ref(name))
+            job = {{"tracking_uri": {server.url!r}, "cache_dir": {str(tmp_path / "cache")!r}, "runtime": "auto",
+                   "tolerance": 1e-4, "torch_device": "cpu",
+                   "resolved": {{"name": rv.name, "version": rv.version, "source": rv.source,
+                                "run_id": rv.run_id, "tags": rv.tags}}}}
+            cache.prepare(job)
+            entry = cache.read_entry(cache.Path({str(tmp_path / "cache")!r}), name, rv.version, "auto", 1e-4)
+            print(name, load_prepared(entry, name=name, version=rv.version).runtime.name)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env["PYTHONPATH"] = f"{site}:{ROOT / 'src'}"
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.split() == [FOREST, "onnxruntime", MLP, "onnxruntime"], out.stdout
