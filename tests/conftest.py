@@ -14,6 +14,10 @@ from pathlib import Path
 
 import pytest
 
+# model-serving's gRPC port defaults to 8081: off in every test (in-process apps and the service processes
+# they start inherit this) unless a test sets SERVING_GRPC_PORT / grpc_port, so parallel tests never collide.
+os.environ.setdefault("SERVING_GRPC_PORT", "0")
+
 DEMO_ROWS = 20_000
 DEMO_SEED = 11
 

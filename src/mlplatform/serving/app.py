@@ -47,9 +47,20 @@ def create_app(
             await logger.start()
             plane.payload_sink = logger
         await repository.start()
+        grpc_server = None
+        if settings.grpc_port:
+            from mlplatform.serving.grpc_server import GrpcServer, InferenceServicer
+
+            servicer = InferenceServicer(
+                plane, ctx.pipeline, ctx.auth, lambda: not app.draining and plane.ready()
+            )
+            grpc_server = GrpcServer(servicer, settings.host, settings.grpc_port, settings.max_body_bytes)
+            app.state.grpc_port = await grpc_server.start()
         try:
             yield
         finally:
+            if grpc_server is not None:  # after HTTP has drained: in-flight calls finish, new ones refused
+                await grpc_server.stop(settings.grpc_shutdown_grace_s)
             await repository.stop()
             if logger is not None:
                 await logger.stop()
@@ -62,7 +73,8 @@ def create_app(
     app = build_app(
         ctx,
         title="mlplatform model-serving",
-        description="Open Inference Protocol (V2) REST serving of registered MLflow models.",
+        description="Open Inference Protocol (V2) REST (and, on SERVING_GRPC_PORT, gRPC) serving of "
+        "registered MLflow models.",
         lifespan=lifespan,
         is_ready=plane.ready,
         routers=[build_router(plane, handler)],
@@ -71,6 +83,7 @@ def create_app(
     app.fast_routes = (FastRoute("POST", match_infer, handler),)
     app.state.dataplane = plane
     app.state.repository = repository
+    app.state.grpc_port = None  # the bound gRPC port once the lifespan has started it
     return app
 
 

@@ -17,6 +17,25 @@ class ServingSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore", populate_by_name=True)
 
     port: int = Field(8080, ge=1, le=65535, description="TCP port the HTTP server listens on.")
+    grpc_port: int = Field(
+        8081,
+        ge=0,
+        le=65535,
+        description=(
+            "TCP port of the Open Inference Protocol gRPC service (inference.GRPCInferenceService), bound "
+            "on the same interface as HTTP; 0 turns gRPC off. Same models, API keys (metadata 'x-api-key' "
+            "or 'authorization: Bearer'), metrics and payload logging as REST."
+        ),
+    )
+    grpc_shutdown_grace_s: float = Field(
+        25.0,
+        ge=0,
+        le=120,
+        description=(
+            "On shutdown, how long in-flight gRPC calls may finish after the HTTP server has drained "
+            "(new calls are refused); keep shutdown_delay_s plus this below terminationGracePeriodSeconds."
+        ),
+    )
     models: str = Field(
         ",".join(DEMO_MODELS),
         description=(
