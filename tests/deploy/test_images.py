@@ -233,6 +233,31 @@ def test_wheel_dependencies_are_the_locked_ones(image_venv):
         assert version == lock[re.sub(r"[-_.]+", "-", req.name.lower())].split("+")[0], req.name
 
 
+def test_grpc_stubs_are_generated_in_the_build_and_shipped_in_the_wheel(image_venv):
+    """The V2 gRPC stubs are not in git: the serving images generate them (grpcio-tools of the lock)
+    before building the wheel, as `make venv` does, and the wheel carries them."""
+    lock = _lock()
+    for dockerfile in (SERVICES_DIR / "model-serving").glob("Dockerfile*"):
+        if dockerfile.name.endswith(".dockerignore"):
+            continue
+        text = dockerfile.read_text()
+        gen = text.index("src/mlplatform/v2/proto/generate.py")
+        assert gen < text.index("pip wheel"), dockerfile
+        assert '"grpcio-tools==' + lock["grpcio-tools"] + '"' in text, dockerfile
+        assert "EXPOSE 8081" in text and "mlplatform.serving.grpc_server" in text, dockerfile
+    wheel = Path((image_venv.parent / "wheel-path").read_text())
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    for stub in ("__init__.py", "open_inference_grpc_pb2.py", "open_inference_grpc_pb2_grpc.py"):
+        assert f"mlplatform/v2/grpc_gen/{stub}" in names, f"{stub} missing from the wheel"
+    subprocess.run(
+        [str(image_venv / "bin" / "python"), "-c", "import mlplatform.serving.grpc_server"],
+        check=True,
+        cwd=image_venv.parent,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+
+
 def test_package_comes_from_the_wheel_not_the_checkout(image_venv):
     out = subprocess.run(
         [str(image_venv / "bin" / "python"), "-c", "import mlplatform, sys; print(mlplatform.__file__)"],
@@ -284,6 +309,7 @@ def test_entrypoints_start_and_become_ready(image_venv, demo_registry, tmp_path)
                 "PYTHONUNBUFFERED": "1",
                 # Smaller start-up work than the defaults (this checks the entrypoint, not the models).
                 "SERVING_RUNTIME": "native",
+                "SERVING_GRPC_PORT": str(free_port()),
                 "EXPLAIN_BACKGROUND_SIZE": "20",
                 "EXPLAIN_IMPORTANCE_SAMPLE_SIZE": "20",
             }
