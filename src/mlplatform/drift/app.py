@@ -50,6 +50,11 @@ def create_app(
         store=store,
     )
     quality = QualityService(svc, QualityMetrics(ctx.registry))
+    try:
+        quality.check_segments()  # a segment column a model lacks: one start-up error naming it
+    except RuntimeError:
+        store.close()
+        raise
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -109,9 +109,7 @@ class QualityService:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Check the segment columns against each configured model's @champion (a RuntimeError naming a
-        missing column fails start-up), restore gauges, start the ticker."""
-        await self.check_segments()
+        """Restore gauges from the stored results and start the ticker."""
         for model, version in await self.drift._db(self.store.quality_versions):
             await self._export(model, version)
         self._ticker = asyncio.create_task(self._tick())
@@ -120,20 +118,26 @@ class QualityService:
         if self._ticker is not None:
             self._ticker.cancel()
 
-    async def check_segments(self) -> None:
+    def check_segments(self) -> None:
+        """Check the segment columns against each configured model's @champion reference (called while
+        the app is built, so ``mlplatform serve`` stops with one line): a RuntimeError names a missing
+        column. A registry that cannot be reached is logged and the check skipped (windows of a
+        version without the column report it per segment)."""
+        from mlplatform.drift.detector import DriftDetector
+
         for model, specs in self.specs.items():
             try:
-                resolved = await asyncio.to_thread(
-                    lambda m=model: resolve_version(self.drift._mlflow(), ModelRef(m))
-                )
-                det = await self.drift.detector(model, resolved.version)
-            except Exception as exc:  # noqa: BLE001 - the registry may be down: checked again per window
+                client = self.drift._mlflow()
+                version = resolve_version(client, ModelRef(model)).version
+                det = DriftDetector(model, version, self.settings.drift_dir() / "reference")
+                det.load(client)
+            except Exception as exc:  # noqa: BLE001 - registry down or model unknown: checked per window
                 log.warning("segment columns of %s not checked at start-up: %s", model, exc)
                 continue
             missing = missing_columns(specs, det.features)
             if missing:
                 raise RuntimeError(
-                    f"DRIFT_SEGMENTS: model {model!r} (version {resolved.version}) has no input column "
+                    f"DRIFT_SEGMENTS: model {model!r} (version {version}) has no input column "
                     f"{', '.join(repr(c) for c in missing)}; its columns are {', '.join(det.features)}"
                 )
 
