@@ -54,7 +54,10 @@ def new_request_id() -> str:
     return f"{_RID_PREFIX}{next(_rid_counter):016x}"
 
 
-FastHandler = Callable[[tuple[str, ...], dict[bytes, bytes], bytes], Awaitable[bytes]]
+# returns the JSON body, or (body, headers) where headers may start with its own content-type
+FastHandler = Callable[
+    [tuple[str, ...], dict[bytes, bytes], bytes], Awaitable[bytes | tuple[bytes, list[tuple[bytes, bytes]]]]
+]
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,11 @@ class RequestPipeline:
             self.finish(flight, template, 499)
             raise
         else:
-            reply = Reply(200, self._headers(flight, out), out)
+            if type(out) is tuple:  # (body, headers): its own content type and extra headers
+                body, extra = out
+                reply = Reply(200, self._headers(flight, body, tuple(extra)), body)
+            else:
+                reply = Reply(200, self._headers(flight, out), out)
         self.finish(flight, template, reply.status)
         return reply
 
@@ -241,8 +248,12 @@ class RequestPipeline:
     def _headers(
         flight: Flight, body: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()
     ) -> list[tuple[bytes, bytes]]:
+        if extra and extra[0][0] == b"content-type":
+            content_type, extra = extra[0], extra[1:]
+        else:
+            content_type = JSON_HEADER
         return [
-            JSON_HEADER,
+            content_type,
             (b"content-length", str(len(body)).encode()),
             (b"x-request-id", flight.request_id.encode("latin-1")),
             *extra,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,9 @@ from mlplatform.v2.codec import (
     frame_from_rows,
     is_entity_request,
     load_json,
+    output_bytes,
+    parse_infer_document,
+    split_binary_body,
 )
 from mlplatform.v2.schema import COLUMN_DATATYPE
 from mlplatform.v2.types import MetadataTensor, ModelMetadata, ServerMetadata
@@ -60,6 +63,44 @@ class InferResult:
     id: str
     prediction_id: str
     outputs: list[tuple[str, np.ndarray]]  # the requested outputs (all, by default), in order
+    binary: list[bool] = field(default_factory=list)  # per output: answer as binary data (REST extension)
+
+
+def render_rest(result: InferResult) -> bytes | tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The V2 REST response: JSON, or (with outputs as binary data) the JSON header followed by their
+    bytes, ``Inference-Header-Content-Length`` and ``application/octet-stream``."""
+    docs = []
+    blobs: list[bytes] = []
+    for i, (key, arr) in enumerate(result.outputs):
+        dt = output_datatype(arr)
+        doc: dict[str, Any] = {"name": key, "shape": list(arr.shape), "datatype": dt}
+        if i < len(result.binary) and result.binary[i]:
+            blob = output_bytes(arr, dt)
+            blobs.append(blob)
+            doc["parameters"] = {"binary_data_size": len(blob)}
+        else:
+            doc["data"] = arr if dt != "BYTES" else [_text(v) for v in arr.reshape(-1)]
+        docs.append(doc)
+    header = orjson.dumps(
+        {
+            "model_name": result.model_name,
+            "model_version": result.model_version,
+            "id": result.id,
+            "parameters": {"prediction_id": result.prediction_id},
+            "outputs": docs,
+        },
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+    if not blobs:
+        return header
+    return b"".join([header, *blobs]), [
+        (b"content-type", b"application/octet-stream"),
+        (b"inference-header-content-length", str(len(header)).encode()),
+    ]
+
+
+def _text(value: Any) -> str:  # noqa: ANN401 - an element of an object array
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def _select_outputs(pred: Prediction, wanted: list[str] | None) -> list[tuple[str, np.ndarray]]:
@@ -120,10 +161,14 @@ class DataPlane:
             name=m.name,
             versions=[m.version],
             platform=m.platform,
-            inputs=[
-                MetadataTensor(name=c.name, datatype=COLUMN_DATATYPE[c.type], shape=[-1])
-                for c in m.schema.columns
-            ],
+            inputs=(
+                [MetadataTensor(name=t.name, datatype=t.datatype, shape=list(t.shape))]
+                if (t := m.schema.tensor) is not None
+                else [
+                    MetadataTensor(name=c.name, datatype=COLUMN_DATATYPE[c.type], shape=[-1])
+                    for c in m.schema.columns
+                ]
+            ),
             outputs=m.outputs,
             parameters=m.metadata_parameters(),
         )
@@ -139,11 +184,24 @@ class DataPlane:
     # ----- inference ----------------------------------------------------------------------------
 
     async def infer(
-        self, name: str, body: bytes, *, version: str | None = None, request_id: str = ""
-    ) -> bytes:
-        """Run one V2 REST inference request (a JSON body); returns the JSON response body."""
-        result = await self._run(name, version, request_id, body=body)
-        return self._response(result)
+        self,
+        name: str,
+        body: bytes,
+        *,
+        version: str | None = None,
+        request_id: str = "",
+        header_length: bytes | None = None,
+    ) -> bytes | tuple[bytes, list[tuple[bytes, bytes]]]:
+        """Run one V2 REST inference request; returns the JSON response body, or (body, headers) when
+        outputs go back as binary data. ``header_length``: the ``Inference-Header-Content-Length`` of a
+        binary-extension request (JSON header, then the inputs' binary data)."""
+        if header_length is None:
+            result = await self._run(name, version, request_id, body=body)
+        else:
+            doc, blob = split_binary_body(body, header_length)
+            req = parse_infer_document(doc, max_rows=self.max_rows, binary=blob)
+            result = await self._run(name, version, request_id, req=req)
+        return render_rest(result)
 
     async def infer_parsed(
         self, name: str, req: ParsedRequest, *, version: str | None = None, request_id: str = ""
@@ -176,16 +234,23 @@ class DataPlane:
                 model_version = handle.model.version
                 frame, inputs_rows, req = await self._frame(handle, doc, req)
                 pred = await handle.batcher.submit(frame)
-            if req is None:
-                rid, wanted = doc.get("id") or request_id, None  # type: ignore[union-attr]  # fast path: a dict
+            if req is None:  # the fast path: a plain dict document
+                rid, wanted = doc.get("id") or request_id, None  # type: ignore[union-attr]
+                params = doc.get("parameters")  # type: ignore[union-attr]
+                all_binary = bool(params and params.get("binary_data_output"))
+                outputs = _select_outputs(pred, wanted)
+                binary = [all_binary] * len(outputs)
             else:
                 rid, wanted = req.id or request_id, req.outputs
+                outputs = _select_outputs(pred, wanted)
+                binary = [req.binary(key) for key, _ in outputs]
             result = InferResult(
                 model_name=handle.model.name,
                 model_version=handle.model.version,
                 id=rid,
                 prediction_id=self.prediction_ids.next(),
-                outputs=_select_outputs(pred, wanted),
+                outputs=outputs,
+                binary=binary,
             )
         except PlatformError as exc:
             if exc.status_code in (503, 504):
@@ -271,25 +336,6 @@ class DataPlane:
             "feature store %s for %s: %s; predicting with default feature values", reason, model.name, detail
         )
         return [{**model.defaults, **row} for row in rows]
-
-    @staticmethod
-    def _response(result: InferResult) -> bytes:
-        """The V2 JSON response body."""
-        docs = []
-        for key, arr in result.outputs:
-            dt = output_datatype(arr)
-            data = arr if dt != "BYTES" else [str(v) for v in arr]
-            docs.append({"name": key, "shape": list(arr.shape), "datatype": dt, "data": data})
-        return orjson.dumps(
-            {
-                "model_name": result.model_name,
-                "model_version": result.model_version,
-                "id": result.id,
-                "parameters": {"prediction_id": result.prediction_id},
-                "outputs": docs,
-            },
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
 
     def _log_payloads(
         self,

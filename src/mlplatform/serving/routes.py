@@ -92,7 +92,7 @@ def build_router(plane: DataPlane, infer: FastHandler) -> APIRouter:
     )
     async def infer_route(model_name: str, request: Request) -> Response:
         out = await infer((model_name, ""), dict(request.scope["headers"]), await request.body())
-        return Response(out, media_type=_JSON)
+        return _response(out)
 
     @router.post(
         "/v2/models/{model_name}/versions/{model_version}/infer",
@@ -103,7 +103,7 @@ def build_router(plane: DataPlane, infer: FastHandler) -> APIRouter:
     async def infer_version(model_name: str, model_version: str, request: Request) -> Response:
         headers = dict(request.scope["headers"])
         out = await infer((model_name, model_version), headers, await request.body())
-        return Response(out, media_type=_JSON)
+        return _response(out)
 
     @router.post(
         "/v2/repository/models/{model_name}/load",
@@ -118,6 +118,13 @@ def build_router(plane: DataPlane, infer: FastHandler) -> APIRouter:
         return ReloadResult(name=m.name, version=m.version, runtime=m.runtime.name)
 
     return router
+
+
+def _response(out: bytes | tuple[bytes, list[tuple[bytes, bytes]]]) -> Response:
+    if type(out) is tuple:
+        body, headers = out
+        return Response(body, headers={k.decode(): v.decode() for k, v in headers})
+    return Response(out, media_type=_JSON)
 
 
 INFER_TEMPLATE = "/v2/models/{model_name}/infer"
@@ -142,6 +149,12 @@ def infer_handler(plane: DataPlane, auth: ApiKeyAuth) -> FastHandler:
     async def handle(params: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
         auth.check_raw_headers(headers, "infer")
         name, version = params
-        return await plane.infer(name, body, version=version or None, request_id=request_id_var.get())
+        return await plane.infer(
+            name,
+            body,
+            version=version or None,
+            request_id=request_id_var.get(),
+            header_length=headers.get(b"inference-header-content-length"),
+        )
 
     return handle

@@ -50,6 +50,16 @@ class ParsedRequest:
     inputs: list[Tensor]
     outputs: list[str] | None
     parameters: dict[str, Any] = field(default_factory=dict)
+    # outputs to answer as binary data (the binary tensor extension): by name, or all of them
+    binary_outputs: frozenset[str] = frozenset()
+    all_binary: bool = False
+
+    def binary(self, output: str) -> bool:
+        """Whether ``output`` goes back as binary data (its own ``binary_data``, else the request's
+        ``binary_data_output``)."""
+        return output in self.binary_outputs or (self.all_binary and output not in self.json_outputs)
+
+    json_outputs: frozenset[str] = frozenset()
 
     def input(self, name: str) -> Tensor | None:
         for t in self.inputs:
@@ -71,8 +81,21 @@ def load_json(body: bytes) -> Any:
         raise BadRequest(f"malformed JSON body: {exc}") from None
 
 
-def parse_infer_document(doc: Any, *, max_rows: int = 10_000) -> ParsedRequest:
-    """Check an already-decoded V2 inference document."""
+def split_binary_body(body: bytes, header_length: bytes | str) -> tuple[Any, bytes]:
+    """A binary-extension body: the JSON header (``Inference-Header-Content-Length`` bytes), then the
+    binary data of the inputs that declare ``binary_data_size``. 400 for a bad header length."""
+    raw = header_length.decode("latin-1") if isinstance(header_length, bytes) else header_length
+    if not raw.strip().isdigit():
+        raise BadRequest(f"Inference-Header-Content-Length: {raw!r} is not a byte count")
+    n = int(raw)
+    if n > len(body):
+        raise BadRequest(f"Inference-Header-Content-Length: {n} is longer than the {len(body)}-byte body")
+    return load_json(body[:n]), body[n:]
+
+
+def parse_infer_document(doc: Any, *, max_rows: int = 10_000, binary: bytes | None = None) -> ParsedRequest:
+    """Check an already-decoded V2 inference document (``binary``: the data after the JSON header of
+    a binary-extension request)."""
     if type(doc) is not dict:
         raise InvalidInput("request body must be a JSON object with an 'inputs' list")
     raw_inputs = doc.get("inputs")
@@ -84,7 +107,12 @@ def parse_infer_document(doc: Any, *, max_rows: int = 10_000) -> ParsedRequest:
     params = doc.get("parameters") or {}
     if type(params) is not dict:
         raise InvalidInput("parameters: must be an object")
+    all_binary = params.get("binary_data_output", False)
+    if type(all_binary) is not bool:
+        raise InvalidInput("parameters.binary_data_output: must be true or false")
     outputs: list[str] | None = None
+    binary_outputs: set[str] = set()
+    json_outputs: set[str] = set()
     raw_outputs = doc.get("outputs")
     if raw_outputs is not None:
         if type(raw_outputs) is not list:
@@ -94,20 +122,147 @@ def parse_infer_document(doc: Any, *, max_rows: int = 10_000) -> ParsedRequest:
             name = o.get("name") if type(o) is dict else None
             if type(name) is not str:
                 raise InvalidInput(f"outputs[{i}].name: must be a string")
+            oparams = o.get("parameters") or {}
+            if type(oparams) is not dict:
+                raise InvalidInput(f"outputs[{i}].parameters: must be an object")
+            flag = oparams.get("binary_data")
+            if flag is not None and type(flag) is not bool:
+                raise InvalidInput(f"outputs[{i}].parameters.binary_data: must be true or false")
+            if flag:
+                binary_outputs.add(name)
+            elif flag is False:
+                json_outputs.add(name)
             outputs.append(name)
     tensors: list[Tensor] = []
     seen: set[str] = set()
+    offset = 0
     for i, raw in enumerate(raw_inputs):
-        t = decode_tensor(raw, i, max_rows=max_rows)
+        t, offset = _decode_input(raw, i, max_rows, binary, offset)
         if t.name in seen:
             raise InvalidInput(f"input '{t.name}': given more than once")
         seen.add(t.name)
         tensors.append(t)
-    return ParsedRequest(id=req_id, inputs=tensors, outputs=outputs, parameters=params)
+    if binary is not None and offset != len(binary):
+        raise BadRequest(
+            f"binary data: {len(binary) - offset} bytes after the inputs' binary_data_size "
+            f"({offset} of {len(binary)} bytes used)"
+        )
+    return ParsedRequest(
+        id=req_id,
+        inputs=tensors,
+        outputs=outputs,
+        parameters=params,
+        binary_outputs=frozenset(binary_outputs),
+        all_binary=all_binary,
+        json_outputs=frozenset(json_outputs),
+    )
 
 
-def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor:
-    """Validate one V2 input tensor and turn its data into a numpy array of its shape."""
+def _decode_input(
+    raw: Any, index: int, max_rows: int, binary: bytes | None, offset: int
+) -> tuple[Tensor, int]:
+    """One input: JSON ``data``, or ``binary_data_size`` bytes of the binary data at ``offset``."""
+    params = raw.get("parameters") if type(raw) is dict else None
+    size = params.get("binary_data_size") if type(params) is dict else None
+    if size is None:
+        return decode_tensor(raw, index, max_rows=max_rows), offset
+    name, shape, datatype = _header(raw, index, max_rows)
+    if type(size) is not int or size < 0:
+        raise InvalidInput(f"input '{name}': parameters.binary_data_size must be a non-negative integer")
+    if binary is None:
+        raise BadRequest(
+            f"input '{name}': binary_data_size given but the request has no binary data "
+            "(send the Inference-Header-Content-Length header)"
+        )
+    if "data" in raw:
+        raise InvalidInput(f"input '{name}': give either data or binary_data_size, not both")
+    if offset + size > len(binary):
+        raise BadRequest(
+            f"input '{name}': binary_data_size {size} runs past the end of the binary data "
+            f"({len(binary) - offset} bytes left)"
+        )
+    array = decode_binary(binary[offset : offset + size], datatype, shape, name)
+    return Tensor(name=name, shape=tuple(shape), datatype=datatype, array=array), offset + size
+
+
+_WIRE_DTYPE = {
+    "BOOL": np.dtype("?"),
+    "UINT8": np.dtype("<u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.dtype("<i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+}
+
+
+def decode_binary(raw: bytes, datatype: str, shape: list[int] | tuple[int, ...], name: str) -> np.ndarray:
+    """An input's binary data (little-endian, row-major; BYTES as 4-byte-length-prefixed elements) as the
+    array JSON ``data`` would have given: float64 for floats, int64 for integers (uint64 above the int64
+    range), bool, or str objects for BYTES."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        items: list[str] = []
+        pos = 0
+        view = memoryview(raw)
+        while pos < len(raw):
+            if pos + 4 > len(raw):
+                raise InvalidInput(
+                    f"input '{name}': BYTES element {len(items)} has a truncated length prefix"
+                )
+            n = int.from_bytes(view[pos : pos + 4], "little")
+            pos += 4
+            if pos + n > len(raw):
+                raise InvalidInput(f"input '{name}': BYTES element {len(items)} runs past its binary data")
+            try:
+                items.append(bytes(view[pos : pos + n]).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise InvalidInput(f"input '{name}': BYTES element {len(items)} is not UTF-8 text") from None
+            pos += n
+        if len(items) != count:
+            raise InvalidInput(
+                f"input '{name}': binary data holds {len(items)} elements but shape {list(shape)} needs {count}"
+            )
+        return np.array(items, dtype=object).reshape(shape)
+    wire = _WIRE_DTYPE[datatype]
+    if len(raw) != count * wire.itemsize:
+        raise InvalidInput(
+            f"input '{name}': binary_data_size {len(raw)} does not match shape {list(shape)} of {datatype} "
+            f"({count} x {wire.itemsize} bytes)"
+        )
+    arr = np.frombuffer(raw, dtype=wire).reshape(shape)
+    if datatype == "BOOL":
+        if len(raw) and max(raw) > 1:
+            raise InvalidInput(f"input '{name}': BOOL binary data takes bytes 0 and 1")
+        return arr.astype(np.bool_)
+    if datatype in FLOAT_TYPES:
+        return arr.astype(np.float64)
+    if datatype == "UINT64" and arr.size and int(arr.max()) > _INT64_MAX:
+        return arr.astype(np.uint64)
+    return arr.astype(np.int64)
+
+
+def output_bytes(arr: np.ndarray, datatype: str) -> bytes:
+    """An output array as binary data (the binary tensor extension)."""
+    if datatype == "BYTES":
+        parts = []
+        for v in arr.reshape(-1):
+            b = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            parts += (len(b).to_bytes(4, "little"), b)
+        return b"".join(parts)
+    return np.ascontiguousarray(arr, dtype=_WIRE_DTYPE[datatype]).tobytes()
+
+
+MAX_DIMS = 8
+
+
+def _header(raw: Any, index: int, max_rows: int) -> tuple[str, list[int], str]:
+    """An input's name, shape and datatype, checked."""
     if type(raw) is not dict:
         raise InvalidInput(f"inputs[{index}]: must be an object with name, shape, datatype, data")
     name = raw.get("name")
@@ -119,28 +274,35 @@ def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor
     for d in shape:
         if type(d) is not int or d < 0:
             raise InvalidInput(f"input '{name}': shape must be a non-empty list of non-negative integers")
-    ndim = len(shape)
-    if ndim > 2:
-        raise InvalidInput(f"input '{name}': shape {shape} has {ndim} dimensions; at most 2 allowed")
+    if len(shape) > MAX_DIMS:
+        raise InvalidInput(f"input '{name}': shape {shape} has {len(shape)} dimensions; at most {MAX_DIMS}")
     if shape[0] > max_rows:
         raise InvalidInput(f"input '{name}': {shape[0]} rows exceeds the limit of {max_rows} per request")
     datatype = raw.get("datatype")
     if type(datatype) is not str or datatype not in DATATYPE_SET:  # a list/dict is unhashable
         raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
+    return name, shape, datatype
+
+
+def decode_tensor(raw: Any, index: int = 0, *, max_rows: int = 10_000) -> Tensor:
+    """Validate one V2 input tensor and turn its data (flat, or nested row-major as its shape) into a
+    numpy array of its shape."""
+    name, shape, datatype = _header(raw, index, max_rows)
     data = raw.get("data")
     if type(data) is not list:
         raise InvalidInput(f"input '{name}': data must be a list")
-    count = shape[0] if ndim == 1 else shape[0] * shape[1]
-    flat = _flatten(data, name)
+    count = math.prod(shape)
+    flat = _flatten(data, name, shape)
     if len(flat) != count:
         raise InvalidInput(f"input '{name}': data has {len(flat)} elements but shape {shape} needs {count}")
     array = _to_array(flat, datatype, name)
-    if ndim == 2:
+    if len(shape) > 1:
         array = array.reshape(shape)
     return Tensor(name=name, shape=tuple(shape), datatype=datatype, array=array)
 
 
-def _flatten(data: list[Any], name: str) -> list[Any]:
+def _flatten(data: list[Any], name: str, shape: list[int]) -> list[Any]:
+    """Flat data as is; nested data checked against ``shape`` (row-major) and flattened."""
     if not data or type(data[0]) is not list:
         if len(data) > 1:
             for v in data:
@@ -148,14 +310,41 @@ def _flatten(data: list[Any], name: str) -> list[Any]:
                     raise InvalidInput(f"input '{name}': data mixes nested lists and scalars")
         return data
     out: list[Any] = []
-    for row in data:
-        if type(row) is not list:
-            raise InvalidInput(f"input '{name}': data mixes nested lists and scalars")
-        for v in row:
+
+    def walk(level: list[Any], depth: int) -> None:
+        if depth >= len(shape):
+            raise InvalidInput(f"input '{name}': data is nested deeper than its shape {shape} allows")
+        if len(level) != shape[depth]:
+            raise InvalidInput(
+                f"input '{name}': data has {len(level)} entries at depth {depth} but shape {shape} needs "
+                f"{shape[depth]}"
+            )
+        last = depth == len(shape) - 1
+        for v in level:
             if type(v) is list:
-                raise InvalidInput(f"input '{name}': data is nested deeper than its shape allows")
-        out.extend(row)
+                if last:
+                    raise InvalidInput(f"input '{name}': data is nested deeper than its shape {shape} allows")
+                walk(v, depth + 1)
+            elif not last:
+                raise InvalidInput(f"input '{name}': data mixes nested lists and scalars")
+            else:
+                out.append(v)
+
+    walk(data, 0)
     return out
+
+
+_INT_RANGES = {
+    "INT8": (-(2**7), 2**7 - 1),
+    "INT16": (-(2**15), 2**15 - 1),
+    "INT32": (-(2**31), 2**31 - 1),
+    "INT64": (-(2**63), 2**63 - 1),
+    "UINT8": (0, 2**8 - 1),
+    "UINT16": (0, 2**16 - 1),
+    "UINT32": (0, 2**32 - 1),
+    "UINT64": (0, 2**64 - 1),
+}
+_FLOAT_MAX = {"FP16": 65504.0, "FP32": 3.4028234663852886e38, "FP64": math.inf}
 
 
 def _to_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
@@ -172,22 +361,30 @@ def _to_array(flat: list[Any], datatype: str, name: str) -> np.ndarray:
                 continue
             raise InvalidInput(f"input '{name}': element {i} ({v!r}) is not a number for datatype {datatype}")
         try:
-            return np.asarray(values, dtype=np.float64)
+            arr = np.asarray(values, dtype=np.float64)
         except OverflowError:
             raise InvalidInput(f"input '{name}': number out of the {datatype} range") from None
+        limit = _FLOAT_MAX[datatype]
+        if limit != math.inf and len(arr):
+            finite = arr[np.isfinite(arr)]
+            if len(finite) and float(np.abs(finite).max()) > limit:
+                raise InvalidInput(f"input '{name}': number out of the {datatype} range (largest {limit:g})")
+        return arr
     if datatype in INT_TYPES:
+        low, high = _INT_RANGES[datatype]
         for i, v in enumerate(flat):
             if type(v) is not int:
                 raise InvalidInput(
                     f"input '{name}': element {i} ({v!r}) is not an integer for datatype {datatype}"
                 )
-        try:
-            arr = np.asarray(flat, dtype=np.int64)
-        except OverflowError:
-            raise InvalidInput(f"input '{name}': integer out of the INT64 range") from None
-        if datatype.startswith("UINT") and len(arr) and arr.min() < 0:
-            raise InvalidInput(f"input '{name}': negative value for unsigned datatype {datatype}")
-        return arr
+            if not low <= v <= high:
+                shown = str(v) if len(str(v)) <= 24 else f"{str(v)[:20]}...({len(str(v))} digits)"
+                raise InvalidInput(
+                    f"input '{name}': element {i} ({shown}) is out of the {datatype} range [{low}, {high}]"
+                )
+        if datatype == "UINT64" and flat and max(flat) > _INT64_MAX:
+            return np.asarray(flat, dtype=np.uint64)
+        return np.asarray(flat, dtype=np.int64)
     if datatype == "BOOL":
         for i, v in enumerate(flat):
             if type(v) is not bool:
@@ -218,7 +415,7 @@ def is_entity_request(req: ParsedRequest, schema: InputSchema) -> bool:
 def _column_vector(t: Tensor) -> np.ndarray:
     if len(t.shape) == 1:
         return t.array
-    if t.shape[1] != 1:
+    if len(t.shape) > 2 or t.shape[1] != 1:
         raise InvalidInput(
             f"input '{t.name}': shape {list(t.shape)} is not a column; use [N] or [N, 1] per column, "
             "or one 2-D input with every column"
@@ -261,8 +458,21 @@ def assemble_frame(req: ParsedRequest, schema: InputSchema, *, allow_nan: bool =
     """Map request tensors onto the schema's columns (422 naming the input on any mismatch)."""
     cols = schema.columns
     by_name = schema.index()
+    spec = schema.tensor
+    if spec is not None and not all(t.name in by_name for t in req.inputs):
+        # a tensor signature: its one [N, k] input (inputs named f0.. per column are taken below)
+        if len(req.inputs) != 1:
+            raise InvalidInput(
+                f"inputs: this model takes one input '{spec.name}' of shape {list(spec.shape)}; "
+                f"got {len(req.inputs)} inputs"
+            )
+        if req.inputs[0].name != spec.name:
+            raise InvalidInput(
+                f"input '{req.inputs[0].name}': not an input of this model (its input is '{spec.name}', "
+                f"shape {list(spec.shape)}, datatype {spec.datatype})"
+            )
     # A single 2-D input holding every column in order.
-    if len(req.inputs) == 1 and len(cols) > 1 and req.inputs[0].name not in by_name:
+    if len(req.inputs) == 1 and (len(cols) > 1 or spec is not None) and req.inputs[0].name not in by_name:
         t = req.inputs[0]
         if len(t.shape) != 2 or t.shape[1] != len(cols):
             raise InvalidInput(
@@ -326,7 +536,9 @@ def fast_numeric_frame(
     if rid is not None and type(rid) is not str:
         return None
     params = doc.get("parameters")
-    if params is not None and type(params) is not dict:
+    if params is not None and (
+        type(params) is not dict or type(params.get("binary_data_output", False)) is not bool
+    ):
         return None
     cols: list[Any] = [None] * len(plan)
     n = -1
@@ -376,16 +588,20 @@ def fast_numeric_frame(
                 if type(v) is not int or (v != 0 and v != 1):
                     return None
         elif kind == "int" or datatype in SIGNED_INT_TYPES:
+            low, high = _INT_RANGES[datatype]
             for v in data:
-                if type(v) is not int or v < _INT64_MIN or v > _INT64_MAX:
-                    return None
+                if type(v) is not int or v < low or v > high:
+                    return None  # the general path names the element and the range
         else:
+            limit = _FLOAT_MAX[datatype]
             for v in data:
                 tv = type(v)
-                if tv is float:
-                    if v - v != 0.0 and not allow_nan:  # NaN or +-Inf
+                if tv is float or tv is int:
+                    if tv is float and v - v != 0.0 and not allow_nan:  # NaN or +-Inf
                         return None
-                elif tv is not int:
+                    if v > limit or v < -limit:
+                        return None
+                else:
                     return None
         cols[pos] = data
     if n > max_rows:

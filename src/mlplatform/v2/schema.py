@@ -11,6 +11,21 @@ import numpy as np
 
 from mlplatform.v2.types import FLOAT_TYPES, INT_TYPES, SIGNED_INT_TYPES
 
+_TENSOR_DATATYPE = {
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "bool": "BOOL",
+}
+
 
 class UnsupportedModel(Exception):
     """The model's signature cannot be served or explained (no signature, unsupported types)."""
@@ -44,10 +59,21 @@ class ColumnSpec:
 
 
 @dataclass(frozen=True)
+class TensorInput:
+    """The one input of a model with a tensor signature, as V2 clients send it."""
+
+    name: str
+    datatype: str  # a V2 datatype
+    shape: tuple[int, ...]  # -1 for the batch dimension
+
+
+@dataclass(frozen=True)
 class InputSchema:
-    """The ordered input columns of a model."""
+    """The ordered input columns of a model; ``tensor`` set for a tensor signature, whose one
+    ``[N, k]`` input feeds the columns ``f0..f{k-1}``."""
 
     columns: tuple[ColumnSpec, ...]
+    tensor: TensorInput | None = None
 
     @property
     def names(self) -> list[str]:
@@ -94,7 +120,9 @@ def schema_from_signature(signature: Any) -> InputSchema:
         col_type = "double" if kind == "f" else "long" if kind in "iu" else "boolean" if kind == "b" else ""
         if not col_type:
             raise UnsupportedModel(f"unsupported tensor dtype {specs[0].type}")
-        return InputSchema(tuple(ColumnSpec(f"f{j}", col_type) for j in range(shape[1])))
+        datatype = _TENSOR_DATATYPE.get(np.dtype(specs[0].type).name, COLUMN_DATATYPE[col_type])
+        tensor = TensorInput(specs[0].name or "input-0", datatype, (-1, int(shape[1])))
+        return InputSchema(tuple(ColumnSpec(f"f{j}", col_type) for j in range(shape[1])), tensor)
     cols = []
     for spec in inputs.inputs:
         type_name = getattr(spec.type, "name", str(spec.type))

@@ -128,7 +128,7 @@ def test_single_2d_input_in_signature_order():
         ),
         (
             named(amount={"name": "amount", "shape": [1, 1, 1], "datatype": "FP64", "data": [1.0]}),
-            "input 'amount': shape [1, 1, 1] has 3 dimensions",
+            "input 'amount': shape [1, 1, 1] is not a column",
         ),
         (
             named(amount={"name": "amount", "shape": [-1], "datatype": "FP64", "data": [1.0]}),
@@ -147,8 +147,8 @@ def test_single_2d_input_in_signature_order():
             "input 'x': a single input must have shape [N, 3]",
         ),
         (
-            named(amount={"name": "amount", "shape": [1], "datatype": "FP64", "data": [[1.0], 2.0]}),
-            "input 'amount': data mixes nested lists",
+            named(amount={"name": "amount", "shape": [2], "datatype": "FP64", "data": [[1.0], 2.0]}),
+            "input 'amount': data is nested deeper than its shape [2] allows",
         ),
         ([*named(), named()[0]], "input 'amount': given more than once"),
         ([], "inputs: must be a non-empty list"),
@@ -197,7 +197,7 @@ def test_out_of_range_numbers_from_a_decoded_document():
 
     for datatype, fragment in (
         ("FP64", "number out of the FP64 range"),
-        ("INT64", "integer out of the INT64 range"),
+        ("INT64", "is out of the INT64 range"),
     ):
         doc = {"inputs": [{"name": "amount", "shape": [1], "datatype": datatype, "data": [10**400]}]}
         with pytest.raises(InvalidInput, match=fragment):
