@@ -263,6 +263,12 @@ def prepare(job: dict[str, Any]) -> Path:
         "runtime": rt.name,
         "runtime_reason": model.runtime_reason,
         "schema": [[c.name, c.type] for c in model.schema.columns],
+        # a tensor signature's one input (name, datatype, shape), or null
+        "tensor": (
+            [model.schema.tensor.name, model.schema.tensor.datatype, list(model.schema.tensor.shape)]
+            if model.schema.tensor is not None
+            else None
+        ),
         "outputs": [[o.name, o.datatype] for o in model.outputs],
         "defaults": model.defaults,
         "prepared_at": time.time(),

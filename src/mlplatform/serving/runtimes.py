@@ -26,6 +26,7 @@ from mlplatform.v2.codec import Frame
 from mlplatform.v2.schema import (
     ColumnSpec,
     InputSchema,
+    TensorInput,
     UnsupportedModel,
     schema_from_signature,
 )
@@ -462,7 +463,11 @@ def load_prepared(entry: Any, *, name: str, version: str, onnx_threads: int = 1)
         transform=spec.get("transform", "none"),
     )
     runtime.model_bytes = None
-    schema = InputSchema(tuple(ColumnSpec(n, t) for n, t in meta["schema"]))
+    tensor = meta.get("tensor")
+    schema = InputSchema(
+        tuple(ColumnSpec(n, t) for n, t in meta["schema"]),
+        TensorInput(tensor[0], tensor[1], tuple(tensor[2])) if tensor else None,
+    )
     check = entry.check_rows
     if check is not None and len(check):  # warm-up: a few single rows, as load_local_model does
         for _ in range(3):
