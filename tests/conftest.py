@@ -18,6 +18,13 @@ import pytest
 # they start inherit this) unless a test sets SERVING_GRPC_PORT / grpc_port, so parallel tests never collide.
 os.environ.setdefault("SERVING_GRPC_PORT", "0")
 
+# Feast's import sets PROMETHEUS_MULTIPROC_DIR process-wide; a prometheus_client imported after that keeps
+# values in mmap files shared by every registry of the process, so apps built by different tests would count
+# into each other. Import it now with the variables unset, as `mlplatform serve` does (cli._private_prometheus).
+for _var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometheus_multiproc_dir"):
+    os.environ.pop(_var, None)
+import prometheus_client  # noqa: E402,F401
+
 DEMO_ROWS = 20_000
 DEMO_SEED = 11
 

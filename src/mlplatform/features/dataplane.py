@@ -569,6 +569,8 @@ class FeatureDataPlane:
             names.append(key)
             results.append({"values": column, "statuses": ["PRESENT"] * n, "event_timestamps": [epoch] * n})
         odfv_names = {odfv.name for odfv, _, _ in plan.odfvs}
+        # one event time per row and view (shared by the view's features), rendered once
+        rendered = [{v: None if t is None else _rfc3339(t) for v, t in row.items()} for row in stamps]
         for out_name, view, name in zip(out_names, plan.feature_views, plan.feature_names, strict=True):
             column_values: list[Any] = []
             statuses: list[str] = []
@@ -580,13 +582,13 @@ class FeatureDataPlane:
                     statuses.append("PRESENT" if value is not None else "NULL_VALUE")
                     times.append(epoch)
                     continue
-                ts = stamps[i].get(view)
+                ts = rendered[i].get(view)
                 if ts is None:
                     statuses.append("NOT_FOUND")
                     times.append(epoch)
                 else:
                     statuses.append("PRESENT" if value is not None else "NULL_VALUE")
-                    times.append(_rfc3339(ts))
+                    times.append(ts)
             names.append(out_name)
             results.append({"values": column_values, "statuses": statuses, "event_timestamps": times})
         metadata: dict[str, Any] = {"feature_names": names}
