@@ -64,6 +64,8 @@ QUALITY_REFERENCE_ARTIFACT = "quality/reference.parquet"
 TAG_QUALITY_REFERENCE = "mlplatform.quality_reference"
 PREDICTION = "prediction"
 LABEL = "label"
+#: Seconds the start-up check of the segment columns waits for the model registry.
+SEGMENT_CHECK_TIMEOUT_S = 20.0
 #: Seconds before a labelled reference that could not be loaded is tried again.
 REFERENCE_RETRY_S = 300.0
 #: Segment values with fewer rows than this are left out of drift-within-segment and disparate impact.
@@ -118,13 +120,42 @@ class QualityService:
         if self._ticker is not None:
             self._ticker.cancel()
 
-    def check_segments(self) -> None:
+    def check_segments(self, timeout_s: float = SEGMENT_CHECK_TIMEOUT_S) -> None:
         """Check the segment columns against each configured model's @champion reference (called while
         the app is built, so ``mlplatform serve`` stops with one line): a RuntimeError names a missing
-        column. A registry that cannot be reached is logged and the check skipped (windows of a
-        version without the column report it per segment)."""
+        column. A registry that cannot be reached within ``timeout_s`` (MLflow's client retries for
+        minutes) is logged and the check skipped: windows of a version without the column report it
+        per segment."""
+        import threading
+
+        # a daemon thread: one abandoned on a hung registry never holds up the process's exit
+        result: list[list[str]] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                result.append(self._segment_problems())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below
+                errors.append(exc)
+
+        worker = threading.Thread(target=run, name="segment-check", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if errors:
+            raise errors[0]
+        if not result:
+            log.warning(
+                "segment columns not checked at start-up: the model registry did not answer in %ss", timeout_s
+            )
+            return
+        problems = result[0]
+        if problems:
+            raise RuntimeError("; ".join(problems))
+
+    def _segment_problems(self) -> list[str]:
         from mlplatform.drift.detector import DriftDetector
 
+        problems = []
         for model, specs in self.specs.items():
             try:
                 client = self.drift._mlflow()
@@ -136,10 +167,11 @@ class QualityService:
                 continue
             missing = missing_columns(specs, det.features)
             if missing:
-                raise RuntimeError(
+                problems.append(
                     f"DRIFT_SEGMENTS: model {model!r} (version {version}) has no input column "
                     f"{', '.join(repr(c) for c in missing)}; its columns are {', '.join(det.features)}"
                 )
+        return problems
 
     async def _tick(self) -> None:
         while True:
