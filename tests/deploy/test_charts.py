@@ -261,7 +261,7 @@ def test_record_refuses_change_without_bump(tmp_path):
 CHART_ONLY_VALUES = {
     "drift-detection": ("database", "retrain"),
     "feature-store": ("database", "materialize"),
-    "model-serving": ("batchScore",),
+    "model-serving": ("batchScore", "grpc"),
 }
 
 

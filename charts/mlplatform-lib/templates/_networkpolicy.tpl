@@ -39,6 +39,10 @@ spec:
       ports:
         - port: http
           protocol: TCP
+        {{- range $.Values.extraPorts }}
+        - port: {{ .name }}
+          protocol: TCP
+        {{- end }}
     {{- end }}
     {{- with $np.allowFrom }}
     # Platform services that call this one.
@@ -50,6 +54,10 @@ spec:
       ports:
         - port: http
           protocol: TCP
+        {{- range $.Values.extraPorts }}
+        - port: {{ .name }}
+          protocol: TCP
+        {{- end }}
     {{- end }}
   egress:
     # DNS.

@@ -1,3 +1,10 @@
+{{/*
+Service: port `http` to the container's `http` port, plus one port per `.Values.extraPorts` entry
+({name, port, servicePort, appProtocol}): not a user value of any chart's schema, a service chart sets
+it in its own templates before including mlplatform-lib.all (model-serving's gRPC port). The workload
+declares each as a named container port and the NetworkPolicy lets the ingress controller and the
+allowFrom peers reach it, as `http`.
+*/}}
 {{- define "mlplatform-lib.service" -}}
 apiVersion: v1
 kind: Service
@@ -14,6 +21,15 @@ spec:
       port: {{ .Values.service.port }}
       targetPort: http
       protocol: TCP
+    {{- range .Values.extraPorts }}
+    - name: {{ .name }}
+      port: {{ .servicePort }}
+      targetPort: {{ .name }}
+      protocol: TCP
+      {{- with .appProtocol }}
+      appProtocol: {{ . }}
+      {{- end }}
+    {{- end }}
 {{- end -}}
 
 {{- define "mlplatform-lib.serviceaccount" -}}

@@ -49,6 +49,11 @@ spec:
         - name: http
           containerPort: {{ .Values.port }}
           protocol: TCP
+        {{- range .Values.extraPorts }}
+        - name: {{ .name }}
+          containerPort: {{ .port }}
+          protocol: TCP
+        {{- end }}
       envFrom:
         - configMapRef:
             name: {{ include "mlplatform-lib.fullname" . }}
