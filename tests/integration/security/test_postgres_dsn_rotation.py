@@ -113,3 +113,17 @@ def test_drift_database_url_rotation_under_load(openbao: OpenBao, postgres, tmp_
     output = log.read_text(errors="replace")
     assert old_pw not in output and new_pw not in output
     print(f"DSN rotation: {len(results)} requests, 0 failed; applied {applied:.2f}s after the Vault write")
+
+
+def test_malformed_or_removed_dsn_is_refused_and_the_store_keeps_working(postgres) -> None:
+    from mlplatform.drift.store_pg import PostgresDriftStore
+
+    store = PostgresDriftStore(postgres.create_database())
+    try:
+        for bad in ("postgresql://u:p@h:notaport/db x=", "", None):
+            with pytest.raises(ValueError, match="DRIFT_DATABASE_URL") as info:
+                store.set_dsn(bad)
+            assert "notaport" not in str(info.value) and ":p@" not in str(info.value)
+        assert store.known_models() == []  # still on the current database
+    finally:
+        store.close()
