@@ -64,6 +64,8 @@ QUALITY_REFERENCE_ARTIFACT = "quality/reference.parquet"
 TAG_QUALITY_REFERENCE = "mlplatform.quality_reference"
 PREDICTION = "prediction"
 LABEL = "label"
+#: Store-wide lock name of the quality refresh (``:`` cannot occur in a model name).
+REFRESH_LOCK = ":quality-refresh"
 #: Seconds the start-up check of the segment columns waits for the model registry.
 SEGMENT_CHECK_TIMEOUT_S = 20.0
 #: Seconds before a labelled reference that could not be loaded is tried again.
@@ -285,7 +287,10 @@ class QualityService:
     async def refresh(self) -> int:
         """Compute the quality of every closed window that has none yet; returns how many."""
         done = 0
-        async with self._refresh_lock:
+        # one replica at a time does the work (the others read its results from the shared store)
+        async with self._refresh_lock, self.store.exclusive(REFRESH_LOCK, wait=False) as held:
+            if not held:
+                return 0
             todo = await self.drift._db(self.store.windows_without_quality, 100)
             touched: set[tuple[str, str]] = set()
             for window_id, model, version in todo:
