@@ -1,26 +1,36 @@
-"""The feature store's Redis password rotated live: a real ``redis-server``, a real feature-store
-process with ``secrets_backend=vault`` on the session's OpenBao (role mlplatform-dev-feature-store),
-steady online reads throughout.
+"""The feature store's secrets rotated live: a real ``redis-server``, a real feature-store process
+with ``secrets_backend=vault`` on the session's OpenBao (role mlplatform-dev-feature-store), and
+model-serving's own feature-store client (built by ``serving.app._feature_client`` with a Vault
+backend logged in as mlplatform-dev-model-serving) reading online features back to back.
 
-Rotation as an operator does it with Redis ACLs: add the new password to the user, write it to
-Vault, wait for the service to apply it, remove the old password and drop every open connection, so
-the service can only go on with the new one. 0 failed reads; the old password is refused by Redis
-afterwards; no password in the service's log.
+1. The serving -> feature-store API key: the feature store's keyring {k1} -> {k1, k2}; serving's
+   ``SERVING_FEATURE_STORE_API_KEY`` k1 -> k2 (followed without a restart); keyring -> {k2}: k1 refused.
+2. The Redis password, as an operator does it with Redis ACLs: add the new password to the user,
+   write it to Vault, wait for the service to apply it, remove the old password and drop every open
+   connection, so the service can only go on with the new one; the old one is refused by Redis.
+
+0 failed reads throughout; no key or password in the service's log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
-import threading
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import redis
+from prometheus_client import CollectorRegistry
 
+from mlplatform.core.auth import hash_key
+from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
 from mlplatform.features.store import FeatureRepoPaths, OnlineStoreSpec, apply_definitions, open_store
+from mlplatform.serving.app import _feature_client
+from mlplatform.serving.settings import ServingSettings
 from tests.integration.features.conftest import REDIS_PASSWORD, redis_server  # noqa: F401 - fixture
 from tests.openbao import OpenBao
 from tests.procs import running_service
@@ -29,10 +39,24 @@ from tests.unit.features.conftest import build_small_repo
 pytestmark = pytest.mark.integration
 
 PATH = "mlplatform/dev/feature-store"
+SERVING_PATH = "mlplatform/dev/model-serving"
 NEW_PASSWORD = "r3dis-rotated-Secret"
+K1, K2 = "fs-key-one-outbound", "fs-key-two-outbound"
 
 
-def test_redis_password_rotation_under_load(
+def keyring(*keys: str) -> str:
+    return ",".join(f"{hash_key(k)}:features:read" for k in keys)
+
+
+async def until(predicate, deadline_s: float = 30) -> float:  # noqa: ANN001
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < deadline_s, "not within the deadline"
+        await asyncio.sleep(0.05)
+    return time.monotonic() - start
+
+
+async def test_feature_store_key_and_redis_password_rotation_under_load(
     openbao: OpenBao,
     tmp_path: Path,
     redis_server: tuple[str, subprocess.Popen[bytes]],  # noqa: F811 - the imported fixture
@@ -41,23 +65,22 @@ def test_redis_password_rotation_under_load(
     host, _, port = address.rpartition(":")
     repo = build_small_repo(tmp_path / "data", rows=2000, seed=23, materialize=False)
     paths = FeatureRepoPaths(repo.data_dir)
-    store = open_store(
-        paths,
-        OnlineStoreSpec(kind="redis", redis_address=address, redis_password=REDIS_PASSWORD),
-        environment="dev",
-    )
+    spec = OnlineStoreSpec(kind="redis", redis_address=address, redis_password=REDIS_PASSWORD)
+    store = open_store(paths, spec, environment="dev")
     apply_definitions(store, paths)
     ts = repo.transactions["event_timestamp"]
     store.materialize(
         ts.min().to_pydatetime() - timedelta(days=31), ts.max().to_pydatetime() + timedelta(days=1)
     )
-    openbao.put(PATH, {"FEATURES_REDIS_PASSWORD": REDIS_PASSWORD})
-    jwt = tmp_path / "sa-token"
+    secret = {"FEATURES_REDIS_PASSWORD": REDIS_PASSWORD, "MLPLATFORM_API_KEYS": keyring(K1)}
+    openbao.put(PATH, secret)
+    openbao.put(SERVING_PATH, {"SERVING_FEATURE_STORE_API_KEY": K1})
+    jwt = tmp_path / "feature-store.jwt"
     jwt.write_text(openbao.kube.mint("mlplatform-dev", "feature-store"))
     env = {
         "MLPLATFORM_DATA_DIR": str(repo.data_dir),
         "MLPLATFORM_ENV": "dev",
-        "FEATURES_AUTH_ENABLED": "false",
+        "FEATURES_AUTH_ENABLED": "true",
         "FEATURES_ONLINE_STORE": "redis",
         "FEATURES_REDIS_ADDRESS": address,
         "FEATURES_SECRETS_BACKEND": "vault",
@@ -67,47 +90,90 @@ def test_redis_password_rotation_under_load(
         "VAULT_SA_TOKEN_PATH": str(jwt),
         "VAULT_REFRESH_INTERVAL_S": "0.5",
     }
+    serving_jwt = tmp_path / "model-serving.jwt"
+    serving_jwt.write_text(openbao.kube.mint("mlplatform-dev", "model-serving"))
+    serving_secrets = VaultSecretsBackend(
+        VaultConfig(
+            addr=openbao.addr,
+            role="mlplatform-dev-model-serving",
+            secret_paths=(SERVING_PATH,),
+            token_path=serving_jwt,
+            refresh_interval_s=0.5,
+        ),
+        tick_interval_s=0.1,
+    )
     admin = redis.Redis(host=host, port=int(port), password=REDIS_PASSWORD)
-    user = int(repo.transactions["user_id"].iloc[-1])
-    body = {"features": ["user_activity_7d:user_mean_amount_7d"], "rows": [{"user_id": user}]}
-    results: list[int] = []
-    stop = threading.Event()
+    tx = repo.transactions.tail(3)
+    rows = [
+        {"user_id": int(u), "merchant_id": int(m), "amount": 80.0}
+        for u, m in zip(tx["user_id"], tx["merchant_id"], strict=True)
+    ]
+    reads: list[tuple[str, str]] = []  # (key sent, "ok" or the error)
+    stop = asyncio.Event()
 
     with running_service("feature-store", env, tmp_path / "logs") as svc:
+        client = _feature_client(
+            ServingSettings(feature_store_url=svc.url, feature_store_timeout_s=5.0),
+            SimpleNamespace(secrets=serving_secrets, registry=CollectorRegistry()),
+        )
 
-        def load() -> None:
-            with httpx.Client(base_url=svc.url, timeout=10) as client:
-                while not stop.is_set():
-                    results.append(client.post("/v1/features/online", json=body).status_code)
+        async def load() -> None:
+            while not stop.is_set():
+                sent = client._client.headers.get("Authorization", "")
+                try:
+                    got = await client.get_online_features("fraud_detection_v1", rows)
+                    ok = len(got) == len(rows) and all(r.get("user_txn_count_24h") is not None for r in got)
+                    reads.append((sent, "ok" if ok else f"empty values: {got}"))
+                except Exception as exc:  # noqa: BLE001 - counted as a failed read
+                    reads.append((sent, repr(exc)))
 
-        def until(predicate, deadline_s: float = 30) -> float:  # noqa: ANN001
-            start = time.monotonic()
-            while not predicate():
-                assert time.monotonic() - start < deadline_s, "not within the deadline"
-                time.sleep(0.05)
-            return time.monotonic() - start
+        def accepted(key: str) -> bool:
+            r = httpx.post(
+                f"{svc.url}/v1/features/online",
+                json={"feature_service": "fraud_detection_v1", "rows": rows},
+                headers={"X-API-Key": key},
+            )
+            return r.status_code != 401
 
-        loader = threading.Thread(target=load, daemon=True)
-        loader.start()
+        task = asyncio.create_task(load())
         try:
-            until(lambda: len(results) > 20)
+            await until(lambda: len(reads) > 20)
+            # 1. the serving -> feature-store key
+            openbao.put(PATH, {**secret, "MLPLATFORM_API_KEYS": keyring(K1, K2)})
+            await until(lambda: accepted(K2))
+            openbao.put(SERVING_PATH, {"SERVING_FEATURE_STORE_API_KEY": K2})
+            switched = await until(lambda: client._client.headers.get("Authorization") == f"Bearer {K2}")
+            secret["MLPLATFORM_API_KEYS"] = keyring(K2)
+            openbao.put(PATH, secret)
+            await until(lambda: not accepted(K1))
+            n = len(reads)
+            await until(lambda: len(reads) > n + 20)
+            # 2. the Redis password
             admin.execute_command("ACL", "SETUSER", "default", "on", f">{NEW_PASSWORD}")  # both valid
-            openbao.put(PATH, {"FEATURES_REDIS_PASSWORD": NEW_PASSWORD})
-            applied = until(lambda: "rotated secret FEATURES_REDIS_PASSWORD applied" in svc.logs())
+            secret["FEATURES_REDIS_PASSWORD"] = NEW_PASSWORD
+            openbao.put(PATH, secret)
+            applied = await until(lambda: "rotated secret FEATURES_REDIS_PASSWORD applied" in svc.logs())
             admin = redis.Redis(host=host, port=int(port), password=NEW_PASSWORD)
             admin.execute_command("ACL", "SETUSER", "default", f"<{REDIS_PASSWORD}")  # old one removed
             killed = admin.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
             with pytest.raises(redis.exceptions.AuthenticationError):
                 redis.Redis(host=host, port=int(port), password=REDIS_PASSWORD).ping()
-            n = len(results)
-            until(lambda: len(results) > n + 50)  # reads go on, over new connections
+            n = len(reads)
+            await until(lambda: len(reads) > n + 50)  # reads go on, over new connections
         finally:
             stop.set()
-            loader.join(timeout=30)
+            await task
+            await client.aclose()
+            serving_secrets.close()
         logs = svc.logs()
     admin.close()
-    failed = [s for s in results if s != 200]
-    assert failed == [], f"{len(failed)} of {len(results)} reads failed: {sorted(set(failed))}"
-    assert killed >= 1  # the service's connections were dropped and re-made with the new password
-    assert REDIS_PASSWORD not in logs and NEW_PASSWORD not in logs
-    print(f"Redis password rotation: {len(results)} reads, 0 failed; applied {applied:.2f}s after the write")
+    failed = [r for r in reads if r[1] != "ok"]
+    assert failed == [], f"{len(failed)} of {len(reads)} reads failed: {failed[:3]}"
+    assert {k for k, _ in reads} == {f"Bearer {K1}", f"Bearer {K2}"}
+    assert killed >= 1  # the service's Redis connections were dropped and re-made with the new password
+    for value in (REDIS_PASSWORD, NEW_PASSWORD, K1, K2):
+        assert value not in logs
+    print(
+        f"feature store rotation: {len(reads)} reads, 0 failed; serving's key switched {switched:.2f}s and "
+        f"the Redis password applied {applied:.2f}s after the write"
+    )
