@@ -28,7 +28,7 @@ class ServingSettings(ServiceSettings):
         ),
     )
     grpc_shutdown_grace_s: float = Field(
-        25.0,
+        10.0,
         ge=0,
         le=120,
         description=(
