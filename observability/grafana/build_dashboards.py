@@ -320,6 +320,8 @@ def _layout(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- dashboards
 
 SERVING = 'service="model-serving"'
+#: the route templates of V2 gRPC calls (model-serving's GRPCInferenceService)
+GRPC_ROUTES = '"/inference.GRPCInferenceService/.+"'
 
 
 def overview() -> dict[str, Any]:
@@ -440,6 +442,26 @@ def serving() -> dict[str, Any]:
                     )
                 ],
                 unit="reqps",
+            ),
+            timeseries(
+                "Requests per second by protocol (REST / gRPC) and code",
+                [
+                    target(
+                        f"sum by (code) (rate(mlplatform_http_requests_total{{{sel}, route!~{GRPC_ROUTES}}}"
+                        "[$__rate_interval]))",
+                        "REST {{code}}",
+                    ),
+                    target(
+                        f"sum by (code) (rate(mlplatform_http_requests_total{{{sel}, route=~{GRPC_ROUTES}}}"
+                        "[$__rate_interval]))",
+                        "gRPC {{code}}",
+                    ),
+                ],
+                unit="reqps",
+                description="gRPC calls (inference.GRPCInferenceService on SERVING_GRPC_PORT) go through the same "
+                "request pipeline as REST: counted as POST /inference.GRPCInferenceService/<method> with the "
+                "HTTP status REST would have answered (gRPC INVALID_ARGUMENT as 422, UNAVAILABLE as 503, ...), "
+                "so the in-flight gauge the HPA scales on, the SLOs and the 5xx alerts include them.",
             ),
             latency_panel("Latency p50 / p95 / p99", sel, ""),
             timeseries(
