@@ -385,6 +385,8 @@ def up(
     env.setdefault("SERVING_FEATURE_STORE_URL", "http://127.0.0.1:8081")
     env.setdefault("SERVING_DRIFT_URL", "http://127.0.0.1:8082")
     env.setdefault("EXPLAIN_FEATURE_STORE_URL", "http://127.0.0.1:8081")
+    # model-serving's gRPC port (default 8081) would collide with the feature store's HTTP port here
+    env.setdefault("SERVING_GRPC_PORT", "8090")
     for spec in SERVICES.values():
         cmd = [sys.executable, "-m", "mlplatform.cli", "serve", spec.name, "--port", str(spec.port)]
     # the demo models' segments: merchant category and hour bucket (docs/quality.md)
