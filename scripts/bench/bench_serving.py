@@ -283,6 +283,54 @@ def start_helper(code: str, pinned: bool) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
 
 
+def mlserver_throughput(
+    args: argparse.Namespace, wrk: str, uri: str, tmp: Path, body: dict, pinned: bool
+) -> list[tuple[dict[str, float], float]]:
+    """MLServer 1.7.1 (``make bench-mlserver``) serving the same forest from a joblib file, same load;
+    empty when its venv is missing. Its sklearn runtime takes named columns as a pandas frame
+    (``content_type: pd``)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import bench_cost
+    from tests.procs import free_port
+
+    mlserver = bench_cost.MLSERVER_VENV / "bin" / "mlserver"
+    if not mlserver.exists():
+        print(f"{mlserver} missing (make bench-mlserver): MLServer row skipped", flush=True)
+        return []
+    repo = bench_cost.export_forest(uri, tmp / "mlserver")
+    port = free_port()
+    bench_cost.mlserver_settings(repo, port)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PROMETHEUS"))}
+    env["PATH"] = f"{bench_cost.MLSERVER_VENV / 'bin'}:{env.get('PATH', '')}"
+    log = open(tmp / "mlserver.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [str(mlserver), "start", str(repo)], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        from tests.procs import wait_ready
+
+        wait_ready(f"http://127.0.0.1:{port}", 180, proc, path=f"/v2/models/{MODEL}/ready")
+        if pinned:
+            subprocess.run(
+                ["taskset", "-a", "-p", "-c", "0", str(proc.pid)], check=False, capture_output=True
+            )
+        lua = tmp / "mlserver.lua"
+        lua.write_text(LUA % (BENCH_KEY, json.dumps({**body, "parameters": {"content_type": "pd"}})))
+        cmd = [wrk, "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(lua)]
+        cmd.append(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer")
+        if pinned:
+            cmd = ["taskset", "-c", "1", *cmd]
+        out = []
+        for _ in range(max(1, args.repeat)):
+            stats, _, us = run_wrk(cmd, proc.pid)
+            out.append((stats, us))
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()
+
+
 def deployed_main(args: argparse.Namespace, wrk: str) -> int:
     """Bare and deployed (prod overlay) settings, interleaved in one run, plus the breakdown."""
     from tests.observability.otlp import OtlpReceiver
@@ -335,6 +383,9 @@ def deployed_main(args: argparse.Namespace, wrk: str) -> int:
                         cmd = ["taskset", "-c", "1", *cmd]
                     stats, _, us = run_wrk(cmd, svc.proc.pid)
                     runs[name].append((stats, us))
+            mlserver_runs = [] if args.no_mlserver else mlserver_throughput(args, wrk, uri, tmp, body, pinned)
+            if mlserver_runs:
+                runs["MLServer 1.7.1 (same forest)"] = mlserver_runs
             load = load_average()
             spans = len(rx.spans)
         print()
@@ -365,6 +416,9 @@ def deployed_main(args: argparse.Namespace, wrk: str) -> int:
         for name in targets:
             if name.startswith("bare +"):
                 print(f"  {name}: +{medians[name][1] - bare[1]:.0f} us CPU per request")
+        if "MLServer 1.7.1 (same forest)" in medians:
+            ml = medians["MLServer 1.7.1 (same forest)"][0]["rps"]
+            print(f"bare / MLServer throughput: {bare[0]['rps'] / ml:.0f}x (target >= 40x)")
         ok = all(st["non2xx"] == 0 for rs in runs.values() for st, _ in rs)
         return 0 if ok else 1
     finally:
@@ -408,6 +462,7 @@ def main() -> int:
         help="one target with the flags above (--log-level, --payload-logging, --no-auth) and the bare "
         "FastAPI yardstick, instead of the deployed/bare comparison",
     )
+    parser.add_argument("--no-mlserver", action="store_true", help="skip the MLServer 1.7.1 row")
     parser.add_argument(
         "--breakdown",
         action="store_true",

@@ -141,7 +141,9 @@ def run_triton(job: dict[str, Any]) -> list[dict[str, Any]]:
                     model_version=call.get("version", ""),
                     outputs=outputs,
                     request_id=call.get("id", ""),
-                    headers=headers,
+                    headers=dict(
+                        headers or {}
+                    ),  # tritonclient adds Inference-Header-Content-Length to the dict it is given
                 )
                 resp = result.get_response(as_json=True) if grpc_client else result.get_response()
                 res = {
@@ -240,7 +242,12 @@ async def run_kserve(job: dict[str, Any]) -> list[dict[str, Any]]:
                     model_version=call.get("version") or None,
                 )
                 if rest:
-                    resp = await client.infer(base_url, req, model_name=call["model"], headers=headers)
+                    resp = await client.infer(
+                        base_url,
+                        req,
+                        model_name=call["model"],
+                        headers=dict(headers or {}),  # it adds its own
+                    )
                 else:
                     resp = await client.infer(req, headers=grpc_headers)
                 res = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -169,7 +170,46 @@ def register_demo_models(root: Path) -> Registry:
     return Registry(uri=uri, data_dir=root, frame=df)
 
 
-_SHARED: dict[str, Registry] = {}
+_SHARED: dict[str, Any] = {}
+TENSOR = "sv-tensor"
+TENSOR_WIDTH = 20
+
+
+def tensor_model(uri: str) -> tuple[Any, np.ndarray]:
+    """A logistic regression fitted on a float32 matrix, registered as ``sv-tensor`` (once per test
+    process): MLflow infers a tensor signature (-1, 20), the shape V2 clients send as one input.
+    Returns the fitted model and its training matrix."""
+    if "tensor" in _SHARED:
+        return _SHARED["tensor"]
+    import mlflow
+    import mlflow.sklearn
+    import skops.io
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(400, TENSOR_WIDTH)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    _experiment(uri)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=infer_signature(x, model.predict_proba(x)[:, 1]),
+                input_example=x[:5],
+                registered_model_name=TENSOR,
+                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+                pip_requirements=["scikit-learn"],
+            )
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.set_registered_model_alias(TENSOR, "champion", str(info.registered_model_version))
+    _SHARED["tensor"] = (model, x)
+    return model, x
 
 
 def shared_registry(root: Path) -> Registry:

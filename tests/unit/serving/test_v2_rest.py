@@ -10,7 +10,6 @@ own predictions.
 from __future__ import annotations
 
 import json
-import warnings
 
 import httpx
 import numpy as np
@@ -18,47 +17,18 @@ import orjson
 import pytest
 
 from mlplatform.v2.codec import decode_binary, output_bytes
-from tests.unit.serving.registry_models import FEATURES, FOREST, _experiment
+from tests.unit.serving.registry_models import FEATURES, FOREST, TENSOR, TENSOR_WIDTH
+from tests.unit.serving.registry_models import tensor_model as register_tensor_model
 from tests.unit.serving.test_app import TYPES
 
-TENSOR = "sv-tensor"
-K = 20
+K = TENSOR_WIDTH
 WIRE = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "BOOL": "?"}
 
 
 @pytest.fixture(scope="module")
 def tensor_model(serving_registry):
-    """A logistic regression fitted on a float32 matrix: MLflow infers a tensor signature (-1, 20)."""
-    import mlflow
-    import mlflow.sklearn
-    import skops.io
-    from mlflow.models import infer_signature
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(400, K)).astype(np.float32)
-    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
-    model = LogisticRegression(max_iter=500).fit(x, y)
-    uri = serving_registry.uri
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    _experiment(uri)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with mlflow.start_run():
-            mlflow.sklearn.log_model(
-                model,
-                name="model",
-                signature=infer_signature(x, model.predict_proba(x)[:, 1]),
-                input_example=x[:5],
-                registered_model_name=TENSOR,
-                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
-                pip_requirements=["scikit-learn"],
-            )
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = client.search_model_versions(f"name='{TENSOR}'")[0].version
-    client.set_registered_model_alias(TENSOR, "champion", version)
-    return model, x
+    """A logistic regression with a tensor signature (-1, 20) in the shared registry."""
+    return register_tensor_model(serving_registry.uri)
 
 
 @pytest.fixture
