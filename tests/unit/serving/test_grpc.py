@@ -5,6 +5,7 @@ model loaded from the registry); errors are gRPC statuses carrying the REST erro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import grpc
@@ -17,6 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from mlplatform.core.auth import hash_key
+from mlplatform.core.registry import TAG_FEATURE_SERVICE, mlflow_client
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
 from mlplatform.serving.grpc_server import INTERNAL_MESSAGE, grpc_status
@@ -331,3 +333,83 @@ async def test_grpc_port_zero_turns_it_off(serving_registry, tmp_path):
     app = create_app(settings, secrets=EnvSecretsBackend({}))
     async with app.router.lifespan_context(app):
         assert app.state.grpc_port is None
+
+
+class HeldFeatures:
+    """A feature client (serving's FeatureStoreClient interface) that holds each lookup until released:
+    a gRPC call in flight for as long as the test wants."""
+
+    def __init__(self, frame) -> None:  # noqa: ANN001
+        self.frame = frame
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def get_online_features(self, service: str, rows: list[dict]) -> list[dict]:
+        self.entered.set()
+        await self.release.wait()
+        cols = [c for c in FEATURES if c != "amount"]
+        return [{c: self.frame[c].iloc[i].item() for c in cols} for i in range(len(rows))]
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_shutdown_drains_in_flight_calls_and_refuses_new_ones(serving_registry, tmp_path):
+    mlflow_client(serving_registry.uri).set_model_version_tag(
+        FOREST, "1", TAG_FEATURE_SERVICE, "fraud_detection_v1"
+    )
+    df = serving_registry.frame.iloc[500:502].reset_index(drop=True)
+    features = HeldFeatures(df)
+    settings = make_settings(
+        serving_registry,
+        tmp_path,
+        models=FOREST,
+        grpc_port=free_port(),
+        host="127.0.0.1",
+        grpc_shutdown_grace_s=5,
+    )
+    app = create_app(settings, secrets=EnvSecretsBackend({}), feature_client=features)
+    lifespan = app.router.lifespan_context(app)
+    await lifespan.__aenter__()
+    target = f"127.0.0.1:{app.state.grpc_port}"
+    stopping = None
+    try:
+        await wait_until(app.state.repository.ready)
+        req = pb2.ModelInferRequest(model_name=FOREST, id="in-flight")
+        req.inputs.add(name="user_id", datatype="INT64", shape=[2]).contents.int64_contents.extend([1, 2])
+        req.inputs.add(name="merchant_id", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(
+            [b"m-1", b"m-2"]
+        )
+        req.inputs.add(name="amount", datatype="FP64", shape=[2]).contents.fp64_contents.extend(
+            df["amount"].tolist()
+        )
+        async with grpc.aio.insecure_channel(target) as channel:
+            in_flight = asyncio.ensure_future(pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(req))
+            await asyncio.wait_for(features.entered.wait(), 30)
+            stopping = asyncio.ensure_future(lifespan.__aexit__(None, None, None))
+            # new calls are refused once the server stops (polled, each on a new connection)
+            end = asyncio.get_running_loop().time() + 10
+            while True:
+                async with grpc.aio.insecure_channel(target) as fresh:
+                    try:
+                        await pb2_grpc.GRPCInferenceServiceStub(fresh).ServerLive(
+                            pb2.ServerLiveRequest(), timeout=1
+                        )
+                    except grpc.aio.AioRpcError as exc:
+                        assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                        break
+                assert asyncio.get_running_loop().time() < end, "still accepting calls while stopping"
+                await asyncio.sleep(0.05)
+            assert not in_flight.done()
+            features.release.set()
+            resp = await asyncio.wait_for(in_flight, 10)
+        assert resp.id == "in-flight" and resp.model_name == FOREST
+        full = df[FEATURES]
+        np.testing.assert_allclose(
+            decode_outputs(resp)["probability"], want_proba(serving_registry, FOREST, full), atol=1e-4
+        )
+        await asyncio.wait_for(stopping, 10)
+    finally:
+        features.release.set()
+        if stopping is None:
+            await lifespan.__aexit__(None, None, None)
