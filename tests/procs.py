@@ -72,6 +72,8 @@ def start_service(
 ) -> ServiceProcess:
     """Run ``mlplatform serve <name>`` as a child process and wait until its readiness probe is 200."""
     port = port or free_port()
+    if name == "model-serving" and "SERVING_GRPC_PORT" not in env and "SERVING_GRPC_PORT" not in os.environ:
+        env = {**env, "SERVING_GRPC_PORT": str(free_port())}  # gRPC on, as deployed, on a port of its own
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{port}.log"
     full_env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
