@@ -270,6 +270,16 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=20_000, help="training rows for the demo models")
     parser.add_argument("--services", default=",".join(SERVICES))
     parser.add_argument("--no-mlserver", action="store_true")
+    parser.add_argument(
+        "--serving-setups",
+        default="forest-server,forest-sqlite,demo-server",
+        help="model-serving rows: forest-server, forest-sqlite, demo-server (both demo models)",
+    )
+    parser.add_argument(
+        "--warm-only",
+        action="store_true",
+        help="model-serving: fill the cache unmeasured, time warm starts only",
+    )
     parser.add_argument("--data-dir", type=Path, help="reuse a data dir trained by an earlier run")
     args = parser.parse_args()
     services = [s for s in args.services.split(",") if s]
@@ -308,29 +318,33 @@ def main() -> int:
             server.start()
             infer = lambda url: drive(url, f"/v2/models/{MODEL}/infer", one_row, args.requests)  # noqa: E731
             try:
-                setups = (
-                    ("MLflow server", server.url, MODEL, "forest"),
-                    ("SQLite", uri, MODEL, "forest"),
-                    ("MLflow server", server.url, ",".join(DEMO_MODELS), "both demo models"),
-                )
-                for n, (registry, tracking, models, what) in enumerate(setups):
+                setups = {
+                    "forest-server": ("MLflow server", server.url, MODEL, "forest"),
+                    "forest-sqlite": ("SQLite", uri, MODEL, "forest"),
+                    "demo-server": ("MLflow server", server.url, ",".join(DEMO_MODELS), "both demo models"),
+                }
+                chosen = [setups[k] for k in args.serving_setups.split(",") if k]
+                for n, (registry, tracking, models, what) in enumerate(chosen):
                     cold = Measured(f"model-serving, {what}, {registry}: cold registry fetch")
                     warm = Measured(f"model-serving, {what}, {registry}: model in the pod cache")
                     for i in range(args.starts):
-                        d = copy_data(f"serving-{n}-{i}")
+                        d = copy_data(f"serving-{n}" if args.warm_only else f"serving-{n}-{i}")
                         env = {
                             **service_env("model-serving", d),
                             "MLFLOW_TRACKING_URI": tracking,
                             "SERVING_MODELS": models,
                             "SERVING_POLL_INTERVAL_S": "0",
                         }
-                        for m, kind in ((cold, "cold"), (warm, "warm")):
+                        starts = ((cold, "cold"), (warm, "warm"))
+                        if args.warm_only:  # one cold start fills the cache; then warm starts only
+                            starts = ((cold, "cold"), (warm, "warm")) if i == 0 else ((warm, "warm"),)
+                        for m, kind in starts:
                             port = free_port()
                             log = logs / f"serving-{kind}-{n}-{i}.log"
                             run_once(
                                 m, serve_cmd("model-serving", port), env, port, "/v2/health/ready", log, infer
                             )
-                    results += [cold, warm]
+                    results += [warm] if args.warm_only else [cold, warm]
             finally:
                 server.stop()
         if "feature-store" in services:
