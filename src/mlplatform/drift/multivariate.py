@@ -49,8 +49,10 @@ class MultivariateOptions(BaseModel):
     ``DRIFT_MULTIVARIATE_MODELS`` per model, both JSON)."""
 
     methods: list[str] = Field(
-        default_factory=lambda: list(METHODS),
-        description="Tests to run on every window: 'mmd', 'domain_classifier'; empty turns them off.",
+        default_factory=list,
+        description="Tests to run on every window: 'mmd', 'domain_classifier'; empty (the default) turns them "
+        "off. Opt-in per model: they run when a window closes, on the ingest request that closes it (MMD "
+        "with 100 permutations on 2 x 2,000 rows: ~1-2 s here), which lowers ingest throughput.",
     )
     max_rows: int = Field(
         2000,

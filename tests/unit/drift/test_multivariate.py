@@ -78,7 +78,7 @@ def test_a_correlation_change_is_multivariate_drift_the_columns_do_not_show():
     feats = list(ref.columns)
     per_column = stats.dataset_drift(stats.PreparedReference(ref), decorrelated, feats, drift_share=0.5)
     assert per_column.drifted_count == 0
-    opts = mv.MultivariateOptions(classifier="gradient_boosting", max_rows=1500)
+    opts = mv.MultivariateOptions(methods=list(mv.METHODS), classifier="gradient_boosting", max_rows=1500)
     prep = mv.PreparedMultivariate(ref, feats, opts)
     calm, moved = prep.detect(same), prep.detect(decorrelated)
     assert not calm.results["mmd"].drifted and calm.results["mmd"].p_value >= 0.05
@@ -153,7 +153,10 @@ def test_options_per_model_and_bad_configuration():
 async def test_windows_carry_multivariate_drift_gauges_and_report(tiny_registry, tmp_path, monkeypatch):
     monkeypatch.delenv("DRIFT_DATABASE_URL", raising=False)
     settings = drift_settings(
-        tiny_registry, tmp_path, window_size=300, multivariate={"permutations": 50, "max_rows": 1000}
+        tiny_registry,
+        tmp_path,
+        window_size=300,
+        multivariate={"methods": ["mmd", "domain_classifier"], "permutations": 50, "max_rows": 1000},
     )
     async with running_app(settings) as (client, _):
         calm = records(make_frame(300, seed=41), MODEL, "1", "mv-calm")

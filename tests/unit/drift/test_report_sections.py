@@ -93,7 +93,7 @@ async def test_report_shows_quality_segments_and_the_joint_shift_as_multivariate
         tmp_path,
         window_size=600,
         segments={QMODEL: ["is_foreign"]},
-        multivariate={"permutations": 50, "max_rows": 1000},
+        multivariate={"methods": ["mmd", "domain_classifier"], "permutations": 50, "max_rows": 1000},
     )
     calm = population(600, seed=201)
     shifted = joint_shift(population(600, seed=202))
