@@ -25,6 +25,11 @@ for _var in ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR", "prometh
     os.environ.pop(_var, None)
 import prometheus_client  # noqa: E402,F401
 
+# torch before regopy: with regopy's native library loaded first, importing torch in the same process aborts
+# ("double free or corruption"); the other order is fine. Test modules import regopy at collection (the
+# Gatekeeper policies) and torch later (feast, mlflow.pytorch), so load torch now.
+import torch  # noqa: E402,F401
+
 DEMO_ROWS = 20_000
 DEMO_SEED = 11
 
