@@ -14,7 +14,9 @@ it). This module works on the generated messages but imports neither them nor gr
 
 from __future__ import annotations
 
+import math
 import struct
+import sys
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,10 @@ WIRE_DTYPE: dict[str, np.dtype] = {
     "FP32": np.dtype("<f4"),
     "FP64": np.dtype("<f8"),
 }
+
+#: the same in this machine's byte order (little-endian machines: the wire dtype itself, no copy)
+_NATIVE = {k: v.newbyteorder("=") for k, v in WIRE_DTYPE.items()}
+_LITTLE = sys.byteorder == "little"
 
 #: the typed ``contents`` field each datatype is sent in (FP16 has none: raw only)
 CONTENTS_FIELD = {
@@ -72,18 +78,15 @@ def _header(t: Any, index: int, max_rows: int) -> tuple[str, tuple[int, ...], st
     name = t.name
     if not name:
         raise InvalidInput(f"inputs[{index}].name: must be a non-empty string")
-    shape = tuple(int(d) for d in t.shape)
-    if not shape or any(d < 0 for d in shape):
+    shape = tuple(t.shape)
+    if not shape or min(shape) < 0:
         raise InvalidInput(f"input '{name}': shape must be a non-empty list of non-negative integers")
     if shape[0] > max_rows:
         raise InvalidInput(f"input '{name}': {shape[0]} rows exceeds the limit of {max_rows} per request")
     datatype = t.datatype
     if datatype not in DATATYPE_SET:
         raise InvalidInput(f"input '{name}': datatype {datatype!r} is not one of {', '.join(DATATYPES)}")
-    count = 1
-    for d in shape:
-        count *= d
-    return name, shape, datatype, count
+    return name, shape, datatype, math.prod(shape)
 
 
 def decode_raw(raw: bytes, datatype: str, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:
@@ -122,7 +125,10 @@ def decode_raw(raw: bytes, datatype: str, shape: tuple[int, ...], count: int, na
         if (u8 > 1).any():
             raise InvalidInput(f"input '{name}': BOOL raw contents must be bytes 0 or 1")
         return u8.astype(np.bool_).reshape(shape)
-    return np.frombuffer(raw, dtype=wire).astype(wire.newbyteorder("="), copy=True).reshape(shape)
+    arr = np.frombuffer(raw, dtype=wire)  # read-only, over the request's bytes
+    if not _LITTLE:
+        arr = arr.astype(_NATIVE[datatype])
+    return arr.reshape(shape)
 
 
 def decode_contents(
@@ -148,7 +154,7 @@ def decode_contents(
         return np.array(items, dtype=object).reshape(shape)
     if datatype == "BOOL":
         return np.array(values, dtype=np.bool_).reshape(shape)
-    target = WIRE_DTYPE[datatype].newbyteorder("=")
+    target = _NATIVE[datatype]
     if target.kind in "iu":
         wide = np.array(values, dtype=np.int64 if field != "uint64_contents" else np.uint64)
         info = np.iinfo(target)

@@ -367,6 +367,7 @@ async def test_shutdown_drains_in_flight_calls_and_refuses_new_ones(serving_regi
         grpc_port=free_port(),
         host="127.0.0.1",
         grpc_shutdown_grace_s=5,
+        feature_store_timeout_s=5.0,  # the held lookup must outlast the polling below (the data plane's deadline)
     )
     app = create_app(settings, secrets=EnvSecretsBackend({}), feature_client=features)
     lifespan = app.router.lifespan_context(app)
