@@ -387,13 +387,13 @@ def up(
     env.setdefault("EXPLAIN_FEATURE_STORE_URL", "http://127.0.0.1:8081")
     # model-serving's gRPC port (default 8081) would collide with the feature store's HTTP port here
     env.setdefault("SERVING_GRPC_PORT", "8090")
-    for spec in SERVICES.values():
-        cmd = [sys.executable, "-m", "mlplatform.cli", "serve", spec.name, "--port", str(spec.port)]
     # the demo models' segments: merchant category and hour bucket (docs/quality.md)
     env.setdefault(
         "DRIFT_SEGMENTS",
         '{"fraud-detector": ["merchant_category", "hour"], "fraud-detector-mlp": ["merchant_category", "hour"]}',
     )
+    for spec in SERVICES.values():
+        cmd = [sys.executable, "-m", "mlplatform.cli", "serve", spec.name, "--port", str(spec.port)]
         typer.echo(f"starting {spec.name} on http://127.0.0.1:{spec.port}")
         procs.append(subprocess.Popen(cmd, env=env))
     try:
