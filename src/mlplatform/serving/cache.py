@@ -312,16 +312,18 @@ def run_prepare(
     }
     with _PREPARE_LOCK:
         start = time.perf_counter()
+        # the job goes over stdin, not argv: a tracking URI may carry credentials, and argv is
+        # visible to every process in the pod
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mlplatform.serving.cache", json.dumps(job)],
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "mlplatform.serving.cache"],
+            stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
         )
         _CHILDREN.add(proc)
         try:
-            _, stderr = proc.communicate(timeout=PREPARE_TIMEOUT_S)
+            _, stderr = proc.communicate(json.dumps(job), timeout=PREPARE_TIMEOUT_S)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
@@ -351,14 +353,15 @@ def terminate_children() -> None:
             proc.kill()
 
 
-def main(argv: list[str]) -> int:
+def main() -> int:
+    """Prepare the job read as JSON from stdin (see :func:`run_prepare`)."""
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
     # Serving trusts its own registry: MLflow refuses to unpickle (or skops-load) without this.
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     try:
-        prepare(json.loads(argv[0]))
+        prepare(json.loads(sys.stdin.read()))
     except Exception as exc:  # noqa: BLE001 - one line for the parent, which logs and retries
         text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
         print(f"{type(exc).__name__}: {text}", file=sys.stderr)
@@ -367,4 +370,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

@@ -169,3 +169,37 @@ def test_registry_client_is_rest_for_a_tracking_server(serving_registry):
     assert isinstance(registry_client("http://mlflow.example:5000"), RestRegistryClient)
     assert not isinstance(registry_client(serving_registry.uri), RestRegistryClient)
     assert resolve_version(mlflow_client(serving_registry.uri), parse_model_ref(FOREST)).version == "1"
+
+
+def test_the_prepare_job_is_not_on_the_command_line(monkeypatch, tmp_path):
+    """argv is visible to every process in the pod; the job (tracking URI included) goes over stdin."""
+    from mlplatform.core.registry import ResolvedVersion
+
+    seen = {}
+
+    class RecordingPopen:
+        returncode = 1
+
+        def __init__(self, args, **kw):
+            seen["args"] = args
+
+        def communicate(self, input=None, timeout=None):  # noqa: A002 - Popen's own name
+            seen["input"] = input
+            return "", "RuntimeError: stopped here"
+
+        def poll(self):
+            return 1
+
+    monkeypatch.setattr(cache.subprocess, "Popen", RecordingPopen)
+    resolved = ResolvedVersion(name="m", version="1", source="s", run_id=None, tags={})
+    with pytest.raises(RuntimeError, match="stopped here"):
+        cache.run_prepare(
+            tracking_uri="https://user:s3cret@mlflow.example",
+            resolved=resolved,
+            cache_dir=tmp_path,
+            runtime="auto",
+            tolerance=1e-4,
+            torch_device="cpu",
+        )
+    assert "s3cret" not in " ".join(seen["args"])
+    assert json.loads(seen["input"])["tracking_uri"] == "https://user:s3cret@mlflow.example"
