@@ -59,6 +59,7 @@ def forest_expected(reg, rows) -> np.ndarray:  # noqa: ANN001
     import mlflow.sklearn
 
     mlflow.set_tracking_uri(reg.uri)
+    mlflow.set_registry_uri(reg.uri)  # an earlier test may have pointed the global registry elsewhere
     forest = mlflow.sklearn.load_model(f"models:/{FOREST}/1")
     return forest.predict_proba(rows[FEATURES])[:, 1]
 
