@@ -91,6 +91,9 @@ def stack(demo_registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                     "DRIFT_WINDOW_MODE": "count",
                     "DRIFT_WINDOW_SIZE": "60",
                     "DRIFT_RETRAIN_MODE": "off",
+                    # opt-in (off by default): on here, small, so the multivariate panels have data
+                    "DRIFT_MULTIVARIATE": '{"methods": ["mmd", "domain_classifier"], "permutations": 20, '
+                    '"max_rows": 300}',
                 }
             if "model-serving" in ports:
                 # one model, native runtime: the ONNX conversion checks cost a minute on a busy machine
