@@ -86,7 +86,7 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> DemoRegistry:
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory):
+def _postgres_server(tmp_path_factory: pytest.TempPathFactory):
     """A real PostgreSQL server (Debian's binaries) for the whole session; see ``tests/pg.py``."""
     from tests.pg import start_postgres
 
@@ -95,6 +95,22 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def postgres(_postgres_server):
+    """The session's PostgreSQL server, started again (same port and data) if it is no longer running.
+
+    In one full-suite run the postmaster was gone by the time the topology test ran (every later
+    PostgreSQL test failed with "connection refused"); its log went with the run's temp directory. A
+    test must not fail for an earlier one's casualty: the server is restarted, and the exit is printed
+    with the tail of its log so the next occurrence can be traced."""
+    server = _postgres_server
+    if server.proc.poll() is not None:
+        log = (server.data_dir.parent / "postgres.log").read_text(errors="replace")[-3000:]
+        print(f"session PostgreSQL had exited ({server.proc.returncode}); restarting it. Log tail:\n{log}")
+        server.restart()
+    return server
 
 
 @pytest.fixture(scope="session")

@@ -94,10 +94,14 @@ def stack(demo_registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                     # opt-in (off by default): on here, small, so the multivariate panels have data
                     "DRIFT_MULTIVARIATE": '{"methods": ["mmd", "domain_classifier"], "permutations": 20, '
                     '"max_rows": 300}',
+                    # segments and fairness per merchant category and hour (the demo's, as `mlplatform up`)
+                    "DRIFT_SEGMENTS": '{"fraud-detector": ["merchant_category", "hour"]}',
                 }
             if "model-serving" in ports:
                 # one model, native runtime: the ONNX conversion checks cost a minute on a busy machine
                 serving = {**env, "SERVING_MODELS": MODEL, "SERVING_RUNTIME": "native"}
+                grpc_port = free_port()  # V2 over gRPC on (the root conftest turns it off by default)
+                serving["SERVING_GRPC_PORT"] = str(grpc_port)
                 if "feature-store" in ports:
                     serving["SERVING_FEATURE_STORE_URL"] = url["feature-store"]
                 if "drift-detection" in ports:
@@ -122,7 +126,10 @@ def stack(demo_registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
                 {name: f"127.0.0.1:{svc.port}" for name, svc in started.items()},
                 interval="1s",
             )
-            yield Stack(started, prom, otlp, workdir, demo_registry.data_dir)
+            notes: dict[str, object] = {}
+            if "model-serving" in started:
+                notes["grpc"] = f"127.0.0.1:{grpc_port}"
+            yield Stack(started, prom, otlp, workdir, demo_registry.data_dir, notes)
         finally:
             if prom is not None:
                 prom.stop()

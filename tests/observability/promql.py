@@ -91,7 +91,7 @@ def prometheus_targets(dash: dict[str, Any]) -> list[tuple[str, str]]:
 def substitute(expr: str, rate_interval: str = "1m") -> str:
     """Replace Grafana template variables the way Grafana does with 'All' selected."""
     expr = expr.replace("$__rate_interval", rate_interval).replace("$__interval", "15s")
-    return re.sub(r"\$\{?(namespace|model|feature|service|instance|gpu_node)\}?", ".*", expr)
+    return re.sub(r"\$\{?(namespace|model|feature|service|instance|gpu_node|metric|segment)\}?", ".*", expr)
 
 
 def metric_names(expr: str) -> set[str]:

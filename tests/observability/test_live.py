@@ -87,14 +87,44 @@ def traffic(stack) -> dict[str, Any]:  # noqa: ANN001
                 post(client, infer, v2_body(entity_rows(stack.data_dir, 5)), {200})
             post(client, infer, {"inputs": [{"name": "amount"}]}, {400, 422})
             post(client, f"{url}/v2/models/no-such-model/infer", v2_body(ref.iloc[:1]), {404})
+            # V2 over gRPC (NVIDIA's client, from the client environment): the protocol panel's other half
+            if "grpc" in stack.notes:
+                from tests.clients.harness import run_clients
+
+                call = {"op": "infer", "model": MODEL, "inputs": v2_body(ref.iloc[:5])["inputs"]}
+                (result,) = run_clients("triton-grpc", str(stack.notes["grpc"]), [call])
+                assert result["ok"], result
             # Drift episode: shifted inputs, enough rows for several closed windows.
             if "drift-detection" in stack.services:
                 drifted = shifted(ref)
+                answered: list[tuple[str, list[int]]] = []
                 for i in range(0, len(drifted), 20):
-                    post(client, infer, v2_body(drifted.iloc[i : i + 20]), {200})
+                    doc = post(client, infer, v2_body(drifted.iloc[i : i + 20]), {200}).json()
+                    labels = next(o["data"] for o in doc["outputs"] if o["name"] == "label")
+                    answered.append((doc["parameters"]["prediction_id"], labels))
                 sent["drift_episode"] = True
+                _send_labels(client, stack.services["drift-detection"].url, answered)
     sent["at"] = time.time()
     return sent
+
+
+def _send_labels(client: httpx.Client, drift_url: str, answered: list[tuple[str, list[int]]]) -> None:
+    """Ground truth for the drift episode's predictions (delayed labels): the predicted label, flipped
+    on every third row, so both classes and both kinds of error occur. Sent once drift detection has
+    stored the predictions (the payload logger delivers within a second)."""
+    labels = [
+        {"prediction_id": pid, "row_index": i, "label": int(bool(lab)) ^ int(i % 3 == 0)}
+        for pid, predicted in answered
+        for i, lab in enumerate(predicted)
+    ]
+    url = f"{drift_url}/v1/models/{MODEL}/labels"
+    end = time.monotonic() + 30
+    while True:
+        doc = post(client, url, {"labels": labels}, {200}).json()
+        if doc["unknown"] == 0 or time.monotonic() > end:
+            break
+        time.sleep(0.5)
+    assert doc["unknown"] == 0, doc
 
 
 def _wait_data(stack, expr: str, deadline_s: float = 30.0) -> list[dict[str, Any]]:  # noqa: ANN001
@@ -142,6 +172,11 @@ def test_dashboard_panel_query_returns_data(stack, traffic, expr: str) -> None: 
     if names and all(is_external(n) and n != "up" for n in names):
         pytest.skip("reads a cluster exporter (DCGM / kube-state-metrics); covered by promtool unit tests")
     _skip_if_service_missing(stack, expr)
+    if "mlplatform_drift_disparate_impact_ratio" in expr:
+        # needs two values of a segment column with >= 30 rows each in one window and some positive
+        # predictions: the live stack's 60-row windows rarely have that (tests/unit/drift/
+        # test_quality_service.py::test_segments_and_fairness_per_window checks the gauge)
+        pytest.skip("disparate impact needs larger windows than the live stack's; unit-tested")
     _wait_data(stack, substitute(expr))
 
 
