@@ -224,6 +224,7 @@ def deployed_env(
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
             "SERVING_DRIFT_URL": drift_url,
             "SERVING_FEATURE_STORE_URL": f"http://127.0.0.1:{free_port()}",
+            "SERVING_GRPC_PORT": str(free_port()),  # gRPC on as in prod; a port per process here
             "SERVING_SECRETS_BACKEND": "env",
             "MLPLATFORM_API_KEYS": f"{hash_key(BENCH_KEY)}:infer",
             "SERVING_DRIFT_API_KEY": "bench-drift-key",
@@ -245,7 +246,11 @@ def deployed_env(
 
 def bare_env(deployed: dict[str, str]) -> dict[str, str]:
     """The same process with tracing export, the INFO access log and payload logging off (keys stay on)."""
-    env = {k: v for k, v in deployed.items() if k not in ("OTEL_EXPORTER_OTLP_ENDPOINT", "SERVING_DRIFT_URL")}
+    env = {
+        k: v
+        for k, v in deployed.items()
+        if k not in ("OTEL_EXPORTER_OTLP_ENDPOINT", "SERVING_DRIFT_URL", "SERVING_GRPC_PORT")
+    }
     env["SERVING_LOG_LEVEL"] = "WARNING"
     return env
 
