@@ -226,6 +226,8 @@ def test_prod_topology_survives_killed_replicas_exactly_once(demo_registry, post
                     "SERVING_DRIFT_API_KEY": drift_key,
                     "SERVING_DRIFT_URL": f"http://127.0.0.1:{fe_drift}",
                     "SERVING_FEATURE_STORE_URL": f"http://127.0.0.1:{free_port()}",  # not used: no entity keys
+                    # the chart's gRPC port (8081), a free one per replica: they share one host here
+                    "SERVING_GRPC_PORT": str(free_port()),
                 },
             )
 

@@ -397,7 +397,13 @@ async def test_shutdown_drains_in_flight_calls_and_refuses_new_ones(serving_regi
                             pb2.ServerLiveRequest(), timeout=1
                         )
                     except grpc.aio.AioRpcError as exc:
-                        assert exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                        # refused: no listener (UNAVAILABLE), no answer in time, or a call the stopping
+                        # server cancelled as it arrived (seen once in a full run under load)
+                        assert exc.code() in (
+                            grpc.StatusCode.UNAVAILABLE,
+                            grpc.StatusCode.DEADLINE_EXCEEDED,
+                            grpc.StatusCode.CANCELLED,
+                        )
                         break
                 assert asyncio.get_running_loop().time() < end, "still accepting calls while stopping"
                 await asyncio.sleep(0.05)
