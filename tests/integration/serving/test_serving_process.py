@@ -105,6 +105,7 @@ async def test_sigterm_drains_requests_in_flight(tmp_path):
         "MLFLOW_TRACKING_URI": reg.uri,
         "MLPLATFORM_DATA_DIR": str(tmp_path),
         "SERVING_MODELS": HGB,  # native runtime: predictions run on a worker thread, one batch at a time
+        "SERVING_RUNTIME": "native",  # said, not assumed: an ONNX-served model answers too fast to hold eight
         "SERVING_AUTH_ENABLED": "false",
         "SERVING_POLL_INTERVAL_S": "0",
         "SERVING_MAX_BATCH_SIZE": "1",
