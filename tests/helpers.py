@@ -3,7 +3,7 @@
 Fixtures shared by a folder live in that folder's ``conftest.py``; helpers shared by one area live
 in a small support module of that area (``tests/unit/serving/registry_models.py``,
 ``tests/deploy/rendered.py`` ...). Nothing here imports from a test module or a conftest
-(``tests/unit/test_test_imports.py`` enforces that for every module under ``tests/``).
+(``tests/test_test_imports.py`` enforces that for every module under ``tests/``).
 """
 
 from __future__ import annotations
