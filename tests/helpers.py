@@ -11,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
-
-_CASTS = {"INT64": "int64", "FP64": "float64", "FP32": "float32", "BOOL": "bool"}
 
 
 def _datatype(series: pd.Series) -> str:
@@ -32,27 +30,30 @@ def _datatype(series: pd.Series) -> str:
 
 def v2_body(
     frame: pd.DataFrame,
-    *,
-    columns: Iterable[str] | None = None,
     datatypes: Mapping[str, str] | None = None,
+    *,
     request_id: str | None = None,
+    tensor: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """An Open Inference Protocol (V2) request with one ``[N]`` tensor per column of ``frame``.
 
-    ``columns`` picks and orders the columns (default: all, in frame order). A column's datatype
-    comes from ``datatypes`` when it names it, else from the column's dtype (bool -> BOOL,
-    integer -> INT64, float -> FP64, anything else -> BYTES); the values are cast to that type.
-    ``request_id`` becomes the request's ``id``; ``extra`` is merged into the body
-    (``parameters=...``, ``outputs=...``).
+    ``datatypes`` (column -> V2 datatype), when given, picks the columns to send, in its order, and
+    their types; without it every column is sent with the type of its dtype (bool -> BOOL,
+    integer -> INT64, float -> FP64, anything else -> BYTES). Values go as they are (no cast: a
+    test may mean to send a float under INT64).
+    ``request_id`` becomes the request's ``id``; ``tensor`` is merged into every input
+    (``{"binary": True}``); ``extra`` into the body (``parameters=...``, ``outputs=...``).
     """
+    columns = list(frame.columns) if datatypes is None else list(datatypes)
     inputs = []
-    for name in frame.columns if columns is None else columns:
+    for name in columns:
         col = frame[name]
-        datatype = (datatypes or {}).get(name) or _datatype(col)
-        cast = _CASTS.get(datatype)
-        values = (col.astype(cast) if cast else col.astype(str)).tolist()
-        inputs.append({"name": name, "shape": [len(values)], "datatype": datatype, "data": values})
+        datatype = datatypes[name] if datatypes is not None else _datatype(col)
+        values = col.tolist()
+        inputs.append(
+            {"name": name, "shape": [len(values)], "datatype": datatype, "data": values, **(tensor or {})}
+        )
     body: dict[str, Any] = {"inputs": inputs}
     if request_id:
         body["id"] = request_id
