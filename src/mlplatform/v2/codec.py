@@ -201,34 +201,40 @@ _WIRE_DTYPE = {
 }
 
 
+def split_bytes_elements(raw: bytes, shape: list[int] | tuple[int, ...], name: str, what: str) -> np.ndarray:
+    """BYTES elements sent as bytes (each a 4-byte little-endian length, then its UTF-8 text), as the
+    binary tensor extension and gRPC's ``raw_input_contents`` both carry them: an object array of str of
+    ``shape``. ``what`` names the carrier in errors ("binary data", "raw contents")."""
+    count = math.prod(shape)
+    items: list[str] = []
+    pos, end = 0, len(raw)
+    view = memoryview(raw)
+    while pos < end:
+        if pos + 4 > end:
+            raise InvalidInput(f"input '{name}': BYTES element {len(items)} has a truncated length prefix")
+        n = int.from_bytes(view[pos : pos + 4], "little")
+        pos += 4
+        if pos + n > end:
+            raise InvalidInput(f"input '{name}': BYTES element {len(items)} runs past its {what}")
+        try:
+            items.append(bytes(view[pos : pos + n]).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise InvalidInput(f"input '{name}': BYTES element {len(items)} is not UTF-8 text") from None
+        pos += n
+    if len(items) != count:
+        raise InvalidInput(
+            f"input '{name}': {what} holds {len(items)} elements but shape {list(shape)} needs {count}"
+        )
+    return np.array(items, dtype=object).reshape(shape)
+
+
 def decode_binary(raw: bytes, datatype: str, shape: list[int] | tuple[int, ...], name: str) -> np.ndarray:
     """An input's binary data (little-endian, row-major; BYTES as 4-byte-length-prefixed elements) as the
     array JSON ``data`` would have given: float64 for floats, int64 for integers (uint64 above the int64
     range), bool, or str objects for BYTES."""
     count = math.prod(shape)
     if datatype == "BYTES":
-        items: list[str] = []
-        pos = 0
-        view = memoryview(raw)
-        while pos < len(raw):
-            if pos + 4 > len(raw):
-                raise InvalidInput(
-                    f"input '{name}': BYTES element {len(items)} has a truncated length prefix"
-                )
-            n = int.from_bytes(view[pos : pos + 4], "little")
-            pos += 4
-            if pos + n > len(raw):
-                raise InvalidInput(f"input '{name}': BYTES element {len(items)} runs past its binary data")
-            try:
-                items.append(bytes(view[pos : pos + n]).decode("utf-8"))
-            except UnicodeDecodeError:
-                raise InvalidInput(f"input '{name}': BYTES element {len(items)} is not UTF-8 text") from None
-            pos += n
-        if len(items) != count:
-            raise InvalidInput(
-                f"input '{name}': binary data holds {len(items)} elements but shape {list(shape)} needs {count}"
-            )
-        return np.array(items, dtype=object).reshape(shape)
+        return split_bytes_elements(raw, shape, name, "binary data")
     wire = _WIRE_DTYPE[datatype]
     if len(raw) != count * wire.itemsize:
         raise InvalidInput(

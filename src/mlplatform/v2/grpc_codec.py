@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from mlplatform.core.errors import InvalidInput
-from mlplatform.v2.codec import ParsedRequest, Tensor
+from mlplatform.v2.codec import ParsedRequest, Tensor, split_bytes_elements
 from mlplatform.v2.types import DATATYPE_SET, DATATYPES
 
 #: numpy dtype of each datatype's little-endian wire form (BYTES: handled apart)
@@ -92,28 +92,7 @@ def _header(t: Any, index: int, max_rows: int) -> tuple[str, tuple[int, ...], st
 def decode_raw(raw: bytes, datatype: str, shape: tuple[int, ...], count: int, name: str) -> np.ndarray:
     """One input's ``raw_input_contents`` as an array of ``shape`` (BYTES: an object array of str)."""
     if datatype == "BYTES":
-        items: list[str] = []
-        pos, end = 0, len(raw)
-        while pos < end:
-            if pos + 4 > end:
-                raise InvalidInput(
-                    f"input '{name}': BYTES element {len(items)} has a truncated length prefix"
-                )
-            (n,) = _LEN.unpack_from(raw, pos)
-            pos += 4
-            if pos + n > end:
-                raise InvalidInput(f"input '{name}': BYTES element {len(items)} runs past its raw contents")
-            try:
-                items.append(raw[pos : pos + n].decode("utf-8"))
-            except UnicodeDecodeError:
-                raise InvalidInput(f"input '{name}': BYTES element {len(items)} is not UTF-8 text") from None
-            pos += n
-        if len(items) != count:
-            raise InvalidInput(
-                f"input '{name}': raw contents hold {len(items)} BYTES elements but shape {list(shape)} "
-                f"needs {count}"
-            )
-        return np.array(items, dtype=object).reshape(shape)
+        return split_bytes_elements(raw, shape, name, "raw contents")
     wire = WIRE_DTYPE[datatype]
     if len(raw) != count * wire.itemsize:
         raise InvalidInput(
