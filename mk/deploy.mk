@@ -1,9 +1,14 @@
 # Deployment area (charts, overlays, Argo CD): see docs/deploy.md.
-.PHONY: chart-files chart-digests render-all deploy-test
+.PHONY: chart-files chart-values chart-digests render-all deploy-test
 
 # Copy observability/**/*.rules.yaml into each chart's files/rules/ (Helm cannot read outside the chart).
 chart-files: venv
 	$(PY) scripts/render.py --sync-chart-files
+
+# Write each service chart's values.yaml and values.schema.json from charts/values-source/
+# (one source for the four charts; tests/deploy/test_chart_values.py fails when they are not current).
+chart-values: venv
+	$(PY) scripts/chart_values.py
 
 # Render every environment into rendered/<env>.
 render-all: venv tools

@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mlplatform.deploy.chart_values import check as check_chart_values
 from mlplatform.deploy.render import (
     RenderError,
     check_chart_files,
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             drift = check_chart_files(root)
             if drift:
                 print("\n".join(str(d) for d in drift) + "\nrun: make chart-files", file=sys.stderr)
+                return 1
+            stale = check_chart_values(root)
+            if stale:
+                print("\n".join(str(s) for s in stale) + "\nrun: make chart-values", file=sys.stderr)
                 return 1
             objects = render_overlay(args.env, root)
             out = args.out or root / "rendered" / args.env
