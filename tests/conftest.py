@@ -57,7 +57,7 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> DemoRegistry:
     """Small demo models (20k rows, 20 trees, 4 epochs) registered as champion in a tmp SQLite MLflow."""
     from filelock import FileLock
 
-    from mlplatform.training.features import MODEL_FEATURES
+    from mlplatform.features.contract import MODEL_FEATURES
     from mlplatform.training.pipeline import TrainSettings, run_training
 
     base = tmp_path_factory.getbasetemp()
@@ -124,3 +124,41 @@ def openbao(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def text_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo summarizer, untrained (random weights; ``save_pretrained`` layout), built once per session."""
+    from filelock import FileLock
+
+    from mlplatform.training.text import build_text_model
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    out = base / "text_model"
+    with FileLock(str(base / "text_model.lock")):
+        if not (out / "config.json").exists():
+            build_text_model(out, train_seconds=0, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def text_registry(tmp_path_factory: pytest.TempPathFactory, text_model_dir: Path) -> DemoRegistry:
+    """``summarizer@champion`` (the untrained text model, MLflow transformers flavour) in a tmp SQLite MLflow."""
+    from filelock import FileLock
+
+    from mlplatform.training.text import log_and_register_text_model
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    root = base / "text_registry"
+    uri = f"sqlite:///{root / 'mlflow' / 'mlflow.db'}"
+    done = root / "version.txt"
+    with FileLock(str(base / "text_registry.lock")):
+        if not done.exists():
+            (root / "mlflow").mkdir(parents=True, exist_ok=True)
+            done.write_text(log_and_register_text_model(text_model_dir, uri))
+    return DemoRegistry(tracking_uri=uri, data_dir=root, features=("text_input",), summary={"version": done.read_text()})

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from tests.procs import free_port, running_service, wait_ready  # noqa: E402
 
+from mlplatform.features.contract import entity_snapshots  # noqa: E402
 from mlplatform.features.store import FeatureRepoPaths, apply_definitions, open_store, write_sources  # noqa: E402
 from mlplatform.training.data import generate_transactions  # noqa: E402
-from mlplatform.training.features import entity_snapshots  # noqa: E402
 
 
 def build_repo(data_dir: Path, rows: int) -> tuple[list[int], list[int]]:

@@ -91,7 +91,7 @@ def bench_multivariate() -> list[dict[str, object]]:
 def bench_batch() -> dict[str, object]:
     from mlplatform.batch.scoring import BatchSettings, run_batch
     from mlplatform.core.registry import ModelRef
-    from mlplatform.training import features as feat
+    from mlplatform.features import contract as feat
     from mlplatform.training.data import raw_path
     from mlplatform.training.pipeline import TrainSettings, run_training
 

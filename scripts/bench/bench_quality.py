@@ -51,8 +51,8 @@ METRICS = ("precision", "recall", "f1", "roc_auc", "pr_auc")
 
 def demo_data() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, object]:
     """Train / labelled reference / production split of the demo data, and the fitted forest."""
+    from mlplatform.features import contract as feat
     from mlplatform.training import data as data_mod
-    from mlplatform.training import features as feat
     from mlplatform.training.models import train_forest
 
     tx = data_mod.generate_transactions(ROWS, seed=7)
@@ -120,9 +120,9 @@ def bench_scenarios(
     train: pd.DataFrame, ref: pd.DataFrame, prod: pd.DataFrame
 ) -> dict[str, dict[str, float]]:
     from mlplatform.drift.stats import PreparedReference, dataset_drift
+    from mlplatform.features import contract as feat
     from mlplatform.quality.cbpe import CBPE
     from mlplatform.quality.metrics import realized_metrics
-    from mlplatform.training import features as feat
 
     cbpe = CBPE(threshold=THRESHOLD).fit(ref["prediction"].to_numpy(), ref["is_fraud"].to_numpy())
     cols = list(feat.MODEL_FEATURES)

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mlplatform.drift.settings import DriftSettings
+from mlplatform.features.contract import MODEL_FEATURES
 from mlplatform.quality.segments import missing_columns, parse_specs
-from mlplatform.training.features import MODEL_FEATURES
 from tests.deploy.rendered import container_env, render_overlay
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlplatform.training.features import (
+from mlplatform.features.contract import (
     ENTITY_KEYS,
     INT_FEATURES,
     MODEL_FEATURES,

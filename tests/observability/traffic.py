@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from mlplatform.training.features import ENTITY_KEYS, INT_FEATURES, MODEL_FEATURES, REQUEST_FEATURES
+from mlplatform.features.contract import ENTITY_KEYS, INT_FEATURES, MODEL_FEATURES, REQUEST_FEATURES
 
 MODEL = "fraud-detector"
 FEATURE_SERVICE = "fraud_detection_v1"

@@ -35,7 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.core.payloads import InferenceRecord, encode_records
 from mlplatform.core.registry import ModelRef, ResolvedVersion, mlflow_client, resolve_version
-from mlplatform.training import features as feat
+from mlplatform.features import contract as feat
 
 log = logging.getLogger("mlplatform.batch")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlplatform.training.features import (
+from mlplatform.features.contract import (
     FEATURE_DEFAULTS,
     INT_FEATURES,
     ON_DEMAND_FEATURE,

@@ -29,6 +29,7 @@ import jinja2
 import pandas as pd
 import yaml
 
+from mlplatform.features import contract as feat
 from mlplatform.features.database import DatabaseURL, write_source_tables
 from mlplatform.features.repo import FEATURE_SERVICE
 from mlplatform.features.repo.definitions import (
@@ -37,7 +38,6 @@ from mlplatform.features.repo.definitions import (
     USER_SOURCE_FILE,
     build_definitions,
 )
-from mlplatform.training import features as feat
 
 PASSWORD_PLACEHOLDER = "${FEAST_REDIS_PASSWORD}"
 #: offline_store.type with a database (mlplatform.features.offline, Feast's PostgreSQL store + writes)

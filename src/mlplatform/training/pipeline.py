@@ -1,7 +1,7 @@
 """End-to-end demo training: generate data, build features, train, evaluate, log and register.
 
 ``run_training(TrainSettings(...))`` is what ``mlplatform train`` and ``mlplatform up`` call.
-Both models take the columns of :data:`mlplatform.training.features.MODEL_FEATURES` (int64
+Both models take the columns of :data:`mlplatform.features.contract.MODEL_FEATURES` (int64
 "long" and float64 "double") and are registered with alias ``champion``, the feature service tag
 and the reference sample artifact (training features plus a ``prediction`` column).
 
@@ -35,9 +35,9 @@ from mlplatform.core.registry import (
     mlflow_client,
 )
 from mlplatform.core.settings import default_data_dir
+from mlplatform.features import contract as feat
 from mlplatform.features.repo import FEATURE_SERVICE_VERSION
 from mlplatform.training import data as data_mod
-from mlplatform.training import features as feat
 
 #: Version tag holding the version of the feature service definition the model was trained on.
 TAG_FEATURE_SERVICE_VERSION = "mlplatform.feature_service_version"

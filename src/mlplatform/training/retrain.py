@@ -37,6 +37,7 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.core.registry import DEFAULT_ALIAS
+from mlplatform.features import contract as feat
 from mlplatform.quality.segments import (
     SegmentSpec,
     missing_columns,
@@ -44,7 +45,6 @@ from mlplatform.quality.segments import (
     segment_table,
     worse_segments,
 )
-from mlplatform.training import features as feat
 from mlplatform.training.pipeline import (
     TAG_MODEL_FEATURES,
     TrainingData,
@@ -279,7 +279,7 @@ def version_probabilities(name: str, version: Any, window: pd.DataFrame) -> np.n
     """Load ``name/version`` from the registry as pyfunc and predict P(fraud) on ``window``.
 
     The input columns come from the version's ``mlplatform.model_features`` tag (the training
-    contract) or default to :data:`~mlplatform.training.features.MODEL_FEATURES`. Needs the mlflow
+    contract) or default to :data:`~mlplatform.features.contract.MODEL_FEATURES`. Needs the mlflow
     fluent API pointed at the registry (:func:`mlflow_uri`).
     """
     import mlflow.pyfunc

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlplatform.features import contract as feat
 from mlplatform.training import data as data_mod
-from mlplatform.training import features as feat
 from mlplatform.training.pipeline import time_split
 from tests.procs import free_port, start_service
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from mlplatform.core.registry import download_reference, mlflow_client, parse_model_ref, resolve_version
-from mlplatform.training.features import REQUEST_FEATURES
+from mlplatform.features.contract import REQUEST_FEATURES
 from tests.procs import running_service
 from tests.unit.features.conftest import build_small_repo
 

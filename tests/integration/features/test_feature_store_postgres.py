@@ -24,10 +24,10 @@ import httpx
 import pandas as pd
 import pytest
 
+from mlplatform.features.contract import entity_snapshots
 from mlplatform.features.database import DatabaseURL
 from mlplatform.features.store import FeatureRepoPaths, write_sources
 from mlplatform.training.data import generate_transactions
-from mlplatform.training.features import entity_snapshots
 from tests.integration.features.conftest import REDIS_PASSWORD, check_reads
 from tests.procs import running_service
 from tests.unit.features.conftest import SmallRepo

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlplatform.cli import app
-from mlplatform.training import features as feat
+from mlplatform.features import contract as feat
 from mlplatform.training.data import raw_path
 from mlplatform.training.pipeline import mlflow_uri
 from tests.procs import running_service

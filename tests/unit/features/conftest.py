@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from mlplatform.features.contract import entity_snapshots
 from mlplatform.features.store import FeatureRepoPaths, apply_definitions, open_store, write_sources
 from mlplatform.training.data import generate_transactions
-from mlplatform.training.features import entity_snapshots
 
 
 @dataclass

@@ -12,9 +12,9 @@ import pytest
 from mlplatform.core.auth import hash_key
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.features.app import create_app
+from mlplatform.features.contract import HISTORY_FEATURES, MODEL_FEATURES, ON_DEMAND_FEATURE, REQUEST_FEATURES
 from mlplatform.features.settings import FeatureSettings
 from mlplatform.features.store import FeatureRepoPaths
-from mlplatform.training.features import HISTORY_FEATURES, MODEL_FEATURES, ON_DEMAND_FEATURE, REQUEST_FEATURES
 
 from .conftest import SmallRepo, build_small_repo
 

@@ -12,6 +12,7 @@ import yaml
 
 from mlplatform.core.errors import PlatformError
 from mlplatform.features.client import FeatureStoreClient, FeatureStoreUnavailable
+from mlplatform.features.contract import MODEL_FEATURES, entity_snapshots, point_in_time_join
 from mlplatform.features.join import model_rows
 from mlplatform.features.settings import FeatureSettings
 from mlplatform.features.store import (
@@ -24,7 +25,6 @@ from mlplatform.features.store import (
     write_sources,
 )
 from mlplatform.training.data import generate_transactions
-from mlplatform.training.features import MODEL_FEATURES, entity_snapshots, point_in_time_join
 from tests.procs import free_port
 
 from .conftest import SmallRepo

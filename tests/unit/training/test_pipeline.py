@@ -18,8 +18,8 @@ from mlplatform.core.registry import (
     parse_model_ref,
     resolve_version,
 )
+from mlplatform.features.contract import INT_FEATURES, MODEL_FEATURES
 from mlplatform.training.data import raw_path
-from mlplatform.training.features import INT_FEATURES, MODEL_FEATURES
 from mlplatform.training.pipeline import TAG_MODEL_FEATURES, TrainSettings, mlflow_uri, run_training
 
 
@@ -74,7 +74,7 @@ def test_reference_sample(demo_registry, client, name: str, tmp_path: Path) -> N
 def test_pyfunc_outputs_fraud_probability(demo_registry, client, name: str) -> None:  # noqa: ANN001
     import mlflow.pyfunc
 
-    from mlplatform.training.features import build_training_frame
+    from mlplatform.features.contract import build_training_frame
     from mlplatform.training.pipeline import model_input
 
     version = resolve_version(client, parse_model_ref(name))

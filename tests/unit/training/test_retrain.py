@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from mlplatform.cli import app as cli
 from mlplatform.core.registry import DEFAULT_ALIAS, mlflow_client
+from mlplatform.features import contract as feat
 from mlplatform.training import data as data_mod
-from mlplatform.training import features as feat
 from mlplatform.training.pipeline import (
     TrainSettings,
     experiment_id,

@@ -1,6 +1,11 @@
-"""The V2 package is a leaf: serving and explainability build on it, it builds on neither, and
-explainability does not import serving (checked on the source with ``ast``, so a lazy import inside a
-function counts too)."""
+"""Package layering, checked on the source with ``ast`` (so a lazy import inside a function counts too).
+
+* The V2 package is a leaf: serving and explainability build on it, it builds on neither, and
+  explainability does not import serving.
+* The feature contract lives with the feature store: ``features/`` never imports ``training/``
+  (training builds on the feature store, not the other way round), and the contract module itself
+  imports nothing of the platform, so training, batch scoring and serving can all read it.
+"""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ def imported_modules(folder: str) -> dict[str, set[str]]:
                 names.add(node.module)
             elif isinstance(node, ast.Import):
                 names.update(a.name for a in node.names if a.name.startswith("mlplatform"))
-        found[path.name] = names
+        found[path.relative_to(PACKAGE / folder).as_posix()] = names
     return found
 
 
@@ -41,3 +46,14 @@ def test_explain_does_not_import_serving():
 def test_serving_and_explain_read_requests_with_the_v2_codec():
     for folder, file in (("serving", "dataplane.py"), ("explain", "inputs.py")):
         assert "mlplatform.v2.codec" in imported_modules(folder)[file], f"{folder}/{file}"
+
+
+def test_features_does_not_import_training():
+    for name, modules in imported_modules("features").items():
+        training = sorted(m for m in modules if m.startswith("mlplatform.training"))
+        assert not training, f"features/{name} imports {training}"
+
+
+def test_the_feature_contract_is_a_leaf():
+    assert imported_modules("features")["contract.py"] == set()
+    assert not (PACKAGE / "training" / "features.py").exists()

@@ -1,7 +1,7 @@
-"""Feast objects behind the demo models' features (names and columns from ``mlplatform.training.features``).
+"""Feast objects behind the demo models' features (names and columns from ``mlplatform.features.contract``).
 
 * entities ``user`` (``user_id``) and ``merchant`` (``merchant_id``), int64 join keys;
-* one feature view per :class:`~mlplatform.training.features.FeatureGroup` (TTL = the group's),
+* one feature view per :class:`~mlplatform.features.contract.FeatureGroup` (TTL = the group's),
   sourced from a push source whose batch source is the snapshot table written by training: a parquet
   file (file offline store) or a PostgreSQL table (PostgreSQL offline store), same source names;
 * on-demand feature view ``transaction_ratios`` computing ``amount_over_user_mean_7d`` from the
@@ -20,8 +20,8 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.on_demand_feature_view import OnDemandFeatureView, on_demand_feature_view
 from feast.types import Float64, Int64
 
+from mlplatform.features import contract as feat
 from mlplatform.features.repo import FEATURE_SERVICE, FEATURE_SERVICE_VERSION
-from mlplatform.training import features as feat
 
 PROJECT = "mlplatform"
 ODFV_NAME = "transaction_ratios"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mlplatform.training.data import generate_transactions
-from mlplatform.training.features import (
+from mlplatform.features.contract import (
     FEATURE_DEFAULTS,
     INT_FEATURES,
     MODEL_FEATURES,
@@ -15,6 +14,7 @@ from mlplatform.training.features import (
     entity_snapshots,
     point_in_time_join,
 )
+from mlplatform.training.data import generate_transactions
 
 T0 = pd.Timestamp("2026-02-01T12:00:00Z")
 
