@@ -39,12 +39,15 @@ from bench_serving import (  # noqa: E402
     BENCH_KEY,
     LUA,
     MODEL,
+    can_pin,
     cpu_seconds,
     load_average,
     median_row,
+    pin,
     prepare_registry,
     request_body,
     run_wrk,
+    wrk_command,
 )
 from tests.procs import free_port, start_service  # noqa: E402
 
@@ -188,7 +191,7 @@ def main() -> int:
     if wrk is None or h2load is None:
         print("wrk and h2load are needed: run `make sysdeps` (wrk, nghttp2-client)", file=sys.stderr)
         return 2
-    pin = not args.no_pin
+    pinned = can_pin(args.no_pin)
     tmp = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
     svc = None
     try:
@@ -208,8 +211,8 @@ def main() -> int:
         }
         svc = start_service("model-serving", env, tmp / "logs", ready_timeout=300)
         pid = svc.proc.pid
-        if pin:
-            subprocess.run(["taskset", "-a", "-p", "-c", "0", str(pid)], check=False, capture_output=True)
+        if pinned:
+            pin(pid, 0)
         body, meta = request_body(svc.url)
         message = grpc_request(body)
         frame = tmp / "request.grpc"
@@ -217,10 +220,8 @@ def main() -> int:
         proba = check_same_answer(svc.url, f"127.0.0.1:{grpc_port}", body, message)
         lua = tmp / "post.lua"
         lua.write_text(LUA % (BENCH_KEY, json.dumps(body)))
-        wrk_cmd = [wrk, "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(lua)]
-        if pin:
-            wrk_cmd = ["taskset", "-c", "1", *wrk_cmd]
-        wrk_cmd.append(f"{svc.url}/v2/models/{MODEL}/infer")
+        url = f"{svc.url}/v2/models/{MODEL}/infer"
+        wrk_cmd = wrk_command(wrk, lua, url, args.connections, args.duration, pinned)
         c = args.connections
         targets = {
             f"REST JSON (wrk, {c} conns)": None,
@@ -235,7 +236,14 @@ def main() -> int:
                 else:
                     before = served_ok(svc.url)
                     stats, us = run_h2load(
-                        h2load, f"http://127.0.0.1:{grpc_port}", frame, *shape, args.duration, pid, pin, tmp
+                        h2load,
+                        f"http://127.0.0.1:{grpc_port}",
+                        frame,
+                        *shape,
+                        args.duration,
+                        pid,
+                        pinned,
+                        tmp,
                     )
                     # h2load counts HTTP 200s; the server counts gRPC OKs (warm-up included)
                     counted = served_ok(svc.url) - before
@@ -265,7 +273,7 @@ def main() -> int:
         for name in list(targets)[1:]:
             print(f"{name} / REST JSON throughput: {medians[name]['rps'] / rest:.2f}")
         print(
-            f"server pinned to core 0, load generator on core 1: {pin}; load average {load_average()}; "
+            f"server pinned to core 0, load generator on core 1: {pinned}; load average {load_average()}; "
             f"medians of {args.repeat} interleaved runs"
         )
         ok = all(st["non2xx"] == 0 for rs in runs.values() for st, _ in rs)

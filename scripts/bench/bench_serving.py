@@ -99,6 +99,22 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", a
 """
 
 
+def can_pin(no_pin: bool = False) -> bool:
+    """Whether to pin servers to core 0 and load generators to core 1 (2+ cores and taskset)."""
+    return bool(not no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"))
+
+
+def pin(pid: int, core: int) -> None:
+    """Pin every thread of a running process to one core."""
+    subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)], check=False, capture_output=True)
+
+
+def wrk_command(wrk: str, lua: Path, url: str, connections: int, duration: float, pinned: bool) -> list[str]:
+    """One wrk thread with ``connections`` connections posting what ``lua`` builds, on core 1 when pinned."""
+    cmd = [wrk, "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(lua), url]
+    return ["taskset", "-c", "1", *cmd] if pinned else cmd
+
+
 def run_wrk(cmd: list[str], pid: int) -> tuple[dict[str, float], str, float]:
     """Warm up 3 s, then the measured run; returns wrk stats, wrk output and server CPU us/request."""
     duration = next(c for c in cmd if c.startswith("-d"))
@@ -127,9 +143,7 @@ def bare_fastapi_baseline(
     try:
         wait_ready(f"http://127.0.0.1:{port}", 60, proc, path="/docs")
         if pinned:
-            subprocess.run(
-                ["taskset", "-a", "-p", "-c", "0", str(proc.pid)], check=False, capture_output=True
-            )
+            pin(proc.pid, 0)
         cmd = [*wrk_cmd[:-1], f"http://127.0.0.1:{port}/infer"]
         runs = []
         for _ in range(repeat):
@@ -272,7 +286,7 @@ def start_helper(code: str, pinned: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", code, str(port)])
     if pinned:
-        subprocess.run(["taskset", "-a", "-p", "-c", "1", str(proc.pid)], check=False, capture_output=True)
+        pin(proc.pid, 1)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     import httpx
@@ -316,15 +330,11 @@ def mlserver_throughput(
 
         wait_ready(f"http://127.0.0.1:{port}", 180, proc, path=f"/v2/models/{MODEL}/ready")
         if pinned:
-            subprocess.run(
-                ["taskset", "-a", "-p", "-c", "0", str(proc.pid)], check=False, capture_output=True
-            )
+            pin(proc.pid, 0)
         lua = tmp / "mlserver.lua"
         lua.write_text(LUA % (BENCH_KEY, json.dumps({**body, "parameters": {"content_type": "pd"}})))
-        cmd = [wrk, "-t1", f"-c{args.connections}", f"-d{args.duration}s", "--latency", "-s", str(lua)]
-        cmd.append(f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer")
-        if pinned:
-            cmd = ["taskset", "-c", "1", *cmd]
+        url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
+        cmd = wrk_command(wrk, lua, url, args.connections, args.duration, pinned)
         out = []
         for _ in range(max(1, args.repeat)):
             stats, _, us = run_wrk(cmd, proc.pid)
@@ -341,7 +351,7 @@ def deployed_main(args: argparse.Namespace, wrk: str) -> int:
     from tests.observability.otlp import OtlpReceiver
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    pinned = bool(not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset"))
+    pinned = can_pin(args.no_pin)
     procs: list[subprocess.Popen] = []
     services = []
     try:
@@ -360,11 +370,7 @@ def deployed_main(args: argparse.Namespace, wrk: str) -> int:
                 services.append(svc)
                 started[name] = svc
                 if pinned:
-                    subprocess.run(
-                        ["taskset", "-a", "-p", "-c", "0", str(svc.proc.pid)],
-                        check=False,
-                        capture_output=True,
-                    )
+                    pin(svc.proc.pid, 0)
             first = next(iter(started.values()))
             body, meta = request_body(first.url)
             runtime = meta.get("parameters", {}).get("runtime")
@@ -374,18 +380,8 @@ def deployed_main(args: argparse.Namespace, wrk: str) -> int:
             cmd: list[str] = []
             for _ in range(max(1, args.repeat)):
                 for name, svc in started.items():  # interleaved: the VM's drift hits every target alike
-                    cmd = [
-                        wrk,
-                        "-t1",
-                        f"-c{args.connections}",
-                        f"-d{args.duration}s",
-                        "--latency",
-                        "-s",
-                        str(lua),
-                    ]
-                    cmd.append(f"{svc.url}/v2/models/{MODEL}/infer")
-                    if pinned:
-                        cmd = ["taskset", "-c", "1", *cmd]
+                    url = f"{svc.url}/v2/models/{MODEL}/infer"
+                    cmd = wrk_command(wrk, lua, url, args.connections, args.duration, pinned)
                     stats, _, us = run_wrk(cmd, svc.proc.pid)
                     runs[name].append((stats, us))
             mlserver_runs = [] if args.no_mlserver else mlserver_throughput(args, wrk, uri, tmp, body, pinned)
@@ -511,26 +507,13 @@ def main() -> int:
             print(
                 f"model {MODEL} v{meta['versions'][0]} runtime={runtime} ({meta['parameters'].get('runtime_reason')})"
             )
-            pinned = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset")
+            pinned = can_pin(args.no_pin)
             if pinned:
-                subprocess.run(
-                    ["taskset", "-a", "-p", "-c", "0", str(svc.proc.pid)], check=False, capture_output=True
-                )
+                pin(svc.proc.pid, 0)
             lua = tmp / "post.lua"
             lua.write_text(LUA % (BENCH_KEY, json.dumps(body)))
             url = f"{svc.url}/v2/models/{MODEL}/infer"
-            cmd = [
-                wrk,
-                "-t1",
-                f"-c{args.connections}",
-                f"-d{args.duration}s",
-                "--latency",
-                "-s",
-                str(lua),
-                url,
-            ]
-            if pinned:
-                cmd = ["taskset", "-c", "1", *cmd]
+            cmd = wrk_command(wrk, lua, url, args.connections, args.duration, pinned)
             runs = [run_wrk(cmd, svc.proc.pid) for _ in range(max(1, args.repeat))]
             load = load_average()
         finally:

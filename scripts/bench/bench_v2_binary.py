@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -113,7 +111,7 @@ def main() -> int:
         print("wrk is not installed: run `make sysdeps`", file=sys.stderr)
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="bench-v2-binary-"))
-    pinned = bool((os.cpu_count() or 1) >= 2 and shutil.which("taskset"))
+    pinned = bs.can_pin()
     try:
         uri = bs.prepare_registry(tmp, args.rows)
         env = {
@@ -127,9 +125,7 @@ def main() -> int:
         svc = start_service("model-serving", env, tmp / "logs", ready_timeout=300)
         try:
             if pinned:
-                subprocess.run(
-                    ["taskset", "-a", "-p", "-c", "0", str(svc.proc.pid)], check=False, capture_output=True
-                )
+                bs.pin(svc.proc.pid, 0)
             import httpx
 
             meta = httpx.get(f"{svc.url}/v2/models/{bs.MODEL}", headers={"x-api-key": bs.BENCH_KEY}).json()
@@ -149,17 +145,7 @@ def main() -> int:
                 (tmp / f"{name}.body").write_bytes(body)
                 lua = tmp / f"{name}.lua"
                 lua.write_text(LUA % (tmp / f"{name}.body", ctype, bs.BENCH_KEY, extra))
-                cmd = [
-                    wrk,
-                    "-t1",
-                    f"-c{args.connections}",
-                    f"-d{args.duration}s",
-                    "--latency",
-                    "-s",
-                    str(lua),
-                    url,
-                ]
-                targets[name] = ["taskset", "-c", "1", *cmd] if pinned else cmd
+                targets[name] = bs.wrk_command(wrk, lua, url, args.connections, args.duration, pinned)
             runs: dict[str, list] = {name: [] for name in targets}
             for _ in range(max(1, args.repeat)):
                 for name, cmd in targets.items():
