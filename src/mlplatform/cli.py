@@ -32,8 +32,10 @@ def _private_prometheus() -> None:
 
 @app.command()
 def serve(
-    service: str = typer.Argument(..., help=f"One of: {', '.join(SERVICES)}"),
-    port: int | None = typer.Option(None, help="Port to listen on (default: the service's own)."),
+    service: str = typer.Argument(..., envvar="MLPLATFORM_SERVICE", help=f"One of: {', '.join(SERVICES)}"),
+    port: int | None = typer.Option(
+        None, envvar="MLPLATFORM_PORT", help="Port to listen on (default: the service's own)."
+    ),
     host: str = typer.Option("0.0.0.0", help="Interface to bind."),
 ) -> None:
     """Run one service in this process (what each container's entrypoint calls)."""
