@@ -4,7 +4,8 @@ APT_PACKAGES += prometheus
 
 .PHONY: dashboards obs-check obs-test scrape-config
 
-# Rebuild observability/grafana/dashboards/*.json from observability/grafana/build_dashboards.py.
+# Rebuild observability/grafana/dashboards/*.json from observability/grafana/build_dashboards.py
+# (Grafana's grafana-foundation-sdk builders, pinned in requirements/lock.txt).
 dashboards: venv
 	$(PY) observability/grafana/build_dashboards.py
 

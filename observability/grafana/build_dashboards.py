@@ -1,8 +1,10 @@
-"""Build the Grafana dashboards in observability/grafana/dashboards/*.json from the panel lists below.
+"""Build observability/grafana/dashboards/*.json with Grafana's builder, ``grafana-foundation-sdk``.
 
 The JSON files are committed (the charts load them with ``.Files.Glob``, the kustomization wraps
-them in ConfigMaps); this script is how they are edited. ``--check`` exits 1 when a committed file
-differs from what the script builds (tests/observability runs it).
+them in ConfigMaps); this script is how they are edited: ``make dashboards`` rewrites them,
+``--check`` exits 1 when a committed file differs from what the script builds (tests/observability
+checks the same). The SDK (pinned in requirements/lock.txt, Grafana 11.6 schema) owns the JSON
+shape, the grid layout and the defaults; this file only says which panels exist.
 
 Conventions every panel follows (tests/observability checks them):
 
@@ -21,991 +23,504 @@ from __future__ import annotations
 
 import argparse
 import json
+import string
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from grafana_foundation_sdk.builders import dashboard as gd
+from grafana_foundation_sdk.builders import logs as glogs
+from grafana_foundation_sdk.builders import loki, prometheus, stat, statetimeline, table, timeseries
+from grafana_foundation_sdk.builders.common import (
+    ReduceDataOptions,
+    StackingConfig,
+    VizLegendOptions,
+    VizTooltipOptions,
+)
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import common as cm
+from grafana_foundation_sdk.models import dashboard as dm
+from grafana_foundation_sdk.models import prometheus as pm
+
 OUT_DIR = Path(__file__).resolve().parent / "dashboards"
 
-PROM = {"type": "prometheus", "uid": "${datasource}"}
-LOKI = {"type": "loki", "uid": "${loki}"}
+PROM = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
+LOKI = dm.DataSourceRef(type_val="loki", uid="${loki}")
 NS = 'namespace=~"$namespace"'
+MODEL = f'model=~"$model", {NS}'
+RI = "[$__rate_interval]"
+
+LEGEND = (
+    VizLegendOptions()
+    .show_legend(True)
+    .display_mode(cm.LegendDisplayMode.LIST)
+    .placement(cm.LegendPlacement.BOTTOM)
+)
+Panel = Any  # an SDK panel builder (timeseries.Panel, stat.Panel, ...)
+Steps = list[tuple[str, float | None]]
 
 
-# --------------------------------------------------------------------------- panel helpers
+# --------------------------------------------------------------------------- queries and panels
+
+Query = str | tuple[str, str] | prometheus.Dataquery  # an expr, (expr, legend), or a built query
 
 
-def target(expr: str, legend: str = "", *, exemplar: bool = False, instant: bool = False) -> dict[str, Any]:
-    t: dict[str, Any] = {
-        "datasource": PROM,
-        "expr": expr,
-        "legendFormat": legend or "__auto",
-        "range": not instant,
-        "instant": instant,
-    }
-    if exemplar:
-        t["exemplar"] = True
-    return t
+def q(expr: str, legend: str = "", *, exemplar: bool = False, instant: bool = False) -> prometheus.Dataquery:
+    query = prometheus.Dataquery().expr(expr).legend_format(legend or "__auto").datasource(PROM)
+    query = query.instant() if instant else query.range()
+    return query.exemplar(True) if exemplar else query
 
 
-def timeseries(
+def _query(x: Query) -> prometheus.Dataquery:
+    return q(x) if isinstance(x, str) else q(*x) if isinstance(x, tuple) else x
+
+
+def rate(metric: str, sel: str = NS, by: str = "", window: str = RI) -> str:
+    """``sum [by (...)] (rate(metric{sel}[window]))``; ``increase`` when ``window`` is a fixed range."""
+    fn = "rate" if window == RI else "increase"
+    return f"sum{f' by ({by}) ' if by else ''}({fn}({metric}{{{sel}}}{window}))"
+
+
+def agg(metric: str, sel: str = MODEL, by: str = "model, version", op: str = "max") -> str:
+    """``max by (model, version) (metric{sel})``: one series per model version across pods."""
+    return f"{op} by ({by}) ({metric}{{{sel}}})"
+
+
+def mean(metric: str, sel: str, by: str) -> str:
+    """Mean of a histogram: ``sum by (...) (x_sum) / sum by (...) (x_count)``."""
+    op = f"sum by ({by}) " if by else "sum"
+    return f"{op}({metric}_sum{{{sel}}}) / {op}({metric}_count{{{sel}}})"
+
+
+def quantiles(metric: str, sel: str, by: str, qs: tuple[float, ...], legend: str = "") -> list[Query]:
+    """``histogram_quantile`` of ``metric``'s buckets, one query per quantile (legend ``p<q> <legend>``)."""
+    le = f"le, {by}" if by else "le"
+    return [
+        (
+            f"histogram_quantile({x}, sum by ({le}) (rate({metric}_bucket{{{sel}}}{RI})))",
+            legend if len(qs) == 1 else f"p{int(x * 100)} {legend}".strip(),
+        )
+        for x in qs
+    ]
+
+
+def _panel(panel: Panel, title: str, queries: list[Any], w: int, h: int, desc: str, ds: Any = PROM) -> Panel:
+    panel = panel.title(title).datasource(ds).span(w).height(h)
+    if desc:
+        panel = panel.description(desc)
+    for ref_id, query in zip(string.ascii_uppercase, queries, strict=False):
+        panel = panel.with_target(query.ref_id(ref_id))
+    return panel
+
+
+def _thresholds(steps: Steps | None) -> gd.ThresholdsConfig:
+    steps = steps or [("green", None)]
+    config = gd.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE)
+    return config.steps([dm.Threshold(color=c, value=v) for c, v in steps])
+
+
+def ts(
     title: str,
-    targets: list[dict[str, Any]],
-    *,
+    *queries: Query,
     unit: str = "short",
-    description: str = "",
+    desc: str = "",
     w: int = 12,
     h: int = 8,
     stack: bool = False,
-    thresholds: list[tuple[str, float | None]] | None = None,
-) -> dict[str, Any]:
-    custom: dict[str, Any] = {"drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never"}
-    if stack:
-        custom["stacking"] = {"mode": "normal", "group": "A"}
-    return {
-        "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": PROM,
-        "gridPos": {"w": w, "h": h},
-        "fieldConfig": {
-            "defaults": {"unit": unit, "custom": custom, "thresholds": _thresholds(thresholds)},
-            "overrides": [],
-        },
-        "options": {"legend": {"displayMode": "list", "placement": "bottom"}, "tooltip": {"mode": "multi"}},
-        "targets": targets,
-    }
+    steps: Steps | None = None,
+) -> timeseries.Panel:
+    panel = (
+        _panel(timeseries.Panel(), title, [_query(x) for x in queries], w, h, desc)
+        .unit(unit)
+        .thresholds(_thresholds(steps))
+        .draw_style(cm.GraphDrawStyle.LINE)
+        .line_width(1)
+        .fill_opacity(10)
+        .show_points(cm.VisibilityMode.NEVER)
+        .legend(LEGEND)
+        .tooltip(VizTooltipOptions().mode(cm.TooltipDisplayMode.MULTI).sort(cm.SortOrder.NONE))
+    )
+    return panel.stacking(StackingConfig().mode(cm.StackingMode.NORMAL).group("A")) if stack else panel
 
 
-def stat(
-    title: str,
-    expr: str,
-    *,
-    unit: str = "short",
-    description: str = "",
-    w: int = 6,
-    h: int = 4,
-    thresholds: list[tuple[str, float | None]] | None = None,
-    decimals: int | None = None,
-) -> dict[str, Any]:
-    defaults: dict[str, Any] = {"unit": unit, "thresholds": _thresholds(thresholds)}
-    if decimals is not None:
-        defaults["decimals"] = decimals
-    return {
-        "type": "stat",
-        "title": title,
-        "description": description,
-        "datasource": PROM,
-        "gridPos": {"w": w, "h": h},
-        "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {
-            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-            "colorMode": "background",
-            "graphMode": "area",
-        },
-        "targets": [target(expr, instant=True)],
-    }
+def big(
+    title: str, expr: str, *, unit: str = "short", desc: str = "", w: int = 6, h: int = 4,
+    steps: Steps | None = None, decimals: int | None = None,
+) -> stat.Panel:  # fmt: skip
+    """A stat panel: the last value of an instant query, coloured by ``steps``."""
+    panel = (
+        _panel(stat.Panel(), title, [q(expr, instant=True)], w, h, desc)
+        .unit(unit)
+        .thresholds(_thresholds(steps))
+        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).fields("").values(False))
+        .color_mode(cm.BigValueColorMode.BACKGROUND)
+        .graph_mode(cm.BigValueGraphMode.AREA)
+    )
+    return panel if decimals is None else panel.decimals(decimals)
 
 
-def table(title: str, expr: str, *, description: str = "", w: int = 12, h: int = 8) -> dict[str, Any]:
-    return {
-        "type": "table",
-        "title": title,
-        "description": description,
-        "datasource": PROM,
-        "gridPos": {"w": w, "h": h},
-        "fieldConfig": {"defaults": {}, "overrides": []},
-        "options": {"showHeader": True},
-        "transformations": [{"id": "labelsToFields", "options": {}}, {"id": "merge", "options": {}}],
-        "targets": [{**target(expr, instant=True), "format": "table"}],
-    }
+def grid(title: str, expr: str, *, desc: str = "", w: int = 12, h: int = 8) -> table.Panel:
+    """A table of an instant query's label sets (one row per series)."""
+    query = q(expr, instant=True).format(pm.PromQueryFormat.TABLE)
+    merge = [dm.DataTransformerConfig(id_val=t, options={}) for t in ("labelsToFields", "merge")]
+    return _panel(table.Panel(), title, [query], w, h, desc).show_header(True).transformations(merge)
 
 
-def state_timeline(title: str, expr: str, legend: str, *, w: int = 24, h: int = 8) -> dict[str, Any]:
+def timeline(title: str, expr: str, legend: str, *, desc: str = "", w: int = 24, h: int = 8) -> Panel:
     """0/1 series as coloured bands over time (green 0, red 1)."""
-    return {
-        "type": "state-timeline",
-        "title": title,
-        "description": "Red: the feature drifted in the window that closed at that time.",
-        "datasource": PROM,
-        "gridPos": {"w": w, "h": h},
-        "fieldConfig": {
-            "defaults": {
-                "thresholds": _thresholds([("green", None), ("red", 1)]),
-                "color": {"mode": "thresholds"},
-                "mappings": [{"type": "value", "options": {"0": {"text": "ok"}, "1": {"text": "drift"}}}],
-            },
-            "overrides": [],
-        },
-        "options": {"showValue": "never", "mergeValues": True, "alignValue": "left"},
-        "targets": [target(expr, legend)],
-    }
-
-
-def logs(service: str, *, w: int = 24, h: int = 10) -> dict[str, Any]:
-    return {
-        "type": "logs",
-        "title": f"{service} logs (filter with the trace_id variable)",
-        "description": (
-            "JSON log lines from Loki, stream label service. The trace_id field links to Tempo "
-            "(Loki datasource derived field)."
-        ),
-        "datasource": LOKI,
-        "gridPos": {"w": w, "h": h},
-        "options": {
-            "showTime": True,
-            "wrapLogMessage": True,
-            "prettifyLogMessage": False,
-            "enableLogDetails": True,
-            "sortOrder": "Descending",
-            "dedupStrategy": "none",
-        },
-        "targets": [
-            {
-                "datasource": LOKI,
-                "expr": f'{{service="{service}", namespace=~"$namespace"}} |~ "$trace_id" | json',
-                "queryType": "range",
-            }
-        ],
-    }
-
-
-def row(title: str) -> dict[str, Any]:
-    return {"type": "row", "title": title, "collapsed": False, "gridPos": {"w": 24, "h": 1}, "panels": []}
-
-
-def _thresholds(steps: list[tuple[str, float | None]] | None) -> dict[str, Any]:
-    steps = steps or [("green", None)]
-    return {"mode": "absolute", "steps": [{"color": c, "value": v} for c, v in steps]}
-
-
-def latency_panel(title: str, selector: str, by: str, *, w: int = 12) -> dict[str, Any]:
-    """p50/p95/p99 of the core HTTP histogram with exemplars (click a dot to open the trace in Tempo)."""
-    metric = "mlplatform_http_request_duration_seconds_bucket"
-    return timeseries(
-        title,
-        [
-            target(
-                f"histogram_quantile({q}, sum by (le{', ' + by if by else ''}) "
-                f"(rate({metric}{{{selector}, {NS}}}[$__rate_interval])))",
-                f"p{int(q * 100)}" + (f" {{{{{by}}}}}" if by else ""),
-                exemplar=True,
-            )
-            for q in (0.5, 0.95, 0.99)
-        ],
-        unit="s",
-        w=w,
-        description="Quantiles from the request-latency histogram. Dots are exemplars: click one to open its trace in Tempo.",
+    desc = desc or "Red: the feature drifted in the window that closed at that time."
+    ok_drift = {"0": dm.ValueMappingResult(text="ok"), "1": dm.ValueMappingResult(text="drift")}
+    return (
+        _panel(statetimeline.Panel(), title, [q(expr, legend)], w, h, desc)
+        .thresholds(_thresholds([("green", None), ("red", 1)]))
+        .color_scheme(gd.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
+        .mappings([dm.ValueMap(options=ok_drift)])
+        .show_value(cm.VisibilityMode.NEVER)
+        .legend(LEGEND)
+        .merge_values(True)
+        .align_value("left")
     )
 
 
-# --------------------------------------------------------------------------- variables
+def logs(service: str, *, w: int = 24, h: int = 10) -> glogs.Panel:
+    """The service's JSON log lines from Loki, filtered by the ``trace_id`` variable."""
+    expr = f'{{service="{service}", {NS}}} |~ "$trace_id" | json'
+    query = loki.Dataquery().expr(expr).query_type("range").datasource(LOKI)
+    desc = (
+        "JSON log lines from Loki, stream label service. The trace_id field links to Tempo "
+        "(Loki datasource derived field)."
+    )
+    return (
+        _panel(
+            glogs.Panel(), f"{service} logs (filter with the trace_id variable)", [query], w, h, desc, LOKI
+        )
+        .show_time(True)
+        .wrap_log_message(True)
+        .prettify_log_message(False)
+        .enable_log_details(True)
+        .sort_order(cm.LogsSortOrder.DESCENDING)
+        .dedup_strategy(cm.LogsDedupStrategy.NONE)
+    )
 
 
-def variables(*extra: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "list": [
-            {
-                "name": "datasource",
-                "label": "Prometheus",
-                "type": "datasource",
-                "query": "prometheus",
-                "current": {},
-                "hide": 0,
-            },
-            {
-                "name": "loki",
-                "label": "Loki",
-                "type": "datasource",
-                "query": "loki",
-                "current": {},
-                "hide": 0,
-            },
-            {
-                "name": "namespace",
-                "label": "Namespace",
-                "type": "query",
-                "datasource": PROM,
-                "query": {
-                    "query": "label_values(mlplatform_http_requests_in_flight, namespace)",
-                    "refId": "ns",
-                },
-                "definition": "label_values(mlplatform_http_requests_in_flight, namespace)",
-                "includeAll": True,
-                "allValue": ".*",
-                "multi": True,
-                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-                "refresh": 2,
-                "hide": 0,
-            },
-            *extra,
-            {
-                "name": "trace_id",
-                "label": "Trace id (logs)",
-                "type": "textbox",
-                "query": "",
-                "current": {"text": "", "value": ""},
-                "hide": 0,
-            },
-        ]
-    }
-
-
-def query_var(name: str, label: str, query: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "label": label,
-        "type": "query",
-        "datasource": PROM,
-        "query": {"query": query, "refId": name},
-        "definition": query,
-        "includeAll": True,
-        "allValue": ".*",
-        "multi": True,
-        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-        "refresh": 2,
-        "hide": 0,
-    }
-
-
-def dashboard(
-    uid: str, title: str, description: str, panels: list[dict[str, Any]], *extra_vars: Any
-) -> dict[str, Any]:
-    laid_out = _layout(panels)
-    return {
-        "uid": uid,
-        "title": title,
-        "description": description,
-        "tags": ["mlplatform"],
-        "timezone": "utc",
-        "schemaVersion": 39,
-        "version": 1,
-        "editable": True,
-        "graphTooltip": 1,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "annotations": {"list": []},
-        "links": [
-            {
-                "title": "mlplatform dashboards",
-                "type": "dashboards",
-                "tags": ["mlplatform"],
-                "asDropdown": True,
-            }
-        ],
-        "templating": variables(*extra_vars),
-        "panels": laid_out,
-    }
-
-
-def _layout(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give every panel an id and an x/y position, left to right, wrapping at 24 columns."""
-    x = y = row_h = 0
-    out = []
-    for i, panel in enumerate(panels, start=1):
-        pos = panel["gridPos"]
-        if panel["type"] == "row" or x + pos["w"] > 24:
-            y += row_h
-            x = row_h = 0
-        panel = {"id": i, **panel, "gridPos": {**pos, "x": x, "y": y}}
-        x += pos["w"]
-        row_h = max(row_h, pos["h"])
-        if panel["type"] == "row":
-            y += pos["h"]
-            x = row_h = 0
-        out.append(panel)
-    return out
+def latency(title: str, sel: str, by: str = "") -> timeseries.Panel:
+    """p50/p95/p99 of the core HTTP histogram with exemplars (click a dot to open the trace in Tempo)."""
+    legend = f"{{{{{by}}}}}" if by else ""
+    queries = quantiles("mlplatform_http_request_duration_seconds", sel, by, (0.5, 0.95, 0.99), legend)
+    desc = "Quantiles from the request-latency histogram. Dots are exemplars: click one to open its trace in Tempo."
+    return ts(title, *[q(*x, exemplar=True) for x in queries], unit="s", desc=desc)  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------- dashboards
 
-SERVING = 'service="model-serving"'
-#: the route templates of V2 gRPC calls (model-serving's GRPCInferenceService)
-GRPC_ROUTES = '"/inference.GRPCInferenceService/.+"'
+Section = tuple[str, list[Panel]]
 
 
-def overview() -> dict[str, Any]:
-    return dashboard(
-        "mlplatform-overview",
-        "mlplatform / Platform overview",
-        "Client-API SLOs (model-serving: 99.9% without 5xx, 99% within 250 ms over 30 days), error budgets and every service's traffic.",
-        [
-            row("Client API SLOs (model-serving)"),
-            stat(
-                "Availability, 30 days",
-                '1 - service:mlplatform_slo_errors:ratio_rate30d{service="model-serving"}',
-                unit="percentunit",
-                decimals=3,
-                thresholds=[("red", None), ("orange", 0.999), ("green", 0.9995)],
-            ),
-            stat(
-                "Availability error budget left",
-                "service:mlplatform_slo_availability_budget_remaining:ratio",
-                unit="percentunit",
-                thresholds=[("red", None), ("orange", 0.25), ("green", 0.5)],
-            ),
-            stat(
-                "Within 250 ms, 30 days",
-                '1 - service:mlplatform_slo_slow_requests:ratio_rate30d{service="model-serving"}',
-                unit="percentunit",
-                decimals=3,
-                thresholds=[("red", None), ("orange", 0.99), ("green", 0.995)],
-            ),
-            stat(
-                "Latency error budget left",
-                "service:mlplatform_slo_latency_budget_remaining:ratio",
-                unit="percentunit",
-                thresholds=[("red", None), ("orange", 0.25), ("green", 0.5)],
-            ),
-            timeseries(
-                "Availability burn rate (1 = budget lasts exactly 30 days)",
-                [
-                    target(
-                        f'service:mlplatform_slo_errors:ratio_rate{w}{{service="model-serving"}} / 0.001', w
-                    )
-                    for w in ("5m", "1h", "6h", "1d")
-                ],
-                thresholds=[("green", None), ("orange", 6), ("red", 14.4)],
-                description="Page at 14.4x (1h and 5m) or 6x (6h and 30m); ticket at 3x (1d and 2h) or 1x (3d and 6h).",
-            ),
-            timeseries(
-                "Latency burn rate (1 = budget lasts exactly 30 days)",
-                [
-                    target(
-                        f'service:mlplatform_slo_slow_requests:ratio_rate{w}{{service="model-serving"}} / 0.01',
-                        w,
-                    )
-                    for w in ("5m", "1h", "6h", "1d")
-                ],
-                thresholds=[("green", None), ("orange", 6), ("red", 14.4)],
-            ),
-            row("Services"),
-            timeseries(
-                "Requests per second by service",
-                [target("service:mlplatform_http_requests:rate5m", "{{service}}")],
-                unit="reqps",
-                w=8,
-            ),
-            timeseries(
-                "5xx ratio by service (5m)",
-                [target("service:mlplatform_slo_errors:ratio_rate5m", "{{service}}")],
-                unit="percentunit",
-                w=8,
-            ),
-            timeseries(
-                "p99 latency by service",
-                [target("service:mlplatform_http_request_duration_seconds:p99_rate5m", "{{service}}")],
-                unit="s",
-                w=8,
-            ),
-            timeseries(
-                "Responses per second by service and status code",
-                [target("service_code:mlplatform_http_requests:rate5m", "{{service}} {{code}}")],
-                unit="reqps",
-                w=12,
-                stack=True,
-            ),
-            timeseries(
-                "Requests in flight by service",
-                [target(f"sum by (service) (mlplatform_http_requests_in_flight{{{NS}}})", "{{service}}")],
-                w=12,
-                description="The HPAs' per-pod custom metric (prometheus-adapter).",
-            ),
-            timeseries(
-                "Scrape targets up",
-                [
-                    target(
-                        'sum by (job) (up{job=~".*(model-serving|feature-store|drift-detection|explainability).*"})',
-                        "{{job}}",
-                    )
-                ],
-                w=12,
-            ),
-        ],
+def query_var(name: str, label: str, query: str) -> gd.QueryVariable:
+    return (
+        gd.QueryVariable(name)
+        .label(label)
+        .datasource(PROM)
+        .query({"query": query, "refId": name})
+        .include_all(True)
+        .all_value(".*")
+        .multi(True)
+        .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
     )
 
 
-def serving() -> dict[str, Any]:
-    sel = f"{SERVING}, {NS}"
-    return dashboard(
+def board(uid: str, title: str, desc: str, sections: list[Section], *variables: gd.QueryVariable) -> Any:
+    """A dashboard: the shared variables and links, then each (row title, panels) section in order."""
+    builder = (
+        gd.Dashboard(title)
+        .uid(uid)
+        .description(desc)
+        .tags(["mlplatform"])
+        .timezone("utc")
+        .version(1)
+        .editable()
+        .tooltip(dm.DashboardCursorSync.CROSSHAIR)
+        .refresh("30s")
+        .time("now-6h", "now")
+        .link(
+            gd.DashboardLink("mlplatform dashboards")
+            .type(dm.DashboardLinkType.DASHBOARDS)
+            .tags(["mlplatform"])
+            .as_dropdown(True)
+        )
+        .with_variable(gd.DatasourceVariable("datasource").label("Prometheus").type("prometheus"))
+        .with_variable(gd.DatasourceVariable("loki").label("Loki").type("loki"))
+        .with_variable(
+            query_var("namespace", "Namespace", "label_values(mlplatform_http_requests_in_flight, namespace)")
+        )
+    )
+    for var in variables:
+        builder = builder.with_variable(var)
+    trace_id = gd.TextBoxVariable("trace_id").label("Trace id (logs)").default_value("")
+    builder = builder.with_variable(trace_id.current(dm.VariableOption(text="", value="")))
+    ids = iter(range(1, 1000))
+    for row, panels in sections:
+        builder = builder.with_row(gd.Row(row).id(next(ids)))
+        for panel in panels:
+            builder = builder.with_panel(panel.id(next(ids)))
+    return builder.build()
+
+
+HTTP = "mlplatform_http_requests_total"
+GREEN_RED = [("green", None), ("red", 1)]
+BY_VERSION = "{{model}} v{{version}}"
+
+
+def overview() -> Any:
+    def burn(sli: str, budget: str) -> list[Query]:
+        ratio = f"service:mlplatform_slo_{sli}:ratio_rate"
+        return [(f'{ratio}{w}{{service="model-serving"}} / {budget}', w) for w in ("5m", "1h", "6h", "1d")]
+
+    page = [("green", None), ("orange", 6), ("red", 14.4)]
+    left = [("red", None), ("orange", 0.25), ("green", 0.5)]
+    slo = 'service:mlplatform_slo_{}:ratio_rate30d{{service="model-serving"}}'
+    slos = [
+        big("Availability, 30 days", "1 - " + slo.format("errors"), unit="percentunit", decimals=3,
+            steps=[("red", None), ("orange", 0.999), ("green", 0.9995)]),
+        big("Availability error budget left", "service:mlplatform_slo_availability_budget_remaining:ratio",
+            unit="percentunit", steps=left),
+        big("Within 250 ms, 30 days", "1 - " + slo.format("slow_requests"), unit="percentunit", decimals=3,
+            steps=[("red", None), ("orange", 0.99), ("green", 0.995)]),
+        big("Latency error budget left", "service:mlplatform_slo_latency_budget_remaining:ratio",
+            unit="percentunit", steps=left),
+        ts("Availability burn rate (1 = budget lasts exactly 30 days)", *burn("errors", "0.001"), steps=page,
+           desc="Page at 14.4x (1h and 5m) or 6x (6h and 30m); ticket at 3x (1d and 2h) or 1x (3d and 6h)."),
+        ts("Latency burn rate (1 = budget lasts exactly 30 days)", *burn("slow_requests", "0.01"), steps=page),
+    ]  # fmt: skip
+    up = 'sum by (job) (up{job=~".*(model-serving|feature-store|drift-detection|explainability).*"})'
+    services = [
+        ts("Requests per second by service", ("service:mlplatform_http_requests:rate5m", "{{service}}"),
+           unit="reqps", w=8),
+        ts("5xx ratio by service (5m)", ("service:mlplatform_slo_errors:ratio_rate5m", "{{service}}"),
+           unit="percentunit", w=8),
+        ts("p99 latency by service",
+           ("service:mlplatform_http_request_duration_seconds:p99_rate5m", "{{service}}"), unit="s", w=8),
+        ts("Responses per second by service and status code",
+           ("service_code:mlplatform_http_requests:rate5m", "{{service}} {{code}}"), unit="reqps", stack=True),
+        ts("Requests in flight by service",
+           (f"sum by (service) (mlplatform_http_requests_in_flight{{{NS}}})", "{{service}}"),
+           desc="The HPAs' per-pod custom metric (prometheus-adapter)."),
+        ts("Scrape targets up", (up, "{{job}}")),
+    ]  # fmt: skip
+    return board(
+        "mlplatform-overview",
+        "mlplatform / Platform overview",
+        "Client-API SLOs (model-serving: 99.9% without 5xx, 99% within 250 ms over 30 days), error budgets "
+        "and every service's traffic.",
+        [("Client API SLOs (model-serving)", slos), ("Services", services)],
+    )
+
+
+def serving() -> Any:
+    sel = f'service="model-serving", {NS}'
+    grpc = '"/inference.GRPCInferenceService/.+"'  # the route templates of V2 gRPC calls
+    errors = [
+        (f"({rate(HTTP, code)} or {rate(HTTP, sel)} * 0) / {rate(HTTP, sel)}", f"{c}xx")
+        for c, code in (("4", f'{sel}, code=~"4.."'), ("5", f'{sel}, code=~"5.."'))
+    ]
+    traffic = [
+        ts("Requests per second by route", (rate(HTTP, sel, "route"), "{{route}}"), unit="reqps"),
+        ts("Requests per second by protocol (REST / gRPC) and code",
+           (rate(HTTP, f"{sel}, route!~{grpc}", "code"), "REST {{code}}"),
+           (rate(HTTP, f"{sel}, route=~{grpc}", "code"), "gRPC {{code}}"), unit="reqps",
+           desc="gRPC calls (inference.GRPCInferenceService on SERVING_GRPC_PORT) go through the same "
+           "request pipeline as REST: counted as POST /inference.GRPCInferenceService/<method> with the "
+           "HTTP status REST would have answered (gRPC INVALID_ARGUMENT as 422, UNAVAILABLE as 503, ...), "
+           "so the in-flight gauge the HPA scales on, the SLOs and the 5xx alerts include them."),
+        latency("Latency p50 / p95 / p99", sel),
+        ts("Responses by status code", (rate(HTTP, sel, "code"), "{{code}}"), unit="reqps", stack=True),
+        ts("Error ratio (4xx and 5xx)", *errors, unit="percentunit"),
+    ]  # fmt: skip
+    batch = "mlplatform_serving_batch_size_requests"
+    info = f"sum by (model) (mlplatform_serving_model_info{{{MODEL}}})"
+    models = [
+        ts("Inferences by model and outcome",
+           (rate("mlplatform_serving_requests_total", MODEL, "model, outcome"), "{{model}} {{outcome}}"),
+           unit="reqps", w=8),
+        ts("Batch size (rows per model call) p50 / p95",
+           *quantiles("mlplatform_serving_batch_size_rows", MODEL, "model", (0.5, 0.95), "{{model}}"), w=8),
+        ts("Requests merged per model call (mean)",
+           (f"{rate(batch + '_sum', MODEL, 'model')} / {rate(batch + '_count', MODEL, 'model')}", "{{model}}"),
+           w=8),
+        ts("Queue depth (requests waiting for a batch)",
+           (agg("mlplatform_serving_queue_depth_requests", by="model", op="sum"), "{{model}}"), w=8,
+           desc="The HPA scales on this (prometheus-adapter exposes it as mlplatform_serving_queue_depth)."),
+        grid("Loaded model versions",
+             agg("mlplatform_serving_model_info", by="model, version, runtime, instance"), w=8,
+             desc="One row per pod and loaded version: during a rollout or alias move both versions show."),
+        ts("Model load failures (total per pod, 0 when none)",
+           (f"{agg('mlplatform_serving_model_load_failures_total', by='model', op='sum')} or {info} * 0",
+            "{{model}}"), w=8),
+        ts("Model load time (mean)",
+           (mean("mlplatform_serving_model_load_duration_seconds", MODEL, "model"), "{{model}}"), unit="s", w=8),
+        ts("Feature-store lookup failures by reason (0 when none)",
+           (f"{rate('mlplatform_serving_feature_store_failures_total', by='reason')} "
+            f"or {rate('mlplatform_serving_requests_total')} * 0", "{{reason}}"), unit="reqps", w=8),
+        ts("Inference latency inside the service p99 by model",
+           *quantiles("mlplatform_serving_request_duration_seconds", MODEL, "model", (0.99,), "{{model}}"),
+           unit="s", w=8,
+           desc="Parse, feature lookup, queue and predict; the HTTP panel above adds the transport."),
+        ts("Feature lookups to the feature store p99 by caller and outcome",
+           *quantiles("mlplatform_feature_client_request_duration_seconds", NS, "job, outcome", (0.99,),
+                      "{{job}} {{outcome}}"), unit="s", w=8,
+           desc="Client side of the online lookups (model-serving and explainability), including retries."),
+    ]  # fmt: skip
+    payloads = [
+        ts("Payload records sent / spooled / dropped per second",
+           (rate("mlplatform_payload_records_sent_total"), "sent"),
+           (rate("mlplatform_payload_records_spooled_total"), "spooled"),
+           (f"{rate('mlplatform_payload_records_dropped_total', by='reason')} "
+            f"or {rate('mlplatform_payload_records_submitted_total')} * 0", "dropped {{reason}}")),
+        ts("Payload spool size and queue",
+           (agg("mlplatform_payload_spool_bytes", NS, "instance", "sum"), "spool {{instance}}"), unit="bytes",
+           w=6, desc="Non-zero while drift-detection is unreachable; records are re-sent when it is back."),
+        ts("Payload queue (records)", (agg("mlplatform_payload_queue_records", NS, "instance", "sum"),
+           "{{instance}}"), w=6),
+    ]  # fmt: skip
+    node, gpu = 'Hostname=~"$gpu_node"', "{{Hostname}} gpu{{gpu}}"
+    used = f"DCGM_FI_DEV_FB_USED{{{node}}} / (DCGM_FI_DEV_FB_USED{{{node}}} + DCGM_FI_DEV_FB_FREE{{{node}}})"
+    gpus = [
+        ts("GPU utilisation", (agg("DCGM_FI_DEV_GPU_UTIL", node, "Hostname, gpu", "avg"), gpu), unit="percent",
+           steps=[("green", None), ("orange", 80), ("red", 90)]),
+        ts("GPU memory used", (f"max by (Hostname, gpu) ({used})", gpu), unit="percentunit",
+           steps=[("green", None), ("orange", 0.8), ("red", 0.9)]),
+        logs("model-serving"),
+    ]  # fmt: skip
+    return board(
         "mlplatform-model-serving",
         "mlplatform / Model serving",
-        "model-serving: traffic, latency with exemplars, errors, batching, models, GPU, feature lookups and payload logging.",
+        "model-serving: traffic, latency with exemplars, errors, batching, models, GPU, feature lookups and "
+        "payload logging.",
         [
-            row("Traffic"),
-            timeseries(
-                "Requests per second by route",
-                [
-                    target(
-                        f"sum by (route) (rate(mlplatform_http_requests_total{{{sel}}}[$__rate_interval]))",
-                        "{{route}}",
-                    )
-                ],
-                unit="reqps",
-            ),
-            timeseries(
-                "Requests per second by protocol (REST / gRPC) and code",
-                [
-                    target(
-                        f"sum by (code) (rate(mlplatform_http_requests_total{{{sel}, route!~{GRPC_ROUTES}}}"
-                        "[$__rate_interval]))",
-                        "REST {{code}}",
-                    ),
-                    target(
-                        f"sum by (code) (rate(mlplatform_http_requests_total{{{sel}, route=~{GRPC_ROUTES}}}"
-                        "[$__rate_interval]))",
-                        "gRPC {{code}}",
-                    ),
-                ],
-                unit="reqps",
-                description="gRPC calls (inference.GRPCInferenceService on SERVING_GRPC_PORT) go through the same "
-                "request pipeline as REST: counted as POST /inference.GRPCInferenceService/<method> with the "
-                "HTTP status REST would have answered (gRPC INVALID_ARGUMENT as 422, UNAVAILABLE as 503, ...), "
-                "so the in-flight gauge the HPA scales on, the SLOs and the 5xx alerts include them.",
-            ),
-            latency_panel("Latency p50 / p95 / p99", sel, ""),
-            timeseries(
-                "Responses by status code",
-                [
-                    target(
-                        f"sum by (code) (rate(mlplatform_http_requests_total{{{sel}}}[$__rate_interval]))",
-                        "{{code}}",
-                    )
-                ],
-                unit="reqps",
-                stack=True,
-            ),
-            timeseries(
-                "Error ratio (4xx and 5xx)",
-                [
-                    target(
-                        f'(sum(rate(mlplatform_http_requests_total{{{sel}, code=~"{c}.."}}[$__rate_interval])) '
-                        f"or sum(rate(mlplatform_http_requests_total{{{sel}}}[$__rate_interval])) * 0) "
-                        f"/ sum(rate(mlplatform_http_requests_total{{{sel}}}[$__rate_interval]))",
-                        f"{c}xx",
-                    )
-                    for c in ("4", "5")
-                ],
-                unit="percentunit",
-            ),
-            row("Models and batching"),
-            timeseries(
-                "Inferences by model and outcome",
-                [
-                    target(
-                        f'sum by (model, outcome) (rate(mlplatform_serving_requests_total{{model=~"$model", {NS}}}[$__rate_interval]))',
-                        "{{model}} {{outcome}}",
-                    )
-                ],
-                unit="reqps",
-                w=8,
-            ),
-            timeseries(
-                "Batch size (rows per model call) p50 / p95",
-                [
-                    target(
-                        f"histogram_quantile({q}, sum by (le, model) "
-                        f'(rate(mlplatform_serving_batch_size_rows_bucket{{model=~"$model", {NS}}}[$__rate_interval])))',
-                        f"p{int(q * 100)} {{{{model}}}}",
-                    )
-                    for q in (0.5, 0.95)
-                ],
-                w=8,
-            ),
-            timeseries(
-                "Requests merged per model call (mean)",
-                [
-                    target(
-                        f'sum by (model) (rate(mlplatform_serving_batch_size_requests_sum{{model=~"$model", {NS}}}[$__rate_interval])) '
-                        f'/ sum by (model) (rate(mlplatform_serving_batch_size_requests_count{{model=~"$model", {NS}}}[$__rate_interval]))',
-                        "{{model}}",
-                    )
-                ],
-                w=8,
-            ),
-            timeseries(
-                "Queue depth (requests waiting for a batch)",
-                [
-                    target(
-                        f'sum by (model) (mlplatform_serving_queue_depth_requests{{model=~"$model", {NS}}})',
-                        "{{model}}",
-                    )
-                ],
-                w=8,
-                description="The HPA scales on this (prometheus-adapter exposes it as mlplatform_serving_queue_depth).",
-            ),
-            table(
-                "Loaded model versions",
-                f'max by (model, version, runtime, instance) (mlplatform_serving_model_info{{model=~"$model", {NS}}})',
-                w=8,
-                description="One row per pod and loaded version: during a rollout or alias move both versions show.",
-            ),
-            timeseries(
-                "Model load failures (total per pod, 0 when none)",
-                [
-                    target(
-                        f'sum by (model) (mlplatform_serving_model_load_failures_total{{model=~"$model", {NS}}}) '
-                        f'or sum by (model) (mlplatform_serving_model_info{{model=~"$model", {NS}}}) * 0',
-                        "{{model}}",
-                    )
-                ],
-                w=8,
-            ),
-            timeseries(
-                "Model load time (mean)",
-                [
-                    target(
-                        f'sum by (model) (mlplatform_serving_model_load_duration_seconds_sum{{model=~"$model", {NS}}}) '
-                        f'/ sum by (model) (mlplatform_serving_model_load_duration_seconds_count{{model=~"$model", {NS}}})',
-                        "{{model}}",
-                    )
-                ],
-                unit="s",
-                w=8,
-            ),
-            timeseries(
-                "Feature-store lookup failures by reason (0 when none)",
-                [
-                    target(
-                        f"sum by (reason) (rate(mlplatform_serving_feature_store_failures_total{{{NS}}}[$__rate_interval])) "
-                        f"or sum(rate(mlplatform_serving_requests_total{{{NS}}}[$__rate_interval])) * 0",
-                        "{{reason}}",
-                    )
-                ],
-                unit="reqps",
-                w=8,
-            ),
-            timeseries(
-                "Inference latency inside the service p99 by model",
-                [
-                    target(
-                        "histogram_quantile(0.99, sum by (le, model) "
-                        f'(rate(mlplatform_serving_request_duration_seconds_bucket{{model=~"$model", {NS}}}[$__rate_interval])))',
-                        "{{model}}",
-                    )
-                ],
-                unit="s",
-                w=8,
-                description="Parse, feature lookup, queue and predict; the HTTP panel above adds the transport.",
-            ),
-            timeseries(
-                "Feature lookups to the feature store p99 by caller and outcome",
-                [
-                    target(
-                        "histogram_quantile(0.99, sum by (le, job, outcome) "
-                        f"(rate(mlplatform_feature_client_request_duration_seconds_bucket{{{NS}}}[$__rate_interval])))",
-                        "{{job}} {{outcome}}",
-                    )
-                ],
-                description="Client side of the online lookups (model-serving and explainability), including retries.",
-                unit="s",
-                w=8,
-            ),
-            row("Payload logging to drift-detection"),
-            timeseries(
-                "Payload records sent / spooled / dropped per second",
-                [
-                    target(
-                        f"sum(rate(mlplatform_payload_records_sent_total{{{NS}}}[$__rate_interval]))",
-                        "sent",
-                    ),
-                    target(
-                        f"sum(rate(mlplatform_payload_records_spooled_total{{{NS}}}[$__rate_interval]))",
-                        "spooled",
-                    ),
-                    target(
-                        f"sum by (reason) (rate(mlplatform_payload_records_dropped_total{{{NS}}}[$__rate_interval])) "
-                        f"or sum(rate(mlplatform_payload_records_submitted_total{{{NS}}}[$__rate_interval])) * 0",
-                        "dropped {{reason}}",
-                    ),
-                ],
-                w=12,
-            ),
-            timeseries(
-                "Payload spool size and queue",
-                [
-                    target(
-                        f"sum by (instance) (mlplatform_payload_spool_bytes{{{NS}}})", "spool {{instance}}"
-                    ),
-                ],
-                unit="bytes",
-                w=6,
-                description="Non-zero while drift-detection is unreachable; records are re-sent when it is back.",
-            ),
-            timeseries(
-                "Payload queue (records)",
-                [target(f"sum by (instance) (mlplatform_payload_queue_records{{{NS}}})", "{{instance}}")],
-                w=6,
-            ),
-            row("GPU pool (dcgm-exporter)"),
-            timeseries(
-                "GPU utilisation",
-                [
-                    target(
-                        'avg by (Hostname, gpu) (DCGM_FI_DEV_GPU_UTIL{Hostname=~"$gpu_node"})',
-                        "{{Hostname}} gpu{{gpu}}",
-                    )
-                ],
-                unit="percent",
-                thresholds=[("green", None), ("orange", 80), ("red", 90)],
-            ),
-            timeseries(
-                "GPU memory used",
-                [
-                    target(
-                        'max by (Hostname, gpu) (DCGM_FI_DEV_FB_USED{Hostname=~"$gpu_node"} '
-                        '/ (DCGM_FI_DEV_FB_USED{Hostname=~"$gpu_node"} + DCGM_FI_DEV_FB_FREE{Hostname=~"$gpu_node"}))',
-                        "{{Hostname}} gpu{{gpu}}",
-                    )
-                ],
-                unit="percentunit",
-                thresholds=[("green", None), ("orange", 0.8), ("red", 0.9)],
-            ),
-            logs("model-serving"),
+            ("Traffic", traffic),
+            ("Models and batching", models),
+            ("Payload logging to drift-detection", payloads),
+            ("GPU pool (dcgm-exporter)", gpus),
         ],
         query_var("model", "Model", "label_values(mlplatform_serving_model_info, model)"),
         query_var("gpu_node", "GPU node", "label_values(DCGM_FI_DEV_GPU_UTIL, Hostname)"),
     )
 
 
-def multivariate_panels() -> list[dict[str, Any]]:
-    """drift-detection's multivariate row: MMD and domain classifier per window (drift/multivariate.py)."""
-    sel = f'model=~"$model", {NS}'
-    return [
-        row("Multivariate drift (MMD, domain classifier; last closed window)"),
-        stat(
-            "Model versions with multivariate drift",
-            f"sum(max by (model, version) (mlplatform_drift_multivariate_drifted{{{sel}}}))",
-            thresholds=[("green", None), ("red", 1)],
-            w=6,
-            description="Versions where MMD or the domain classifier found the joint distribution moved.",
-        ),
-        {
-            **state_timeline(
-                "Multivariate drift over time",
-                f"max by (model, method) (mlplatform_drift_multivariate_drifted{{{sel}}})",
-                "{{model}} {{method}}",
-                w=18,
-            ),
-            "description": "Red: the test (mmd, domain_classifier) found drift in the window that closed then.",
-        },
-        timeseries(
-            "MMD^2 against its permutation threshold",
-            [
-                target(
-                    f'max by (model, version) (mlplatform_drift_multivariate_score{{method="mmd", {sel}}})',
-                    "MMD^2 {{model}} v{{version}}",
-                ),
-                target(
-                    f'max by (model, version) (mlplatform_drift_multivariate_threshold{{method="mmd", {sel}}})',
-                    "threshold {{model}} v{{version}}",
-                ),
-            ],
-            w=8,
-            description="Drift when MMD^2 exceeds the permuted MMD^2 at the p-value rank (DRIFT_MULTIVARIATE p_value).",
-        ),
-        timeseries(
-            "Domain classifier ROC AUC against its threshold",
-            [
-                target(
-                    f'max by (model, version) (mlplatform_drift_multivariate_score{{method="domain_classifier", {sel}}})',
-                    "AUC {{model}} v{{version}}",
-                ),
-                target(
-                    f'max by (model, version) (mlplatform_drift_multivariate_threshold{{method="domain_classifier", {sel}}})',
-                    "threshold {{model}} v{{version}}",
-                ),
-            ],
-            w=8,
-            description="0.5: reference and window rows cannot be told apart; drift above the bootstrap or fixed threshold.",
-        ),
-        timeseries(
-            "Multivariate p-values / computation time",
-            [
-                target(
-                    f"max by (model, method) (mlplatform_drift_multivariate_p_value{{{sel}}})",
-                    "p {{model}} {{method}}",
-                ),
-                target(
-                    f"max by (model, method) (mlplatform_drift_multivariate_compute_seconds{{{sel}}})",
-                    "seconds {{model}} {{method}}",
-                ),
-            ],
-            w=8,
-        ),
+def drift() -> Any:
+    d = "mlplatform_drift_"
+    sel = f'service="drift-detection", {NS}'
+    feat = f'model=~"$model", feature=~"$feature", {NS}'
+    traffic = [
+        ts("Requests per second by route", (rate(HTTP, sel, "route"), "{{route}}"), unit="reqps"),
+        latency("Latency p50 / p95 / p99", sel),
     ]
-
-
-def quality_panels() -> list[dict[str, Any]]:
-    """drift-detection's model-quality row: realized (labels) vs CBPE-estimated performance."""
-    sel = f'model=~"$model", metric=~"$metric", {NS}'
-    return [
-        row("Model quality (realized from labels, estimated by CBPE; newest window)"),
-        stat(
-            "Model versions with a performance drop",
-            f"sum(max by (model, version) (mlplatform_drift_performance_dropped{{model=~\"$model\", {NS}}}))",
-            thresholds=[("green", None), ("red", 1)],
-            w=6,
-            description="Realized performance below the reference by more than DRIFT_PERFORMANCE_DROP.",
-        ),
-        timeseries(
-            "Realized vs estimated vs reference performance",
-            [
-                target(
-                    f"max by (model, version, metric) (mlplatform_drift_realized_performance{{{sel}}})",
-                    "realized {{metric}} {{model}} v{{version}}",
-                ),
-                target(
-                    f"max by (model, version, metric) (mlplatform_drift_estimated_performance{{{sel}}})",
-                    "estimated {{metric}} {{model}} v{{version}}",
-                ),
-                target(
-                    f"max by (model, version, metric) (mlplatform_drift_reference_performance{{{sel}}})",
-                    "reference {{metric}} {{model}} v{{version}}",
-                ),
-            ],
-            w=18,
-            description="Estimated (CBPE) arrives with each window; realized once enough labels arrived.",
-        ),
-        timeseries(
-            "Estimation error (estimated - realized)",
-            [
-                target(
-                    f"max by (model, version, metric) (mlplatform_drift_estimation_error{{{sel}}})",
-                    "{{metric}} {{model}} v{{version}}",
-                )
-            ],
-            w=8,
-        ),
-        timeseries(
-            "Labelled share of the newest window",
-            [
-                target(
-                    f'max by (model, version) (mlplatform_drift_labeled_ratio{{model=~"$model", {NS}}})',
-                    "{{model}} v{{version}}",
-                )
-            ],
-            unit="percentunit",
-            w=8,
-        ),
-        timeseries(
-            "Labels received per second by result",
-            [
-                target(
-                    f'sum by (model, result) (rate(mlplatform_drift_labels_total{{model=~"$model", {NS}}}[$__rate_interval]))',
-                    "{{model}} {{result}}",
-                )
-            ],
-            w=8,
-        ),
-    ]
-
-
-def segment_panels() -> list[dict[str, Any]]:
-    """drift-detection's segments and fairness row (DRIFT_SEGMENTS)."""
-    sel = f'model=~"$model", segment=~"$segment", {NS}'
-    return [
-        row("Segments and fairness (newest window)"),
-        timeseries(
-            "Disparate impact ratio by segment",
-            [
-                target(
-                    f"min by (model, segment) (mlplatform_drift_disparate_impact_ratio{{{sel}}})",
-                    "{{model}} {{segment}}",
-                )
-            ],
-            thresholds=[("red", None), ("green", 0.8)],
-            w=12,
-            description="Lowest over highest positive-prediction rate among a segment's values; below 0.8 "
-            "fails the four-fifths rule.",
-        ),
-        timeseries(
-            "Equal-opportunity difference by segment",
-            [
-                target(
-                    f"max by (model, segment) (mlplatform_drift_equal_opportunity_difference{{{sel}}})",
-                    "{{model}} {{segment}}",
-                )
-            ],
-            w=12,
-            description="Highest minus lowest recall among a segment's values (0 = equal).",
-        ),
-        table(
-            "Per segment value: records, prediction rate, drift share",
-            f"max by (model, segment, value) (mlplatform_drift_segment_records{{{sel}}})",
-            w=8,
-        ),
-        timeseries(
-            "Prediction rate by segment value",
-            [
-                target(
-                    f"max by (segment, value) (mlplatform_drift_segment_prediction_rate_ratio{{{sel}}})",
-                    "{{segment}}={{value}}",
-                )
-            ],
-            unit="percentunit",
-            w=8,
-        ),
-        timeseries(
-            "Realized recall and drift share by segment value",
-            [
-                target(
-                    f'max by (segment, value) (mlplatform_drift_segment_realized_performance{{metric="recall", {sel}}})',
-                    "recall {{segment}}={{value}}",
-                ),
-                target(
-                    f"max by (segment, value) (mlplatform_drift_segment_drift_share_ratio{{{sel}}})",
-                    "drift share {{segment}}={{value}}",
-                ),
-            ],
-            w=8,
-        ),
-    ]
-
-
-def drift() -> dict[str, Any]:
-    return dashboard(
+    univariate = [
+        big("Model versions with dataset drift", f"sum({agg(d + 'dataset_drifted')})", steps=GREEN_RED),
+        ts("Dataset drift share (features drifted)", (agg(d + "dataset_drift_share_ratio"), BY_VERSION),
+           unit="percentunit", steps=[("green", None), ("red", 0.5)], w=18,
+           desc="Dataset drift when the share reaches DRIFT_DRIFT_SHARE (default 50%)."),
+        timeline("Per-feature drift over time",
+                 agg(d + "feature_drifted", f'model=~"$model", feature=~"$feature", feature!="prediction", {NS}',
+                     "feature"), "{{feature}}"),
+        ts("Drift statistic by feature", (agg(d + "feature_score", feat, "feature, method"),
+           "{{feature}} ({{method}})"),
+           desc="p-value (ks, chisquare: drift below 0.05) or distance (wasserstein, jensenshannon: drift "
+           "above 0.1)."),
+        ts("Population stability index by feature", (agg(d + "feature_psi", feat, "feature"), "{{feature}}"),
+           steps=[("green", None), ("orange", 0.1), ("red", 0.25)]),
+        ts("Prediction drift",
+           (agg(d + "feature_drifted", f'model=~"$model", feature="prediction", {NS}'), BY_VERSION)),
+    ]  # fmt: skip
+    mv = d + "multivariate_"
+    multivariate = [
+        big("Model versions with multivariate drift", f"sum({agg(mv + 'drifted')})", steps=GREEN_RED,
+            desc="Versions where MMD or the domain classifier found the joint distribution moved."),
+        timeline("Multivariate drift over time", agg(mv + "drifted", by="model, method"), "{{model}} {{method}}",
+                 w=18, desc="Red: the test (mmd, domain_classifier) found drift in the window that closed then."),
+        *[
+            ts(title, (agg(mv + "score", f'method="{m}", {MODEL}'), f"{s} {BY_VERSION}"),
+               (agg(mv + "threshold", f'method="{m}", {MODEL}'), f"threshold {BY_VERSION}"), w=8, desc=desc)
+            for title, m, s, desc in (
+                ("MMD^2 against its permutation threshold", "mmd", "MMD^2",
+                 "Drift when MMD^2 exceeds the permuted MMD^2 at the p-value rank (DRIFT_MULTIVARIATE p_value)."),
+                ("Domain classifier ROC AUC against its threshold", "domain_classifier", "AUC",
+                 "0.5: reference and window rows cannot be told apart; drift above the bootstrap or fixed "
+                 "threshold."),
+            )
+        ],
+        ts("Multivariate p-values / computation time",
+           (agg(mv + "p_value", by="model, method"), "p {{model}} {{method}}"),
+           (agg(mv + "compute_seconds", by="model, method"), "seconds {{model}} {{method}}"), w=8),
+    ]  # fmt: skip
+    perf = f'model=~"$model", metric=~"$metric", {NS}'
+    by_metric = "{{metric}} {{model}} v{{version}}"
+    quality = [
+        big("Model versions with a performance drop", f"sum({agg(d + 'performance_dropped')})", steps=GREEN_RED,
+            desc="Realized performance below the reference by more than DRIFT_PERFORMANCE_DROP."),
+        ts("Realized vs estimated vs reference performance",
+           *[(agg(f"{d}{k}_performance", perf, "model, version, metric"), f"{k} {by_metric}")
+             for k in ("realized", "estimated", "reference")],
+           w=18, desc="Estimated (CBPE) arrives with each window; realized once enough labels arrived."),
+        ts("Estimation error (estimated - realized)",
+           (agg(d + "estimation_error", perf, "model, version, metric"), by_metric), w=8),
+        ts("Labelled share of the newest window", (agg(d + "labeled_ratio"), BY_VERSION), unit="percentunit",
+           w=8),
+        ts("Labels received per second by result",
+           (rate(d + "labels_total", MODEL, "model, result"), "{{model}} {{result}}"), w=8),
+    ]  # fmt: skip
+    seg = f'model=~"$model", segment=~"$segment", {NS}'
+    segments = [
+        ts("Disparate impact ratio by segment",
+           (agg(d + "disparate_impact_ratio", seg, "model, segment", "min"), "{{model}} {{segment}}"),
+           steps=[("red", None), ("green", 0.8)],
+           desc="Lowest over highest positive-prediction rate among a segment's values; below 0.8 "
+           "fails the four-fifths rule."),
+        ts("Equal-opportunity difference by segment",
+           (agg(d + "equal_opportunity_difference", seg, "model, segment"), "{{model}} {{segment}}"),
+           desc="Highest minus lowest recall among a segment's values (0 = equal)."),
+        grid("Per segment value: records, prediction rate, drift share",
+             agg(d + "segment_records", seg, "model, segment, value"), w=8),
+        ts("Prediction rate by segment value",
+           (agg(d + "segment_prediction_rate_ratio", seg, "segment, value"), "{{segment}}={{value}}"),
+           unit="percentunit", w=8),
+        ts("Realized recall and drift share by segment value",
+           (agg(d + "segment_realized_performance", f'metric="recall", {seg}', "segment, value"),
+            "recall {{segment}}={{value}}"),
+           (agg(d + "segment_drift_share_ratio", seg, "segment, value"), "drift share {{segment}}={{value}}"),
+           w=8),
+    ]  # fmt: skip
+    ingested = rate(d + "records_ingested_total", MODEL, "model")
+    windows = [
+        ts("Records in the last closed window / collected for the next",
+           (agg(d + "window_size_records"), f"closed {BY_VERSION}"),
+           (agg(d + "open_window_records"), f"open {BY_VERSION}"), w=8),
+        ts("Windows closed per hour", (rate(d + "windows_total", MODEL, "model, version", "[1h]"), BY_VERSION),
+           w=8),
+        ts("Drift computation time (last window)", (agg(d + "last_compute_seconds"), BY_VERSION), unit="s", w=8),
+        ts("Records ingested / duplicate / rejected per second",
+           (ingested, "ingested {{model}}"),
+           (f"{rate(d + 'records_duplicate_total', MODEL, 'model')} or {ingested} * 0", "duplicate {{model}}"),
+           (f"{rate(d + 'records_rejected_total', by='reason')} or {rate(d + 'records_ingested_total')} * 0",
+            "rejected {{reason}}")),
+        ts("Retraining triggers (0 when none)",
+           (f"{agg(d + 'retraining_triggers_total', NS, 'model, mode, outcome', 'sum')} "
+            f"or {agg(d + 'windows_total', NS, 'model', 'sum')} * 0", "{{model}} {{mode}} {{outcome}}")),
+        logs("drift-detection"),
+    ]  # fmt: skip
+    return board(
         "mlplatform-drift",
         "mlplatform / Drift detection",
         "drift-detection: per-feature drift over time, dataset drift share, prediction drift and windows.",
         [
-            row("Traffic"),
-            timeseries(
-                "Requests per second by route",
-                [
-                    target(
-                        f'sum by (route) (rate(mlplatform_http_requests_total{{service="drift-detection", {NS}}}[$__rate_interval]))',
-                        "{{route}}",
-                    )
-                ],
-                unit="reqps",
-            ),
-            latency_panel("Latency p50 / p95 / p99", f'service="drift-detection", {NS}', ""),
-            row("Drift (last closed window per model version)"),
-            stat(
-                "Model versions with dataset drift",
-                f'sum(max by (model, version) (mlplatform_drift_dataset_drifted{{model=~"$model", {NS}}}))',
-                thresholds=[("green", None), ("red", 1)],
-                w=6,
-            ),
-            timeseries(
-                "Dataset drift share (features drifted)",
-                [
-                    target(
-                        f'max by (model, version) (mlplatform_drift_dataset_drift_share_ratio{{model=~"$model", {NS}}})',
-                        "{{model}} v{{version}}",
-                    )
-                ],
-                unit="percentunit",
-                thresholds=[("green", None), ("red", 0.5)],
-                w=18,
-                description="Dataset drift when the share reaches DRIFT_DRIFT_SHARE (default 50%).",
-            ),
-            state_timeline(
-                "Per-feature drift over time",
-                f'max by (feature) (mlplatform_drift_feature_drifted{{model=~"$model", feature=~"$feature", feature!="prediction", {NS}}})',
-                "{{feature}}",
-            ),
-            timeseries(
-                "Drift statistic by feature",
-                [
-                    target(
-                        f'max by (feature, method) (mlplatform_drift_feature_score{{model=~"$model", feature=~"$feature", {NS}}})',
-                        "{{feature}} ({{method}})",
-                    )
-                ],
-                description="p-value (ks, chisquare: drift below 0.05) or distance (wasserstein, jensenshannon: drift above 0.1).",
-            ),
-            timeseries(
-                "Population stability index by feature",
-                [
-                    target(
-                        f'max by (feature) (mlplatform_drift_feature_psi{{model=~"$model", feature=~"$feature", {NS}}})',
-                        "{{feature}}",
-                    )
-                ],
-                thresholds=[("green", None), ("orange", 0.1), ("red", 0.25)],
-            ),
-            timeseries(
-                "Prediction drift",
-                [
-                    target(
-                        f'max by (model, version) (mlplatform_drift_feature_drifted{{model=~"$model", feature="prediction", {NS}}})',
-                        "{{model}} v{{version}}",
-                    )
-                ],
-            ),
-            *multivariate_panels(),
-            *quality_panels(),
-            *segment_panels(),
-            row("Windows and ingestion"),
-            timeseries(
-                "Records in the last closed window / collected for the next",
-                [
-                    target(
-                        f'max by (model, version) (mlplatform_drift_window_size_records{{model=~"$model", {NS}}})',
-                        "closed {{model}} v{{version}}",
-                    ),
-                    target(
-                        f'max by (model, version) (mlplatform_drift_open_window_records{{model=~"$model", {NS}}})',
-                        "open {{model}} v{{version}}",
-                    ),
-                ],
-                w=8,
-            ),
-            timeseries(
-                "Windows closed per hour",
-                [
-                    target(
-                        f'sum by (model, version) (increase(mlplatform_drift_windows_total{{model=~"$model", {NS}}}[1h]))',
-                        "{{model}} v{{version}}",
-                    )
-                ],
-                w=8,
-            ),
-            timeseries(
-                "Drift computation time (last window)",
-                [
-                    target(
-                        f'max by (model, version) (mlplatform_drift_last_compute_seconds{{model=~"$model", {NS}}})',
-                        "{{model}} v{{version}}",
-                    )
-                ],
-                unit="s",
-                w=8,
-            ),
-            timeseries(
-                "Records ingested / duplicate / rejected per second",
-                [
-                    target(
-                        f'sum by (model) (rate(mlplatform_drift_records_ingested_total{{model=~"$model", {NS}}}[$__rate_interval]))',
-                        "ingested {{model}}",
-                    ),
-                    target(
-                        f'sum by (model) (rate(mlplatform_drift_records_duplicate_total{{model=~"$model", {NS}}}[$__rate_interval])) '
-                        f'or sum by (model) (rate(mlplatform_drift_records_ingested_total{{model=~"$model", {NS}}}[$__rate_interval])) * 0',
-                        "duplicate {{model}}",
-                    ),
-                    target(
-                        f"sum by (reason) (rate(mlplatform_drift_records_rejected_total{{{NS}}}[$__rate_interval])) "
-                        f"or sum(rate(mlplatform_drift_records_ingested_total{{{NS}}}[$__rate_interval])) * 0",
-                        "rejected {{reason}}",
-                    ),
-                ],
-                w=12,
-            ),
-            timeseries(
-                "Retraining triggers (0 when none)",
-                [
-                    target(
-                        f"sum by (model, mode, outcome) (mlplatform_drift_retraining_triggers_total{{{NS}}}) "
-                        f"or sum by (model) (mlplatform_drift_windows_total{{{NS}}}) * 0",
-                        "{{model}} {{mode}} {{outcome}}",
-                    )
-                ],
-                w=12,
-            ),
-            logs("drift-detection"),
+            ("Traffic", traffic),
+            ("Drift (last closed window per model version)", univariate),
+            ("Multivariate drift (MMD, domain classifier; last closed window)", multivariate),
+            ("Model quality (realized from labels, estimated by CBPE; newest window)", quality),
+            ("Segments and fairness (newest window)", segments),
+            ("Windows and ingestion", windows),
         ],
         query_var("model", "Model", "label_values(mlplatform_drift_windows_total, model)"),
         query_var("feature", "Feature", "label_values(mlplatform_drift_feature_drifted, feature)"),
@@ -1014,191 +529,82 @@ def drift() -> dict[str, Any]:
     )
 
 
-def features() -> dict[str, Any]:
-    return dashboard(
+def features() -> Any:
+    f = "mlplatform_features_"
+    sel = f'service="feature-store", {NS}'
+    lookups = rate(f + "online_request_duration_seconds_count")
+    runs = f + "materialization_runs_total"
+    online = [
+        ts("Requests per second by route and code", (rate(HTTP, sel, "route, code"), "{{route}} {{code}}"),
+           unit="reqps"),
+        latency("Latency p50 / p95 / p99 by route", sel, "route"),
+        ts("Online request latency p99 by feature service (without HTTP)",
+           *quantiles(f + "online_request_duration_seconds", NS, "feature_service", (0.99,),
+                      "{{feature_service}}"), unit="s"),
+        ts("Online store read latency p99 by feature view",
+           *quantiles(f + "online_store_read_duration_seconds", NS, "store, feature_view", (0.99,),
+                      "{{store}} {{feature_view}}"), unit="s"),
+    ]  # fmt: skip
+    freshness = [
+        ts("Freshness by feature view (age of the newest value read)",
+           (agg(f + "freshness_seconds", NS, "feature_view"), "{{feature_view}}"), unit="s",
+           steps=[("green", None), ("red", 3600)],
+           desc="FeatureFreshnessStale fires when the freshest read over 30 minutes is older than 1 hour."),
+        ts("Entity rows without stored values per second (0 when none)",
+           (f"{rate(f + 'missing_entities_total', by='feature_view')} or {lookups} * 0", "{{feature_view}}")),
+        ts("Materialisation runs by outcome (last hour)", (rate(runs, by="outcome", window="[1h]"), "{{outcome}}"),
+           w=8),
+        ts("Rows materialised by feature view (last hour)",
+           (f"{rate(f + 'materialized_rows_total', by='feature_view', window='[1h]')} "
+            f"or {rate(runs, window='[1h]')} * 0", "{{feature_view}}"), w=8),
+        ts("Materialisation duration (mean)", (mean(f + "materialization_duration_seconds", NS, ""), "mean"),
+           unit="s", w=8),
+        # full width: the logs panel below would not fit beside it (the SDK only wraps once a line is full)
+        ts("Rows pushed per second by push source (0 when none)",
+           (f"{rate(f + 'pushed_rows_total', by='push_source')} or {lookups} * 0", "{{push_source}}"), w=24),
+        logs("feature-store"),
+    ]  # fmt: skip
+    return board(
         "mlplatform-feature-store",
         "mlplatform / Feature store",
         "feature-store: online lookup latency, freshness and materialisation.",
-        [
-            row("Online lookups"),
-            timeseries(
-                "Requests per second by route and code",
-                [
-                    target(
-                        f'sum by (route, code) (rate(mlplatform_http_requests_total{{service="feature-store", {NS}}}[$__rate_interval]))',
-                        "{{route}} {{code}}",
-                    )
-                ],
-                unit="reqps",
-            ),
-            latency_panel("Latency p50 / p95 / p99 by route", f'service="feature-store", {NS}', "route"),
-            timeseries(
-                "Online request latency p99 by feature service (without HTTP)",
-                [
-                    target(
-                        "histogram_quantile(0.99, sum by (le, feature_service) "
-                        f"(rate(mlplatform_features_online_request_duration_seconds_bucket{{{NS}}}[$__rate_interval])))",
-                        "{{feature_service}}",
-                    )
-                ],
-                unit="s",
-            ),
-            timeseries(
-                "Online store read latency p99 by feature view",
-                [
-                    target(
-                        "histogram_quantile(0.99, sum by (le, store, feature_view) "
-                        f"(rate(mlplatform_features_online_store_read_duration_seconds_bucket{{{NS}}}[$__rate_interval])))",
-                        "{{store}} {{feature_view}}",
-                    )
-                ],
-                unit="s",
-            ),
-            row("Freshness and materialisation"),
-            timeseries(
-                "Freshness by feature view (age of the newest value read)",
-                [
-                    target(
-                        f"max by (feature_view) (mlplatform_features_freshness_seconds{{{NS}}})",
-                        "{{feature_view}}",
-                    )
-                ],
-                unit="s",
-                thresholds=[("green", None), ("red", 3600)],
-                description="FeatureFreshnessStale fires when the freshest read over 30 minutes is older than 1 hour.",
-            ),
-            timeseries(
-                "Entity rows without stored values per second (0 when none)",
-                [
-                    target(
-                        f"sum by (feature_view) (rate(mlplatform_features_missing_entities_total{{{NS}}}[$__rate_interval])) "
-                        f"or sum(rate(mlplatform_features_online_request_duration_seconds_count{{{NS}}}[$__rate_interval])) * 0",
-                        "{{feature_view}}",
-                    )
-                ],
-            ),
-            timeseries(
-                "Materialisation runs by outcome (last hour)",
-                [
-                    target(
-                        f"sum by (outcome) (increase(mlplatform_features_materialization_runs_total{{{NS}}}[1h]))",
-                        "{{outcome}}",
-                    )
-                ],
-                w=8,
-            ),
-            timeseries(
-                "Rows materialised by feature view (last hour)",
-                [
-                    target(
-                        f"sum by (feature_view) (increase(mlplatform_features_materialized_rows_total{{{NS}}}[1h])) "
-                        f"or sum(increase(mlplatform_features_materialization_runs_total{{{NS}}}[1h])) * 0",
-                        "{{feature_view}}",
-                    )
-                ],
-                w=8,
-            ),
-            timeseries(
-                "Materialisation duration (mean)",
-                [
-                    target(
-                        f"sum(mlplatform_features_materialization_duration_seconds_sum{{{NS}}}) "
-                        f"/ sum(mlplatform_features_materialization_duration_seconds_count{{{NS}}})",
-                        "mean",
-                    )
-                ],
-                unit="s",
-                w=8,
-            ),
-            timeseries(
-                "Rows pushed per second by push source (0 when none)",
-                [
-                    target(
-                        f"sum by (push_source) (rate(mlplatform_features_pushed_rows_total{{{NS}}}[$__rate_interval])) "
-                        f"or sum(rate(mlplatform_features_online_request_duration_seconds_count{{{NS}}}[$__rate_interval])) * 0",
-                        "{{push_source}}",
-                    )
-                ],
-            ),
-            logs("feature-store"),
-        ],
+        [("Online lookups", online), ("Freshness and materialisation", freshness)],
     )
 
 
-def explain() -> dict[str, Any]:
+def explain() -> Any:
+    e = "mlplatform_explain_"
     sel = f'service="explainability", {NS}'
-    return dashboard(
+    hits = rate(e + "cache_hits_total", MODEL, "model, cache")
+    misses = rate(e + "cache_misses_total", MODEL, "model, cache")
+    requests = [
+        ts("Requests per second by route and code", (rate(HTTP, sel, "route, code"), "{{route}} {{code}}"),
+           unit="reqps"),
+        latency("Request latency p50 / p95 / p99 by route", sel, "route"),
+    ]  # fmt: skip
+    shap = [
+        ts("Explanation time p95 by model and explainer",
+           *quantiles(e + "duration_seconds", MODEL, "model, explainer", (0.95,), "{{model}} {{explainer}}"),
+           unit="s", w=8),
+        ts("Rows explained per second",
+           (rate(e + "rows_total", MODEL, "model, explainer"), "{{model}} {{explainer}}"), w=8),
+        ts("Cache hit ratio", (f"{hits} / ({hits} + {misses})", "{{model}} {{cache}}"), unit="percentunit", w=8),
+        # full width: the logs panel below would not fit beside it (the SDK only wraps once a line is full)
+        ts("Explainer build time (mean)", (mean(e + "explainer_build_seconds", MODEL, "model, version, explainer"),
+           "{{model}} v{{version}} {{explainer}}"), unit="s", w=24),
+        logs("explainability"),
+    ]  # fmt: skip
+    return board(
         "mlplatform-explainability",
         "mlplatform / Explainability",
-        "explainability: request latency (with exemplars), SHAP explanation time, rows, explainer builds and caches.",
-        [
-            row("Requests"),
-            timeseries(
-                "Requests per second by route and code",
-                [
-                    target(
-                        f"sum by (route, code) (rate(mlplatform_http_requests_total{{{sel}}}[$__rate_interval]))",
-                        "{{route}} {{code}}",
-                    )
-                ],
-                unit="reqps",
-            ),
-            latency_panel("Request latency p50 / p95 / p99 by route", sel, "route"),
-            row("SHAP"),
-            timeseries(
-                "Explanation time p95 by model and explainer",
-                [
-                    target(
-                        "histogram_quantile(0.95, sum by (le, model, explainer) "
-                        f'(rate(mlplatform_explain_duration_seconds_bucket{{model=~"$model", {NS}}}[$__rate_interval])))',
-                        "{{model}} {{explainer}}",
-                    )
-                ],
-                unit="s",
-                w=8,
-            ),
-            timeseries(
-                "Rows explained per second",
-                [
-                    target(
-                        f'sum by (model, explainer) (rate(mlplatform_explain_rows_total{{model=~"$model", {NS}}}[$__rate_interval]))',
-                        "{{model}} {{explainer}}",
-                    )
-                ],
-                unit="short",
-                w=8,
-            ),
-            timeseries(
-                "Cache hit ratio",
-                [
-                    target(
-                        f'sum by (model, cache) (rate(mlplatform_explain_cache_hits_total{{model=~"$model", {NS}}}[$__rate_interval])) '
-                        f'/ (sum by (model, cache) (rate(mlplatform_explain_cache_hits_total{{model=~"$model", {NS}}}[$__rate_interval])) '
-                        f'+ sum by (model, cache) (rate(mlplatform_explain_cache_misses_total{{model=~"$model", {NS}}}[$__rate_interval])))',
-                        "{{model}} {{cache}}",
-                    )
-                ],
-                unit="percentunit",
-                w=8,
-            ),
-            timeseries(
-                "Explainer build time (mean)",
-                [
-                    target(
-                        f'sum by (model, version, explainer) (mlplatform_explain_explainer_build_seconds_sum{{model=~"$model", {NS}}}) '
-                        f'/ sum by (model, version, explainer) (mlplatform_explain_explainer_build_seconds_count{{model=~"$model", {NS}}})',
-                        "{{model}} v{{version}} {{explainer}}",
-                    )
-                ],
-                unit="s",
-            ),
-            logs("explainability"),
-        ],
+        "explainability: request latency (with exemplars), SHAP explanation time, rows, explainer builds and "
+        "caches.",
+        [("Requests", requests), ("SHAP", shap)],
         query_var("model", "Model", "label_values(mlplatform_explain_rows_total, model)"),
     )
 
 
-DASHBOARDS = {
+DASHBOARDS: dict[str, Callable[[], Any]] = {
     "platform-overview": overview,
     "model-serving": serving,
     "drift-detection": drift,
@@ -1209,7 +615,9 @@ DASHBOARDS = {
 
 def build() -> dict[str, str]:
     """File name -> JSON text of every dashboard."""
-    return {f"{name}.json": json.dumps(fn(), indent=2) + "\n" for name, fn in DASHBOARDS.items()}
+    return {
+        f"{name}.json": json.dumps(fn(), cls=JSONEncoder, indent=2) + "\n" for name, fn in DASHBOARDS.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1225,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path.write_text(text)
     if stale:
-        sys.stderr.write(f"out of date (run {Path(__file__).name}): {', '.join(stale)}\n")
+        sys.stderr.write(f"out of date (run make dashboards): {', '.join(stale)}\n")
         return 1
     return 0
 

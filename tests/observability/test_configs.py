@@ -50,8 +50,22 @@ def test_dashboards_are_up_to_date_with_their_builder() -> None:
     assert set(built) == set(dashboards()), "dashboards/ holds files the builder does not make"
     for name, text in built.items():
         assert (OBS / "grafana" / "dashboards" / name).read_text() == text, (
-            f"{name} is stale: run python observability/grafana/build_dashboards.py"
+            f"{name} is stale: run make dashboards"
         )
+
+
+@pytest.mark.parametrize("name", sorted(dashboards()))
+def test_dashboard_panels_lie_on_the_grid_without_overlapping(name: str) -> None:
+    """The SDK's layout wraps a line only once it is full: a panel that does not fit must not overlap."""
+    taken: dict[tuple[int, int], str] = {}
+    for panel in dashboards()[name]["panels"]:
+        pos = panel["gridPos"]
+        assert pos["x"] >= 0 and pos["x"] + pos["w"] <= 24, f"{panel['title']} leaves the grid: {pos}"
+        for cell in (
+            (x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])
+        ):
+            assert cell not in taken, f"{panel['title']} overlaps {taken[cell]}"
+            taken[cell] = panel["title"]
 
 
 @pytest.mark.parametrize("name", sorted(dashboards()))
