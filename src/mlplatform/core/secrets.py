@@ -65,7 +65,8 @@ def follow_secret(backend: SecretsBackend, name: str, apply: Callable[[str | Non
 
     Returns False for a backend without rotation notifications (the env backend: a restart applies a
     new value). ``apply`` runs on the backend's refresh thread; a failing ``apply`` is logged (name
-    only) and the old value stays in use.
+    only) and the old value stays in use. ``apply`` raises ValueError for a malformed value, with a
+    message that names the secret and never carries the value: one error line, no traceback.
     """
     add_listener = getattr(backend, "add_listener", None)
     if not callable(add_listener):
@@ -75,6 +76,14 @@ def follow_secret(backend: SecretsBackend, name: str, apply: Callable[[str | Non
         if name in changed:
             try:
                 apply(backend.get(name))
+            except ValueError as exc:
+                # the consumer refused the value as malformed: one line, its message names the secret
+                # (never the value); no traceback
+                logging.getLogger("mlplatform.secrets").error(
+                    "rotated secret %s refused, keeping the current value: %s", name, exc
+                )
+                report_rejected(backend, name)
+                return
             except Exception:
                 logging.getLogger("mlplatform.secrets").exception(
                     "applying the rotated secret %s failed", name

@@ -125,6 +125,7 @@ class FeatureDataPlane:
         self._ready = False
         self._database: DatabaseURL | None = None
         self._database_checked = False
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _spec(self) -> OnlineStoreSpec:
@@ -168,6 +169,24 @@ class FeatureDataPlane:
     def load(self) -> None:
         """Open the Feast repository (blocking): render the config, apply definitions, warm the store."""
         database = self.database()
+        self.store, self._provider = self.open_generation(database, apply=self.settings.apply_on_start)
+        if self.settings.online_store == "redis" and self.secrets is not None:
+            # a rotated Redis password: new connections authenticate with it, no restart
+            follow_secret(
+                self.secrets,
+                self.settings.redis_password_secret,
+                lambda _value: self._install_fail_fast_redis_client(self._provider.online_store),
+            )
+        if database is not None and self.secrets is not None:
+            # a rotated database URL: new store, swapped for new requests, the old one drained
+            from mlplatform.features.rotation import DatabaseRotation
+
+            follow_secret(self.secrets, self.settings.database_url_secret, DatabaseRotation(self).apply)
+        self._ready = True
+
+    def open_generation(self, database: DatabaseURL | None, *, apply: bool) -> tuple[Any, Any]:
+        """A Feast store and its provider on ``database`` (blocking), with the fail-fast Redis client
+        and the materialisation row count installed: start-up, and each database URL rotation."""
         store = open_store(
             self.paths,
             self._spec(),
@@ -181,19 +200,12 @@ class FeatureDataPlane:
             "postgres" if database else "file (parquet)",
             self.settings.online_store,
         )
-        if self.settings.apply_on_start:
+        if apply:
             apply_definitions(store, self.paths)
         provider = store._get_provider()  # noqa: SLF001 - Feast's provider API (online_read)
         online_store = provider.online_store
         if self.settings.online_store == "redis":
             self._install_fail_fast_redis_client(online_store)
-            if self.secrets is not None:
-                # a rotated Redis password: new connections authenticate with it, no restart
-                follow_secret(
-                    self.secrets,
-                    self.settings.redis_password_secret,
-                    lambda _value: self._install_fail_fast_redis_client(online_store),
-                )
         original_write = online_store.online_write_batch
 
         def counting_write(config: Any, table: Any, data: list[Any], progress: Any) -> None:
@@ -201,8 +213,7 @@ class FeatureDataPlane:
             self._written[table.name] = self._written.get(table.name, 0) + len(data)
 
         online_store.online_write_batch = counting_write  # counts rows written by materialisation
-        self.store, self._provider = store, provider
-        self._ready = True
+        return store, provider
 
     def _install_fail_fast_redis_client(self, online_store: Any) -> None:
         """Give Feast's Redis online store a client with short timeouts and one immediate retry.
@@ -233,6 +244,7 @@ class FeatureDataPlane:
         )
 
     async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()  # a database URL rotation drains the loop's work
         await asyncio.get_running_loop().run_in_executor(self._write_pool, self.load)
         if self.settings.materialize_interval_s > 0:
             self._schedule = asyncio.create_task(self._materialize_forever())

@@ -1,0 +1,169 @@
+"""The feature store's database URL (``FEATURES_DATABASE_URL`` in Vault) rotated live: the session's
+real PostgreSQL (a role of this test's own, authenticated by scram-sha-256), a real feature-store
+process with ``secrets_backend=vault`` on the session's OpenBao (role mlplatform-dev-feature-store),
+Feast's SQL registry and PostgreSQL offline store in that database, and a client listing the feature
+views back to back (each listing is a query of the SQL registry: ``allow_cache=False``).
+
+Rotation as an operator does it: ``ALTER ROLE ... PASSWORD``, then the new URL in Vault; the
+service opens a new store with it, swaps it in for new requests, drains and disposes of the old one
+(log line), then the operator ends the role's older sessions. 0 failed requests, the old password
+refused by PostgreSQL, no password in the log. Then a malformed URL: one log line naming the
+secret, ``mlplatform_secrets_rejected_total{secret="FEATURES_DATABASE_URL"}`` counts it, requests
+go on with the last good URL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from mlplatform.features.database import DatabaseURL
+from mlplatform.features.store import FeatureRepoPaths, write_sources
+from mlplatform.training.data import generate_transactions
+from tests.helpers import wait_until_sync
+from tests.openbao import OpenBao
+from tests.procs import running_service
+
+try:  # moving from training/ to features/ this session
+    from mlplatform.features.contract import entity_snapshots
+except ImportError:  # pragma: no cover
+    from mlplatform.training.features import entity_snapshots
+
+pytestmark = pytest.mark.integration
+
+PATH = "mlplatform/dev/feature-store"
+SECRET = "FEATURES_DATABASE_URL"
+VIEWS = {
+    "merchant_activity",
+    "user_activity_1h",
+    "user_activity_24h",
+    "user_activity_7d",
+    "transaction_ratios",
+}
+
+
+def until(predicate, deadline_s: float = 30, what: str = "condition") -> float:  # noqa: ANN001
+    """Seconds until ``predicate`` holds (``wait_until_sync``, polled every 50 ms)."""
+    start = time.monotonic()
+    return wait_until_sync(predicate, deadline_s, what, step_s=0.05) - start
+
+
+def test_feature_database_url_rotation_under_load(openbao: OpenBao, postgres, tmp_path: Path) -> None:
+    role = f"fs_rot_{uuid.uuid4().hex[:8]}"
+    old_pw, new_pw = "0ld-fs-pg-Secret", "n3w-fs-pg-Secret"
+    db = postgres.create_database().rsplit("/", 1)[1]
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{old_pw}'")
+        conn.execute(f'ALTER DATABASE "{db}" OWNER TO {role}')
+    with psycopg.connect(postgres.dsn(db), autocommit=True) as conn:
+        conn.execute(f"ALTER SCHEMA public OWNER TO {role}")
+    hba = postgres.data_dir / "pg_hba.conf"  # this role authenticates with its password
+    hba.write_text(f"host {db} {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+    with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+
+    def url(password: str) -> str:
+        return f"postgresql://{role}:{password}@127.0.0.1:{postgres.port}/{db}"
+
+    until(lambda: _refused(url("wrong")), 10)  # pg_reload_conf() only signals the postmaster
+    data_dir = tmp_path / "data"
+    transactions = generate_transactions(600, 31)
+    write_sources(entity_snapshots(transactions), FeatureRepoPaths(data_dir), DatabaseURL.parse(url(old_pw)))
+    openbao.put(PATH, {SECRET: url(old_pw)})
+    jwt = tmp_path / "feature-store.jwt"
+    jwt.write_text(openbao.kube.mint("mlplatform-dev", "feature-store"))
+    env = {
+        "MLPLATFORM_DATA_DIR": str(data_dir),
+        "MLPLATFORM_ENV": "dev",
+        "FEATURES_AUTH_ENABLED": "false",
+        "FEATURES_DATABASE_REQUIRED": "true",
+        "FEATURES_SECRETS_BACKEND": "vault",
+        "VAULT_ADDR": openbao.addr,
+        "VAULT_ROLE": "mlplatform-dev-feature-store",
+        "VAULT_SECRET_PATH": PATH,
+        "VAULT_SA_TOKEN_PATH": str(jwt),
+        "VAULT_REFRESH_INTERVAL_S": "0.5",
+    }
+    results: list[str] = []  # "ok" or what went wrong
+    stop = threading.Event()
+
+    def role_backends() -> list[tuple[int, float]]:
+        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid, extract(epoch FROM backend_start) FROM pg_stat_activity WHERE usename = %s",
+                (role,),
+            ).fetchall()
+        return [(int(pid), float(start)) for pid, start in rows]
+
+    with running_service("feature-store", env, tmp_path / "logs") as svc:
+
+        def load() -> None:
+            with httpx.Client(base_url=svc.url, timeout=10) as client:
+                while not stop.is_set():
+                    try:
+                        r = client.get("/v1/features/views")
+                        names = {v["name"] for v in r.json().get("feature_views", [])}
+                        results.append(
+                            "ok" if r.status_code == 200 and names == VIEWS else f"{r.status_code}"
+                        )
+                    except Exception as exc:  # noqa: BLE001 - counted as a failed request
+                        results.append(repr(exc))
+
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        try:
+            until(lambda: len(results) > 20)
+            with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+                conn.execute(f"ALTER ROLE {role} PASSWORD '{new_pw}'")
+                rotated_at = float(conn.execute("SELECT extract(epoch FROM now())").fetchone()[0])
+            n = len(results)
+            until(lambda: len(results) > n + 5)  # pooled sessions keep serving before the Vault write
+            openbao.put(PATH, {SECRET: url(new_pw)})
+            applied = until(lambda: f"rotated secret {SECRET} applied" in svc.logs())
+            drained = until(lambda: "previous store drained and disposed" in svc.logs())
+            # the operator ends what is left of the old password's sessions
+            with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
+                old_sessions = [pid for pid, start in role_backends() if start <= rotated_at]
+                for pid in old_sessions:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            n = len(results)
+            until(lambda: len(results) > n + 50)  # requests go on, on sessions opened with the new password
+            assert role_backends() and all(start > rotated_at for _, start in role_backends())
+            with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+                psycopg.connect(url(old_pw), connect_timeout=3).close()
+
+            # a malformed URL: refused, counted, the last good one kept
+            openbao.put(PATH, {SECRET: f"postgresql://{role}:{new_pw}@127.0.0.1:notaport/{db}"})
+            until(lambda: f"rotated secret {SECRET} refused" in svc.logs())
+            metrics = httpx.get(svc.url + "/metrics", timeout=5).text
+            assert f'mlplatform_secrets_rejected_total{{secret="{SECRET}"}} 1.0' in metrics
+            n = len(results)
+            until(lambda: len(results) > n + 20)
+        finally:
+            stop.set()
+            loader.join(timeout=30)
+        logs = svc.logs()
+    failed = [r for r in results if r != "ok"]
+    assert failed == [], f"{len(failed)} of {len(results)} requests failed: {sorted(set(failed))[:5]}"
+    refused = [line for line in logs.splitlines() if f"rotated secret {SECRET} refused" in line]
+    assert len(refused) == 1 and "the port is not a number" in refused[0]
+    assert old_pw not in logs and new_pw not in logs
+    print(
+        f"feature store database URL rotation: {len(results)} requests, 0 failed; applied {applied:.2f}s "
+        f"after the Vault write, old store drained and disposed {drained:.2f}s later; "
+        f"{len(old_sessions)} old session(s) left to terminate"
+    )
+
+
+def _refused(dsn: str) -> bool:
+    try:
+        psycopg.connect(dsn, connect_timeout=3).close()
+    except psycopg.OperationalError:
+        return True
+    return False
