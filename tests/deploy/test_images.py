@@ -30,32 +30,13 @@ from packaging.requirements import Requirement
 
 from mlplatform.services import SERVICES
 from tests.deploy.conftest import ROOT
+from tests.deploy.images import DOCKERFILE, SERVICES_DIR, images
+from tests.deploy.images import base_env as _base_env
 from tests.procs import free_port, wait_ready
 
-SERVICES_DIR = ROOT / "services"
-GPU_SERVICES = {"model-serving", "explainability"}
 # Four heavy services start at once on a shared machine: 104-141 s measured here under load.
 READY_DEADLINE_S = 300
-PREFIXES = {
-    "model-serving": "SERVING_",
-    "feature-store": "FEATURES_",
-    "drift-detection": "DRIFT_",
-    "explainability": "EXPLAIN_",
-}
 HADOLINT = ROOT / ".venv" / "bin" / "hadolint"
-
-
-def _dockerfiles() -> list[Path]:
-    return sorted(p for p in SERVICES_DIR.glob("*/Dockerfile*") if not p.name.endswith(".dockerignore"))
-
-
-def _base_env() -> dict[str, str]:
-    pairs = {}
-    for line in (SERVICES_DIR / "base.env").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            pairs[key.strip()] = value.strip()
-    return pairs
 
 
 def _lock() -> dict[str, str]:
@@ -67,16 +48,38 @@ def _lock() -> dict[str, str]:
     return pins
 
 
-def test_every_service_has_its_images():
-    names = {p.parent.name for p in _dockerfiles()}
-    assert names == set(SERVICES)
-    gpu = {p.parent.name for p in _dockerfiles() if p.name == "Dockerfile.gpu"}
-    assert gpu == GPU_SERVICES
+def _stages() -> dict[str, list[str]]:
+    """services/Dockerfile's instructions per stage name (comments and blank lines dropped)."""
+    stages: dict[str, list[str]] = {"": []}
+    current = ""
+    for line in DOCKERFILE.read_text().replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("FROM "):
+            current = line.split(" AS ")[-1]
+            stages[current] = []
+        stages[current].append(re.sub(r"\s+", " ", line))
+    return stages
 
 
-@pytest.mark.parametrize("dockerfile", _dockerfiles(), ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_hadolint_passes(dockerfile):
-    proc = subprocess.run([str(HADOLINT), "--no-color", str(dockerfile)], capture_output=True, text=True)
+def test_one_dockerfile_builds_every_service_image():
+    table = images()
+    assert set(table) == set(SERVICES)
+    assert {s: i.port for s, i in table.items()} == {s: spec.port for s, spec in SERVICES.items()}
+    # the GPU variants are the charts that accept gpu.enabled (charts/values-source/values.schema.yaml)
+    charts = yaml.safe_load((ROOT / "charts" / "values-source" / "values.schema.yaml").read_text())["charts"]
+    assert {s for s, i in table.items() if i.gpu} == {c for c, spec in charts.items() if spec["gpu"]}
+    assert {s for s, i in table.items() if i.gpu} == {"model-serving", "explainability"}
+    assert not list(SERVICES_DIR.glob("*/Dockerfile*")), "one services/Dockerfile, no per-service copies"
+    assert sorted(p.name for p in SERVICES_DIR.glob("Dockerfile*")) == [
+        "Dockerfile",
+        "Dockerfile.dockerignore",
+    ]
+
+
+def test_hadolint_passes():
+    proc = subprocess.run([str(HADOLINT), "--no-color", str(DOCKERFILE)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -99,34 +102,43 @@ def test_base_image_is_pinned_in_one_place():
         env["TORCH_CPU_VERSION"].split("+")[0] == torch and env["TORCH_CUDA_VERSION"].split("+")[0] == torch
     )
     assert env["TORCH_CUDA_VERSION"].split("+")[1].startswith("cu")
-    for path in [*_dockerfiles(), SERVICES_DIR / "build.sh"]:
+    for path in [DOCKERFILE, SERVICES_DIR / "build.sh", SERVICES_DIR / "images.txt"]:
         text = path.read_text()
         assert "sha256:" not in text, f"{path} pins a digest; base.env is the only place"
         assert "python:3" not in text, f"{path} names a base image; base.env is the only place"
 
 
-@pytest.mark.parametrize("dockerfile", _dockerfiles(), ids=lambda p: f"{p.parent.name}/{p.name}")
-def test_dockerfile_rules(dockerfile):
-    service = dockerfile.parent.name
-    port = SERVICES[service].port
-    lines = [line.strip() for line in dockerfile.read_text().splitlines()]
-    instructions = [line for line in lines if line and not line.startswith("#")]
-    assert "ARG PYTHON_IMAGE" in instructions  # no default: only base.env defines it
-    froms = [line for line in instructions if line.startswith("FROM ")]
-    assert len(froms) >= 2 and all(line.startswith("FROM ${PYTHON_IMAGE}") for line in froms)
-    assert not any(line.startswith("HEALTHCHECK") for line in instructions)
-    users = [line for line in instructions if line.startswith("USER ")]
+def test_dockerfile_rules():
+    stages = _stages()
+    assert list(stages) == ["", "build", "cpu", "gpu"]
+    assert stages[""] == ["ARG PYTHON_IMAGE"]  # no default: only base.env defines it
+    assert stages["build"][0] == "FROM ${PYTHON_IMAGE} AS build"
+    assert stages["cpu"][0] == "FROM ${PYTHON_IMAGE} AS cpu"
+    assert stages["gpu"][0] == "FROM cpu AS gpu"
+    for arg in ("SERVICE", "EXTRA", "TORCH_INDEX", "TORCH_VERSION"):
+        assert f"ARG {arg}" in stages["build"]  # no defaults: build.sh passes them
+        assert f'test -n "${{{arg}}}"' in " ".join(stages["build"]), f"a build without {arg} must fail"
+    assert "ARG SERVICE" in stages["cpu"] and "ARG PORT" in stages["cpu"]
+    instructions = [i for stage in stages.values() for i in stage]
+    assert not any(i.startswith("HEALTHCHECK") for i in instructions)
+    users = [i for i in stages["cpu"] if i.startswith("USER ")]
     assert users and re.fullmatch(r"USER [1-9]\d*:[1-9]\d*", users[-1])
-    assert f"EXPOSE {port}" in instructions
-    assert instructions[-2:] == [
-        'ENTRYPOINT ["mlplatform"]',
-        f'CMD ["serve", "{service}", "--port", "{port}"]',
-    ]
-    text = dockerfile.read_text()
+    assert "EXPOSE ${PORT}" in stages["cpu"]
+    env = " ".join(i for i in stages["cpu"] if i.startswith("ENV "))
+    for pair in (
+        "MLPLATFORM_SERVICE=${SERVICE}",
+        "MLPLATFORM_PORT=${PORT}",
+        "MLPLATFORM_DATA_DIR=/var/lib/mlplatform",
+        "HOME=/tmp",
+    ):
+        assert pair in env, pair
+    for stage in ("cpu", "gpu"):
+        assert stages[stage][-2:] == ['ENTRYPOINT ["mlplatform"]', 'CMD ["serve"]'], stage
+    text = DOCKERFILE.read_text()
     assert "pip wheel --no-cache-dir --no-deps" in text and "--constraint requirements/lock.txt" in text
-    assert "MLPLATFORM_DATA_DIR=/var/lib/mlplatform" in text and "HOME=/tmp" in text
-    if dockerfile.name == "Dockerfile.gpu":
-        assert "torch.version.cuda" in text and "NVIDIA_VISIBLE_DEVICES" in text
+    assert "mlplatform-*.whl')[${EXTRA}]" in text
+    gpu = " ".join(stages["gpu"])
+    assert "torch.version.cuda" in gpu and "NVIDIA_VISIBLE_DEVICES" in gpu
 
 
 def test_chart_image_names_match_the_build_script():
@@ -139,7 +151,72 @@ def test_chart_image_names_match_the_build_script():
         values = yaml.safe_load((ROOT / "charts" / service / "values.yaml").read_text())
         assert values["image"]["repository"] == f"mlplatform/{service}"
         assert values["gpu"]["image"]["repository"] == f"mlplatform/{service}-gpu"
-        assert values["port"] == SERVICES[service].port
+        assert values["port"] == SERVICES[service].port == images()[service].port
+
+
+def _fake_docker(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """A stand-in for the docker CLI (no Docker here): it appends its arguments, one JSON list per call,
+    to a log file and succeeds."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "docker.log"
+    fake = bin_dir / "docker"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, sys\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}, log
+
+
+def _build_args(call: list[str]) -> dict[str, str]:
+    return dict(call[i + 1].split("=", 1) for i, word in enumerate(call) if word == "--build-arg")
+
+
+def test_build_script_builds_every_image_from_the_one_dockerfile(tmp_path):
+    """services/build.sh, run with a stand-in docker CLI: every service of images.txt is built from
+    services/Dockerfile (target cpu; gpu where GPU=yes) with its SERVICE/PORT/EXTRA and base.env's
+    arguments, tagged where the charts pull from, and pushed with PUSH=1."""
+    env, log = _fake_docker(tmp_path)
+    env.update(PUSH="1", REGISTRY="registry.example.com")
+    proc = subprocess.run(
+        ["bash", str(SERVICES_DIR / "build.sh"), "9.9.9"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    builds = [c for c in calls if c[0] == "build"]
+    pushes = [c[1] for c in calls if c[0] == "push"]
+    base = _base_env()
+    seen = {}
+    for call in builds:
+        assert call[call.index("--file") + 1] == "services/Dockerfile" and call[-1] == "."
+        args = _build_args(call)
+        target = call[call.index("--target") + 1]
+        image = images()[args["SERVICE"]]
+        assert args["PORT"] == str(image.port) and args["EXTRA"] == image.extra
+        torch = "CUDA" if target == "gpu" else "CPU"
+        assert args["PYTHON_IMAGE"] == base["PYTHON_IMAGE"]
+        assert args["TORCH_INDEX"] == base[f"TORCH_{torch}_INDEX"]
+        assert args["TORCH_VERSION"] == base[f"TORCH_{torch}_VERSION"]
+        suffix = "-gpu" if target == "gpu" else ""
+        tag = call[call.index("-t") + 1]
+        assert tag == f"registry.example.com/mlplatform/{image.service}{suffix}:9.9.9"
+        seen[tag] = target
+    expected = {f"registry.example.com/mlplatform/{s}:9.9.9" for s in SERVICES} | {
+        f"registry.example.com/mlplatform/{s}-gpu:9.9.9" for s, i in images().items() if i.gpu
+    }
+    assert set(seen) == expected and len(builds) == len(expected)
+    assert sorted(pushes) == sorted(expected)
+    # one service only, and an unknown one is refused
+    log.unlink()
+    env["PUSH"] = "0"
+    subprocess.run(["bash", str(SERVICES_DIR / "build.sh"), "1.0.0", "drift-detection"], env=env, check=True)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [_build_args(c)["SERVICE"] for c in calls] == ["drift-detection"]
+    proc = subprocess.run(
+        ["bash", str(SERVICES_DIR / "build.sh"), "1.0.0", "nope"], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "unknown service nope" in proc.stderr
 
 
 # --- replay of the image install step -----------------------------------------------------------
@@ -234,17 +311,14 @@ def test_wheel_dependencies_are_the_locked_ones(image_venv):
 
 
 def test_grpc_stubs_are_generated_in_the_build_and_shipped_in_the_wheel(image_venv):
-    """The V2 gRPC stubs are not in git: the serving images generate them (grpcio-tools of the lock)
+    """The V2 gRPC stubs are not in git: the image build generates them (grpcio-tools of the lock)
     before building the wheel, as `make venv` does, and the wheel carries them."""
     lock = _lock()
-    for dockerfile in (SERVICES_DIR / "model-serving").glob("Dockerfile*"):
-        if dockerfile.name.endswith(".dockerignore"):
-            continue
-        text = dockerfile.read_text()
-        gen = text.index("src/mlplatform/v2/proto/generate.py")
-        assert gen < text.index("pip wheel"), dockerfile
-        assert '"grpcio-tools==' + lock["grpcio-tools"] + '"' in text, dockerfile
-        assert "EXPOSE 8081" in text and "mlplatform.serving.grpc_server" in text, dockerfile
+    text = DOCKERFILE.read_text()
+    gen = text.index("src/mlplatform/v2/proto/generate.py")
+    assert gen < text.index("pip wheel")
+    assert '"grpcio-tools==' + lock["grpcio-tools"] + '"' in text
+    assert "mlplatform.serving.grpc_server" in text
     wheel = Path((image_venv.parent / "wheel-path").read_text())
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
@@ -275,7 +349,9 @@ def test_package_comes_from_the_wheel_not_the_checkout(image_venv):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_entrypoints_start_and_become_ready(image_venv, demo_registry, tmp_path):
-    """`mlplatform serve <service>` from the fresh venv, as each image's CMD runs it, reaches ready.
+    """`mlplatform serve` from the fresh venv, as each image's ENTRYPOINT and CMD run it (service and
+    port from MLPLATFORM_SERVICE / MLPLATFORM_PORT, which the Dockerfile sets from its SERVICE and PORT
+    build arguments), reaches ready, for every service of services/images.txt.
 
     (Reported per service in the test log: seconds from process start to readiness.)
 
@@ -289,7 +365,10 @@ def test_entrypoints_start_and_become_ready(image_venv, demo_registry, tmp_path)
         if k != "PYTHONPATH" and not k.startswith(("SERVING_", "FEATURES_", "DRIFT_", "EXPLAIN_"))
     }
     try:
-        for name in SERVICES:
+        stages = _stages()
+        entrypoint = json.loads(stages["cpu"][-2].removeprefix("ENTRYPOINT "))
+        cmd = json.loads(stages["cpu"][-1].removeprefix("CMD "))
+        for name in images():
             data_dir = tmp_path / name / "data"
             shutil.copytree(demo_registry.data_dir, data_dir, ignore=shutil.ignore_patterns("mlflow"))
             port = free_port()
@@ -315,8 +394,10 @@ def test_entrypoints_start_and_become_ready(image_venv, demo_registry, tmp_path)
             }
             log = tmp_path / f"{name}.log"
             with open(log, "wb") as fh:
+                # the image's own port is taken on a shared host: the same variable, a free port
+                env.update(MLPLATFORM_SERVICE=name, MLPLATFORM_PORT=str(port))
                 proc = subprocess.Popen(
-                    [str(image_venv / "bin" / "mlplatform"), "serve", name, "--port", str(port)],
+                    [str(image_venv / "bin" / entrypoint[0]), *entrypoint[1:], *cmd],
                     cwd=tmp_path / name,
                     env=env,
                     stdout=fh,
@@ -361,12 +442,6 @@ NOT_IN_SERVING = {
 }
 
 
-def _image_extra(dockerfile: Path) -> str:
-    match = re.search(r"mlplatform-\*\.whl'\)\[(\w+)\]", dockerfile.read_text())
-    assert match, f"{dockerfile} does not install the wheel with an extra"
-    return match.group(1)
-
-
 def test_image_sizes_from_the_install_replay(capsys):
     """Each image's install step (the wheel plus its extra, at the locked versions) resolved over the
     distributions the replay venv sees, and the bytes they occupy in site-packages (base image not
@@ -374,10 +449,10 @@ def test_image_sizes_from_the_install_replay(capsys):
     from tests.dist_closure import closure, installed_bytes, project_requirements
 
     sizes = {}
-    for dockerfile in _dockerfiles():
-        extra = _image_extra(dockerfile)
+    for service, image in images().items():
+        extra = image.extra
         names = closure(project_requirements(extra))
-        sizes[f"{dockerfile.parent.name}/{dockerfile.name}"] = (
+        sizes[service] = (
             extra,
             len(names),
             installed_bytes(names),
@@ -387,8 +462,8 @@ def test_image_sizes_from_the_install_replay(capsys):
         print("\nimage site-packages from the install replay (CPU torch wheel sizes; base image excluded):")
         for image, (extra, count, size, _) in sizes.items():
             print(f"  {image:<36} [{extra}] {count:>4} distributions {size / 2**20:>8,.0f} MiB")
-    serving = sizes["model-serving/Dockerfile"]
+    serving = sizes["model-serving"]
     assert serving[0] == "serving" and not (serving[3] & NOT_IN_SERVING), serving[3] & NOT_IN_SERVING
-    others = [v for k, v in sizes.items() if not k.startswith("model-serving/")]
+    others = [v for k, v in sizes.items() if k != "model-serving"]
     assert all(v[0] == "all" for v in others)
     assert serving[2] < min(v[2] for v in others)

@@ -1,6 +1,7 @@
 """The release pipeline (.github/workflows/release.yaml): it cannot run here (no Docker, no GitHub),
-so its structure is checked: a v* tag builds and pushes every service image and GPU variant under
-services/ with services/base.env's build arguments (as services/build.sh passes them), to the
+so its structure is checked: a v* tag builds and pushes every service image and GPU variant of
+services/images.txt from services/Dockerfile with services/base.env's build arguments (as
+services/build.sh passes them), to the
 registry the charts pull from, and `mlplatform promote` pins, per environment, the tag and the
 digest each build step reported, in a pull request against the branch Argo CD follows."""
 
@@ -15,15 +16,16 @@ import yaml
 
 from mlplatform.deploy.promote import SERVICES as PROMOTE_SERVICES
 from tests.deploy.conftest import ROOT
+from tests.deploy.images import base_env as _base_env
+from tests.deploy.images import images
 from tests.deploy.test_argocd import PROMOTION_BRANCH, generated_applications
 
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yaml"
-SERVICES_DIR = ROOT / "services"
 BUILD_PUSH = "docker/build-push-action"
-# build.sh: Dockerfile -> TORCH_*, Dockerfile.gpu -> the CUDA wheel index and version.
+# build.sh: target cpu -> TORCH_CPU_*, target gpu -> the CUDA wheel index and version.
 TORCH_ARGS = {
-    "Dockerfile": {"TORCH_INDEX": "TORCH_CPU_INDEX", "TORCH_VERSION": "TORCH_CPU_VERSION"},
-    "Dockerfile.gpu": {"TORCH_INDEX": "TORCH_CUDA_INDEX", "TORCH_VERSION": "TORCH_CUDA_VERSION"},
+    "cpu": {"TORCH_INDEX": "TORCH_CPU_INDEX", "TORCH_VERSION": "TORCH_CPU_VERSION"},
+    "gpu": {"TORCH_INDEX": "TORCH_CUDA_INDEX", "TORCH_VERSION": "TORCH_CUDA_VERSION"},
 }
 OUTPUT_REF = re.compile(r"^\$\{\{\s*needs\.([\w-]+)\.outputs\.([\w-]+)\s*\}\}$")
 
@@ -37,24 +39,20 @@ def _steps(workflow: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(job_id, step) for job_id, job in workflow["jobs"].items() for step in job["steps"]]
 
 
+def _build_args(step: dict[str, Any]) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in step["with"]["build-args"].strip().splitlines())
+
+
 def _builds(workflow: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
-    """{services/<svc>/<Dockerfile>: (job id, build step)}."""
+    """{<service>/<target>: (job id, build step)}."""
     out = {}
     for job_id, step in _steps(workflow):
         if step.get("uses", "").startswith(f"{BUILD_PUSH}@"):
-            file = step["with"]["file"]
-            assert file not in out, f"{file} is built twice"
-            out[file] = (job_id, step)
+            assert step["with"]["file"] == "services/Dockerfile", step["with"]["file"]
+            key = f"{_build_args(step)['SERVICE']}/{step['with']['target']}"
+            assert key not in out, f"{key} is built twice"
+            out[key] = (job_id, step)
     return out
-
-
-def _base_env() -> dict[str, str]:
-    pairs = {}
-    for line in (SERVICES_DIR / "base.env").read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.partition("=")
-            pairs[key.strip()] = value.strip()
-    return pairs
 
 
 def test_runs_on_a_version_tag_and_refuses_anything_but_vx_y_z(workflow):
@@ -74,19 +72,18 @@ def test_every_action_is_pinned_by_commit_sha():
 
 
 def test_builds_every_service_image_and_gpu_variant(workflow):
-    dockerfiles = sorted(
-        str(p.relative_to(ROOT)) for p in SERVICES_DIR.glob("*/Dockerfile*") if p.suffix != ".dockerignore"
-    )
-    assert sorted(_builds(workflow)) == dockerfiles
-    assert {p.split("/")[1] for p in dockerfiles} == set(PROMOTE_SERVICES)
+    table = images()
+    expected = sorted([f"{s}/cpu" for s in table] + [f"{s}/gpu" for s, i in table.items() if i.gpu])
+    assert sorted(_builds(workflow)) == expected
+    assert set(table) == set(PROMOTE_SERVICES)
 
 
 def test_images_go_where_the_charts_pull_from(workflow):
     env = workflow["env"]
     for file, (_, step) in _builds(workflow).items():
-        service, dockerfile = file.split("/")[1:]
+        service, target = file.split("/")
         values = yaml.safe_load((ROOT / "charts" / service / "values.yaml").read_text())
-        image = values["gpu"]["image"] if dockerfile == "Dockerfile.gpu" else values["image"]
+        image = values["gpu"]["image"] if target == "gpu" else values["image"]
         registry = image.get("registry") or values["image"]["registry"]
         assert step["with"]["push"] is True
         assert step["with"]["context"] == "."
@@ -94,19 +91,23 @@ def test_images_go_where_the_charts_pull_from(workflow):
         assert tag == f"{registry}/{image['repository']}:${{{{ needs.version.outputs.version }}}}", file
 
 
-def test_build_args_are_base_env_as_build_sh_passes_them(workflow):
+def test_build_args_are_base_env_and_images_txt_as_build_sh_passes_them(workflow):
     base = _base_env()
-    build_sh = (SERVICES_DIR / "build.sh").read_text()
+    table = images()
+    build_sh = (ROOT / "services" / "build.sh").read_text()
     base_steps = {job: s for job, s in _steps(workflow) if s.get("id") == "base"}
     for file, (job, step) in _builds(workflow).items():
+        service, target = file.split("/")
         assert "services/base.env" in base_steps[job]["run"], f"{job} does not read services/base.env"
-        args = dict(line.split("=", 1) for line in step["with"]["build-args"].strip().splitlines())
-        expected = {"PYTHON_IMAGE": "PYTHON_IMAGE", **TORCH_ARGS[file.rsplit("/", 1)[1]]}
-        assert set(args) == set(expected), file
+        args = _build_args(step)
+        expected = {"PYTHON_IMAGE": "PYTHON_IMAGE", **TORCH_ARGS[target]}
+        assert set(args) == {*expected, "SERVICE", "PORT", "EXTRA"}, file
+        assert (args["PORT"], args["EXTRA"]) == (str(table[service].port), table[service].extra), file
         for arg, key in expected.items():
             assert key in base, f"services/base.env has no {key}"
             assert args[arg] == f"${{{{ steps.base.outputs.{key} }}}}", (file, arg)
             assert f'"{arg}=${{{key}}}"' in build_sh, f"build.sh passes {arg} differently"
+        assert f"--target {target}" in build_sh
 
 
 def test_promotes_every_environment_with_a_digest_per_image(workflow):
@@ -126,9 +127,9 @@ def test_promotes_every_environment_with_a_digest_per_image(workflow):
     assert options["--env"] == ["${{ matrix.env }}"]
     assert options["--image-tag"] == ["${{ needs.version.outputs.version }}"]
     builds = _builds(workflow)
-    for option, dockerfile in (("--image-digest", "Dockerfile"), ("--gpu-image-digest", "Dockerfile.gpu")):
+    for option, target in (("--image-digest", "cpu"), ("--gpu-image-digest", "gpu")):
         given = dict(v.split("=", 1) for v in options[option])
-        built = {f.split("/")[1] for f in builds if f.endswith(f"/{dockerfile}")}
+        built = {f.split("/")[0] for f in builds if f.endswith(f"/{target}")}
         assert set(given) == built, option
         for service, ref in given.items():
             # needs.<job>.outputs.<name> -> that job's output -> the digest of the step building the image
@@ -136,7 +137,7 @@ def test_promotes_every_environment_with_a_digest_per_image(workflow):
             assert job in promote_job["needs"]
             step_ref = workflow["jobs"][job]["outputs"][output]
             step_id = re.fullmatch(r"\$\{\{\s*steps\.([\w-]+)\.outputs\.digest\s*\}\}", step_ref).group(1)
-            build_job, build_step = builds[f"services/{service}/{dockerfile}"]
+            build_job, build_step = builds[f"{service}/{target}"]
             assert (build_job, build_step["id"]) == (job, step_id), (option, service)
 
 
