@@ -63,7 +63,7 @@ def v2_body(
 
 async def wait_until(
     predicate: Callable[[], object],
-    deadline_s: float = 60.0,
+    deadline_s: float = 120.0,
     what: str = "condition",
     step_s: float = 0.05,
 ) -> float:
@@ -79,7 +79,7 @@ async def wait_until(
 
 def wait_until_sync(
     predicate: Callable[[], object],
-    deadline_s: float = 60.0,
+    deadline_s: float = 120.0,
     what: str = "condition",
     step_s: float = 0.1,
 ) -> float:

@@ -13,7 +13,7 @@ from mlplatform.core.registry import DEMO_MODELS
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
 from mlplatform.serving.settings import ServingSettings
-from tests.unit.serving.conftest import wait_until
+from tests.helpers import wait_until
 
 pytestmark = pytest.mark.integration
 

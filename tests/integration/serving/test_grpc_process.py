@@ -15,10 +15,10 @@ from mlplatform.core.auth import hash_key
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2 as pb2
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2_grpc as pb2_grpc
 from tests.clients.harness import infer_call, run_clients
+from tests.helpers import v2_body
 from tests.procs import free_port, start_service
-from tests.unit.serving.registry_models import FEATURES, FOREST, shared_registry
-from tests.unit.serving.test_app import TYPES
-from tests.unit.serving.test_grpc import decode_outputs, raw_matrix_request, want_proba
+from tests.unit.serving.registry_models import FOREST, TYPES, shared_registry
+from tests.unit.serving.support import decode_outputs, raw_matrix_request, want_proba
 
 pytestmark = pytest.mark.integration
 KEY = "grpc-process-key"
@@ -44,10 +44,7 @@ def test_grpc_in_the_real_process_and_through_sigterm(tmp_path_factory):
     target = f"127.0.0.1:{grpc_port}"
     try:
         df = reg.frame.iloc[600:610].reset_index(drop=True)
-        inputs = [
-            {"name": c, "shape": [len(df)], "datatype": TYPES[c], "data": df[c].tolist(), "binary": True}
-            for c in FEATURES
-        ]
+        inputs = v2_body(df, TYPES, tensor={"binary": True})["inputs"]
         ready, res = run_clients(
             "triton-grpc",
             target,

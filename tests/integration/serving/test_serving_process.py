@@ -15,9 +15,9 @@ import pytest
 
 from mlplatform.core.auth import hash_key
 from mlplatform.core.registry import TAG_FEATURE_SERVICE, mlflow_client
+from tests.helpers import v2_body
 from tests.procs import free_port, start_service
-from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, MLP, shared_registry
-from tests.unit.serving.test_app import v2_body
+from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, MLP, TYPES, shared_registry
 
 pytestmark = pytest.mark.integration
 KEY = "integration-infer-key"
@@ -52,7 +52,7 @@ def test_infer_metadata_and_errors_over_http(server):
     svc, reg = server
     df = reg.frame.iloc[:4]
     for name in (FOREST, MLP, HGB):
-        r = post(f"{svc.url}/v2/models/{name}/infer", v2_body(df, id="it-1"))
+        r = post(f"{svc.url}/v2/models/{name}/infer", v2_body(df, TYPES, id="it-1"))
         assert r.status_code == 200, r.text
         doc = r.json()
         assert doc["id"] == "it-1" and doc["model_version"] == "1"
@@ -60,12 +60,12 @@ def test_infer_metadata_and_errors_over_http(server):
     meta = httpx.get(f"{svc.url}/v2/models/{FOREST}", headers={"x-api-key": KEY}).json()
     assert meta["parameters"]["runtime"] == "onnxruntime"
     assert meta["parameters"]["feature_service"] == "fraud_detection_v1"
-    assert httpx.post(f"{svc.url}/v2/models/{FOREST}/infer", json=v2_body(df)).status_code == 401
-    bad = v2_body(df)
+    assert httpx.post(f"{svc.url}/v2/models/{FOREST}/infer", json=v2_body(df, TYPES)).status_code == 401
+    bad = v2_body(df, TYPES)
     bad["inputs"][0]["datatype"] = "BYTES"
     r = post(f"{svc.url}/v2/models/{FOREST}/infer", bad)
     assert r.status_code == 422 and "input 'amount'" in r.json()["error"]
-    r = post(f"{svc.url}/v2/models/ghost/infer", v2_body(df))
+    r = post(f"{svc.url}/v2/models/ghost/infer", v2_body(df, TYPES))
     assert r.status_code == 404
     r = httpx.post(
         f"{svc.url}/v2/models/{FOREST}/infer",
@@ -117,7 +117,7 @@ async def test_sigterm_drains_requests_in_flight(tmp_path):
         big = reg.frame.sample(n=ROWS_PER_REQUEST, replace=True, random_state=1)[FEATURES].reset_index(
             drop=True
         )
-        body = v2_body(big)
+        body = v2_body(big, TYPES)
         async with httpx.AsyncClient(base_url=svc.url, timeout=60) as client:
             payload = orjson.dumps(body)  # serialised once: the eight requests reach the server together
             headers = {"content-type": "application/json"}
@@ -174,12 +174,12 @@ async def test_concurrent_single_row_requests_each_get_their_own_row(server):
     limits = httpx.Limits(max_connections=16, max_keepalive_connections=16)
     before = batched_requests(svc.url)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        whole = await client.post(url, content=orjson.dumps(v2_body(rows)), headers=headers)
+        whole = await client.post(url, content=orjson.dumps(v2_body(rows, TYPES)), headers=headers)
         assert whole.status_code == 200, whole.text
         expected = whole.json()["outputs"][0]["data"]
 
         async def one(i: int) -> tuple[int, httpx.Response]:
-            body = orjson.dumps(v2_body(rows.iloc[i : i + 1], id=f"row-{i}"))
+            body = orjson.dumps(v2_body(rows.iloc[i : i + 1], TYPES, id=f"row-{i}"))
             return i, await client.post(url, content=body, headers=headers)
 
         answers = await asyncio.gather(*(one(i) for i in range(len(rows))))

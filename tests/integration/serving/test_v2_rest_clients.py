@@ -15,25 +15,20 @@ import pytest
 
 from mlplatform.core.auth import hash_key
 from tests.clients.harness import run_clients
+from tests.helpers import v2_body
 from tests.procs import start_service
 from tests.unit.serving.registry_models import (
     FEATURES,
     FOREST,
     TENSOR,
     TENSOR_WIDTH,
+    TYPES,
     shared_registry,
     tensor_model,
 )
 
 pytestmark = pytest.mark.integration
 KEY = "v2-clients-infer-key"
-TYPES = {
-    "amount": "FP64",
-    "merchant_risk": "FP64",
-    "hour": "INT64",
-    "tx_count_24h": "INT64",
-    "is_foreign": "BOOL",
-}
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +68,7 @@ def test_tritonclient_http_binary_and_json(server):
     svc, reg, model, x = server
     url = f"127.0.0.1:{svc.port}"
     rows = reg.frame.iloc[:5]
-    columns = [
-        {"name": c, "shape": [5], "datatype": TYPES[c], "data": rows[c].tolist(), "binary": binary}
-        for binary in (True,)
-        for c in FEATURES
-    ]
+    columns = v2_body(rows, TYPES, tensor={"binary": True})["inputs"]
     calls = [
         {"op": "server_live"},
         {"op": "server_ready"},
@@ -194,9 +185,7 @@ def test_kserve_rest_client(server):
         {
             "op": "infer",
             "model": FOREST,
-            "inputs": [
-                {"name": c, "shape": [4], "datatype": TYPES[c], "data": rows[c].tolist()} for c in FEATURES
-            ],
+            "inputs": v2_body(rows, TYPES)["inputs"],
         },
     ]
     results = run_clients("kserve-rest", f"127.0.0.1:{svc.port}", calls, headers={"x-api-key": KEY})

@@ -2,60 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 
 import httpx
 import pytest
 
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
-from mlplatform.serving.settings import ServingSettings
-from tests.unit.serving.registry_models import FOREST, HGB, MLP, Registry, shared_registry
+from tests.helpers import wait_until
+from tests.unit.serving.registry_models import Registry, shared_registry
+from tests.unit.serving.support import RunningApp, make_settings
 
 
 @pytest.fixture(scope="session")
 def serving_registry(tmp_path_factory) -> Registry:
     return shared_registry(tmp_path_factory.getbasetemp() / "serving-registry")
-
-
-def make_settings(reg: Registry, tmp_path, **kw) -> ServingSettings:
-    base = dict(
-        data_dir=tmp_path,
-        mlflow_tracking_uri=reg.uri,
-        models=f"{FOREST},{MLP},{HGB}",
-        auth_enabled=False,
-        poll_interval_s=0,
-        model_cache_dir=reg.data_dir / "cache",
-    )
-    base.update(kw)
-    return ServingSettings(**base)
-
-
-class RunningApp:
-    """An app with its lifespan entered, and an in-process client."""
-
-    def __init__(self, app, client: httpx.AsyncClient) -> None:
-        self.app = app
-        self.client = client
-
-    @property
-    def plane(self):
-        return self.app.state.dataplane
-
-    @property
-    def repository(self):
-        return self.app.state.repository
-
-
-async def wait_until(predicate, deadline_s: float = 120.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("condition not met before the deadline")
 
 
 @pytest.fixture

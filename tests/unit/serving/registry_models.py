@@ -17,6 +17,13 @@ import numpy as np
 import pandas as pd
 
 FEATURES = ["amount", "merchant_risk", "hour", "tx_count_24h", "is_foreign"]
+TYPES = {  # the V2 datatype of each feature, as the models' signatures declare it
+    "amount": "FP64",
+    "merchant_risk": "FP64",
+    "hour": "INT64",
+    "tx_count_24h": "INT64",
+    "is_foreign": "BOOL",
+}
 FOREST = "sv-forest"
 MLP = "sv-mlp"
 HGB = "sv-hgb"

@@ -8,23 +8,9 @@ import orjson
 import pytest
 
 from mlplatform.core.auth import hash_key
-from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, MLP
-
-TYPES = {
-    "amount": "FP64",
-    "merchant_risk": "FP64",
-    "hour": "INT64",
-    "tx_count_24h": "INT64",
-    "is_foreign": "BOOL",
-}
-
-
-def v2_body(df, **extra) -> dict:
-    inputs = []
-    for col in FEATURES:
-        values = df[col].tolist()
-        inputs.append({"name": col, "shape": [len(values)], "datatype": TYPES[col], "data": values})
-    return {"inputs": inputs, **extra}
+from tests.helpers import v2_body, wait_until
+from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, MLP, TYPES
+from tests.unit.serving.support import RunningApp, make_settings
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +22,6 @@ async def served(serving_registry, tmp_path_factory):
 
     from mlplatform.core.secrets import EnvSecretsBackend
     from mlplatform.serving.app import create_app
-    from tests.unit.serving.conftest import RunningApp, make_settings, wait_until
 
     settings = make_settings(
         serving_registry, tmp_path_factory.mktemp("served"), models=f"{FOREST},{MLP},{HGB}"
@@ -81,7 +66,7 @@ async def test_infer_matches_native_model_for_every_runtime(served, serving_regi
 
     df = serving_registry.frame.iloc[100:140].reset_index(drop=True)
     for name in (FOREST, MLP, HGB):
-        r = await served.client.post(f"/v2/models/{name}/infer", json=v2_body(df, id="req-1"))
+        r = await served.client.post(f"/v2/models/{name}/infer", json=v2_body(df, TYPES, id="req-1"))
         assert r.status_code == 200, r.text
         doc = r.json()
         assert doc["model_name"] == name and doc["model_version"] == "1" and doc["id"] == "req-1"
@@ -106,7 +91,7 @@ async def test_two_dimensional_input_and_version_route_and_output_filter(served,
     matrix = df[FEATURES].astype(float).to_numpy().tolist()
     body = {"inputs": [{"name": "input-0", "shape": [3, 5], "datatype": "FP64", "data": matrix}]}
     r1 = await served.client.post(f"/v2/models/{FOREST}/versions/1/infer", json=body)
-    r2 = await served.client.post(f"/v2/models/{FOREST}/infer", json=v2_body(df))
+    r2 = await served.client.post(f"/v2/models/{FOREST}/infer", json=v2_body(df, TYPES))
     assert r1.status_code == 200, r1.text
     assert r1.json()["outputs"][0]["data"] == r2.json()["outputs"][0]["data"]
     r3 = await served.client.post(f"/v2/models/{FOREST}/infer", json={**body, "outputs": [{"name": "label"}]})
@@ -130,7 +115,7 @@ async def test_two_dimensional_input_and_version_route_and_output_filter(served,
     ],
 )
 async def test_client_mistakes_are_4xx_naming_the_input(served, serving_registry, mutate, status, fragment):
-    body = v2_body(serving_registry.frame.iloc[:1])
+    body = v2_body(serving_registry.frame.iloc[:1], TYPES)
     mutate(body)
     r = await served.client.post(f"/v2/models/{FOREST}/infer", json=body)
     assert r.status_code == status, r.text
@@ -139,7 +124,7 @@ async def test_client_mistakes_are_4xx_naming_the_input(served, serving_registry
 
 async def test_unknown_model_version_malformed_json_and_oversized_body(served, serving_registry):
     c = served.client
-    body = v2_body(serving_registry.frame.iloc[:1])
+    body = v2_body(serving_registry.frame.iloc[:1], TYPES)
     r = await c.post("/v2/models/nope/infer", json=body)
     assert r.status_code == 404 and "model 'nope'" in r.json()["error"]
     r = await c.post(f"/v2/models/{FOREST}/versions/9/infer", json=body)
@@ -160,8 +145,8 @@ async def test_unknown_model_version_malformed_json_and_oversized_body(served, s
 async def test_metrics_by_model_version_and_outcome(app_factory, serving_registry):
     served = await app_factory(models=FOREST)
     c = served.client
-    await c.post(f"/v2/models/{FOREST}/infer", json=v2_body(serving_registry.frame.iloc[:2]))
-    bad = v2_body(serving_registry.frame.iloc[:1])
+    await c.post(f"/v2/models/{FOREST}/infer", json=v2_body(serving_registry.frame.iloc[:2], TYPES))
+    bad = v2_body(serving_registry.frame.iloc[:1], TYPES)
     bad["inputs"].pop()
     await c.post(f"/v2/models/{FOREST}/infer", json=bad)
     text = (await c.get("/metrics")).text
@@ -184,7 +169,7 @@ async def test_auth_scopes_for_infer_and_admin(app_factory, serving_registry):
     keys = f"{hash_key('infer-key')}:infer,{hash_key('admin-key')}:admin,{hash_key('other')}:explain"
     app = await app_factory(models=FOREST, auth_enabled=True, secrets_env={"MLPLATFORM_API_KEYS": keys})
     c = app.client
-    body = v2_body(serving_registry.frame.iloc[:1])
+    body = v2_body(serving_registry.frame.iloc[:1], TYPES)
     url = f"/v2/models/{FOREST}/infer"
     assert (await c.post(url, json=body)).status_code == 401
     assert (await c.post(url, json=body, headers={"x-api-key": "other"})).status_code == 403

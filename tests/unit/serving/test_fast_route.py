@@ -28,15 +28,14 @@ from opentelemetry.trace import SpanKind
 from mlplatform.core.app import FastRoute, build_app, build_context
 from mlplatform.core.auth import hash_key
 from mlplatform.core.logging import request_id_var
-from mlplatform.core.payloads import InferenceBatch
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.core.settings import ServiceSettings
 from mlplatform.core.tracing import current_trace_id
 from mlplatform.serving.app import create_app
+from tests.helpers import v2_body, wait_until
 from tests.unit.core.fast_kinds import match_fast_kind, raise_for_kind
-from tests.unit.serving.conftest import RunningApp, make_settings, wait_until
-from tests.unit.serving.registry_models import FEATURES, FOREST
-from tests.unit.serving.test_app import TYPES
+from tests.unit.serving.registry_models import FOREST, TYPES
+from tests.unit.serving.support import ListSink, RunningApp, make_settings
 
 INFER_ROUTE = "/v2/models/{model_name}/infer"
 VERSION_ROUTE = "/v2/models/{model_name}/versions/{model_version}/infer"
@@ -47,27 +46,8 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 KEYS = f"{hash_key('infer-key')}:infer,{hash_key('explain-key')}:explain"
 
 
-def v2_body(df) -> dict:
-    return {
-        "inputs": [
-            {"name": c, "shape": [len(df)], "datatype": TYPES[c], "data": df[c].tolist()} for c in FEATURES
-        ]
-    }
-
-
 def traceparent(trace_id: str, span_id: str = "b7ad6b7169203331") -> str:
     return f"00-{trace_id}-{span_id}-01"
-
-
-class ListSink:
-    """An in-process PayloadSink (the core protocol): keeps the records serving hands it, read back
-    from the batch's wire document as drift detection reads it."""
-
-    def __init__(self) -> None:
-        self.records: list = []
-
-    def submit(self, batch) -> None:  # noqa: ANN001
-        self.records.extend(InferenceBatch.model_validate_json(batch.encode()).records())
 
 
 @contextlib.asynccontextmanager
@@ -110,7 +90,7 @@ def requests_total(app, route: str, code: int, method: str = "POST") -> float:  
 
 async def test_request_id_echoed_or_generated(fast, serving_registry):
     c, url = fast.client, f"/v2/models/{FOREST}/infer"
-    body = v2_body(serving_registry.frame.iloc[:2])
+    body = v2_body(serving_registry.frame.iloc[:2], TYPES)
     r = await c.post(url, json=body, headers={"x-request-id": "client-rid-7"})
     assert r.status_code == 200, r.text
     assert r.headers["x-request-id"] == "client-rid-7"
@@ -148,7 +128,7 @@ async def test_body_limit_by_content_length_and_by_streamed_size(fast, serving_r
     assert requests_total(app, INFER_ROUTE, 413) == routed_before + 1
 
     # a streamed body within the limit, in several chunks, is joined and served
-    payload = orjson.dumps(v2_body(serving_registry.frame.iloc[:3]))
+    payload = orjson.dumps(v2_body(serving_registry.frame.iloc[:3], TYPES))
 
     async def split():
         for i in range(0, len(payload), 100):
@@ -162,7 +142,7 @@ async def test_body_limit_by_content_length_and_by_streamed_size(fast, serving_r
 
 async def test_request_metrics_by_route_template_and_status(fast, serving_registry, caplog):
     app, c = fast.app, fast.client
-    body = v2_body(serving_registry.frame.iloc[:1])
+    body = v2_body(serving_registry.frame.iloc[:1], TYPES)
     before = {
         (INFER_ROUTE, 200): requests_total(app, INFER_ROUTE, 200),
         (VERSION_ROUTE, 200): requests_total(app, VERSION_ROUTE, 200),
@@ -183,7 +163,7 @@ async def test_request_metrics_by_route_template_and_status(fast, serving_regist
     assert (await c.post(f"/v2/models/{FOREST}/versions/1/infer", json=body)).status_code == 200
     assert (await c.post("/v2/models/nope/infer", json=body)).status_code == 404
     assert (await c.post(f"/v2/models/{FOREST}/versions/9/infer", json=body)).status_code == 404
-    bad = v2_body(serving_registry.frame.iloc[:1])
+    bad = v2_body(serving_registry.frame.iloc[:1], TYPES)
     bad["inputs"].pop(0)
     r = await c.post(f"/v2/models/{FOREST}/infer", json=bad)
     assert r.status_code == 422 and "input 'amount': missing" in r.json()["error"]
@@ -226,7 +206,7 @@ async def test_request_metrics_by_route_template_and_status(fast, serving_regist
     ],
 )
 async def test_unhashable_or_empty_fields_are_422_not_500(fast, serving_registry, field, value, fragment):
-    body = v2_body(serving_registry.frame.iloc[:1])
+    body = v2_body(serving_registry.frame.iloc[:1], TYPES)
     body["inputs"][0][field] = value
     r = await fast.client.post(f"/v2/models/{FOREST}/infer", json=body)
     assert r.status_code == 422, r.text
@@ -239,7 +219,7 @@ async def test_caller_trace_id_is_the_exemplar_and_is_on_payload_records(fast, s
     df = serving_registry.frame.iloc[:2]
     sink.records.clear()
     r = await c.post(
-        f"/v2/models/{FOREST}/infer", json=v2_body(df), headers={"traceparent": traceparent(trace_id)}
+        f"/v2/models/{FOREST}/infer", json=v2_body(df, TYPES), headers={"traceparent": traceparent(trace_id)}
     )
     assert r.status_code == 200, r.text
     om = await c.get("/metrics", headers={"accept": OPENMETRICS})
@@ -254,7 +234,7 @@ async def test_caller_trace_id_is_the_exemplar_and_is_on_payload_records(fast, s
     assert [rec.trace_id for rec in sink.records] == [trace_id, trace_id]
     # the caller's context is detached afterwards: the next untraced request carries no trace id
     sink.records.clear()
-    assert (await c.post(f"/v2/models/{FOREST}/infer", json=v2_body(df.iloc[:1]))).status_code == 200
+    assert (await c.post(f"/v2/models/{FOREST}/infer", json=v2_body(df.iloc[:1], TYPES))).status_code == 200
     assert [rec.trace_id for rec in sink.records] == [""]
 
 
@@ -262,7 +242,7 @@ async def test_auth_401_with_challenge_and_403_on_the_fast_path(app_factory, ser
     served = await app_factory(models=FOREST, auth_enabled=True, secrets_env={"MLPLATFORM_API_KEYS": KEYS})
     assert served.app.state.ctx.tracing_active is False
     c, url = served.client, f"/v2/models/{FOREST}/infer"
-    body = v2_body(serving_registry.frame.iloc[:1])
+    body = v2_body(serving_registry.frame.iloc[:1], TYPES)
     for headers in (
         {},
         {"x-api-key": "wrong"},
@@ -296,7 +276,7 @@ async def test_with_a_tracer_provider_infer_is_served_inside_a_server_span(servi
     app = create_app(settings, secrets=secrets, tracer_provider=provider)
     assert app.state.ctx.tracing_active is True
     trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
-    body = v2_body(serving_registry.frame.iloc[:2])
+    body = v2_body(serving_registry.frame.iloc[:2], TYPES)
     async with running(app) as c:
         await wait_until(app.state.repository.ready)
         headers = {"x-api-key": "infer-key", "traceparent": traceparent(trace_id, parent)}

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 
 import grpc
-import mlflow.sklearn
 import numpy as np
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -26,11 +25,18 @@ from mlplatform.v2.grpc_codec import encode_raw
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2 as pb2
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2_grpc as pb2_grpc
 from tests.clients.harness import arun_clients, infer_call
+from tests.helpers import v2_body, wait_until
 from tests.procs import free_port
-from tests.unit.serving.conftest import RunningApp, make_settings, wait_until
-from tests.unit.serving.registry_models import FEATURES, FOREST, HGB
-from tests.unit.serving.test_app import TYPES
-from tests.unit.serving.test_fast_route import ListSink
+from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, TYPES
+from tests.unit.serving.support import (
+    ListSink,
+    RunningApp,
+    decode_outputs,
+    make_settings,
+    raw_matrix_request,
+    typed_request,
+    want_proba,
+)
 
 SERVICE = "model-serving"
 INFER_ROUTE = "/inference.GRPCInferenceService/ModelInfer"
@@ -78,37 +84,6 @@ async def served(serving_registry, tmp_path_factory):
 
 
 AUTH = (("x-api-key", "infer-key"),)
-
-
-def want_proba(reg, name: str, df) -> np.ndarray:  # noqa: ANN001
-    mlflow.set_tracking_uri(reg.uri)
-    mlflow.set_registry_uri(reg.uri)
-    return mlflow.sklearn.load_model(f"models:/{name}/1").predict_proba(df[FEATURES])[:, 1]
-
-
-def typed_request(df, model: str = FOREST) -> pb2.ModelInferRequest:  # noqa: ANN001
-    req = pb2.ModelInferRequest(model_name=model, id="grpc-typed")
-    field = {"FP64": "fp64_contents", "INT64": "int64_contents", "BOOL": "bool_contents"}
-    for col in FEATURES:
-        t = req.inputs.add(name=col, datatype=TYPES[col], shape=[len(df)])
-        getattr(t.contents, field[TYPES[col]]).extend(df[col].tolist())
-    return req
-
-
-def raw_matrix_request(df, model: str = FOREST) -> pb2.ModelInferRequest:  # noqa: ANN001
-    matrix = df[FEATURES].astype(float).to_numpy()
-    req = pb2.ModelInferRequest(model_name=model, model_version="1", id="grpc-raw")
-    req.inputs.add(name="input-0", datatype="FP64", shape=list(matrix.shape))
-    req.raw_input_contents.append(matrix.astype("<f8").tobytes())
-    return req
-
-
-def decode_outputs(resp: pb2.ModelInferResponse) -> dict[str, np.ndarray]:
-    dtypes = {"FP64": "<f8", "INT64": "<i8", "BOOL": "?"}
-    return {
-        o.name: np.frombuffer(raw, dtype=dtypes[o.datatype]).reshape(list(o.shape))
-        for o, raw in zip(resp.outputs, resp.raw_output_contents, strict=True)
-    }
 
 
 async def test_typed_and_raw_inputs_answer_the_models_own_predictions(served, serving_registry):
@@ -279,10 +254,7 @@ def test_status_mapping_and_output_encoding():
 
 
 def _client_inputs(df, binary: bool = True) -> list[dict]:  # noqa: ANN001
-    return [
-        {"name": c, "shape": [len(df)], "datatype": TYPES[c], "data": df[c].tolist(), "binary": binary}
-        for c in FEATURES
-    ]
+    return v2_body(df, TYPES, tensor={"binary": binary})["inputs"]
 
 
 @pytest.mark.parametrize("client", ["triton-grpc", "kserve-grpc"])

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from mlplatform.core.registry import mlflow_client
-from tests.unit.serving.registry_models import FEATURES, make_frame, make_target, register_sklearn
-from tests.unit.serving.test_app import v2_body
-from tests.unit.serving.test_fast_route import ListSink
+from tests.helpers import v2_body, wait_until
+from tests.unit.serving.registry_models import FEATURES, TYPES, make_frame, make_target, register_sklearn
+from tests.unit.serving.support import ListSink
 
 SWAP = "sv-swap"
 
@@ -49,7 +49,7 @@ async def test_alias_move_swaps_without_failing_requests_in_flight(
         i = worker
         while not stop.is_set():
             row = i % 500
-            r = await app.client.post(f"/v2/models/{SWAP}/infer", json=v2_body(df.iloc[row : row + 1]))
+            r = await app.client.post(f"/v2/models/{SWAP}/infer", json=v2_body(df.iloc[row : row + 1], TYPES))
             doc = r.json()
             results.append(
                 (
@@ -64,11 +64,11 @@ async def test_alias_move_swaps_without_failing_requests_in_flight(
             await asyncio.sleep(0)
 
     workers = [asyncio.create_task(client_loop(w)) for w in range(8)]
-    await _until(lambda: len(results) >= 40)
+    await wait_until(lambda: len(results) >= 40, 60.0, "40 answers", step_s=0.01)
     mlflow_client(serving_registry.uri).set_registered_model_alias(SWAP, "champion", "2")
     assert await app.repository.poll_once() == [SWAP]
     n_at_swap = len(results)
-    await _until(lambda: len(results) >= n_at_swap + 40)
+    await wait_until(lambda: len(results) >= n_at_swap + 40, 60.0, "40 answers after the swap", step_s=0.01)
     stop.set()
     await asyncio.gather(*workers)
 
@@ -103,7 +103,9 @@ async def test_registry_down_after_start_keeps_serving(
     app.repository._client = mlflow_client("http://127.0.0.1:9")  # the registry goes away
     assert await app.repository.poll_once() == []
     assert app.repository.slots[SWAP].last_error
-    r = await app.client.post(f"/v2/models/{SWAP}/infer", json=v2_body(serving_registry.frame.iloc[:2]))
+    r = await app.client.post(
+        f"/v2/models/{SWAP}/infer", json=v2_body(serving_registry.frame.iloc[:2], TYPES)
+    )
     assert r.status_code == 200 and r.json()["model_version"] == "1"
     assert (await app.client.get("/v2/health/ready")).status_code == 200
 
@@ -112,7 +114,7 @@ async def test_payload_records_one_per_row(app_factory, serving_registry, swap_m
     sink = ListSink()
     app = await app_factory(models=SWAP, payload_sink=sink)
     df = serving_registry.frame.iloc[:3]
-    r = await app.client.post(f"/v2/models/{SWAP}/infer", json=v2_body(df, id="abc"))
+    r = await app.client.post(f"/v2/models/{SWAP}/infer", json=v2_body(df, TYPES, id="abc"))
     assert r.status_code == 200
     probs = r.json()["outputs"][0]["data"]
     assert [rec.row_index for rec in sink.records] == [0, 1, 2]
@@ -121,16 +123,6 @@ async def test_payload_records_one_per_row(app_factory, serving_registry, swap_m
         assert list(rec.inputs) == FEATURES
         assert rec.inputs["amount"] == pytest.approx(df.iloc[i]["amount"])
         assert rec.outputs["probability"] == pytest.approx(probs[i])
-
-
-async def _until(predicate, deadline_s: float = 60.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline_s
-    while loop.time() < end:
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError("condition not met")
 
 
 async def test_swapped_out_versions_are_freed_despite_the_frozen_heap(

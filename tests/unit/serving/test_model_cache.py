@@ -16,8 +16,8 @@ from mlplatform.core.registry import mlflow_client, parse_model_ref, resolve_ver
 from mlplatform.serving import cache
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.repository import ModelRepository
-from tests.unit.serving.conftest import make_settings
 from tests.unit.serving.registry_models import FEATURES, FOREST, HGB
+from tests.unit.serving.support import make_settings
 
 
 def _repository(reg, tmp_path, *, private: bool = False) -> ModelRepository:

@@ -17,9 +17,8 @@ import orjson
 import pytest
 
 from mlplatform.v2.codec import decode_binary, output_bytes
-from tests.unit.serving.registry_models import FEATURES, FOREST, TENSOR, TENSOR_WIDTH
+from tests.unit.serving.registry_models import FEATURES, FOREST, TENSOR, TENSOR_WIDTH, TYPES
 from tests.unit.serving.registry_models import tensor_model as register_tensor_model
-from tests.unit.serving.test_app import TYPES
 
 K = TENSOR_WIDTH
 WIRE = {"FP32": "<f4", "FP64": "<f8", "INT64": "<i8", "BOOL": "?"}

@@ -1,0 +1,93 @@
+"""Helpers the serving tests (unit and integration) share: settings and app wrapper, a payload sink,
+gRPC request builders. Fixtures stay in ``conftest.py``; generic helpers in ``tests/helpers.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+
+from mlplatform.core.payloads import InferenceBatch
+from mlplatform.serving.settings import ServingSettings
+from mlplatform.v2.grpc_gen import open_inference_grpc_pb2 as pb2
+from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, MLP, TYPES, Registry
+
+
+def make_settings(reg: Registry, tmp_path, **kw) -> ServingSettings:  # noqa: ANN001
+    """Serving settings against the test registry: all three models, no auth, no polling."""
+    base: dict[str, Any] = dict(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=reg.uri,
+        models=f"{FOREST},{MLP},{HGB}",
+        auth_enabled=False,
+        poll_interval_s=0,
+        model_cache_dir=reg.data_dir / "cache",
+    )
+    base.update(kw)
+    return ServingSettings(**base)
+
+
+class RunningApp:
+    """An app with its lifespan entered, and an in-process client."""
+
+    def __init__(self, app, client: httpx.AsyncClient) -> None:  # noqa: ANN001
+        self.app = app
+        self.client = client
+
+    @property
+    def plane(self):  # noqa: ANN201
+        return self.app.state.dataplane
+
+    @property
+    def repository(self):  # noqa: ANN201
+        return self.app.state.repository
+
+
+class ListSink:
+    """An in-process PayloadSink (the core protocol): keeps the records serving hands it, read back
+    from the batch's wire document as drift detection reads it."""
+
+    def __init__(self) -> None:
+        self.records: list = []
+
+    def submit(self, batch) -> None:  # noqa: ANN001
+        self.records.extend(InferenceBatch.model_validate_json(batch.encode()).records())
+
+
+def want_proba(reg: Registry, name: str, df: pd.DataFrame) -> np.ndarray:
+    """Version 1 of sklearn model ``name``'s positive-class probabilities, loaded by MLflow itself."""
+    mlflow.set_tracking_uri(reg.uri)
+    mlflow.set_registry_uri(reg.uri)
+    return mlflow.sklearn.load_model(f"models:/{name}/1").predict_proba(df[FEATURES])[:, 1]
+
+
+def typed_request(df: pd.DataFrame, model: str = FOREST) -> pb2.ModelInferRequest:
+    """A gRPC ModelInfer request with one typed tensor per feature."""
+    req = pb2.ModelInferRequest(model_name=model, id="grpc-typed")
+    field = {"FP64": "fp64_contents", "INT64": "int64_contents", "BOOL": "bool_contents"}
+    for col in FEATURES:
+        t = req.inputs.add(name=col, datatype=TYPES[col], shape=[len(df)])
+        getattr(t.contents, field[TYPES[col]]).extend(df[col].tolist())
+    return req
+
+
+def raw_matrix_request(df: pd.DataFrame, model: str = FOREST) -> pb2.ModelInferRequest:
+    """A gRPC ModelInfer request with the features as one FP64 matrix in ``raw_input_contents``."""
+    matrix = df[FEATURES].astype(float).to_numpy()
+    req = pb2.ModelInferRequest(model_name=model, model_version="1", id="grpc-raw")
+    req.inputs.add(name="input-0", datatype="FP64", shape=list(matrix.shape))
+    req.raw_input_contents.append(matrix.astype("<f8").tobytes())
+    return req
+
+
+def decode_outputs(resp: pb2.ModelInferResponse) -> dict[str, np.ndarray]:
+    """A ModelInfer response's raw outputs as arrays, by output name."""
+    dtypes = {"FP64": "<f8", "INT64": "<i8", "BOOL": "?"}
+    return {
+        o.name: np.frombuffer(raw, dtype=dtypes[o.datatype]).reshape(list(o.shape))
+        for o, raw in zip(resp.outputs, resp.raw_output_contents, strict=True)
+    }
