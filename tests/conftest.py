@@ -161,4 +161,6 @@ def text_registry(tmp_path_factory: pytest.TempPathFactory, text_model_dir: Path
         if not done.exists():
             (root / "mlflow").mkdir(parents=True, exist_ok=True)
             done.write_text(log_and_register_text_model(text_model_dir, uri))
-    return DemoRegistry(tracking_uri=uri, data_dir=root, features=("text_input",), summary={"version": done.read_text()})
+    return DemoRegistry(
+        tracking_uri=uri, data_dir=root, features=("text_input",), summary={"version": done.read_text()}
+    )

@@ -210,6 +210,9 @@ def train(
     rows: int = typer.Option(200_000, help="Number of generated transactions."),
     seed: int = typer.Option(7, help="Random seed: the same seed gives the same data and models."),
     force: bool = typer.Option(False, help="Retrain even if the demo models are already registered."),
+    text_seconds: float = typer.Option(
+        110, help="Training time of the demo summarizer (0: untrained, random weights)."
+    ),
 ) -> None:
     """Generate the demo data, train the demo models and register them in MLflow as 'champion'.
 
@@ -217,10 +220,12 @@ def train(
     environment does not set come from the Vault secret named by VAULT_* (exit 2 if Vault fails).
     """
     from mlplatform.training.pipeline import TrainSettings, run_training
+    from mlplatform.training.text import run_text_training
 
     _training_secrets()
     settings = TrainSettings(rows=rows, seed=seed)
     run_training(settings, force=force, progress=True)
+    run_text_training(settings.resolved_tracking_uri(), train_seconds=text_seconds, seed=seed, force=force)
 
 
 @app.command()
@@ -367,8 +372,11 @@ def up(
 ) -> None:
     """Train and register the demo models if none exist, then start all four services (Ctrl-C stops them)."""
     from mlplatform.training.pipeline import TrainSettings, run_training
+    from mlplatform.training.text import run_text_training
 
-    run_training(TrainSettings(rows=train_rows), force=False, progress=True)
+    train_settings = TrainSettings(rows=train_rows)
+    run_training(train_settings, force=False, progress=True)
+    run_text_training(train_settings.resolved_tracking_uri(), force=False)
     procs: list[subprocess.Popen[bytes]] = []
 
     def _interrupt(signum: int, _frame: object) -> None:
