@@ -8,10 +8,8 @@ alias the tests move.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +19,7 @@ import pytest
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.explain.app import create_app
 from mlplatform.explain.settings import ExplainSettings
+from tests.helpers import wait_until
 from tests.unit.explain.models import BOOSTED, LINEAR, MLP, TREE, Registry, register_models
 
 DEMO_TREE = "fraud-detector"
@@ -35,15 +34,6 @@ class RunningApp:
     @property
     def plane(self) -> Any:
         return self.app.state.dataplane
-
-
-async def wait_until(predicate: Callable[[], bool], deadline_s: float = 120.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("condition not met before the deadline")
 
 
 @contextlib.asynccontextmanager

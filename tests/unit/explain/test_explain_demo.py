@@ -9,18 +9,10 @@ import shap
 import torch
 
 from mlplatform.core.registry import download_reference, mlflow_client, parse_model_ref, resolve_version
+from tests.helpers import v2_body
 from tests.unit.explain.conftest import DEMO_MLP, DEMO_TREE
 
 DEEP_TOLERANCE = 1e-2  # shap's own additivity tolerance for DeepExplainer (deep_utils._check_additivity)
-
-
-def v2_body(frame: pd.DataFrame, **extra) -> dict:
-    inputs = []
-    for name in frame.columns:
-        col = frame[name]
-        datatype = "INT64" if col.dtype.kind in "iu" else "FP64"
-        inputs.append({"name": name, "shape": [len(frame)], "datatype": datatype, "data": col.tolist()})
-    return {"inputs": inputs, **extra}
 
 
 @pytest.fixture(scope="module")
