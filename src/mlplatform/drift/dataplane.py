@@ -145,6 +145,7 @@ class DriftService:
         """Validate every record first (all or nothing), store new ones, close full windows."""
         assert self.store is not None
         groups: dict[tuple[str, str], list[InferenceRecord]] = {}
+        columns: dict[tuple[str, str], list[dict[str, Any]]] = {}  # each record's drift-tested columns
         for rec in records:  # batch rows are windowed apart from online traffic (drift/sources.py)
             groups.setdefault((rec.model, sources.stream_version(rec.version, rec.source)), []).append(rec)
         for (model, version), recs in groups.items():
@@ -154,8 +155,9 @@ class DriftService:
                 # the label is not the client-supplied name: unknown names must not grow the series
                 self.metrics.rejected.labels("", "unknown_model").inc(len(recs))
                 raise NotFound(f"model {model!r} version {version!r} is not in the registry") from None
+            columns[(model, version)] = [det.columns_of(r.inputs, r.outputs) for r in recs]
             try:
-                det.validate([r.inputs for r in recs], self.settings.ignored_columns())
+                det.validate(columns[(model, version)], self.settings.ignored_columns())
             except Exception:
                 self.metrics.rejected.labels(model, "schema").inc(len(recs))
                 raise
@@ -170,11 +172,11 @@ class DriftService:
                     model,
                     version,
                     r.timestamp,
-                    r.inputs,
+                    cols,
                     prediction_of(r.outputs, name),
                     r.request_id,
                 )
-                for r in recs
+                for r, cols in zip(recs, columns[(model, version)], strict=True)
             ]
         # one transaction for the whole request: all records are stored, or none (the sender retries)
         new_counts = await self._db(self.store.insert_records, rows)
@@ -363,6 +365,9 @@ class DriftService:
             m.drifted.labels(model, version, name).set(1 if col["drifted"] else 0)
             if col.get("psi") is not None:
                 m.psi.labels(model, version, name).set(col["psi"])
+            for descriptor, values in (col.get("descriptors") or {}).items():
+                for window, value in values.items():
+                    m.text_descriptor.labels(model, name, descriptor, window).set(value)
         for method, res in (summary.get("multivariate") or {}).get("methods", {}).items():
             m.mv_score.labels(model, version, method).set(res["statistic"])
             m.mv_threshold.labels(model, version, method).set(res["threshold"])

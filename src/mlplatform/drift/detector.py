@@ -4,7 +4,8 @@ Lifecycle: :meth:`DriftDetector.load` (download the reference sample logged with
 MLflow, cached under ``<data_dir>/drift/reference/<model>/<version>/``), :meth:`detect`,
 :meth:`unload`. The expected input columns are the model's training features: the reference
 sample's columns without ``prediction`` (training logs the sample from the same frame as the
-model signature).
+model signature). A reference column the model *returns* (a text model's generated ``text_output``) is
+taken from each record's outputs (:meth:`DriftDetector.columns_of`) and tested like an input.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ class DriftDetector:
         self.reference: stats.PreparedReference | None = None
         self.features: list[str] = []
         self.kinds: dict[str, str] = {}
+        self._feature_set: frozenset[str] = frozenset()
+        self._string_columns: tuple[str, ...] = ()
 
     @property
     def loaded(self) -> bool:
@@ -58,12 +61,30 @@ class DriftDetector:
         self.reference = stats.PreparedReference(frame.reset_index(drop=True))
         self.features = [c for c in frame.columns if c != PREDICTION_COLUMN]
         self.kinds = {c: frame[c].dtype.kind for c in frame.columns}
+        self._feature_set = frozenset(self.features)
+        self._string_columns = tuple(c for c in self.features if self.kinds[c] in "OSU")
         log.info("loaded reference for %s/%s: %d rows", self.model, self.version, len(frame))
 
     def unload(self) -> None:
         self.reference = None
 
     # -- input checks ----------------------------------------------------------------------------
+    def columns_of(self, inputs: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+        """A record's drift-tested columns: its inputs, plus reference columns found only among its
+        outputs (a text model's ``text_output``); a string column's one-element list (a ``[N, 1]``
+        BYTES tensor's row) becomes its string."""
+        if not self._string_columns and self._feature_set <= inputs.keys():
+            return inputs  # the tabular fast path: nothing to add or unwrap
+        row = dict(inputs)
+        for col in self.features:
+            if col not in row and col in outputs:
+                row[col] = outputs[col]
+        for col in self._string_columns:
+            value = row.get(col)
+            if isinstance(value, list) and len(value) == 1:
+                row[col] = value[0]
+        return row
+
     def validate(self, inputs: Sequence[dict[str, Any]], ignored: frozenset[str] = frozenset()) -> None:
         """422 naming the columns when records do not match the model's input schema."""
         expected = set(self.features)
@@ -127,8 +148,9 @@ class DriftDetector:
         assert self.reference is not None
         columns = [c for c in result.columns if c in current.columns]
         num = [c for c in columns if result.columns[c].column_type == stats.NUMERICAL]
-        cat = [c for c in columns if c not in num]
-        definition = DataDefinition(numerical_columns=num, categorical_columns=cat)
+        text = [c for c in columns if result.columns[c].column_type == stats.TEXT]
+        cat = [c for c in columns if c not in num and c not in text]
+        definition = DataDefinition(numerical_columns=num, categorical_columns=cat, text_columns=text)
         ref = self.reference.frame[columns]
         cur = current[columns]
         if len(ref) > max_rows:

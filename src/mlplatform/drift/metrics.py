@@ -10,6 +10,8 @@ LABEL_FEATURE = "feature"
 LABEL_METHOD = "method"
 LABEL_REASON = "reason"
 LABEL_MODE = "mode"
+LABEL_DESCRIPTOR = "descriptor"
+LABEL_WINDOW = "window"
 
 
 class DriftMetrics:
@@ -92,6 +94,15 @@ class DriftMetrics:
             "mlplatform_drift_last_compute_seconds",
             "Seconds the last window's drift computation took.",
             [LABEL_MODEL, LABEL_VERSION],
+            registry=registry,
+        )
+        # text columns (drift/text.py): descriptor means of the reference and of the last closed window
+        self.text_descriptor = Gauge(
+            "mlplatform_drift_text_descriptor",
+            "Mean text descriptor of a text column: length (characters), oov_share (share of words not in "
+            "the reference vocabulary) or non_letter_share (share of characters neither letters nor "
+            "spaces), for the reference and for the last closed window (window=current).",
+            [LABEL_MODEL, LABEL_FEATURE, LABEL_DESCRIPTOR, LABEL_WINDOW],
             registry=registry,
         )
         # multivariate drift (drift/multivariate.py): one series per model, version and test

@@ -33,15 +33,29 @@ class IngestResponse(BaseModel):
 
 
 class ColumnDriftOut(BaseModel):
-    column_type: str = Field(description="'numerical' or 'categorical' (Evidently's inference).")
-    method: str = Field(description="Evidently stattest name: ks, chisquare, z, wasserstein, jensenshannon.")
+    column_type: str = Field(description="'numerical', 'categorical' or 'text' (Evidently's inference).")
+    method: str = Field(
+        description="Evidently stattest name: ks, chisquare, z, wasserstein, jensenshannon, "
+        "abs_text_content_drift or perc_text_content_drift."
+    )
     method_display_name: str = Field(description="Evidently's display name of the method.")
     statistic: float = Field(
-        description="p-value (ks, chisquare, z) or distance (wasserstein, jensenshannon)."
+        description="p-value (ks, chisquare, z), distance (wasserstein, jensenshannon) or the text domain "
+        "classifier's ROC AUC (*_text_content_drift)."
     )
     threshold: float = Field(description="Threshold the statistic is compared with.")
     drifted: bool = Field(description="Whether this column drifted.")
     psi: float | None = Field(None, description="Population stability index (informational).")
+    cutoff: float | None = Field(
+        None,
+        description="Text columns: the ROC AUC the statistic had to exceed (the threshold, or with "
+        "perc_text_content_drift the random scorers' percentile).",
+    )
+    descriptors: dict[str, dict[str, float]] | None = Field(
+        None,
+        description="Text columns: mean length, oov_share and non_letter_share, each "
+        "{'reference': ..., 'current': ...}.",
+    )
 
 
 class MultivariateMethodOut(BaseModel):

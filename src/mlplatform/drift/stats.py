@@ -17,7 +17,9 @@ reference rows / column            distinct values (ref+cur)   method           
 
 Column types follow Evidently's inference (``evidently.core.datasets.infer_column_type``) on the
 current data: float -> numerical; integer -> categorical with <= 10 distinct values, else
-numerical; bool, category and strings -> categorical. NaN and +-inf are dropped per column first,
+numerical; strings -> text when more than half of them are distinct, else categorical; bool and
+category -> categorical. Text columns get Evidently's text-content drift (a domain classifier,
+:mod:`mlplatform.drift.text`) and descriptor means instead of the table above. NaN and +-inf are dropped per column first,
 as Evidently does. PSI (Evidently's ``psi`` test, 0.1 threshold) is computed for every column too,
 as an extra score; it does not decide drift.
 
@@ -36,8 +38,11 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial import distance
 
+from mlplatform.drift import text
+
 NUMERICAL = "num"
 CATEGORICAL = "cat"
+TEXT = text.TEXT
 INTEGER_CARDINALITY_LIMIT = 10
 SMALL_REFERENCE_ROWS = 1000
 
@@ -48,6 +53,7 @@ METHODS: dict[str, tuple[str, float, str]] = {
     "z": ("Z-test p_value", 0.05, "p"),
     "wasserstein": ("Wasserstein distance (normed)", 0.1, "d"),
     "jensenshannon": ("Jensen-Shannon distance", 0.1, "d"),
+    **text.METHODS,  # ROC AUC of a domain classifier: drifted if above the cutoff (drift/text.py)
 }
 PSI_THRESHOLD = 0.1
 
@@ -63,6 +69,8 @@ class ColumnDrift:
     threshold: float
     drifted: bool
     psi: float | None = None
+    cutoff: float | None = None  # text: the AUC the statistic had to exceed (threshold or percentile)
+    descriptors: dict[str, dict[str, float]] | None = None  # text: descriptor means per window
 
     @property
     def display_name(self) -> str:
@@ -92,13 +100,13 @@ class DatasetDrift:
 
 
 def infer_column_type(values: pd.Series) -> str:
-    """Evidently's column type inference, restricted to numerical vs categorical."""
+    """Evidently's column type inference: numerical, categorical or text."""
     kind = values.dtype.kind
     if kind == "f":
         return NUMERICAL
     if kind in "iu":
         return CATEGORICAL if values.nunique() <= INTEGER_CARDINALITY_LIMIT else NUMERICAL
-    return CATEGORICAL
+    return TEXT if text.is_text(values) else CATEGORICAL
 
 
 def select_method(ref_rows: int, column_type: str, n_values: int) -> str:
@@ -215,6 +223,7 @@ class PreparedReference:
         self._unique: dict[str, int] = {}
         self._dense_numeric: np.ndarray | None = None
         self._dense_cols: tuple[str, ...] = ()
+        self._text: dict[str, text.ReferenceText] = {}
 
     def clean(self, column: str) -> np.ndarray:
         if column not in self._clean:
@@ -240,6 +249,12 @@ class PreparedReference:
                 self._unique[column] = int(pd.Series(values).nunique())
         return self._unique[column]
 
+    def text(self, column: str) -> text.ReferenceText:
+        """The column's vocabulary and descriptor means (text columns)."""
+        if column not in self._text:
+            self._text[column] = text.ReferenceText([str(v) for v in self.clean(column)])
+        return self._text[column]
+
     def sorted_matrix(self, columns: tuple[str, ...]) -> np.ndarray:
         if self._dense_cols != columns or self._dense_numeric is None:
             self._dense_numeric = np.column_stack([self.sorted(c) for c in columns])
@@ -262,6 +277,8 @@ def column_drift(
         raise ValueError(
             f"column {column!r} has no finite values in the {'reference' if len(ref) == 0 else 'current'} data"
         )
+    if ctype == TEXT:
+        return _text_drift(reference, column, ref, cur)
     ref_unique = reference.n_unique(column)
     if ref.dtype.kind in "fiub" and cur.dtype.kind in "fiub":
         cur_sorted = np.sort(cur)
@@ -279,6 +296,19 @@ def column_drift(
     score = psi(ref, cur, ctype, ref_unique) if with_psi else None
     return ColumnDrift(
         column, ctype, method, statistic, threshold, _decide(method, statistic, threshold), score
+    )
+
+
+def _text_drift(reference: PreparedReference, column: str, ref: np.ndarray, cur: np.ndarray) -> ColumnDrift:
+    current = [str(v) for v in cur]
+    try:
+        res = text.text_drift([str(v) for v in ref], current)
+    except ValueError as exc:  # e.g. nothing but stop words: Evidently cannot test it either
+        text.log.warning("text drift of column %r cannot be computed: %s", column, exc)
+        raise
+    descriptors = reference.text(column).compare(current)
+    return ColumnDrift(
+        column, TEXT, res.method, res.statistic, res.threshold, res.drifted, None, res.cutoff, descriptors
     )
 
 
@@ -355,12 +385,15 @@ def dataset_drift(
     return DatasetDrift(results, drift_share, pred, evaluated)
 
 
+TYPE_NAMES = {NUMERICAL: "numerical", CATEGORICAL: "categorical", TEXT: "text"}
+
+
 def as_json(result: DatasetDrift) -> dict[str, Any]:
     """A JSON-ready summary of a dataset drift result."""
 
     def col(c: ColumnDrift) -> dict[str, Any]:
-        return {
-            "column_type": "numerical" if c.column_type == NUMERICAL else "categorical",
+        out = {
+            "column_type": TYPE_NAMES[c.column_type],
             "method": c.method,
             "method_display_name": c.display_name,
             "statistic": c.statistic,
@@ -368,6 +401,10 @@ def as_json(result: DatasetDrift) -> dict[str, Any]:
             "drifted": c.drifted,
             "psi": c.psi,
         }
+        if c.column_type == TEXT:
+            out["cutoff"] = c.cutoff
+            out["descriptors"] = c.descriptors
+        return out
 
     return {
         "features": {n: col(result.columns[n]) for n in result.feature_names},
