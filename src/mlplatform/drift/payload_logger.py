@@ -24,6 +24,11 @@ Records are only dropped when the spool would exceed ``spool_max_bytes`` (or can
 the queue reaches four times ``max_queue`` because the disk cannot keep up either (``queue_full``), or
 when drift detection rejects a batch with a 4xx (a schema error that re-sending cannot fix); each of
 these is counted in ``mlplatform_payload_records_dropped_total`` with its reason and logged.
+
+A POST (and a spool file, re-sent as one POST) holds at most ``batch_size`` rows and, whole requests
+permitting, at most ``max_body_bytes`` bytes (default 3 MiB, under drift detection's 4 MiB body limit):
+a text model's rows are large, and a body over the limit would be refused for good. Only one request
+whose own rows exceed the limit travels alone, and is refused if it is over drift detection's limit.
 """
 
 from __future__ import annotations
@@ -69,6 +74,8 @@ class _Segment:
 
 
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+#: bytes per POST body by default: under drift detection's default 4 MiB request body limit
+MAX_BODY_BYTES = 3 * 1024 * 1024
 
 
 class PayloadLogger:
@@ -89,6 +96,7 @@ class PayloadLogger:
         timeout_s: float = 5.0,
         retry_interval_s: float = 1.0,
         drain_timeout_s: float = 20.0,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -104,6 +112,7 @@ class PayloadLogger:
         self.timeout_s = timeout_s
         self.retry_interval_s = retry_interval_s
         self.drain_timeout_s = drain_timeout_s
+        self.max_body_bytes = max_body_bytes
         # write-ahead log segments, oldest first; records settle in queue (FIFO) order
         self._segments: collections.deque[_Segment] = collections.deque()
         self._segment_records = max(10_000, 8 * batch_size)
@@ -244,12 +253,12 @@ class PayloadLogger:
         ever lost)."""
         try:
             now = time.monotonic()
-            if (
-                now < self._down_until
-                or (give_up_at is not None and now >= give_up_at)
-                or not await self._send(batch)
-            ):
-                await asyncio.to_thread(self._spool, batch)
+            if now < self._down_until or (give_up_at is not None and now >= give_up_at):
+                unsent = batch
+            else:
+                unsent = await self._send(batch)
+            if unsent:
+                await asyncio.to_thread(self._spool, unsent)
         except asyncio.CancelledError:
             self._spool(batch)  # drift detection may have it too: ingest is idempotent
             raise
@@ -410,9 +419,9 @@ class PayloadLogger:
         if records:
             self._write_spool(orjson.dumps({"records": records}), len(records))
         for i in range(0, len(batches), max(1, self.batch_size)):
-            chunk = batches[i : i + self.batch_size]
-            body = b'{"batches":[' + b",".join(chunk) + b"]}"
-            self._write_spool(body, _spooled_rows(body))
+            for chunk in _groups(batches[i : i + self.batch_size], self.max_body_bytes):
+                body = b'{"batches":[' + b",".join(chunk) + b"]}"
+                self._write_spool(body, _spooled_rows(body))
         if records or batches:
             log.warning(
                 "recovered %d payload records from the write-ahead log of a stopped process",
@@ -485,10 +494,17 @@ class PayloadLogger:
     def _flush_due(self) -> bool:
         return time.monotonic() - self._last_flush >= self.flush_interval_s * 0.9
 
-    async def _send(self, batch: list[PayloadBatch]) -> bool:
-        """POST queued requests; True when they are settled (sent or rejected for good), False to
-        spool them."""
-        return await self._post(encode_batches(batch), sum(b.n_rows for b in batch))
+    async def _send(self, batch: list[PayloadBatch]) -> list[PayloadBatch]:
+        """POST queued requests, in bodies of at most ``max_body_bytes``; returns the ones to spool
+        (not settled: drift detection unreachable or busy), from the first body that failed on."""
+        groups = _groups([b.encode() for b in batch], self.max_body_bytes)
+        start = 0
+        for group in groups:
+            part = batch[start : start + len(group)]
+            if not await self._post(encode_batches(part), sum(b.n_rows for b in part)):
+                return batch[start:]
+            start += len(group)
+        return []
 
     async def _post(self, body: bytes, n: int) -> bool:
         assert self._client is not None
@@ -531,7 +547,11 @@ class PayloadLogger:
         return sorted(self.spool_dir.glob("*" + SPOOL_SUFFIX))
 
     def _spool(self, batch: list[PayloadBatch]) -> None:
-        self._write_spool(encode_batches(batch), sum(b.n_rows for b in batch))
+        start = 0
+        for group in _groups([b.encode() for b in batch], self.max_body_bytes):
+            part = batch[start : start + len(group)]
+            self._write_spool(encode_batches(part), sum(b.n_rows for b in part))
+            start += len(group)
 
     def _write_spool(self, body: bytes, n: int) -> None:
         with self._spool_lock:  # the request path spools queue overflow; the sender spools and unspools
@@ -606,6 +626,20 @@ class PayloadLogger:
             "spool_bytes": self._spool_bytes,
             "spool_files": len(self._spool_files()),
         }
+
+
+def _groups(encoded: list[bytes], max_bytes: int) -> list[list[bytes]]:
+    """Consecutive batch documents grouped into ``{"batches": [...]}`` bodies of at most ``max_bytes``
+    (a document over the limit on its own makes a body of its own)."""
+    groups: list[list[bytes]] = []
+    size = max_bytes + 1
+    for doc in encoded:
+        if size + len(doc) + 1 > max_bytes:
+            groups.append([])
+            size = len(b'{"batches":[]}')
+        groups[-1].append(doc)
+        size += len(doc) + 1
+    return groups
 
 
 def _batch_rows(doc: dict[str, Any]) -> int:

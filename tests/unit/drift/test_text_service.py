@@ -21,8 +21,6 @@ from mlplatform.core.payloads import PayloadBatch, encode_batches
 from tests.unit.drift.text_corpora import docstrings, licenses, sample
 from tests.unit.drift.tiny_registry import TinyRegistry, drift_settings, register, running_app
 
-pytestmark = pytest.mark.usefixtures("drift_backend")
-
 MODEL = "summarizer-drift-test"
 WINDOW = 150
 
@@ -67,6 +65,7 @@ def _gauges(exposition: str, name: str) -> dict[tuple[str, ...], float]:
     return {}
 
 
+@pytest.mark.usefixtures("drift_backend")
 async def test_text_payloads_are_windowed_and_exported(summarizer, tiny_registry, tmp_path) -> None:  # noqa: ANN001
     version, reference = summarizer
     odd = [
@@ -132,3 +131,72 @@ async def test_text_payloads_are_windowed_and_exported(summarizer, tiny_registry
         )
         assert scores[score_key] == pytest.approx(window["features"]["text_input"]["statistic"])
         assert orjson.loads(orjson.dumps(window))  # the window document is plain JSON
+
+
+async def test_payload_logger_keeps_text_batches_under_the_body_limit(
+    summarizer, tiny_registry, tmp_path
+) -> None:  # noqa: ANN001
+    """1000 rows per POST is 6 MiB of text here, over drift detection's 4 MiB body limit (a 413 drops
+    them for good): the logger splits by bytes and every row arrives. Real drift app, real uvicorn."""
+    import asyncio
+    import threading
+    import time
+
+    import httpx
+    import uvicorn
+    from prometheus_client import CollectorRegistry
+
+    from mlplatform.drift.app import create_app
+    from mlplatform.drift.payload_logger import PayloadLogger
+    from tests.procs import free_port
+
+    version, _ = summarizer
+    settings = drift_settings(tiny_registry, tmp_path / "drift", window_size=10_000)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="error")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    docs = sample(licenses(), 60, seed=22)
+    rows = [(d * (100_000 // len(d) + 1))[:100_000] for d in docs]  # 60 rows of 100 kB real text
+
+    async def ship(max_body_bytes: int, offset: int) -> CollectorRegistry:
+        registry = CollectorRegistry()
+        logger = PayloadLogger(
+            base,
+            batch_size=1000,
+            sample_rate=1.0,
+            spool_dir=tmp_path / f"spool-{offset}",
+            spool_max_bytes=100_000_000,
+            flush_interval_s=0.05,
+            registry=registry,
+            timeout_s=30.0,
+            max_body_bytes=max_body_bytes,
+        )
+        await logger.start()
+        for i, text in enumerate(rows):
+            logger.submit(_batch(offset + i, version, [text]))
+        await logger.stop()
+        return registry
+
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        split = await ship(3 * 1024 * 1024, 0)
+        assert split.get_sample_value("mlplatform_payload_records_sent_total") == len(rows)
+        async with httpx.AsyncClient(base_url=base) as client:
+            status = (await client.get(f"/v1/models/{MODEL}/drift")).json()
+            assert status["open_records"] == {version: len(rows)}
+            # the same rows in one body: refused for good (the failure the split avoids)
+            whole = await ship(10 * 1024 * 1024, 1000)
+            assert whole.get_sample_value(
+                "mlplatform_payload_records_dropped_total", {"reason": "rejected"}
+            ) == len(rows)
+            status = (await client.get(f"/v1/models/{MODEL}/drift")).json()
+            assert status["open_records"] == {version: len(rows)}
+    finally:
+        server.should_exit = True
+        thread.join(10)
