@@ -6,8 +6,8 @@ object (kinds, namespaces with ``prefix-*`` globs, excludedNamespaces, labelSele
 evaluate the template's Rego with ``input.review.object`` = the object and ``input.parameters`` =
 the constraint's parameters, and collect ``violation`` (``{"msg", "details"}``) results.
 
-Also runs each policy's ``src_test.rego`` unit tests (every ``test_*`` rule must be ``true``) and
-keeps ``template.yaml`` in sync with ``src.rego``: ``python -m tests.policies.gatekeeper --sync``.
+Also runs each policy's ``src_test.rego`` unit tests (every ``test_*`` rule must be ``true``).
+``template.yaml``'s Rego is generated from ``src.rego`` by ``scripts/gatekeeper_templates.py``.
 
 regopy 1.5.2 notes (why the Rego tests look the way they do): ``with input as {...}`` (replacing
 the whole input) trips an internal rego-cpp error, and ``with ... as <rule>`` evaluates to
@@ -21,7 +21,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -210,33 +209,3 @@ def deployed_constraints(env: str) -> list[dict[str, Any]]:
 
 def load_yaml_documents(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-def render_template_text(policy: Policy) -> str:
-    """template.yaml with its Rego replaced by src.rego (the rest kept as written)."""
-    text = (policy.path / "template.yaml").read_text()
-    head, sep, _ = text.partition("    rego: |\n")
-    assert sep, f"{policy.name}/template.yaml has no '    rego: |' block"
-    body = "".join(
-        ("      " + line) if line.strip() else "\n" for line in policy.src.splitlines(keepends=True)
-    )
-    return head + sep + body
-
-
-def sync_templates() -> list[Path]:
-    changed = []
-    for policy in load_policies():
-        target = policy.path / "template.yaml"
-        text = render_template_text(policy)
-        if target.read_text() != text:
-            target.write_text(text)
-            changed.append(target)
-    return changed
-
-
-if __name__ == "__main__":  # pragma: no cover - developer tool
-    if sys.argv[1:] == ["--sync"]:
-        for path in sync_templates():
-            print(f"updated {path.relative_to(REPO)}")
-    else:
-        print("usage: python -m tests.policies.gatekeeper --sync")
