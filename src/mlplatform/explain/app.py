@@ -9,29 +9,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from mlplatform.core.app import build_app, build_context
-from mlplatform.core.secrets import SecretsBackend, follow_secret
+from mlplatform.core.secrets import SecretsBackend
 from mlplatform.explain.dataplane import ExplainDataPlane
 from mlplatform.explain.metrics import ExplainMetrics
 from mlplatform.explain.routes import explain_router
 from mlplatform.explain.settings import ExplainSettings
+from mlplatform.features.client import build_feature_client
 
 SERVICE = "explainability"
-
-
-def _feature_client(settings: ExplainSettings, secrets: SecretsBackend, registry: Any) -> Any | None:
-    if not settings.feature_store_url:
-        return None
-    from mlplatform.features.client import FeatureStoreClient
-
-    client = FeatureStoreClient(
-        settings.feature_store_url,
-        timeout_s=settings.feature_store_timeout_s,
-        retries=settings.feature_store_retries,
-        registry=registry,
-        api_key=secrets.get(settings.feature_store_api_key_secret),
-    )
-    follow_secret(secrets, settings.feature_store_api_key_secret, client.set_api_key)
-    return client
 
 
 def create_app(
@@ -46,7 +31,7 @@ def create_app(
     metrics = ExplainMetrics(ctx.registry)
     owns_client = feature_client is None
     if feature_client is None:
-        feature_client = _feature_client(settings, ctx.secrets, ctx.registry)
+        feature_client = build_feature_client(settings, ctx.secrets, ctx.registry)
     plane = ExplainDataPlane(settings, metrics, feature_client=feature_client, mlflow=mlflow)
 
     @asynccontextmanager

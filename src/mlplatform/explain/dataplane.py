@@ -28,6 +28,7 @@ from mlplatform.explain.inputs import feature_matrix
 from mlplatform.explain.loader import load_model_version
 from mlplatform.explain.metrics import ExplainMetrics
 from mlplatform.explain.settings import ExplainSettings
+from mlplatform.features.enrich import FeatureEnricher
 from mlplatform.v2.codec import parse_infer_request
 
 log = logging.getLogger("mlplatform.explain")
@@ -49,7 +50,12 @@ class ExplainDataPlane:
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.feature_client = feature_client
+        self.enricher = FeatureEnricher(
+            feature_client,
+            deadline_s=settings.resolved_feature_deadline_s(),
+            url_setting=settings.feature_store_url_setting,
+            action="explanation",
+        )
         self.refs: dict[str, ModelRef] = {r.name: r for r in settings.model_refs()}
         self._client = mlflow
         self._current: dict[str, ResolvedVersion] = {}
@@ -228,14 +234,7 @@ class ExplainDataPlane:
         req = parse_infer_request(body, max_rows=self.settings.max_rows)
         k = self._top_k(top_k, req.parameters, len(explainer.feature_names))
         model = explainer.model
-        matrix = await feature_matrix(
-            req,
-            model.schema,
-            label=model.label,
-            feature_service=model.feature_service,
-            feature_client=self.feature_client,
-            timeout_s=self.settings.feature_deadline_s,
-        )
+        matrix = await feature_matrix(req, model, self.enricher)
         start = time.perf_counter()
         result = await asyncio.to_thread(explainer.explain, matrix)
         elapsed = time.perf_counter() - start

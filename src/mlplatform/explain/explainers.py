@@ -53,6 +53,7 @@ class LoadedModel:
     schema: InputSchema  # serving's input schema (column names and types, in order)
     reference: pd.DataFrame  # reference sample restricted to feature_names, float64
     feature_service: str | None = None
+    entity_keys: tuple[str, ...] = ()  # of the feature service: the inputs an entity request names
 
     @property
     def label(self) -> str:

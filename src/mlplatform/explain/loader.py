@@ -11,6 +11,7 @@ import pandas as pd
 from mlplatform.core.errors import InvalidInput
 from mlplatform.core.registry import TAG_FEATURE_SERVICE, ResolvedVersion, download_reference
 from mlplatform.explain.explainers import LoadedModel, UnsupportedModel
+from mlplatform.features.enrich import entity_keys_from_tags
 from mlplatform.v2.schema import ColumnSpec, InputSchema, schema_from_signature
 from mlplatform.v2.schema import UnsupportedModel as ServingUnsupported
 
@@ -84,4 +85,5 @@ def load_model_version(
         schema=schema,
         reference=reference,
         feature_service=version.tags.get(TAG_FEATURE_SERVICE),
+        entity_keys=entity_keys_from_tags(version.tags),
     )

@@ -9,9 +9,10 @@ from pydantic_settings import SettingsConfigDict
 
 from mlplatform.core.registry import DEMO_MODELS, ModelRef, parse_model_list
 from mlplatform.core.settings import ServiceSettings
+from mlplatform.features.client import FeatureStoreClientSettings
 
 
-class ExplainSettings(ServiceSettings):
+class ExplainSettings(ServiceSettings, FeatureStoreClientSettings):
     """Configuration of the explainability service."""
 
     model_config = SettingsConfigDict(env_prefix="EXPLAIN_", extra="ignore", populate_by_name=True)
@@ -111,23 +112,13 @@ class ExplainSettings(ServiceSettings):
         ge=1,
         description="Explainers (one per model version) kept in memory; least recently used go first.",
     )
-    feature_store_url: str | None = Field(
-        None,
-        description=(
-            "Base URL of the feature-store service. Needed for requests that send entity keys "
-            "(user_id, merchant_id) instead of every model input."
-        ),
-    )
+    # the feature-store client (FeatureStoreClientSettings) with explainability's defaults
     feature_store_timeout_s: float = Field(
         1.0, gt=0, description="Timeout of one online-feature request to the feature store."
     )
-    feature_deadline_s: float = Field(
-        2.0, gt=0, description="Total time allowed for the feature lookup of one request (retries included)."
-    )
     feature_store_retries: int = Field(2, ge=0, description="Retries of a failed online-feature request.")
-    feature_store_api_key_secret: str = Field(
-        "EXPLAIN_FEATURE_STORE_API_KEY",
-        description="Secret holding the API key (scope features:read) sent to the feature store, if any.",
+    feature_deadline_s: float | None = Field(
+        2.0, gt=0, description="Total time allowed for the feature lookup of one request (retries included)."
     )
 
     @field_validator("models")

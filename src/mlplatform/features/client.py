@@ -1,5 +1,8 @@
 """Client of the feature-store service (serving and explainability use it).
 
+A service that reads online features mixes :class:`FeatureStoreClientSettings` into its settings and
+builds its one client with :func:`build_feature_client`.
+
 ``FeatureStoreClient(base_url, *, timeout_s, retries, registry, api_key=None)`` posts to
 ``POST /v1/features/online`` over a pooled ``httpx`` client (``core.http``) with bounded retries.
 When the store cannot be reached, times out, or answers 5xx, it raises
@@ -14,10 +17,13 @@ from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings
 
 from mlplatform.core.errors import PlatformError
 from mlplatform.core.http import build_async_client, request_with_retries
 from mlplatform.core.metrics import LABEL_OUTCOME
+from mlplatform.core.secrets import SecretsBackend, follow_secret
 from mlplatform.features.metrics import FAST_BUCKETS
 
 ONLINE_PATH = "/v1/features/online"
@@ -136,3 +142,75 @@ class FeatureStoreClient:
     async def aclose(self) -> None:
         """Close the pooled connections."""
         await self._client.aclose()
+
+
+class FeatureStoreClientSettings(BaseSettings):
+    """Settings of a service that reads online features (mixed into serving's and explainability's
+    settings; every name takes the service's env prefix)."""
+
+    feature_store_url: str | None = Field(
+        None,
+        description=(
+            "Feature-store base URL for entity-based requests (the model's entity keys, e.g. "
+            "user_id/merchant_id, plus request-time fields instead of every input). Entity requests get "
+            "422 when unset."
+        ),
+    )
+    feature_store_timeout_s: float = Field(
+        0.5, gt=0, description="Timeout of one online-feature request attempt, in seconds."
+    )
+    feature_store_retries: int = Field(
+        1, ge=0, le=5, description="Retries of a failed online-feature request."
+    )
+    feature_deadline_s: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Total time allowed for the feature lookup of one request, retries included. Default: every "
+            "attempt's timeout plus the retry back-off."
+        ),
+    )
+    feature_store_api_key_secret: str = Field(
+        "",
+        description=(
+            "Name of the secret holding the API key (features:read scope) sent to the feature store. "
+            "Default: <PREFIX>FEATURE_STORE_API_KEY (SERVING_FEATURE_STORE_API_KEY, ...)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _default_secret_name(self) -> FeatureStoreClientSettings:
+        if not self.feature_store_api_key_secret:
+            prefix = self.model_config.get("env_prefix", "")
+            self.feature_store_api_key_secret = f"{prefix}FEATURE_STORE_API_KEY"
+        return self
+
+    @property
+    def feature_store_url_setting(self) -> str:
+        """The environment variable that sets :attr:`feature_store_url` (named in 422 answers)."""
+        return f"{self.model_config.get('env_prefix', '')}FEATURE_STORE_URL"
+
+    def resolved_feature_deadline_s(self) -> float:
+        """:attr:`feature_deadline_s`, or every attempt's timeout plus the client's retry back-off."""
+        if self.feature_deadline_s is not None:
+            return self.feature_deadline_s
+        attempts = self.feature_store_retries + 1
+        return self.feature_store_timeout_s * attempts + 0.05 * (2**attempts) + 0.25
+
+
+def build_feature_client(
+    settings: FeatureStoreClientSettings, secrets: SecretsBackend, registry: CollectorRegistry
+) -> FeatureStoreClient | None:
+    """The service's feature-store client (None when no URL is set); it follows the API key secret."""
+    if not settings.feature_store_url:
+        return None
+    secret = settings.feature_store_api_key_secret
+    client = FeatureStoreClient(
+        settings.feature_store_url,
+        timeout_s=settings.feature_store_timeout_s,
+        retries=settings.feature_store_retries,
+        registry=registry,
+        api_key=secrets.get(secret),
+    )
+    follow_secret(secrets, secret, client.set_api_key)
+    return client

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from mlplatform.core.app import FastRoute, build_app, build_context
 from mlplatform.core.payloads import PayloadSink
 from mlplatform.core.secrets import SecretsBackend, follow_secret
+from mlplatform.features.client import build_feature_client
 from mlplatform.serving.dataplane import DataPlane
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.repository import ModelRepository
@@ -39,7 +40,7 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         owned: list[Any] = []
         if plane.feature_client is None and settings.feature_store_url:
-            plane.feature_client = _feature_client(settings, ctx)
+            plane.feature_client = build_feature_client(settings, ctx.secrets, ctx.registry)
             owned.append(plane.feature_client)
         logger = None
         if plane.payload_sink is None and settings.drift_url:
@@ -85,20 +86,6 @@ def create_app(
     app.state.repository = repository
     app.state.grpc_port = None  # the bound gRPC port once the lifespan has started it
     return app
-
-
-def _feature_client(settings: ServingSettings, ctx: Any) -> Any:
-    from mlplatform.features.client import FeatureStoreClient
-
-    client = FeatureStoreClient(
-        settings.feature_store_url,
-        timeout_s=settings.feature_store_timeout_s,
-        retries=settings.feature_store_retries,
-        registry=ctx.registry,
-        api_key=ctx.secrets.get(settings.feature_store_api_key_secret),
-    )
-    follow_secret(ctx.secrets, settings.feature_store_api_key_secret, client.set_api_key)
-    return client
 
 
 def _payload_logger(settings: ServingSettings, ctx: Any) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -13,8 +12,9 @@ import orjson
 from opentelemetry import trace
 
 from mlplatform import __version__
-from mlplatform.core.errors import InvalidInput, NotFound, PlatformError, Unavailable
+from mlplatform.core.errors import InvalidInput, NotFound, PlatformError
 from mlplatform.core.payloads import PayloadBatch, PayloadSink, PredictionIds
+from mlplatform.features.enrich import FeatureEnricher, request_keys
 from mlplatform.serving.batching import BatcherClosed
 from mlplatform.serving.metrics import (
     OUTCOME_CLIENT_ERROR,
@@ -27,12 +27,10 @@ from mlplatform.serving.repository import ModelHandle, ModelRepository
 from mlplatform.serving.runtimes import Prediction
 from mlplatform.serving.settings import ServingSettings
 from mlplatform.v2.codec import (
-    ENTITY_KEYS,
     Frame,
     ParsedRequest,
     assemble_frame,
     decode,
-    entity_rows,
     frame_from_rows,
     is_entity_request,
     load_json,
@@ -130,13 +128,27 @@ class DataPlane:
         self.settings = settings
         self.repository = repository
         self.metrics = metrics
-        self.feature_client = feature_client
+        self.enricher = FeatureEnricher(
+            feature_client,
+            deadline_s=settings.resolved_feature_deadline_s(),
+            url_setting=settings.feature_store_url_setting,
+            action="inference",
+            fallback_defaults=settings.feature_fallback_defaults,
+            on_failure=lambda model, reason: metrics.feature_store_failures.labels(model, reason).inc(),
+        )
         self.payload_sink = payload_sink
         self.prediction_ids = PredictionIds()
         self.max_rows = settings.max_rows_per_request
         self.allow_nan = settings.allow_nan
-        fs_budget = settings.feature_store_timeout_s * (settings.feature_store_retries + 1)
-        self.feature_deadline_s = fs_budget + 0.05 * (2 ** (settings.feature_store_retries + 1)) + 0.25
+
+    @property
+    def feature_client(self) -> Any:  # noqa: ANN401 - a FeatureStoreClient or a test's stand-in
+        """The feature-store client entity requests are enriched through (None: entity requests get 422)."""
+        return self.enricher.client
+
+    @feature_client.setter
+    def feature_client(self, client: Any) -> None:  # noqa: ANN401
+        self.enricher.client = client
 
     # ----- metadata -----------------------------------------------------------------------------
 
@@ -275,67 +287,32 @@ class DataPlane:
     ) -> tuple[Frame, list[dict[str, Any]] | None, ParsedRequest | None]:
         """The model's input frame from a JSON document (the codec, fast path inside) or decoded
         tensors; entity-keyed requests get their features from the feature store."""
-        schema = handle.model.schema
+        model = handle.model
+        schema = model.schema
+        keys = request_keys(model.feature_service, model.entity_keys)
         if req is None:
-            frame, req = decode(doc, schema, allow_nan=self.allow_nan, max_rows=self.max_rows)
+            frame, req = decode(
+                doc, schema, entity_keys=keys, allow_nan=self.allow_nan, max_rows=self.max_rows
+            )
         else:
             frame = (
                 None
-                if is_entity_request(req, schema)
+                if is_entity_request(req, schema, keys)
                 else assemble_frame(req, schema, allow_nan=self.allow_nan)
             )
         if frame is not None:
             return frame, None, req
         assert req is not None
-        rows = await self._entity_features(handle, req)
-        return frame_from_rows(rows, schema, allow_nan=self.allow_nan), rows, req
-
-    async def _entity_features(self, handle: ModelHandle, req: ParsedRequest) -> list[dict[str, Any]]:
-        model = handle.model
-        rows = entity_rows(req)
-        if self.feature_client is None:
-            raise InvalidInput(
-                "inputs 'user_id'/'merchant_id': entity-based inference needs SERVING_FEATURE_STORE_URL; "
-                f"send the model inputs instead ({', '.join(model.schema.names)})"
-            )
-        if not model.feature_service:
-            raise InvalidInput(
-                f"inputs 'user_id'/'merchant_id': model '{model.name}' version {model.version} has no "
-                "feature service tag, so it cannot be fed from the feature store; send its inputs"
-            )
-        try:
-            features = await asyncio.wait_for(
-                self.feature_client.get_online_features(model.feature_service, rows), self.feature_deadline_s
-            )
-        except TimeoutError as exc:
-            return self._feature_fallback(model, rows, "timeout", exc)
-        except PlatformError as exc:
-            if exc.status_code < 500:
-                raise
-            return self._feature_fallback(model, rows, "unavailable", exc)
-        except Exception as exc:  # noqa: BLE001 - transport errors of the client
-            return self._feature_fallback(model, rows, "error", exc)
-        if len(features) != len(rows):
-            return self._feature_fallback(model, rows, "bad_response", RuntimeError("row count mismatch"))
-        merged = []
-        for row, feats in zip(rows, features, strict=True):
-            merged.append({**(feats or {}), **row})
-        return merged
-
-    def _feature_fallback(
-        self, model: Any, rows: list[dict[str, Any]], reason: str, exc: BaseException
-    ) -> list[dict[str, Any]]:
-        self.metrics.feature_store_failures.labels(model.name, reason).inc()
-        detail = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        if not self.settings.feature_fallback_defaults:
-            log.warning("feature store %s for %s: %s", reason, model.name, detail)
-            raise Unavailable(
-                f"feature store unavailable ({reason}): cannot fetch features for model '{model.name}'"
-            )
-        log.warning(
-            "feature store %s for %s: %s; predicting with default feature values", reason, model.name, detail
+        rows = await self.enricher.rows(
+            req,
+            schema,
+            name=model.name,
+            label=f"'{model.name}'",
+            feature_service=model.feature_service,
+            entity_keys=model.entity_keys,
+            defaults=model.defaults,
         )
-        return [{**model.defaults, **row} for row in rows]
+        return frame_from_rows(rows, schema, allow_nan=self.allow_nan), rows, req
 
     def _log_payloads(
         self,
@@ -354,7 +331,7 @@ class DataPlane:
             span_ctx = trace.get_current_span().get_span_context()
             extra = None
             if rows is not None:
-                extra = {k: [r.get(k) for r in rows] for k in ENTITY_KEYS if k in rows[0]}
+                extra = {k: [r.get(k) for r in rows] for k in model.entity_keys if k in rows[0]}
             sink.submit(
                 PayloadBatch(
                     request_id=rid,

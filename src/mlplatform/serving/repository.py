@@ -28,6 +28,7 @@ from mlplatform.core.registry import (
     registry_client,
     resolve_version,
 )
+from mlplatform.features.enrich import entity_keys_from_tags
 from mlplatform.serving import cache
 from mlplatform.serving.batching import AdaptiveBatcher
 from mlplatform.serving.metrics import ServingMetrics
@@ -216,6 +217,7 @@ class ModelRepository:
             model = self._load_prepared(resolved)
         model.alias = ref.alias if ref.version is None else None
         model.feature_service = resolved.tags.get(TAG_FEATURE_SERVICE)
+        model.entity_keys = entity_keys_from_tags(resolved.tags)
         return model
 
     def _load_prepared(self, resolved: ResolvedVersion) -> LoadedModel:

@@ -291,6 +291,7 @@ class LoadedModel:
     check_rows: np.ndarray | None
     runtime_reason: str
     feature_service: str | None = None
+    entity_keys: tuple[str, ...] = ()  # of the feature service: the inputs an entity request names
     alias: str | None = None
     device: str = "cpu"
     defaults: dict[str, float] = field(default_factory=dict)

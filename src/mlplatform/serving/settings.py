@@ -9,9 +9,10 @@ from pydantic_settings import SettingsConfigDict
 
 from mlplatform.core.registry import DEMO_MODELS, ModelRef, parse_model_list
 from mlplatform.core.settings import ServiceSettings
+from mlplatform.features.client import FeatureStoreClientSettings
 
 
-class ServingSettings(ServiceSettings):
+class ServingSettings(ServiceSettings, FeatureStoreClientSettings):
     """Configuration of model-serving. Every field is read from ``SERVING_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore", populate_by_name=True)
@@ -93,23 +94,6 @@ class ServingSettings(ServiceSettings):
     )
     model_cache_dir: Path | None = Field(
         None, description="Where downloaded model artifacts are kept. Default: <data_dir>/serving/models."
-    )
-    feature_store_url: str | None = Field(
-        None,
-        description=(
-            "Feature-store base URL for entity-based inference (user_id/merchant_id instead of full "
-            "features). Entity requests get 422 when unset."
-        ),
-    )
-    feature_store_timeout_s: float = Field(
-        0.5, gt=0, description="Timeout of one online-feature lookup attempt, in seconds."
-    )
-    feature_store_retries: int = Field(
-        1, ge=0, le=5, description="Retries of a failed online-feature lookup."
-    )
-    feature_store_api_key_secret: str = Field(
-        "SERVING_FEATURE_STORE_API_KEY",
-        description="Name of the secret holding the API key (features:read scope) sent to the feature store.",
     )
     feature_fallback_defaults: bool = Field(
         False,

@@ -11,6 +11,7 @@ a single 2-D ``[N, n_columns]`` input in signature order). Errors are
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,6 @@ from mlplatform.core.errors import BadRequest, InvalidInput
 from mlplatform.v2.schema import COLUMN_ACCEPTS, COLUMN_DATATYPE, ColumnSpec, InputSchema
 from mlplatform.v2.types import DATATYPE_SET, DATATYPES, FLOAT_TYPES, INT_TYPES, SIGNED_INT_TYPES
 
-ENTITY_KEYS = ("user_id", "merchant_id")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _NON_FINITE = {"nan": math.nan, "inf": math.inf, "+inf": math.inf, "-inf": -math.inf}
 _NON_FINITE.update({"infinity": math.inf, "+infinity": math.inf, "-infinity": -math.inf})
@@ -412,10 +412,13 @@ class Frame:
     n_rows: int
 
 
-def is_entity_request(req: ParsedRequest, schema: InputSchema) -> bool:
-    """True when the request names entity keys the model does not take directly (feature lookup)."""
+def is_entity_request(req: ParsedRequest, schema: InputSchema, keys: Collection[str]) -> bool:
+    """True when the request names entity ``keys`` (the model's feature service's) that the model does not
+    take directly: its other inputs come from a feature lookup."""
+    if not keys:
+        return False
     names = set(schema.names)
-    return any(t.name in ENTITY_KEYS and t.name not in names for t in req.inputs)
+    return any(t.name in keys and t.name not in names for t in req.inputs)
 
 
 def _column_vector(t: Tensor) -> np.ndarray:
@@ -652,8 +655,9 @@ def frame_from_rows(rows: list[dict[str, Any]], schema: InputSchema, *, allow_na
     )
 
 
-def entity_rows(req: ParsedRequest) -> list[dict[str, Any]]:
-    """Turn the inputs of an entity request into per-row dicts (entity keys + request-time fields)."""
+def entity_rows(req: ParsedRequest, keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Turn the inputs of an entity request into per-row dicts (entity ``keys`` + request-time fields);
+    422 naming a missing key."""
     n_rows: int | None = None
     vectors: dict[str, np.ndarray] = {}
     for t in req.inputs:
@@ -663,9 +667,9 @@ def entity_rows(req: ParsedRequest) -> list[dict[str, Any]]:
         elif len(vec) != n_rows:
             raise InvalidInput(f"input '{t.name}': has {len(vec)} rows but other inputs have {n_rows}")
         vectors[t.name] = vec
-    for key in ENTITY_KEYS:
+    for key in keys:
         if key not in vectors:
-            raise InvalidInput(f"input '{key}': missing (entity requests need {' and '.join(ENTITY_KEYS)})")
+            raise InvalidInput(f"input '{key}': missing (entity requests need {' and '.join(keys)})")
     lists = {k: v.tolist() for k, v in vectors.items()}
     return [{k: v[i] for k, v in lists.items()} for i in range(n_rows or 0)]
 
@@ -674,6 +678,7 @@ def decode(
     doc: Any,  # noqa: ANN401 - a decoded JSON document, checked here
     schema: InputSchema,
     *,
+    entity_keys: Collection[str] = (),
     allow_nan: bool = False,
     max_rows: int = 10_000,
 ) -> tuple[Frame | None, ParsedRequest | None]:
@@ -681,13 +686,13 @@ def decode(
 
     Returns ``(frame, None)`` for the common request (the fast path: no ``Tensor`` objects),
     ``(frame, request)`` for any other valid request, and ``(None, request)`` for a request that names
-    entity keys instead of the model's inputs (the caller fetches the features, then
-    :func:`frame_from_rows`). Raises the 4xx naming the input for anything invalid.
+    ``entity_keys`` (the model's feature service's) instead of the model's inputs (the caller fetches the
+    features, then :func:`frame_from_rows`). Raises the 4xx naming the input for anything invalid.
     """
     frame = fast_numeric_frame(doc, schema, allow_nan=allow_nan, max_rows=max_rows)
     if frame is not None:
         return frame, None
     req = parse_infer_document(doc, max_rows=max_rows)
-    if is_entity_request(req, schema):
+    if is_entity_request(req, schema, entity_keys):
         return None, req
     return assemble_frame(req, schema, allow_nan=allow_nan), req

@@ -1,6 +1,6 @@
 """The feature store's secrets rotated live: a real ``redis-server``, a real feature-store process
 with ``secrets_backend=vault`` on the session's OpenBao (role mlplatform-dev-feature-store), and
-model-serving's own feature-store client (built by ``serving.app._feature_client`` with a Vault
+model-serving's own feature-store client (built by ``features.client.build_feature_client`` with a Vault
 backend logged in as mlplatform-dev-model-serving) reading online features back to back.
 
 1. The serving -> feature-store API key: the feature store's keyring {k1} -> {k1, k2}; serving's
@@ -19,7 +19,6 @@ import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -28,8 +27,8 @@ from prometheus_client import CollectorRegistry
 
 from mlplatform.core.auth import hash_key
 from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
+from mlplatform.features.client import build_feature_client
 from mlplatform.features.store import FeatureRepoPaths, OnlineStoreSpec, apply_definitions, open_store
-from mlplatform.serving.app import _feature_client
 from mlplatform.serving.settings import ServingSettings
 from tests.integration.features.conftest import REDIS_PASSWORD, redis_server  # noqa: F401 - fixture
 from tests.openbao import OpenBao
@@ -112,9 +111,10 @@ async def test_feature_store_key_and_redis_password_rotation_under_load(
     stop = asyncio.Event()
 
     with running_service("feature-store", env, tmp_path / "logs") as svc:
-        client = _feature_client(
+        client = build_feature_client(
             ServingSettings(feature_store_url=svc.url, feature_store_timeout_s=5.0),
-            SimpleNamespace(secrets=serving_secrets, registry=CollectorRegistry()),
+            serving_secrets,
+            CollectorRegistry(),
         )
 
         async def load() -> None:

@@ -13,7 +13,6 @@ import yaml
 from mlplatform.core.errors import PlatformError
 from mlplatform.features.client import FeatureStoreClient, FeatureStoreUnavailable
 from mlplatform.features.contract import MODEL_FEATURES, entity_snapshots, point_in_time_join
-from mlplatform.features.join import model_rows
 from mlplatform.features.settings import FeatureSettings
 from mlplatform.features.store import (
     FeatureRepoPaths,
@@ -110,27 +109,6 @@ def test_value_written_after_event_never_reaches_its_training_row(tmp_path: Path
     )
     seen = historical_training_frame(store, later).iloc[0]
     assert seen["user_txn_count_7d"] == 998
-
-
-def test_model_rows_fills_defaults_and_orders_columns() -> None:
-    rows = [
-        {
-            "user_id": 1,
-            "merchant_id": 2,
-            "amount": 50.0,
-            "hour": 3,
-            "merchant_category": 4,
-            "distance_from_home": 1.5,
-        }
-    ]
-    fetched = [{name: None for name in MODEL_FEATURES[4:]}]
-    fetched[0]["user_mean_amount_7d"] = 25.0
-    (out,) = model_rows(rows, fetched, MODEL_FEATURES)
-    assert list(out) == list(MODEL_FEATURES)
-    assert out["user_txn_count_1h"] == 0 and isinstance(out["user_txn_count_1h"], int)
-    assert out["amount_over_user_mean_7d"] == 2.0
-    with pytest.raises(KeyError, match="mystery"):
-        model_rows(rows, fetched, [*MODEL_FEATURES, "mystery"])
 
 
 async def test_client_reads_through_the_service(small_repo: SmallRepo) -> None:

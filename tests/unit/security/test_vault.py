@@ -472,16 +472,14 @@ def test_env_backend_registers_no_vault_metrics():
 
 
 async def test_outbound_feature_store_keys_follow_rotation(config, vault, clock):
-    """serving's and explain's feature-store clients (built by their apps' own factories) send the
-    rotated key after the next re-read, without a restart; the env backend cannot notify."""
-    from types import SimpleNamespace
-
+    """serving's and explain's feature-store clients (built by the one builder both apps use, from each
+    service's settings) send the rotated key after the next re-read, without a restart; the env backend
+    cannot notify."""
     from prometheus_client import CollectorRegistry
 
     from mlplatform.core.secrets import EnvSecretsBackend, follow_secret
-    from mlplatform.explain.app import _feature_client as explain_client
     from mlplatform.explain.settings import ExplainSettings
-    from mlplatform.serving.app import _feature_client as serving_client
+    from mlplatform.features.client import build_feature_client
     from mlplatform.serving.settings import ServingSettings
 
     vault.put(
@@ -489,10 +487,8 @@ async def test_outbound_feature_store_keys_follow_rotation(config, vault, clock)
     )
     backend = make(config, clock)
     url = "http://127.0.0.1:1"
-    serving = serving_client(
-        ServingSettings(feature_store_url=url), SimpleNamespace(secrets=backend, registry=CollectorRegistry())
-    )
-    explain = explain_client(ExplainSettings(feature_store_url=url), backend, CollectorRegistry())
+    serving = build_feature_client(ServingSettings(feature_store_url=url), backend, CollectorRegistry())
+    explain = build_feature_client(ExplainSettings(feature_store_url=url), backend, CollectorRegistry())
     assert serving._client.headers["Authorization"] == "Bearer fs-v1"
     assert explain._client.headers["Authorization"] == "Bearer ex-v1"
     vault.put(

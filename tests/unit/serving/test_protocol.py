@@ -219,8 +219,11 @@ def test_entity_request_rows_and_join():
             ]
         )
     )
-    assert is_entity_request(req, SCHEMA)
-    rows = entity_rows(req)
+    keys = ("user_id", "merchant_id")
+    assert is_entity_request(req, SCHEMA, keys)
+    assert not is_entity_request(req, SCHEMA, ("card_id",))  # the keys are the model's, not the protocol's
+    assert not is_entity_request(req, SCHEMA, ())
+    rows = entity_rows(req, keys)
     assert rows == [
         {"user_id": 7, "merchant_id": "m1", "amount": 5.0},
         {"user_id": 8, "merchant_id": "m2", "amount": 6.0},
@@ -230,4 +233,6 @@ def test_entity_request_rows_and_join():
     np.testing.assert_array_equal(f.matrix, [[5.0, 3, 1], [6.0, 3, 1]])
     with pytest.raises(InvalidInput, match="input 'hour': no value for row 0"):
         frame_from_rows(rows, SCHEMA)
-    assert not is_entity_request(parse_infer_request(body(named())), SCHEMA)
+    assert not is_entity_request(parse_infer_request(body(named())), SCHEMA, keys)
+    with pytest.raises(InvalidInput, match="input 'card_id': missing"):
+        entity_rows(req, ("card_id",))
