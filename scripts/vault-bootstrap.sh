@@ -6,7 +6,7 @@
 #       [--kubernetes-ca-cert FILE] [--token-reviewer-jwt-file FILE] [--audience AUD]
 #       [--disable-local-ca-jwt]
 #       [--ttl 1h] [--max-ttl 24h] [--seed-dir DIR] [--drift-database-url-file FILE]
-#       [--feature-database-url-file FILE] [--dry-run]
+#       [--feature-database-url-file FILE] [--mlflow-credentials-dir DIR] [--dry-run]
 #
 # What it does (with the `vault` CLI, VAULT_ADDR and a token allowed to manage auth, mounts and
 # policies in the environment):
@@ -29,7 +29,12 @@
 #   6. with --feature-database-url-file, the same for the key FEATURES_DATABASE_URL of
 #      <kv-mount>/mlplatform/<env>/feature-store (the feature store's Feast SQL registry and
 #      PostgreSQL offline store, shared by its replicas and its materialisation CronJob) and of
-#      <kv-mount>/mlplatform/<env>/retrain (where the retraining Job reads its training rows).
+#      <kv-mount>/mlplatform/<env>/retrain (where the retraining Job reads its training rows);
+#   7. with --mlflow-credentials-dir, for each identity with DIR/<identity>.username and
+#      DIR/<identity>.password, sets MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD of
+#      <kv-mount>/mlplatform/<env>/<identity> in one write (one new version: a service never reads a
+#      new username with an old password). The services follow them without a restart; rotate a
+#      password by changing it in MLflow, then re-running this with the new file.
 # The pods then run with VAULT_ROLE=mlplatform-<env>-<identity>,
 # VAULT_SECRET_PATH=mlplatform/<env>/<identity> (docs/security.md).
 # --dry-run prints the vault commands (and policy bodies) instead of running them.
@@ -63,6 +68,7 @@ MAX_TTL="24h"
 SEED_DIR=""
 DRIFT_DB_URL_FILE=""
 FEATURES_DB_URL_FILE=""
+MLFLOW_CREDENTIALS_DIR=""
 DRY_RUN=0
 DISABLE_LOCAL_CA_JWT=0
 
@@ -83,6 +89,7 @@ while [[ $# -gt 0 ]]; do
     --seed-dir) SEED_DIR="${2:-}"; shift 2 ;;
     --drift-database-url-file) DRIFT_DB_URL_FILE="${2:-}"; shift 2 ;;
     --feature-database-url-file) FEATURES_DB_URL_FILE="${2:-}"; shift 2 ;;
+    --mlflow-credentials-dir) MLFLOW_CREDENTIALS_DIR="${2:-}"; shift 2 ;;
     --dry-run) DRY_RUN=1; shift ;;
     --disable-local-ca-jwt) DISABLE_LOCAL_CA_JWT=1; shift ;;
     -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p;}' "${BASH_SOURCE[0]}"; exit 0 ;;
@@ -100,6 +107,7 @@ KV_MOUNT="${KV_MOUNT#/}"; KV_MOUNT="${KV_MOUNT%/}"
 [[ -z "$SEED_DIR" || -d "$SEED_DIR" ]] || die "--seed-dir $SEED_DIR is not a directory"
 [[ -z "$DRIFT_DB_URL_FILE" || -f "$DRIFT_DB_URL_FILE" ]] || die "--drift-database-url-file $DRIFT_DB_URL_FILE is not a file"
 [[ -z "$FEATURES_DB_URL_FILE" || -f "$FEATURES_DB_URL_FILE" ]] || die "--feature-database-url-file $FEATURES_DB_URL_FILE is not a file"
+[[ -z "$MLFLOW_CREDENTIALS_DIR" || -d "$MLFLOW_CREDENTIALS_DIR" ]] || die "--mlflow-credentials-dir $MLFLOW_CREDENTIALS_DIR is not a directory"
 
 if [[ -z "${VAULT_BIN:-}" ]]; then
   VAULT_BIN=vault
@@ -177,15 +185,19 @@ for pair in "${IDENTITIES[@]}"; do
   echo "$id (ServiceAccount $sa): VAULT_ROLE=$name VAULT_SECRET_PATH=mlplatform/$ENV_NAME/$id (namespace $NAMESPACE)"
 done
 
-# 5./6. A PostgreSQL URL: one key of an identity's secret, value from a file (never argv).
-set_url_key() {  # set_url_key IDENTITY KEY FILE
+# 5./6./7. Keys of an identity's secret in one write, values from files (never argv).
+set_keys() {  # set_keys IDENTITY KEY=@FILE...
   local path="mlplatform/$ENV_NAME/$1"
+  shift
   if [[ $DRY_RUN -eq 0 ]] && vault kv get -mount="$KV_MOUNT" "$path" >/dev/null 2>&1; then
-    run kv patch -mount="$KV_MOUNT" "$path" "$2=@$3"
+    run kv patch -mount="$KV_MOUNT" "$path" "$@"
   else
-    run kv put -mount="$KV_MOUNT" "$path" "$2=@$3"
+    run kv put -mount="$KV_MOUNT" "$path" "$@"
   fi
-  echo "$1: $2 of $KV_MOUNT/$path set from $3"
+}
+set_url_key() {  # set_url_key IDENTITY KEY FILE
+  set_keys "$1" "$2=@$3"
+  echo "$1: $2 of $KV_MOUNT/mlplatform/$ENV_NAME/$1 set from $3"
 }
 if [[ -n "$DRIFT_DB_URL_FILE" ]]; then
   set_url_key drift-detection DRIFT_DATABASE_URL "$DRIFT_DB_URL_FILE"
@@ -193,4 +205,13 @@ fi
 if [[ -n "$FEATURES_DB_URL_FILE" ]]; then
   set_url_key feature-store FEATURES_DATABASE_URL "$FEATURES_DB_URL_FILE"
   set_url_key retrain FEATURES_DATABASE_URL "$FEATURES_DB_URL_FILE"
+fi
+if [[ -n "$MLFLOW_CREDENTIALS_DIR" ]]; then
+  for entry in "${IDENTITIES[@]}"; do
+    id="${entry%%=*}"
+    user="$MLFLOW_CREDENTIALS_DIR/$id.username" pass="$MLFLOW_CREDENTIALS_DIR/$id.password"
+    [[ -f "$user" && -f "$pass" ]] || continue
+    set_keys "$id" "MLFLOW_TRACKING_USERNAME=@$user" "MLFLOW_TRACKING_PASSWORD=@$pass"
+    echo "$id: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD of $KV_MOUNT/mlplatform/$ENV_NAME/$id set from $MLFLOW_CREDENTIALS_DIR"
+  done
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -26,12 +27,25 @@ def copy_registry(demo_registry: Any, dest: Path) -> str:
 
 
 class MlflowServer:
-    """``mlflow server`` (tracking + registry) on ``port`` over the SQLite URI ``backend``."""
+    """``mlflow server`` (tracking + registry) on ``port`` over the SQLite URI ``backend``.
 
-    def __init__(self, backend: str, port: int, workdir: Path) -> None:
+    ``app_name``: ``mlflow server --app-name`` (``basic-auth``: MLflow's own username/password
+    authentication, configured by ``env``'s ``MLFLOW_AUTH_CONFIG_PATH``)."""
+
+    def __init__(
+        self,
+        backend: str,
+        port: int,
+        workdir: Path,
+        *,
+        app_name: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.backend = backend
         self.port = port
         self.workdir = workdir
+        self.app_name = app_name
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / f"mlflow-server-{port}.log"
 
@@ -56,7 +70,9 @@ class MlflowServer:
                     str(self.port),
                     "--workers",
                     "1",
+                    *(["--app-name", self.app_name] if self.app_name else []),
                 ],
+                env={**os.environ, **self.env} if self.env else None,
                 stdout=fh,
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,

@@ -24,6 +24,7 @@ from mlplatform.core.auth import ApiKeyAuth
 from mlplatform.core.errors import install_error_handlers
 from mlplatform.core.logging import AccessLog
 from mlplatform.core.metrics import HttpMetrics, metrics_router
+from mlplatform.core.mlflow_auth import follow_mlflow_credentials
 from mlplatform.core.pipeline import (
     FastHandler,
     FastRoute,
@@ -114,6 +115,7 @@ def build_context(
     registry = CollectorRegistry(auto_describe=True)
     secrets = secrets or build_secrets_backend(settings.secrets_backend)
     register_secrets_metrics(registry, secrets)
+    follow_mlflow_credentials(secrets)  # MLflow credentials from Vault, rotated without a restart
     provider = tracer_provider or build_tracer_provider(
         service,
         settings.otlp_endpoint,

@@ -137,6 +137,26 @@ class RestModelVersion:
     tags: dict[str, str]
 
 
+def _mlflow_env_auth():  # noqa: ANN202 - an httpx.Auth (httpx is imported lazily)
+    """httpx auth reading MLflow's credential variables at every request, as MLflow's own client
+    does, so rotated credentials (:mod:`mlplatform.core.mlflow_auth`) apply to the next call."""
+    import base64
+    import os
+
+    import httpx
+
+    class MlflowEnvAuth(httpx.Auth):
+        def auth_flow(self, request: httpx.Request):  # noqa: ANN202 - httpx's generator protocol
+            if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+                request.headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
+            elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
+                pair = f"{os.environ['MLFLOW_TRACKING_USERNAME']}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}"
+                request.headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+            yield request
+
+    return MlflowEnvAuth()
+
+
 class RestRegistryClient:
     """Model-version look-ups over the MLflow REST API (``/api/2.0/mlflow/...``) with httpx.
 
@@ -144,8 +164,9 @@ class RestRegistryClient:
     SQLAlchemy, pandas); a serving pod whose model is already in its cache needs only these two
     GETs to know which version to serve. Credentials and TLS follow the variables MLflow's own
     client reads: ``MLFLOW_TRACKING_TOKEN`` (bearer) or ``MLFLOW_TRACKING_USERNAME`` /
-    ``MLFLOW_TRACKING_PASSWORD`` (basic), ``MLFLOW_TRACKING_INSECURE_TLS``,
-    ``MLFLOW_TRACKING_SERVER_CERT_PATH``, ``MLFLOW_HTTP_REQUEST_TIMEOUT``.
+    ``MLFLOW_TRACKING_PASSWORD`` (basic), read at every request (rotated credentials apply to the
+    next call), ``MLFLOW_TRACKING_INSECURE_TLS``, ``MLFLOW_TRACKING_SERVER_CERT_PATH``,
+    ``MLFLOW_HTTP_REQUEST_TIMEOUT``.
     """
 
     def __init__(self, tracking_uri: str, *, transport: object | None = None) -> None:
@@ -154,12 +175,6 @@ class RestRegistryClient:
         import httpx
 
         self.tracking_uri = tracking_uri
-        headers = {}
-        auth = None
-        if os.environ.get("MLFLOW_TRACKING_TOKEN"):
-            headers["Authorization"] = f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"
-        elif os.environ.get("MLFLOW_TRACKING_USERNAME"):
-            auth = (os.environ["MLFLOW_TRACKING_USERNAME"], os.environ.get("MLFLOW_TRACKING_PASSWORD", ""))
         verify: bool | str = True
         if os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true":
             verify = False
@@ -170,8 +185,7 @@ class RestRegistryClient:
         )
         self._http = httpx.Client(
             base_url=tracking_uri.rstrip("/"),
-            headers=headers,
-            auth=auth,
+            auth=_mlflow_env_auth(),
             verify=verify,
             timeout=timeout,
             transport=transport,  # type: ignore[arg-type]

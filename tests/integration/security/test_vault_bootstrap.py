@@ -200,3 +200,28 @@ def test_feature_database_url_is_one_key_of_the_feature_store_and_retrain_secret
         and "--feature-database-url-file" in proc.stderr
         and "is not a file" in proc.stderr
     )
+
+
+def test_mlflow_credentials_are_written_per_identity_in_one_version(bao, tmp_path):
+    """--mlflow-credentials-dir sets MLFLOW_TRACKING_USERNAME and _PASSWORD of each identity that has
+    both files, in one write (one new version), patching only those keys; the values stay in files."""
+    creds = tmp_path / "mlflow"
+    creds.mkdir()
+    (creds / "model-serving.username").write_text("model-serving")
+    (creds / "model-serving.password").write_text("mlfl0w-serving-pw")
+    (creds / "explainability.username").write_text("explainability")  # no password file: skipped
+    bao.put("mlplatform/prod/model-serving", {"MLPLATFORM_API_KEYS": "k"})
+    out = bootstrap(bao, "prod", "--mlflow-credentials-dir", str(creds))
+    assert _read(bao, "mlplatform/prod/model-serving") == (
+        {
+            "MLPLATFORM_API_KEYS": "k",
+            "MLFLOW_TRACKING_USERNAME": "model-serving",
+            "MLFLOW_TRACKING_PASSWORD": "mlfl0w-serving-pw",
+        },
+        2,
+    )
+    assert "model-serving: MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in out
+    assert "explainability: MLFLOW" not in out
+    assert "mlfl0w-serving-pw" not in out
+    proc = run(bao, ["--env", "prod", "--mlflow-credentials-dir", str(tmp_path / "missing")], check=False)
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr
