@@ -234,6 +234,22 @@ def _train(
     return step
 
 
+#: Held-out articles in drift detection's reference for the summarizer (``reference/reference.parquet``).
+REFERENCE_ROWS = 500
+
+
+def text_reference(n: int = REFERENCE_ROWS, seed: int = 1_000_003) -> Any:
+    """Drift detection's reference (a DataFrame): held-out generated articles (``text_input``) and their
+    summaries (``text_output``; the templates' summaries, not the model's: generating 500 would take
+    minutes on a CPU)."""
+    import pandas as pd
+
+    articles = generate_articles(n, seed)
+    return pd.DataFrame(
+        {"text_input": [a.text for a in articles], "text_output": [a.summary for a in articles]}
+    )
+
+
 def log_and_register_text_model(
     model_dir: Path,
     tracking_uri: str,
@@ -274,6 +290,10 @@ def log_and_register_text_model(
             if params:
                 mlflow.log_params(params)
             mlflow.set_tags({"mlplatform.model": name})
+            with tempfile.TemporaryDirectory() as tmp:  # drift detection's reference, as for tabular models
+                reference = Path(tmp) / "reference.parquet"
+                text_reference().to_parquet(reference, index=False)
+                mlflow.log_artifact(str(reference), artifact_path="reference")
             info = mlflow.transformers.log_model(
                 transformers_model=pipe,
                 name="model",

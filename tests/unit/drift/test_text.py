@@ -143,3 +143,21 @@ def test_detector_takes_text_outputs_and_unwraps_one_element_rows(tmp_path) -> N
     tabular.load_frame(pd.DataFrame({"amount": [1.0], "prediction": [0.5]}))
     inputs = {"amount": 2.0}
     assert tabular.columns_of(inputs, {"fraud_probability": 0.3}) is inputs  # no copy on the tabular path
+
+
+def test_the_summarizers_reference_is_text_and_fresh_articles_do_not_drift() -> None:
+    """What training logs as the summarizer's reference: two text columns; new articles from the same
+    generator do not drift, licence paragraphs do."""
+    from mlplatform.training.text import generate_articles, text_reference
+
+    reference = text_reference()
+    assert list(reference.columns) == ["text_input", "text_output"]
+    assert [stats.infer_column_type(reference[c]) for c in reference] == [stats.TEXT, stats.TEXT]
+    fresh = generate_articles(200, seed=77)
+    current = pd.DataFrame({"text_input": [a.text for a in fresh], "text_output": [a.summary for a in fresh]})
+    prepared = stats.PreparedReference(reference)
+    calm = stats.dataset_drift(prepared, current, ["text_input", "text_output"])
+    assert [calm.columns[c].column_type for c in calm.feature_names] == [stats.TEXT, stats.TEXT]
+    assert not calm.dataset_drift, stats.as_json(calm)
+    foreign = current.assign(text_input=sample(licenses(), 200, seed=77))
+    assert stats.dataset_drift(prepared, foreign, ["text_input", "text_output"]).columns["text_input"].drifted
