@@ -18,6 +18,7 @@ from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.repository import ModelRepository
 from mlplatform.serving.routes import build_router, infer_handler, match_infer
 from mlplatform.serving.settings import ServingSettings
+from mlplatform.serving.text.routes import build_text_router
 
 log = logging.getLogger("mlplatform.serving")
 
@@ -78,7 +79,7 @@ def create_app(
         "registered MLflow models.",
         lifespan=lifespan,
         is_ready=plane.ready,
-        routers=[build_router(plane, handler)],
+        routers=[build_router(plane, handler), build_text_router(plane)],
     )
     # V2 infer is a fast route: served ahead of FastAPI's routing by the request pipeline
     app.fast_routes = (FastRoute("POST", match_infer, handler),)

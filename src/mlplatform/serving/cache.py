@@ -241,6 +241,13 @@ def prepare(job: dict[str, Any]) -> Path:
     cache_dir = Path(job["cache_dir"])
     client = mlflow_client(job["tracking_uri"])
     folder = download_model(client, resolved, cache_dir, job["tracking_uri"])
+    from mlplatform.serving.text.runtime import is_text_model
+
+    if is_text_model(folder):  # nothing to convert: the entry says so, serving loads it with torch
+        meta = {"fingerprint": fingerprint(job["runtime"], job["tolerance"]), "runtime": "torch"}
+        meta |= {"artefact_sha256": artefact_digest(folder), "name": resolved.name, "version": resolved.version}
+        meta |= {"platform": "transformers", "runtime_reason": "text model: torch", "prepared_at": time.time()}
+        return write_entry(cache_dir, resolved.name, resolved.version, meta=meta, onnx=None, check_rows=None)
     model = load_local_model(
         folder,
         name=resolved.name,

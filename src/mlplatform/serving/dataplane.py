@@ -238,6 +238,8 @@ class DataPlane:
             model_version = handle.model.version
             doc = load_json(body) if body is not None else None
             frame, inputs_rows, req = await self._frame(handle, doc, req)
+            if (check := getattr(handle.model.runtime, "check_frame", None)) is not None:
+                check(frame)  # text models: strings, not empty, within the context (per request, before batching)
             try:
                 pred = await handle.batcher.submit(frame)
             except BatcherClosed:

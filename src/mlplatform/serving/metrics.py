@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from mlplatform.core.metrics import LABEL_MODEL, LABEL_OUTCOME, LABEL_VERSION, LATENCY_BUCKETS
+from mlplatform.serving.text.metrics import GenerationMetrics
 
 LABEL_RUNTIME = "runtime"
 LABEL_REASON = "reason"
@@ -79,6 +80,7 @@ class ServingMetrics:
             [LABEL_MODEL, LABEL_REASON],
             registry=registry,
         )
+        self.generation = GenerationMetrics(registry)  # text models (serving/text)
         self._children: dict[tuple[str, str, str], tuple[object, object]] = {}
 
     def observe_request(self, model: str, version: str, outcome: str, seconds: float) -> None:

@@ -216,6 +216,8 @@ class ModelRepository:
         else:
             model = self._load_prepared(resolved)
         model.alias = ref.alias if ref.version is None else None
+        if (scheduler := getattr(model.runtime, "scheduler", None)) is not None:  # text generation models
+            scheduler.metrics = self.metrics.generation
         model.feature_service = resolved.tags.get(TAG_FEATURE_SERVICE)
         model.entity_keys = entity_keys_from_tags(resolved.tags)
         return model

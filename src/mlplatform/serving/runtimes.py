@@ -304,6 +304,8 @@ class LoadedModel:
     def unload(self) -> None:
         """Drop references to the runtime objects (memory is freed once no request holds them)."""
         self.native = None
+        if (close := getattr(self.runtime, "close", None)) is not None:  # a text model's scheduler
+            close()
 
     def metadata_parameters(self) -> dict[str, Any]:
         return {
@@ -369,6 +371,10 @@ def load_local_model(
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     start = time.perf_counter()
+    from mlplatform.serving.text.runtime import is_text_model, load_text_model
+
+    if is_text_model(folder):  # transformers pipelines and string-input pyfunc models: serving/text
+        return load_text_model(folder, name=name, version=version, torch_device=torch_device)
     mlmodel = Model.load(str(folder / "MLmodel"))
     schema = schema_from_signature(mlmodel.signature)
     flavors = mlmodel.flavors

@@ -143,7 +143,8 @@ def build_text_model(
     """Build the demo summarizer into ``out_dir`` (``save_pretrained`` layout) and return it.
 
     ``train_seconds`` bounds training by wall-clock time, ``steps`` by optimizer steps (whichever
-    ends first; both ``0``/``None``: untrained, random weights, a few seconds). ``threads`` caps
+    ends first; both ``0``/``None``: untrained, random weights that never end a sequence before
+    ``max_tokens``, a few seconds). ``threads`` caps
     torch's intra-op threads while training (the machine is shared). About 1 s a step of 32 articles on
     a busy 2-core machine.
     """
@@ -174,7 +175,14 @@ def build_text_model(
         n_positions=CONTEXT_LENGTH,
     )
     model = T5ForConditionalGeneration(config)
-    if train_seconds > 0 or steps:
+    if not (train_seconds > 0 or steps):
+        # Untrained (tests): random weights often pick a special token (end of sequence, padding) at
+        # every step and answer nothing; zero special-token embeddings (tied output layer: logit 0)
+        # make it write words until max_tokens.
+        with torch.no_grad():
+            for tid in tokenizer.all_special_ids:
+                model.shared.weight[tid].zero_()
+    else:
         prev_threads = torch.get_num_threads()
         if threads:
             torch.set_num_threads(threads)

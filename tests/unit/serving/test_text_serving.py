@@ -1,0 +1,232 @@
+"""Text models in model-serving: the real summarizer (MLflow transformers flavour) served by the real app.
+
+V2 infer with BYTES in and out, the generate extension (generate, generate_stream), batching of
+concurrent generations (each caller gets exactly what it would get alone), bad input as a 422 naming
+the field, generation metrics, payload logging of text. Reference outputs come from transformers'
+own ``generate`` (greedy) on the model directory the registry was built from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from mlplatform.core.secrets import EnvSecretsBackend
+from mlplatform.serving.app import create_app
+from mlplatform.serving.settings import ServingSettings
+from mlplatform.training.text import article_of_tokens
+from tests.helpers import wait_until
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+ARTICLES = [
+    "Lisbon , Monday . Acme said on Monday that it will open 12 stores in Lisbon .",
+    "Oslo , Friday . Hooli said on Friday that it will buy 4 startups in Oslo . Analysts said the move "
+    "had been expected for several months .",
+    "Quito , Tuesday . Wonka said on Tuesday that it will plant 30 trees in Quito .",
+]
+
+
+class Sink:
+    """Records what the data plane hands to the payload logger."""
+
+    def __init__(self) -> None:
+        self.batches: list[Any] = []
+
+    def submit(self, batch: Any) -> None:  # noqa: ANN401
+        self.batches.append(batch)
+
+
+@pytest.fixture(scope="module")
+def reference(text_model_dir: Path):  # noqa: ANN201
+    """Greedy ``generate`` of transformers itself: the text each request must get."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(text_model_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(text_model_dir).eval()
+
+    def generate(text: str, max_tokens: int) -> str:
+        with torch.no_grad():
+            out = model.generate(**tok(text, return_tensors="pt"), max_new_tokens=max_tokens, do_sample=False)
+        return tok.decode(out[0], skip_special_tokens=True)
+
+    generate.tokenizer = tok  # type: ignore[attr-defined]
+    return generate
+
+
+@pytest.fixture(scope="module")
+async def served(text_registry, tmp_path_factory):  # noqa: ANN001, ANN201
+    """The serving app with summarizer@champion, through the prepare child (runtime auto, as deployed)."""
+    tmp = tmp_path_factory.mktemp("text-serving")
+    settings = ServingSettings(
+        data_dir=tmp,
+        mlflow_tracking_uri=text_registry.tracking_uri,
+        models="summarizer",
+        auth_enabled=False,
+        poll_interval_s=0,
+        model_cache_dir=tmp / "cache",
+    )
+    sink = Sink()
+    app = create_app(settings, secrets=EnvSecretsBackend({}), payload_sink=sink)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
+        )
+        await stack.enter_async_context(client)
+        await wait_until(app.state.repository.ready, 120)
+        yield app, client, sink
+
+
+async def test_metadata_names_the_text_tensors(served) -> None:  # noqa: ANN001
+    app, client, _ = served
+    r = await client.get("/v2/models/summarizer")
+    assert r.status_code == 200, r.text
+    meta = r.json()
+    assert meta["platform"] == "transformers"
+    assert meta["inputs"] == [{"name": "text_input", "datatype": "BYTES", "shape": [-1]}]
+    assert meta["outputs"] == [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
+    assert meta["parameters"]["runtime"] == "torch"
+    # prepared by the cache's child process: an entry saying torch, nothing converted
+    entry = orjson.loads(
+        next((app.state.repository.settings.model_cache_dir).rglob("entry.json")).read_bytes()
+    )
+    assert entry["runtime"] == "torch" and entry["platform"] == "transformers"
+
+
+@pytest.mark.parametrize("shape", [[2], [2, 1]])
+async def test_v2_infer_bytes_in_and_out(served, reference, shape) -> None:  # noqa: ANN001
+    _, client, sink = served
+    body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": shape, "data": ARTICLES[:2]}]}
+    r = await client.post("/v2/models/summarizer/infer", json=body)
+    assert r.status_code == 200, r.text
+    (out,) = r.json()["outputs"]
+    assert out["name"] == "text_output" and out["datatype"] == "BYTES" and out["shape"] == [2]
+    assert out["data"] == [reference(a, 32) for a in ARTICLES[:2]]
+    last = sink.batches[-1]
+    assert list(last.columns["text_input"]) == ARTICLES[:2]
+    assert list(last.outputs["text_output"]) == out["data"]
+
+
+async def test_generate_and_generate_stream_agree_with_transformers(served, reference) -> None:  # noqa: ANN001
+    _, client, sink = served
+    body = {"text_input": ARTICLES[0], "parameters": {"max_tokens": 6}}
+    r = await client.post("/v2/models/summarizer/generate", json=body)
+    assert r.status_code == 200, r.text
+    want = reference(ARTICLES[0], 6)
+    assert r.json() == {"model_name": "summarizer", "model_version": "1", "text_output": want}
+    assert sink.batches[-1].outputs["text_output"][0] == want
+    r = await client.post("/v2/models/summarizer/versions/1/generate_stream", json=body)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    events = [orjson.loads(line[6:]) for line in r.text.split("\n\n") if line.startswith("data: ")]
+    assert len(events) >= 3  # one per token at least for a model that writes words
+    assert "".join(e["text_output"] for e in events) == want
+    assert events[-1]["finish_reason"] and all(e["model_version"] == "1" for e in events)
+    # Triton's form: parameters beside text_input
+    r = await client.post("/v2/models/summarizer/generate", json={"text_input": ARTICLES[0], "max_tokens": 3})
+    assert r.json()["text_output"] == reference(ARTICLES[0], 3)
+
+
+async def test_concurrent_generations_are_batched_and_each_gets_its_own_text(served, reference) -> None:  # noqa: ANN001
+    app, client, _ = served
+    scheduler = app.state.repository.get("summarizer").model.runtime.scheduler
+    scheduler.batches.clear()
+    jobs = [(ARTICLES[i % 3], 3 + 2 * i) for i in range(6)]
+    stop_text = reference(ARTICLES[1], 6)
+    stop = stop_text.split()[2] if len(stop_text.split()) > 2 else stop_text[-2:]
+
+    async def one(text: str, n: int) -> str:
+        r = await client.post(
+            "/v2/models/summarizer/generate", json={"text_input": text, "parameters": {"max_tokens": n}}
+        )
+        assert r.status_code == 200, r.text
+        return r.json()["text_output"]
+
+    async def stopped() -> str:
+        body = {"text_input": ARTICLES[1], "parameters": {"max_tokens": 20, "stop": [stop]}}
+        r = await client.post("/v2/models/summarizer/generate", json=body)
+        return r.json()["text_output"]
+
+    outs = await asyncio.gather(*(one(t, n) for t, n in jobs), stopped())
+    assert outs[:-1] == [reference(t, n) for t, n in jobs]
+    full = reference(ARTICLES[1], 20)
+    assert outs[-1] == full[: full.find(stop)]
+    assert max(scheduler.batches) >= 2, scheduler.batches
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"text_input": ""}, "text_input: is empty"),
+        ({"text_input": "   "}, "text_input: is empty"),
+        ({"text_input": 5}, "text_input: must be a string"),
+        ({"parameters": {}}, "text_input: missing"),
+        ({"text_input": "x", "parameters": {"max_tokens": 0}}, "parameters.max_tokens: 0 is out of range"),
+        ({"text_input": "x", "parameters": {"max_tokens": 10**6}}, "parameters.max_tokens"),
+        ({"text_input": "x", "parameters": {"max_tokens": "8"}}, "parameters.max_tokens: must be an integer"),
+        ({"text_input": "x", "parameters": {"temperature": -1}}, "parameters.temperature"),
+        ({"text_input": "x", "parameters": {"top_p": 0}}, "parameters.top_p"),
+        ({"text_input": "x", "parameters": {"stop": [""]}}, "parameters.stop[0]"),
+        ({"text_input": "x", "parameters": {"seed": "a"}}, "parameters.seed"),
+        ({"text_input": "x", "parameters": []}, "parameters: must be an object"),
+    ],
+)
+async def test_generate_bad_input_is_a_422_naming_the_field(served, body, field) -> None:  # noqa: ANN001
+    _, client, _ = served
+    for path in ("generate", "generate_stream"):
+        r = await client.post(f"/v2/models/summarizer/{path}", json=body)
+        assert r.status_code == 422, r.text
+        assert field in r.json()["error"]
+
+
+async def test_input_over_the_context_length_is_a_422(served, reference) -> None:  # noqa: ANN001
+    _, client, _ = served
+    long = article_of_tokens(reference.tokenizer, 600)
+    r = await client.post("/v2/models/summarizer/generate", json={"text_input": long})
+    assert r.status_code == 422
+    assert "text_input: 600 tokens, over the model's context length of 512" in r.json()["error"]
+    body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [2], "data": ["fine", long]}]}
+    r = await client.post("/v2/models/summarizer/infer", json=body)
+    assert r.status_code == 422 and "input 'text_input' element 1: 600 tokens" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [([1, 2], "is not a string for datatype BYTES"), (["ok", ""], "input 'text_input' element 1: is empty")],
+)
+async def test_v2_infer_bad_text_is_a_422(served, data, message) -> None:  # noqa: ANN001
+    _, client, _ = served
+    body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [2], "data": data}]}
+    r = await client.post("/v2/models/summarizer/infer", json=body)
+    assert r.status_code == 422, r.text
+    assert message in r.json()["error"] and "text_input" in r.json()["error"]
+
+
+async def test_generation_metrics(served) -> None:  # noqa: ANN001
+    _, client, _ = served
+    await client.post(
+        "/v2/models/summarizer/generate", json={"text_input": ARTICLES[2], "parameters": {"max_tokens": 4}}
+    )
+    await client.post("/v2/models/summarizer/generate", json={"text_input": ""})
+    text = (await client.get("/metrics")).text
+    for name in (
+        "mlplatform_serving_generation_time_to_first_token_seconds_count",
+        "mlplatform_serving_generation_duration_seconds_count",
+        "mlplatform_serving_generation_tokens_per_second_count",
+        "mlplatform_serving_generation_input_tokens_sum",
+        "mlplatform_serving_generation_output_tokens_sum",
+        "mlplatform_serving_generation_batch_size_count",
+    ):
+        assert any(
+            line.startswith(name + "{") and 'model="summarizer"' in line for line in text.splitlines()
+        ), name
+    assert 'mlplatform_serving_generation_errors_total{kind="invalid_input",model="summarizer"}' in text
+    assert 'mlplatform_serving_generation_in_flight{model="summarizer"} 0.0' in text
