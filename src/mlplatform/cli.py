@@ -397,6 +397,11 @@ def up(
     env.setdefault("EXPLAIN_FEATURE_STORE_URL", "http://127.0.0.1:8081")
     # model-serving's gRPC port (default 8081) would collide with the feature store's HTTP port here
     env.setdefault("SERVING_GRPC_PORT", "8090")
+    # the demo summarizer (V2 infer, generate, generate_stream) beside the tabular demo models
+    from mlplatform.core.registry import DEMO_MODELS
+    from mlplatform.training.text import SUMMARIZER_MODEL_NAME
+
+    env.setdefault("SERVING_MODELS", ",".join((*DEMO_MODELS, SUMMARIZER_MODEL_NAME)))
     # the demo models' segments: merchant category and hour bucket (docs/quality.md)
     env.setdefault(
         "DRIFT_SEGMENTS",
