@@ -1,10 +1,12 @@
 """The feature store's secrets rotated live: a real ``redis-server``, a real feature-store process
 with ``secrets_backend=vault`` on the session's OpenBao (role mlplatform-dev-feature-store), and
-model-serving's own feature-store client (built by ``features.client.build_feature_client`` with a Vault
-backend logged in as mlplatform-dev-model-serving) reading online features back to back.
+model-serving's and explainability's own feature-store clients (built by
+``features.client.build_feature_client`` with Vault backends logged in as mlplatform-dev-model-serving
+and mlplatform-dev-explainability) reading online features back to back.
 
-1. The serving -> feature-store API key: the feature store's keyring {k1} -> {k1, k2}; serving's
-   ``SERVING_FEATURE_STORE_API_KEY`` k1 -> k2 (followed without a restart); keyring -> {k2}: k1 refused.
+1. The outbound feature-store API keys: the feature store's keyring {k1} -> {k1, k2}; serving's
+   ``SERVING_FEATURE_STORE_API_KEY`` and explainability's ``EXPLAIN_FEATURE_STORE_API_KEY`` k1 -> k2
+   (followed without a restart); keyring -> {k2}: k1 refused.
 2. The Redis password, as an operator does it with Redis ACLs: add the new password to the user,
    write it to Vault, wait for the service to apply it, remove the old password and drop every open
    connection, so the service can only go on with the new one; the old one is refused by Redis.
@@ -27,6 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from mlplatform.core.auth import hash_key
 from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
+from mlplatform.explain.settings import ExplainSettings
 from mlplatform.features.client import build_feature_client
 from mlplatform.features.store import FeatureRepoPaths, OnlineStoreSpec, apply_definitions, open_store
 from mlplatform.serving.settings import ServingSettings
@@ -39,6 +42,7 @@ pytestmark = pytest.mark.integration
 
 PATH = "mlplatform/dev/feature-store"
 SERVING_PATH = "mlplatform/dev/model-serving"
+EXPLAIN_PATH = "mlplatform/dev/explainability"
 NEW_PASSWORD = "r3dis-rotated-Secret"
 K1, K2 = "fs-key-one-outbound", "fs-key-two-outbound"
 
@@ -89,25 +93,30 @@ async def test_feature_store_key_and_redis_password_rotation_under_load(
         "VAULT_SA_TOKEN_PATH": str(jwt),
         "VAULT_REFRESH_INTERVAL_S": "0.5",
     }
-    serving_jwt = tmp_path / "model-serving.jwt"
-    serving_jwt.write_text(openbao.kube.mint("mlplatform-dev", "model-serving"))
-    serving_secrets = VaultSecretsBackend(
-        VaultConfig(
+    openbao.put(EXPLAIN_PATH, {"EXPLAIN_FEATURE_STORE_API_KEY": K1})
+
+    def login_as(service: str, path: str) -> VaultSecretsBackend:
+        token = tmp_path / f"{service}.jwt"
+        token.write_text(openbao.kube.mint("mlplatform-dev", service))
+        config = VaultConfig(
             addr=openbao.addr,
-            role="mlplatform-dev-model-serving",
-            secret_paths=(SERVING_PATH,),
-            token_path=serving_jwt,
+            role=f"mlplatform-dev-{service}",
+            secret_paths=(path,),
+            token_path=token,
             refresh_interval_s=0.5,
-        ),
-        tick_interval_s=0.1,
-    )
+        )
+        return VaultSecretsBackend(config, tick_interval_s=0.1)
+
+    serving_secrets = login_as("model-serving", SERVING_PATH)
+    explain_secrets = login_as("explainability", EXPLAIN_PATH)
     admin = redis.Redis(host=host, port=int(port), password=REDIS_PASSWORD)
     tx = repo.transactions.tail(3)
     rows = [
         {"user_id": int(u), "merchant_id": int(m), "amount": 80.0}
         for u, m in zip(tx["user_id"], tx["merchant_id"], strict=True)
     ]
-    reads: list[tuple[str, str]] = []  # (key sent, "ok" or the error)
+    reads: list[tuple[str, str]] = []  # serving's client: (key sent, "ok" or the error)
+    explain_reads: list[tuple[str, str]] = []  # explainability's client, the same
     stop = asyncio.Event()
 
     with running_service("feature-store", env, tmp_path / "logs") as svc:
@@ -116,16 +125,25 @@ async def test_feature_store_key_and_redis_password_rotation_under_load(
             serving_secrets,
             CollectorRegistry(),
         )
+        explain_client = build_feature_client(
+            ExplainSettings(feature_store_url=svc.url, feature_store_timeout_s=5.0),
+            explain_secrets,
+            CollectorRegistry(),
+        )
+
+        async def read(c, out: list[tuple[str, str]]) -> None:  # noqa: ANN001
+            sent = c._client.headers.get("Authorization", "")
+            try:
+                got = await c.get_online_features("fraud_detection_v1", rows)
+                ok = len(got) == len(rows) and all(r.get("user_txn_count_24h") is not None for r in got)
+                out.append((sent, "ok" if ok else f"empty values: {got}"))
+            except Exception as exc:  # noqa: BLE001 - counted as a failed read
+                out.append((sent, repr(exc)))
 
         async def load() -> None:
             while not stop.is_set():
-                sent = client._client.headers.get("Authorization", "")
-                try:
-                    got = await client.get_online_features("fraud_detection_v1", rows)
-                    ok = len(got) == len(rows) and all(r.get("user_txn_count_24h") is not None for r in got)
-                    reads.append((sent, "ok" if ok else f"empty values: {got}"))
-                except Exception as exc:  # noqa: BLE001 - counted as a failed read
-                    reads.append((sent, repr(exc)))
+                await read(client, reads)
+                await read(explain_client, explain_reads)
 
         def accepted(key: str) -> bool:
             r = httpx.post(
@@ -138,11 +156,13 @@ async def test_feature_store_key_and_redis_password_rotation_under_load(
         task = asyncio.create_task(load())
         try:
             await until(lambda: len(reads) > 20)
-            # 1. the serving -> feature-store key
+            # 1. the serving -> feature-store and explainability -> feature-store keys
             openbao.put(PATH, {**secret, "MLPLATFORM_API_KEYS": keyring(K1, K2)})
             await until(lambda: accepted(K2))
             openbao.put(SERVING_PATH, {"SERVING_FEATURE_STORE_API_KEY": K2})
+            openbao.put(EXPLAIN_PATH, {"EXPLAIN_FEATURE_STORE_API_KEY": K2})
             switched = await until(lambda: client._client.headers.get("Authorization") == f"Bearer {K2}")
+            await until(lambda: explain_client._client.headers.get("Authorization") == f"Bearer {K2}")
             secret["MLPLATFORM_API_KEYS"] = keyring(K2)
             openbao.put(PATH, secret)
             await until(lambda: not accepted(K1))
@@ -164,12 +184,17 @@ async def test_feature_store_key_and_redis_password_rotation_under_load(
             stop.set()
             await task
             await client.aclose()
+            await explain_client.aclose()
             serving_secrets.close()
+            explain_secrets.close()
         logs = svc.logs()
     admin.close()
     failed = [r for r in reads if r[1] != "ok"]
     assert failed == [], f"{len(failed)} of {len(reads)} reads failed: {failed[:3]}"
     assert {k for k, _ in reads} == {f"Bearer {K1}", f"Bearer {K2}"}
+    failed = [r for r in explain_reads if r[1] != "ok"]
+    assert failed == [], f"explainability: {len(failed)} of {len(explain_reads)} reads failed: {failed[:3]}"
+    assert {k for k, _ in explain_reads} == {f"Bearer {K1}", f"Bearer {K2}"}
     assert killed >= 1  # the service's Redis connections were dropped and re-made with the new password
     for value in (REDIS_PASSWORD, NEW_PASSWORD, K1, K2):
         assert value not in logs
