@@ -28,6 +28,7 @@ from mlplatform.explain.inputs import feature_matrix
 from mlplatform.explain.loader import load_model_version
 from mlplatform.explain.metrics import ExplainMetrics
 from mlplatform.explain.settings import ExplainSettings
+from mlplatform.explain.text import TextModel, TextShapExplainer, explain_text
 from mlplatform.features.enrich import FeatureEnricher
 from mlplatform.v2.codec import parse_infer_request
 
@@ -188,7 +189,10 @@ class ExplainDataPlane:
         work_dir = self._work_dir or Path(tempfile.mkdtemp(prefix="mlplatform-explain-"))
         self._work_dir = work_dir
         loaded = load_model_version(self.client, resolved, work_dir)
-        explainer = choose_explainer(loaded, self.settings)
+        if isinstance(loaded, TextModel):
+            explainer: Any = TextShapExplainer(loaded, self.settings)
+        else:
+            explainer = choose_explainer(loaded, self.settings)
         explainer.load()
         elapsed = time.perf_counter() - start
         self.metrics.build.labels(resolved.name, resolved.version, explainer.kind).observe(elapsed)
@@ -232,6 +236,8 @@ class ExplainDataPlane:
         """SHAP explanation of every row of a V2 request body (the ExplainResponse document)."""
         explainer = await self.explainer_for(name, version)
         req = parse_infer_request(body, max_rows=self.settings.max_rows)
+        if isinstance(explainer, TextShapExplainer):  # token attributions (TextExplainResponse)
+            return await explain_text(explainer, req, self.settings, self.metrics, request_id)
         k = self._top_k(top_k, req.parameters, len(explainer.feature_names))
         model = explainer.model
         matrix = await feature_matrix(req, model, self.enricher)
@@ -254,6 +260,10 @@ class ExplainDataPlane:
     async def importance(self, name: str, version: str | None = None) -> dict[str, Any]:
         """Global mean |SHAP| per feature over the reference sample (the ImportanceResponse body)."""
         explainer = await self.explainer_for(name, version)
+        if isinstance(explainer, TextShapExplainer):
+            raise InvalidInput(
+                f"model {explainer.model.label} is a text model: no global importance, use /explain"
+            )
         self.metrics.cache(name, CACHE_IMPORTANCE, explainer.importance_cached)
         values, rows = await asyncio.to_thread(explainer.importance)
         order = np.argsort(-values, kind="stable")

@@ -11,6 +11,7 @@ import pandas as pd
 from mlplatform.core.errors import InvalidInput
 from mlplatform.core.registry import TAG_FEATURE_SERVICE, ResolvedVersion, download_reference
 from mlplatform.explain.explainers import LoadedModel, UnsupportedModel
+from mlplatform.explain.text import TextModel, is_text_model, load_text_model
 from mlplatform.features.enrich import entity_keys_from_tags
 from mlplatform.v2.schema import ColumnSpec, InputSchema, schema_from_signature
 from mlplatform.v2.schema import UnsupportedModel as ServingUnsupported
@@ -39,7 +40,7 @@ def load_model_version(
     client,  # noqa: ANN001 - MlflowClient
     version: ResolvedVersion,
     work_dir: Path,
-) -> LoadedModel:
+) -> LoadedModel | TextModel:
     """Download the model version and its reference sample; load the model with its native flavour."""
     import mlflow
     from mlflow.models import Model
@@ -55,6 +56,8 @@ def load_model_version(
     )
     meta = Model.load(local)
     flavors = meta.flavors or {}
+    if is_text_model(flavors):  # text models: no tabular schema or reference sample
+        return load_text_model(version.name, version.version, local, flavors)
     ref_path = download_reference(client, version, dest / "reference")
     reference = pd.read_parquet(ref_path)
     schema = _input_schema(meta.signature, reference, label)

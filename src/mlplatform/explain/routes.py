@@ -9,7 +9,7 @@ from mlplatform.core.auth import require_scope
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.responses import JSONResponse
 from mlplatform.explain.dataplane import ExplainDataPlane
-from mlplatform.explain.schemas import ExplainResponse, ImportanceResponse
+from mlplatform.explain.schemas import ExplainResponse, ImportanceResponse, TextExplainResponse
 from mlplatform.v2.types import REQUEST_BODY_DOC
 
 
@@ -27,6 +27,8 @@ ERRORS = {
     503: {"model": ErrorBody, "description": "model not loaded yet or feature store unavailable"},
 }
 TOP_K_DOC = "Top features per row by |attribution| (else the body's parameters.top_k, else the default)."
+# tabular models answer ExplainResponse, text models (text_input) TextExplainResponse
+EXPLAIN_RESPONSE = ExplainResponse | TextExplainResponse
 
 
 def _plane(request: Request) -> ExplainDataPlane:
@@ -38,7 +40,7 @@ def explain_router() -> APIRouter:
     router = APIRouter(tags=["explain"], dependencies=[Depends(require_scope("explain"))], responses=ERRORS)
 
     @router.post(
-        "/v2/models/{model_name}/explain", response_model=ExplainResponse, openapi_extra=REQUEST_BODY_DOC
+        "/v2/models/{model_name}/explain", response_model=EXPLAIN_RESPONSE, openapi_extra=REQUEST_BODY_DOC
     )
     async def explain(
         model_name: str, request: Request, top_k: int | None = Query(None, ge=1, description=TOP_K_DOC)
@@ -49,7 +51,7 @@ def explain_router() -> APIRouter:
 
     @router.post(
         "/v2/models/{model_name}/versions/{model_version}/explain",
-        response_model=ExplainResponse,
+        response_model=EXPLAIN_RESPONSE,
         openapi_extra=REQUEST_BODY_DOC,
     )
     async def explain_version(

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 OutputSpace = Literal["probability", "margin", "raw"]
 ExplainerKind = Literal["tree", "deep", "gradient", "kernel"]
+TextExplainerKind = Literal["partition"]
 
 
 class FeatureAttribution(BaseModel):
@@ -65,3 +66,51 @@ class ImportanceResponse(BaseModel):
     output_space: OutputSpace = Field(description="Space of the attributions averaged.")
     rows: int = Field(description="Reference rows explained.")
     features: list[FeatureImportance] = Field(description="Every feature, largest importance first.")
+
+
+class TextExplanation(BaseModel):
+    """Token attributions of one input text (Partition SHAP over its tokens, one game per output token).
+
+    ``attributions`` has shape (len(output_tokens), len(input_tokens)): ``attributions[j][i]`` is input token
+    i's contribution to output token j's log-odds, and for every j
+    ``base_values[j] + sum(attributions[j]) == outputs[j]``.
+    """
+
+    text_output: str = Field(
+        description="The output text explained: the model's greedy generation for the input."
+    )
+    input_tokens: list[str] = Field(
+        description="The input text split by the model's tokenizer (each token's text; special tokens by name)."
+    )
+    output_tokens: list[str] = Field(
+        description="The generated tokens (start and end-of-sequence tokens removed)."
+    )
+    base_values: list[float] = Field(
+        description="Per output token: its log-odds when every input token is masked."
+    )
+    outputs: list[float] = Field(
+        description="Per output token: its log-odds given the whole input (teacher forcing on the output)."
+    )
+    attributions: list[list[float]] = Field(
+        description="Per output token, one attribution per input token (in input_tokens order)."
+    )
+    evaluations: int = Field(description="Model evaluations spent on this text (at most max_evals).")
+
+
+class TextExplainResponse(BaseModel):
+    """Token attributions for a text model (an MLflow transformers text2text-generation model)."""
+
+    id: str = Field(description="The request's id (echoed, or the X-Request-Id / a generated one).")
+    model_name: str = Field(description="Registered model name.")
+    model_version: str = Field(description="Registered model version that was explained.")
+    explainer: TextExplainerKind = Field(
+        description="SHAP algorithm: partition (Owen values over token groups)."
+    )
+    output_space: Literal["log_odds"] = Field(
+        description="Space of outputs, base_values and attributions: log-odds of each output token."
+    )
+    max_evals: int = Field(
+        description="Model evaluations allowed per text (parameters.max_evals or the default)."
+    )
+    max_tokens: int = Field(description="Most output tokens generated and explained (parameters.max_tokens).")
+    explanations: list[TextExplanation] = Field(description="One explanation per input text, in order.")

@@ -107,6 +107,34 @@ class ExplainSettings(ServiceSettings, FeatureStoreClientSettings):
     kernel_nsamples: int | Literal["auto"] = Field(
         "auto", description="nsamples of KernelExplainer per row ('auto' is 2*features+2048)."
     )
+    # text models (mlplatform.explain.text): Partition SHAP over input tokens
+    text_max_evals: int = Field(
+        300,
+        ge=10,
+        le=20_000,
+        description=(
+            "Model evaluations per text when the request names no parameters.max_evals (SHAP Partition "
+            "explainer's max_evals). The cost of an explanation grows linearly with it."
+        ),
+    )
+    text_min_evals: int = Field(
+        10, ge=4, description="Smallest parameters.max_evals a text explain request may ask for."
+    )
+    text_max_evals_limit: int = Field(
+        2000, ge=10, description="Largest parameters.max_evals a text explain request may ask for."
+    )
+    text_max_tokens_limit: int = Field(
+        64,
+        ge=1,
+        description=(
+            "Largest parameters.max_tokens (output tokens generated and explained) of a text explain "
+            "request; without it the model's own max_new_tokens, capped at this."
+        ),
+    )
+    text_max_rows: int = Field(4, ge=1, description="Most texts one text explain request may carry.")
+    text_batch_size: int = Field(
+        32, ge=1, description="Masked texts evaluated per model call while explaining a text."
+    )
     explainer_cache_size: int = Field(
         8,
         ge=1,

@@ -1,0 +1,212 @@
+"""/explain for text models: token attributions of real tiny T5 models through the real explain app.
+
+Two models are registered in a real MLflow (SQLite) with MLflow's ``transformers`` flavour, the way
+training registers the demo summarizer: the demo ``summarizer`` itself (untrained, from
+``mlplatform.training.text.build_text_model``) and a tiny T5 trained to copy the one colour word of
+its input (``text_models.py``). The explained quantities are recomputed here from the saved weights
+with transformers directly, not through the service's code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from mlplatform.core.secrets import EnvSecretsBackend
+from mlplatform.explain.app import create_app
+from mlplatform.explain.settings import ExplainSettings
+from mlplatform.training.text import (
+    SUMMARIZER_MODEL_NAME,
+    build_text_model,
+    generate_articles,
+    log_and_register_text_model,
+)
+from tests.helpers import wait_until
+from tests.unit.explain.text_models import build_keyword_model
+
+KEYWORD_MODEL = "colour-copier"
+
+
+@dataclass
+class TextRegistry:
+    tracking_uri: str
+    dirs: dict[str, Path]  # the save_pretrained directories that were registered
+    versions: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def text_registry(tmp_path_factory) -> TextRegistry:
+    root = tmp_path_factory.mktemp("explain-text")
+    uri = f"sqlite:///{root}/mlflow.db"
+    summarizer = build_text_model(root / "summarizer", train_seconds=0)
+    keyword = build_keyword_model(root / "keyword")
+    versions = {
+        SUMMARIZER_MODEL_NAME: log_and_register_text_model(summarizer, uri),
+        KEYWORD_MODEL: log_and_register_text_model(keyword, uri, name=KEYWORD_MODEL),
+    }
+    return TextRegistry(uri, {SUMMARIZER_MODEL_NAME: summarizer, KEYWORD_MODEL: keyword}, versions)
+
+
+@pytest.fixture(scope="module")
+async def text_client(text_registry, tmp_path_factory) -> AsyncIterator[httpx.AsyncClient]:
+    settings = ExplainSettings(
+        data_dir=tmp_path_factory.mktemp("explain-text-app"),
+        mlflow_tracking_uri=text_registry.tracking_uri,
+        models=f"{SUMMARIZER_MODEL_NAME},{KEYWORD_MODEL}",
+        auth_enabled=False,
+        poll_interval_s=3600,
+    )
+    app = create_app(settings, secrets=EnvSecretsBackend({}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://explain") as client:
+            await wait_until(app.state.dataplane.ready, 120, "text explainers built")
+            yield client
+
+
+def text_body(*texts: Any, **parameters: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "inputs": [{"name": "text_input", "shape": [len(texts)], "datatype": "BYTES", "data": list(texts)}]
+    }
+    if parameters:
+        body["parameters"] = parameters
+    return body
+
+
+@contextlib.contextmanager
+def _one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def reference_logodds(model_dir: Path, text: str, max_new_tokens: int) -> tuple[list[int], np.ndarray, Any]:
+    """Greedy output ids of ``text`` and each output token's log-odds given ``text`` (teacher forcing),
+    computed with transformers from the saved weights; also returns a function for other inputs."""
+    import torch
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir).eval()
+    with torch.no_grad(), _one_thread():
+        enc = tok([text], return_tensors="pt")
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False)[0].tolist()
+    ids = out[1:]  # the decoder start token
+    if tok.eos_token_id in ids:
+        ids = ids[: ids.index(tok.eos_token_id)]
+
+    def logodds(source: str) -> np.ndarray:
+        with torch.no_grad(), _one_thread():
+            enc = tok([source], return_tensors="pt")
+            dec = torch.tensor([[model.config.decoder_start_token_id, *ids]])
+            logits = model(**enc, decoder_input_ids=dec).logits[0, :-1].double()
+            logp = torch.log_softmax(logits, dim=-1)[torch.arange(len(ids)), torch.tensor(ids)]
+            return (logp - torch.log(-torch.expm1(logp))).numpy()
+
+    return ids, logodds(text), logodds
+
+
+async def test_summarizer_token_attributions_add_up_to_the_model_output(text_client, text_registry):
+    text = generate_articles(1, seed=11, filler_sentences=(1, 1))[0].text
+    r = await text_client.post(
+        f"/v2/models/{SUMMARIZER_MODEL_NAME}/explain", json=text_body(text, max_tokens=6)
+    )
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["model_version"] == text_registry.versions[SUMMARIZER_MODEL_NAME]
+    assert (doc["explainer"], doc["output_space"], doc["max_tokens"]) == ("partition", "log_odds", 6)
+    [row] = doc["explanations"]
+    ids, expected, logodds = reference_logodds(text_registry.dirs[SUMMARIZER_MODEL_NAME], text, 6)
+    n_in, n_out = len(row["input_tokens"]), len(ids)
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(text_registry.dirs[SUMMARIZER_MODEL_NAME])
+    assert n_in == len(tok(text)["input_ids"])
+    assert row["output_tokens"] == [tok.decode([i]) for i in ids] and n_out > 0
+    attributions = np.array(row["attributions"])
+    assert attributions.shape == (n_out, n_in)
+    assert len(row["base_values"]) == len(row["outputs"]) == n_out
+    assert 0 < row["evaluations"] <= doc["max_evals"]
+    assert np.ptp(attributions) > 1e-4, "attributions are all equal"
+    # the explained quantity: each output token's log-odds given the input, as transformers computes it
+    np.testing.assert_allclose(row["outputs"], expected, atol=1e-3)
+    # the base value: the same with every input token masked (SHAP's text infilling: one "...")
+    np.testing.assert_allclose(row["base_values"], logodds("..."), atol=1e-3)
+    # efficiency of Owen values: base + sum of attributions = output, for every output token
+    np.testing.assert_allclose(np.array(row["base_values"]) + attributions.sum(axis=1), expected, atol=1e-3)
+
+
+async def test_the_token_that_decides_the_output_gets_the_largest_attribution(text_client):
+    texts = [
+        "the cat sat on the mat then blue dog ran far away",
+        "red a big old dog and a cat",
+        "the dog ran far away and then on the mat sat a green cat",
+    ]
+    r = await text_client.post(f"/v2/models/{KEYWORD_MODEL}/explain", json=text_body(*texts, max_evals=500))
+    assert r.status_code == 200, r.text
+    for text, row in zip(texts, r.json()["explanations"], strict=True):
+        key = next(w for w in text.split() if w in ("red", "green", "blue", "amber"))
+        assert row["text_output"] == key and row["output_tokens"] == [key]
+        assert row["input_tokens"][: len(text.split())] == text.split()
+        [attr] = row["attributions"]
+        assert row["input_tokens"][int(np.argmax(attr))] == key, (row["input_tokens"], attr)
+        others = [a for tok, a in zip(row["input_tokens"], attr, strict=True) if tok != key]
+        assert attr[row["input_tokens"].index(key)] > 5 * max(abs(a) for a in others)
+
+
+def _field_error(r: httpx.Response, *needles: str) -> None:
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    for needle in needles:
+        assert needle in error, error
+    assert "Traceback" not in error
+
+
+@pytest.mark.parametrize(
+    ("body", "needles"),
+    [
+        (text_body(5), ["text_input", "not a string"]),
+        (
+            {"inputs": [{"name": "text_input", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+            ["text_input", "BYTES"],
+        ),
+        (text_body(""), ["text_input", "element 0 is empty"]),
+        (text_body("fine", "   "), ["text_input", "element 1 is empty"]),
+        (text_body("word " * 600), ["text_input", "context length", "512"]),
+        (text_body("a", "b", "c", "d", "e"), ["text_input", "at most 4"]),
+        (
+            {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["x"]}]},
+            ["'text_input' is missing"],
+        ),
+        (text_body("Acme said", max_evals=0), ["parameters.max_evals", "between 10 and 2000"]),
+        (text_body("Acme said", max_evals=100_000), ["parameters.max_evals", "between"]),
+        (text_body("Acme said", max_evals="many"), ["parameters.max_evals", "integer"]),
+        (text_body("Acme said", max_evals=True), ["parameters.max_evals", "integer"]),
+        (text_body("Acme said", max_tokens=0), ["parameters.max_tokens", "between 1 and 64"]),
+        (text_body("Acme said", max_tokens=65), ["parameters.max_tokens"]),
+    ],
+)
+async def test_bad_text_input_is_a_422_naming_the_field(text_client, body, needles):
+    _field_error(await text_client.post(f"/v2/models/{SUMMARIZER_MODEL_NAME}/explain", json=body), *needles)
+
+
+async def test_text_models_have_no_importance_and_the_openapi_documents_the_text_response(text_client):
+    _field_error(await text_client.get(f"/v2/models/{SUMMARIZER_MODEL_NAME}/importance"), "text model")
+    spec = (await text_client.get("/openapi.json")).json()
+    ok = spec["paths"]["/v2/models/{model_name}/explain"]["post"]["responses"]["200"]
+    refs = {s["$ref"].rsplit("/", 1)[1] for s in ok["content"]["application/json"]["schema"]["anyOf"]}
+    assert refs == {"ExplainResponse", "TextExplainResponse"}
+    text = spec["components"]["schemas"]["TextExplanation"]["properties"]
+    assert {"input_tokens", "output_tokens", "attributions", "base_values", "outputs"} <= set(text)
