@@ -148,7 +148,7 @@ def random_auc_percentile(n_ref: int, n_cur: int, p_value: float) -> float:
     """Evidently's ``roc_auc_random_classifier_percentile`` for the test labels of ``n_ref`` reference
     and ``n_cur`` current texts: the ``100 * (1 - p_value)`` percentile of the ROC AUCs of 1000 uniform
     random scorers, each seeded as Evidently seeds it (``np.random.seed(s)`` for ``s`` drawn after
-    ``np.random.seed(42)``), computed as rank sums in one pass."""
+    ``np.random.seed(42)``), computed as rank sums, 100 scorers at a time."""
     _, _, _, y_test = _split(n_ref, n_cur, np.arange(n_ref + n_cur))
     positives = y_test == 1
     n_pos = int(positives.sum())
@@ -156,9 +156,14 @@ def random_auc_percentile(n_ref: int, n_cur: int, p_value: float) -> float:
     if n_pos == 0 or n_neg == 0:
         raise ValueError("the domain classifier's test half holds one side only; too few texts")
     seeds = np.random.RandomState(SEED).randint(0, RANDOM_SCORERS * 10, size=RANDOM_SCORERS)
-    scores = np.stack([np.random.RandomState(s).rand(len(y_test)) for s in seeds])
-    ranks = stats.rankdata(scores, axis=1)
-    aucs = (ranks[:, positives].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    aucs = np.empty(len(seeds))
+    for start in range(0, len(seeds), 100):  # 100 scorers at a time: memory stays 100 x test rows
+        chunk = seeds[start : start + 100]
+        scores = np.stack([np.random.RandomState(s).rand(len(y_test)) for s in chunk])
+        ranks = stats.rankdata(scores, axis=1)
+        aucs[start : start + len(chunk)] = (ranks[:, positives].sum(axis=1) - n_pos * (n_pos + 1) / 2) / (
+            n_pos * n_neg
+        )
     return float(np.percentile(aucs, 100 * (1 - p_value)))
 
 
