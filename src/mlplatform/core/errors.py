@@ -9,7 +9,7 @@ from typing import NamedTuple
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
@@ -26,6 +26,12 @@ class PlatformError(Exception):
         self.message = message
         if status_code is not None:
             self.status_code = status_code
+
+
+class ErrorBody(BaseModel):
+    """The one error body every service answers (``{"error": "..."}``), for ``responses=`` in OpenAPI."""
+
+    error: str = Field(description="What was wrong, naming the input, field or model.")
 
 
 class BadRequest(PlatformError):

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, Field
 
 from mlplatform.core.auth import require_scope
+from mlplatform.core.errors import ErrorBody
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.responses import JSONResponse
 from mlplatform.explain.dataplane import ExplainDataPlane
 from mlplatform.explain.schemas import ExplainResponse, ImportanceResponse, TextExplainResponse
 from mlplatform.v2.types import REQUEST_BODY_DOC
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="What was wrong, naming the input or model.")
-
 
 ERRORS = {
     400: {"model": ErrorBody, "description": "malformed JSON"},

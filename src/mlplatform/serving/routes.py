@@ -11,15 +11,12 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from mlplatform.core.auth import ApiKeyAuth, require_scope
+from mlplatform.core.errors import ErrorBody
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.pipeline import FastHandler
 from mlplatform.core.responses import JSONResponse
 from mlplatform.serving.dataplane import DataPlane
 from mlplatform.v2.types import REQUEST_BODY_DOC, InferenceResponse, ModelMetadata, ModelReady, ServerMetadata
-
-
-class ErrorBody(BaseModel):
-    error: str = Field(description="What was wrong, naming the input or model.")
 
 
 class ReloadResult(BaseModel):
