@@ -167,3 +167,31 @@ def _refused(dsn: str) -> bool:
     except psycopg.OperationalError:
         return True
     return False
+
+
+def test_a_url_postgresql_refuses_or_a_removed_one_is_rejected_before_the_swap(
+    postgres, tmp_path: Path
+) -> None:
+    """DatabaseRotation.apply checks the new URL on the real server before opening anything: a URL
+    PostgreSQL refuses, or none at all, raises DatabaseConfigError (a ValueError: one line naming the
+    secret, never the password) and the data plane keeps what it has."""
+    from prometheus_client import CollectorRegistry
+
+    from mlplatform.features.database import DatabaseConfigError
+    from mlplatform.features.dataplane import FeatureDataPlane
+    from mlplatform.features.metrics import FeatureMetrics
+    from mlplatform.features.rotation import DatabaseRotation
+    from mlplatform.features.settings import FeatureSettings
+
+    plane = FeatureDataPlane(
+        FeatureSettings(data_dir=tmp_path, database_timeout_s=3), FeatureMetrics(CollectorRegistry())
+    )
+    rotation = DatabaseRotation(plane)
+    refused = f"postgresql://mlplatform:s3cret-Pw@127.0.0.1:{postgres.port}/no_such_database"
+    with pytest.raises(DatabaseConfigError, match=f"{SECRET}: cannot use PostgreSQL") as info:
+        rotation.apply(refused)
+    assert "s3cret-Pw" not in str(info.value) and "no_such_database" in str(info.value)
+    for gone in (None, ""):
+        with pytest.raises(DatabaseConfigError, match=f"{SECRET}: removed"):
+            rotation.apply(gone)
+    assert plane.store is None and rotation.applied == 0
