@@ -4,73 +4,41 @@ is expanded with Go-template semantics (missingkey=error) by a small expander in
 
 from __future__ import annotations
 
-import fnmatch
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from mlplatform.deploy.render import ENVIRONMENTS, KUSTOMIZE_FLAGS, kustomize_build, parse_documents
+from tests.deploy.argocd import (
+    ARGO,
+    PROMOTION_BRANCH,
+    REPO_URL,
+    api_group,
+    argo_objects,
+    expand,
+    generated_applications,
+    is_cluster_scoped,
+    project_allows,
+)
 from tests.deploy.conftest import ROOT
 from tests.deploy.k8s import validate_object
 
-ARGO = ROOT / "argo-cd"
-REPO_URL = "https://github.com/mlplatform/mlplatform.git"
-
-
-def _docs(path: Path) -> list[dict[str, Any]]:
-    return parse_documents(path.read_text())
-
-
-def _all_argo_objects() -> list[dict[str, Any]]:
-    return [o for p in sorted(ARGO.rglob("*.yaml")) if p.name != "kustomization.yaml" for o in _docs(p)]
-
-
-def _expand(template: Any, params: dict[str, str]) -> Any:
-    """Go-template substitution of ``{{ .key }}`` with missingkey=error."""
-    if isinstance(template, dict):
-        return {_expand(k, params): _expand(v, params) for k, v in template.items()}
-    if isinstance(template, list):
-        return [_expand(v, params) for v in template]
-    if isinstance(template, str):
-
-        def sub(match: re.Match[str]) -> str:
-            key = match.group(1)
-            if key not in params:
-                raise KeyError(f"map has no entry for key {key!r}")
-            return str(params[key])
-
-        out = re.sub(r"\{\{-?\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*-?\}\}", sub, template)
-        assert "{{" not in out, f"unsupported template expression in {template!r}"
-        return out
-    return template
-
-
-def generated_applications() -> list[dict[str, Any]]:
-    (appset,) = [o for o in _all_argo_objects() if o["kind"] == "ApplicationSet"]
-    apps = []
-    for generator in appset["spec"]["generators"]:
-        for element in generator["list"]["elements"]:
-            app = _expand(appset["spec"]["template"], element)
-            apps.append({"apiVersion": "argoproj.io/v1alpha1", "kind": "Application", **app})
-    return apps
-
 
 def test_argo_objects_are_schema_valid():
-    objects = [*_all_argo_objects(), *generated_applications()]
+    objects = [*argo_objects(), *generated_applications()]
     assert {o["kind"] for o in objects} >= {"AppProject", "ApplicationSet", "Application", "ConfigMap"}
     errors = [e for o in objects for e in validate_object(o)]
     assert errors == []
 
 
 def test_applicationset_uses_strict_go_templates():
-    (appset,) = [o for o in _all_argo_objects() if o["kind"] == "ApplicationSet"]
+    (appset,) = [o for o in argo_objects() if o["kind"] == "ApplicationSet"]
     assert appset["spec"]["goTemplate"] is True
     assert appset["spec"]["goTemplateOptions"] == ["missingkey=error"]
     with pytest.raises(KeyError):
-        _expand(appset["spec"]["template"], {"env": "dev"})  # no revision: must fail, not render ""
+        expand(appset["spec"]["template"], {"env": "dev"})  # no revision: must fail, not render ""
 
 
 def test_one_application_per_environment_overlay():
@@ -83,40 +51,7 @@ def test_one_application_per_environment_overlay():
 
 
 def _applications() -> list[dict[str, Any]]:
-    return [o for o in _all_argo_objects() if o["kind"] == "Application"] + generated_applications()
-
-
-# The branch the release workflow's promotion pull requests merge into: the environment
-# Applications follow it, so a merged promotion is synced without a second step.
-PROMOTION_BRANCH = "main"
-# Cluster-scoped kinds the apps render (everything else is namespaced).
-CLUSTER_SCOPED = {("", "Namespace"), ("templates.gatekeeper.sh", "ConstraintTemplate")}
-
-
-def _group(obj: dict[str, Any]) -> str:
-    return obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
-
-
-def is_cluster_scoped(obj: dict[str, Any]) -> bool:
-    return (_group(obj), obj["kind"]) in CLUSTER_SCOPED or _group(obj) == "constraints.gatekeeper.sh"
-
-
-def project_allows(project: dict[str, Any], group: str, kind: str, *, cluster: bool) -> bool:
-    """Argo CD's group/kind check: whitelists (glob patterns) minus blacklists; for namespaced kinds
-    an absent whitelist allows everything, for cluster-scoped kinds it allows nothing."""
-
-    def listed(entries: list[dict[str, str]]) -> bool:
-        return any(
-            fnmatch.fnmatchcase(group, e["group"]) and fnmatch.fnmatchcase(kind, e["kind"]) for e in entries
-        )
-
-    if cluster:
-        return listed(project.get("clusterResourceWhitelist") or []) and not listed(
-            project.get("clusterResourceBlacklist") or []
-        )
-    whitelist = project.get("namespaceResourceWhitelist")
-    allowed = whitelist is None or listed(whitelist)
-    return allowed and not listed(project.get("namespaceResourceBlacklist") or [])
+    return [o for o in argo_objects() if o["kind"] == "Application"] + generated_applications()
 
 
 @pytest.mark.parametrize("app", _applications(), ids=lambda a: a["metadata"]["name"])
@@ -139,14 +74,14 @@ def test_application_source_exists_builds_and_is_pinned(app):
     assert objects
     sync = spec["syncPolicy"]["automated"]
     assert sync["prune"] is True and sync["selfHeal"] is True
-    projects = {o["metadata"]["name"]: o for o in _all_argo_objects() if o["kind"] == "AppProject"}
+    projects = {o["metadata"]["name"]: o for o in argo_objects() if o["kind"] == "AppProject"}
     project = projects[spec["project"]]["spec"]
     assert source["repoURL"] in project["sourceRepos"]
     dest = spec["destination"]
     assert {"server": dest["server"], "namespace": dest["namespace"]} in project["destinations"]
     # Every object the app renders is allowed by its project.
     for obj in objects:
-        group, cluster = _group(obj), is_cluster_scoped(obj)
+        group, cluster = api_group(obj), is_cluster_scoped(obj)
         assert project_allows(project, group, obj["kind"], cluster=cluster), (
             f"{spec['project']} does not allow {group}/{obj['kind']}"
         )
@@ -158,7 +93,7 @@ def test_application_source_exists_builds_and_is_pinned(app):
 
 def test_prod_has_a_sync_window():
     (project,) = [
-        o for o in _all_argo_objects() if o["kind"] == "AppProject" and o["metadata"]["name"] == "mlplatform"
+        o for o in argo_objects() if o["kind"] == "AppProject" and o["metadata"]["name"] == "mlplatform"
     ]
     windows = project["spec"]["syncWindows"]
     prod = [w for w in windows if "mlplatform-prod" in w.get("applications", [])]
@@ -168,17 +103,13 @@ def test_prod_has_a_sync_window():
 
 
 def test_argocd_cm_enables_helm_in_kustomize():
-    (cm,) = [
-        o for o in _all_argo_objects() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "argocd-cm"
-    ]
+    (cm,) = [o for o in argo_objects() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "argocd-cm"]
     assert cm["data"]["kustomize.buildOptions"].split() == list(KUSTOMIZE_FLAGS)
 
 
 def _rbac() -> tuple[set[tuple[str, ...]], dict[str, set[str]]]:
     (cm,) = [
-        o
-        for o in _all_argo_objects()
-        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "argocd-rbac-cm"
+        o for o in argo_objects() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "argocd-rbac-cm"
     ]
     assert cm["data"]["policy.default"] == ""
     policies: set[tuple[str, ...]] = set()
@@ -227,9 +158,7 @@ def test_rbac_read_only_versus_sync():
 
 def test_root_app_manages_the_apps_folder():
     (root,) = [
-        o
-        for o in _all_argo_objects()
-        if o["kind"] == "Application" and o["metadata"]["name"] == "mlplatform-root"
+        o for o in argo_objects() if o["kind"] == "Application" and o["metadata"]["name"] == "mlplatform-root"
     ]
     assert root["spec"]["source"]["path"] == "argo-cd/apps"
     built = parse_documents(kustomize_build(ROOT / "argo-cd" / "apps", ROOT))
@@ -239,7 +168,7 @@ def test_root_app_manages_the_apps_folder():
     # The root app's project may create every kind of argo-cd/apps, in argocd only.
     (bootstrap,) = [
         o
-        for o in _all_argo_objects()
+        for o in argo_objects()
         if o["kind"] == "AppProject" and o["metadata"]["name"] == root["spec"]["project"]
     ]
     for obj in built:

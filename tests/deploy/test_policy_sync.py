@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from mlplatform.deploy.render import ENVIRONMENTS, kustomize_build, parse_documents
+from tests.deploy.argocd import argo_objects, project_allows
 from tests.deploy.conftest import ROOT
 from tests.deploy.k8s import _strict, validate_object
-from tests.deploy.test_argocd import _all_argo_objects, project_allows
 from tests.policies.gatekeeper import DEPLOY_DIR, load_policies, matches
 
 POLICIES = load_policies()
@@ -145,16 +145,12 @@ def _constraints(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _app() -> dict[str, Any]:
-    (app,) = [
-        o for o in _all_argo_objects() if o["kind"] == "Application" and o["metadata"]["name"] == APP_NAME
-    ]
+    (app,) = [o for o in argo_objects() if o["kind"] == "Application" and o["metadata"]["name"] == APP_NAME]
     return app
 
 
 def _project(name: str) -> dict[str, Any]:
-    (project,) = [
-        o for o in _all_argo_objects() if o["kind"] == "AppProject" and o["metadata"]["name"] == name
-    ]
+    (project,) = [o for o in argo_objects() if o["kind"] == "AppProject" and o["metadata"]["name"] == name]
     return project
 
 
@@ -236,9 +232,7 @@ def test_sync_waves_put_templates_before_constraints(synced):
         assert "SkipDryRunOnMissingResource=true" in options, constraint["metadata"]["name"]
     # Argo CD only waits for a wave to be healthy if it can tell: the ConstraintTemplate health
     # check (created = its constraint CRD exists) is configured in argocd-cm.
-    (cm,) = [
-        o for o in _all_argo_objects() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "argocd-cm"
-    ]
+    (cm,) = [o for o in argo_objects() if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "argocd-cm"]
     health = cm["data"]["resource.customizations.health.templates.gatekeeper.sh_ConstraintTemplate"]
     assert "obj.status.created == true" in health and '"Healthy"' in health and '"Progressing"' in health
 
@@ -293,9 +287,7 @@ def test_policies_app_and_its_project():
     for group, kind in (("", "Namespace"), ("rbac.authorization.k8s.io", "ClusterRole")):
         assert not project_allows(project, group, kind, cluster=True)
     # The project is this app's only; the workload project still gets no Gatekeeper kind.
-    users = [
-        o["metadata"]["name"] for o in _all_argo_objects() if o.get("spec", {}).get("project") == PROJECT
-    ]
+    users = [o["metadata"]["name"] for o in argo_objects() if o.get("spec", {}).get("project") == PROJECT]
     assert users == [APP_NAME]
     workload = _project("mlplatform")["spec"]
     assert not project_allows(workload, "templates.gatekeeper.sh", "ConstraintTemplate", cluster=True)

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from mlplatform.deploy.promote import SERVICES as PROMOTE_SERVICES
+from tests.deploy.argocd import PROMOTION_BRANCH, generated_applications
 from tests.deploy.conftest import ROOT
 from tests.deploy.images import base_env as _base_env
 from tests.deploy.images import images
-from tests.deploy.test_argocd import PROMOTION_BRANCH, generated_applications
 
 WORKFLOW = ROOT / ".github" / "workflows" / "release.yaml"
 BUILD_PUSH = "docker/build-push-action"

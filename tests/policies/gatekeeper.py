@@ -30,6 +30,8 @@ import yaml
 from regopy import Interpreter
 from regopy.rego_shared import rego_get_error
 
+from tests.deploy.k8s import selector_matches
+
 REPO = Path(__file__).resolve().parents[2]
 POLICIES_DIR = REPO / "policies"
 # What Argo CD syncs (argo-cd/apps/application-policies.yaml): the templates and, per environment,
@@ -150,23 +152,6 @@ def _gvk(obj: dict[str, Any]) -> dict[str, str]:
     return {"group": group, "version": version, "kind": obj.get("kind", "")}
 
 
-def _label_selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    for expr in selector.get("matchExpressions") or []:
-        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
-        if op == "In" and labels.get(key) not in values:
-            return False
-        if op == "NotIn" and key in labels and labels[key] in values:
-            return False
-        if op == "Exists" and key not in labels:
-            return False
-        if op == "DoesNotExist" and key in labels:
-            return False
-    return True
-
-
 def matches(match: dict[str, Any], obj: dict[str, Any]) -> bool:
     """Gatekeeper's ``spec.match`` semantics for the fields our constraints use."""
     gvk = _gvk(obj)
@@ -191,7 +176,7 @@ def matches(match: dict[str, Any], obj: dict[str, Any]) -> bool:
     ):
         return False
     selector = match.get("labelSelector")
-    if selector and not _label_selector_matches(selector, obj.get("metadata", {}).get("labels") or {}):
+    if selector and not selector_matches(selector, obj.get("metadata", {}).get("labels") or {}):
         return False
     return True
 
