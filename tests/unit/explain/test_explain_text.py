@@ -1,8 +1,8 @@
 """/explain for text models: token attributions of real tiny T5 models through the real explain app.
 
-Two models are registered in a real MLflow (SQLite) with MLflow's ``transformers`` flavour, the way
-training registers the demo summarizer: the demo ``summarizer`` itself (untrained, from
-``mlplatform.training.text.build_text_model``) and a tiny T5 trained to copy the one colour word of
+Two models in a real MLflow (SQLite), MLflow ``transformers`` flavour, registered the way training
+registers the demo summarizer: the demo ``summarizer@champion`` itself (the session's untrained
+build, ``text_registry`` in tests/conftest.py) and a tiny T5 trained to copy the one colour word of
 its input (``text_models.py``). The explained quantities are recomputed here from the saved weights
 with transformers directly, not through the service's code.
 """
@@ -10,6 +10,7 @@ with transformers directly, not through the service's code.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,7 @@ import pytest
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.explain.app import create_app
 from mlplatform.explain.settings import ExplainSettings
-from mlplatform.training.text import (
-    SUMMARIZER_MODEL_NAME,
-    build_text_model,
-    generate_articles,
-    log_and_register_text_model,
-)
+from mlplatform.training.text import SUMMARIZER_MODEL_NAME, generate_articles, log_and_register_text_model
 from tests.helpers import wait_until
 from tests.unit.explain.text_models import build_keyword_model
 
@@ -42,23 +38,33 @@ class TextRegistry:
 
 
 @pytest.fixture(scope="module")
-def text_registry(tmp_path_factory) -> TextRegistry:
-    root = tmp_path_factory.mktemp("explain-text")
-    uri = f"sqlite:///{root}/mlflow.db"
-    summarizer = build_text_model(root / "summarizer", train_seconds=0)
-    keyword = build_keyword_model(root / "keyword")
-    versions = {
-        SUMMARIZER_MODEL_NAME: log_and_register_text_model(summarizer, uri),
-        KEYWORD_MODEL: log_and_register_text_model(keyword, uri, name=KEYWORD_MODEL),
-    }
-    return TextRegistry(uri, {SUMMARIZER_MODEL_NAME: summarizer, KEYWORD_MODEL: keyword}, versions)
+def text_models(text_registry, text_model_dir, tmp_path_factory) -> TextRegistry:
+    """The session's ``summarizer@champion`` registry (tests/conftest.py) plus the colour copier."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent
+    keyword = base / "colour_copier"
+    done = base / "colour_copier_version.txt"
+    with FileLock(str(base / "colour_copier.lock")):
+        if not done.exists():
+            build_keyword_model(keyword)
+            done.write_text(
+                log_and_register_text_model(keyword, text_registry.tracking_uri, name=KEYWORD_MODEL)
+            )
+    return TextRegistry(
+        text_registry.tracking_uri,
+        {SUMMARIZER_MODEL_NAME: text_model_dir, KEYWORD_MODEL: keyword},
+        {SUMMARIZER_MODEL_NAME: text_registry.summary["version"], KEYWORD_MODEL: done.read_text()},
+    )
 
 
 @pytest.fixture(scope="module")
-async def text_client(text_registry, tmp_path_factory) -> AsyncIterator[httpx.AsyncClient]:
+async def text_client(text_models, tmp_path_factory) -> AsyncIterator[httpx.AsyncClient]:
     settings = ExplainSettings(
         data_dir=tmp_path_factory.mktemp("explain-text-app"),
-        mlflow_tracking_uri=text_registry.tracking_uri,
+        mlflow_tracking_uri=text_models.tracking_uri,
         models=f"{SUMMARIZER_MODEL_NAME},{KEYWORD_MODEL}",
         auth_enabled=False,
         poll_interval_s=3600,
@@ -118,21 +124,21 @@ def reference_logodds(model_dir: Path, text: str, max_new_tokens: int) -> tuple[
     return ids, logodds(text), logodds
 
 
-async def test_summarizer_token_attributions_add_up_to_the_model_output(text_client, text_registry):
+async def test_summarizer_token_attributions_add_up_to_the_model_output(text_client, text_models):
     text = generate_articles(1, seed=11, filler_sentences=(1, 1))[0].text
     r = await text_client.post(
         f"/v2/models/{SUMMARIZER_MODEL_NAME}/explain", json=text_body(text, max_tokens=6)
     )
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert doc["model_version"] == text_registry.versions[SUMMARIZER_MODEL_NAME]
+    assert doc["model_version"] == text_models.versions[SUMMARIZER_MODEL_NAME]
     assert (doc["explainer"], doc["output_space"], doc["max_tokens"]) == ("partition", "log_odds", 6)
     [row] = doc["explanations"]
-    ids, expected, logodds = reference_logodds(text_registry.dirs[SUMMARIZER_MODEL_NAME], text, 6)
+    ids, expected, logodds = reference_logodds(text_models.dirs[SUMMARIZER_MODEL_NAME], text, 6)
     n_in, n_out = len(row["input_tokens"]), len(ids)
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(text_registry.dirs[SUMMARIZER_MODEL_NAME])
+    tok = AutoTokenizer.from_pretrained(text_models.dirs[SUMMARIZER_MODEL_NAME])
     assert n_in == len(tok(text)["input_ids"])
     assert row["output_tokens"] == [tok.decode([i]) for i in ids] and n_out > 0
     attributions = np.array(row["attributions"])
