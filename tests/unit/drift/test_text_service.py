@@ -138,9 +138,7 @@ async def test_payload_logger_keeps_text_batches_under_the_body_limit(
 ) -> None:  # noqa: ANN001
     """1000 rows per POST is 6 MiB of text here, over drift detection's 4 MiB body limit (a 413 drops
     them for good): the logger splits by bytes and every row arrives. Real drift app, real uvicorn."""
-    import asyncio
     import threading
-    import time
 
     import httpx
     import uvicorn
@@ -148,6 +146,7 @@ async def test_payload_logger_keeps_text_batches_under_the_body_limit(
 
     from mlplatform.drift.app import create_app
     from mlplatform.drift.payload_logger import PayloadLogger
+    from tests.helpers import wait_until
     from tests.procs import free_port
 
     version, _ = summarizer
@@ -182,9 +181,7 @@ async def test_payload_logger_keeps_text_batches_under_the_body_limit(
         return registry
 
     try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await wait_until(lambda: server.started, 30.0, "the drift app to start")
         split = await ship(3 * 1024 * 1024, 0)
         assert split.get_sample_value("mlplatform_payload_records_sent_total") == len(rows)
         async with httpx.AsyncClient(base_url=base) as client:
