@@ -13,22 +13,13 @@ import pytest
 
 from mlplatform.core.registry import download_reference, mlflow_client, parse_model_ref, resolve_version
 from mlplatform.features.contract import REQUEST_FEATURES
+from tests.helpers import v2_body
 from tests.procs import running_service
-from tests.unit.features.conftest import build_small_repo
+from tests.unit.features.small_repo import build_small_repo
 
 pytestmark = pytest.mark.integration
 
 TREE = "fraud-detector"
-
-
-def v2_body(frame: pd.DataFrame) -> dict:
-    inputs = []
-    for name in frame.columns:
-        datatype = "INT64" if frame[name].dtype.kind in "iu" else "FP64"
-        inputs.append(
-            {"name": name, "shape": [len(frame)], "datatype": datatype, "data": frame[name].tolist()}
-        )
-    return {"inputs": inputs}
 
 
 def additive(doc: dict, tolerance: float) -> bool:

@@ -3,74 +3,24 @@ check that a running service answers with the snapshot values."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlplatform.features.client import FeatureStoreClient
-from tests.procs import free_port
-from tests.unit.features.conftest import SmallRepo
+from tests.redis_proc import REDIS_PASSWORD, running_redis
+from tests.unit.features.small_repo import SmallRepo, latest
 
-REDIS_PASSWORD = "feast-test-pw"
+__all__ = ["REDIS_PASSWORD", "check_reads"]
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real redis-server with a password on a free port (make test installs it via mk/features.mk)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail(
-            "redis-server is not installed: `make sysdeps` installs it (APT_PACKAGES in mk/features.mk)"
-        )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--requirepass",
-            REDIS_PASSWORD,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import redis
-
-    client = redis.Redis(host="127.0.0.1", port=port, password=REDIS_PASSWORD)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                pytest.fail("redis-server did not start")
-            time.sleep(0.05)
-    try:
-        yield f"127.0.0.1:{port}", proc
-    finally:
-        client.close()
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def latest(repo: SmallRepo, key: str, value: int) -> dict:
-    snap = repo.snapshots[key]
-    return snap[snap[key] == value].sort_values("event_timestamp").iloc[-1].to_dict()
+    """A real redis-server with ``REDIS_PASSWORD`` on a free port: ``(address, process)``."""
+    with running_redis(tmp_path) as server:
+        yield server
 
 
 async def check_reads(url: str, repo: SmallRepo) -> None:

@@ -20,7 +20,7 @@ import requests
 from mlplatform.core.auth import hash_key
 from mlplatform.features.store import FeatureRepoPaths, open_store
 from tests.procs import ServiceProcess, running_service
-from tests.unit.features.conftest import SmallRepo, build_small_repo
+from tests.unit.features.small_repo import SmallRepo, build_small_repo
 
 pytestmark = pytest.mark.integration
 

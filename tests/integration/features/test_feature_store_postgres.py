@@ -30,7 +30,7 @@ from mlplatform.features.store import FeatureRepoPaths, write_sources
 from mlplatform.training.data import generate_transactions
 from tests.integration.features.conftest import REDIS_PASSWORD, check_reads
 from tests.procs import running_service
-from tests.unit.features.conftest import SmallRepo
+from tests.unit.features.small_repo import SmallRepo
 
 pytestmark = pytest.mark.integration
 

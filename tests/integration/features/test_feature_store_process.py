@@ -14,7 +14,7 @@ from mlplatform.features.client import FeatureStoreClient, FeatureStoreUnavailab
 from mlplatform.features.store import FeatureRepoPaths, OnlineStoreSpec, apply_definitions, open_store
 from tests.integration.features.conftest import REDIS_PASSWORD, check_reads
 from tests.procs import running_service
-from tests.unit.features.conftest import build_small_repo
+from tests.unit.features.small_repo import build_small_repo
 
 pytestmark = pytest.mark.integration
 
