@@ -9,11 +9,14 @@ in a small support module of that area (``tests/unit/serving/registry_models.py`
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
+import httpx
 import pandas as pd
 
 
@@ -61,6 +64,17 @@ def v2_body(
     return body
 
 
+@contextlib.asynccontextmanager
+async def in_process(app: Any, base_url: str = "http://test") -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``app``'s lifespan (start-up on entry, shut-down on exit) and yield an httpx client that
+    calls it in-process over ASGI. An exception the app leaves unhandled reaches the client as the
+    500 a server would answer, not as a raise in the test."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
+
+
 async def wait_until(
     predicate: Callable[[], object],
     deadline_s: float = 120.0,
@@ -92,10 +106,10 @@ def wait_until_sync(
     raise TimeoutError(f"timed out after {deadline_s}s waiting for {what}")
 
 
-def stop_process(proc: subprocess.Popen[Any], grace_s: float = 20.0) -> int | None:
-    """SIGTERM ``proc``, wait up to ``grace_s``, then SIGKILL; return its exit code."""
+def stop_process(proc: subprocess.Popen[Any], grace_s: float = 20.0, sig: int = signal.SIGTERM) -> int | None:
+    """Send ``sig`` (SIGTERM) to ``proc``, wait up to ``grace_s``, then SIGKILL; return its exit code."""
     if proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(sig)
         try:
             proc.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
