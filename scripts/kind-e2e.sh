@@ -7,7 +7,8 @@
 #   3. build the four service images (services/build.sh) and load them into the cluster,
 #   4. run an MLflow server with the demo models in namespace mlflow,
 #   5. render the dev overlay (scripts/render.py) and apply it,
-#   6. smoke-test the client API through the ingress: V2 infer on model-serving over TLS.
+#   6. smoke-test the client API through the ingress: V2 infer on model-serving and generate on
+#      the summarizer (model-serving-text) over TLS.
 # Usage: scripts/kind-e2e.sh [--keep]    (--keep leaves the cluster running)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -108,9 +109,9 @@ spec:
   ports: [{port: 5000, targetPort: 5000}]
 MLFLOW
 kubectl -n mlflow rollout status deploy/mlflow --timeout=600s
-# Wait until training registered the champion model.
+# Wait until training registered the champion models (tabular and the summarizer).
 for _ in $(seq 1 120); do
-  if kubectl -n mlflow exec deploy/mlflow -- python -c "import mlflow; mlflow.set_tracking_uri('http://127.0.0.1:5000'); mlflow.MlflowClient().get_model_version_by_alias('fraud-detector', 'champion')" 2>/dev/null; then break; fi
+  if kubectl -n mlflow exec deploy/mlflow -- python -c "import mlflow; mlflow.set_tracking_uri('http://127.0.0.1:5000'); c = mlflow.MlflowClient(); c.get_model_version_by_alias('fraud-detector', 'champion'); c.get_model_version_by_alias('summarizer', 'champion')" 2>/dev/null; then break; fi
   sleep 5
 done
 
@@ -123,7 +124,7 @@ kubectl -n "$NS" create secret generic mlplatform-api-keys \
   --from-literal=MLPLATFORM_API_KEYS="${KEY_HASH}:infer|explain|features:read|drift:write" \
   --dry-run=client -o yaml | kubectl apply -f -
 kubectl apply --server-side -f rendered/dev/all.yaml
-for svc in feature-store drift-detection model-serving explainability; do
+for svc in feature-store drift-detection model-serving model-serving-text explainability; do
   kubectl -n "$NS" rollout status "deploy/${svc}" --timeout=600s
 done
 
@@ -144,6 +145,14 @@ code=$(curl -sk -o /tmp/mlplatform-e2e-infer.json -w '%{http_code}' \
 cat /tmp/mlplatform-e2e-infer.json; echo
 [[ "$code" == 200 ]] || { echo "infer answered $code"; exit 1; }
 grep -q '"outputs"' /tmp/mlplatform-e2e-infer.json
+# The summarizer through the same host: routed to the model-serving-text release.
+code=$(curl -sk -o /tmp/mlplatform-e2e-generate.json -w '%{http_code}' \
+  --resolve "${HOST}:443:127.0.0.1" -H "x-api-key: ${API_KEY}" -H 'content-type: application/json' \
+  -d '{"text_input": "Acme will open stores in Lisbon on Monday.", "parameters": {"max_tokens": 16}}' \
+  "https://${HOST}/v2/models/summarizer/generate")
+cat /tmp/mlplatform-e2e-generate.json; echo
+[[ "$code" == 200 ]] || { echo "generate answered $code"; exit 1; }
+grep -q '"text_output"' /tmp/mlplatform-e2e-generate.json
 # Not routed by the ingress: metrics and health stay inside the cluster.
 code=$(curl -sk -o /dev/null -w '%{http_code}' --resolve "${HOST}:443:127.0.0.1" "https://${HOST}/metrics")
 [[ "$code" == 404 ]] || { echo "/metrics through the ingress answered $code (expected 404)"; exit 1; }

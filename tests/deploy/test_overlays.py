@@ -12,7 +12,7 @@ import re
 import pytest
 import yaml
 
-from mlplatform.deploy.render import ENVIRONMENTS, SERVICE_CHARTS
+from mlplatform.deploy.render import ENVIRONMENTS, RELEASES, SERVICE_CHARTS, TEXT_RELEASE
 from tests.deploy.conftest import ROOT
 from tests.deploy.k8s import (
     Pod,
@@ -41,7 +41,7 @@ GPU = "nvidia.com/gpu"
 def test_overlay_renders_all_services(rendered, env):
     objects = rendered[env]
     names = {w["metadata"]["name"] for w in workloads(objects)}
-    assert names == set(SERVICE_CHARTS)
+    assert names == set(RELEASES)
     assert {o["metadata"].get("namespace") for o in objects if o["kind"] != "Namespace"} == {
         f"mlplatform-{env}"
     }
@@ -141,7 +141,7 @@ def test_gpu_requests_only_on_the_gpu_pool(rendered, env):
                     for t in spec.get("tolerations", [])
                 )
                 assert "-gpu:" in c["image"]
-    expected = {"model-serving", "explainability"} if env == "prod" else set()
+    expected = {"model-serving", "explainability", TEXT_RELEASE} if env == "prod" else set()
     assert gpu_workloads == expected
     quota = by_kind(rendered[env], "ResourceQuota")[0]["spec"]["hard"]
     assert (int(quota[f"requests.{GPU}"]) > 0) == bool(expected)
@@ -193,7 +193,7 @@ def test_service_urls_point_at_rendered_services(rendered, env):
 def test_ingress_always_has_tls(rendered, env):
     ingresses = by_kind(rendered[env], "Ingress")
     names = {i["metadata"]["name"] for i in ingresses}
-    assert names == {"model-serving", "explainability", "model-serving-grpc"}
+    assert names == {"model-serving", "explainability", "model-serving-grpc", TEXT_RELEASE}
     for ing in ingresses:
         if ing["metadata"]["name"] == "model-serving-grpc":  # tests/deploy/test_serving_grpc_deploy.py
             assert ing["spec"]["tls"] and ing["spec"]["rules"][0]["host"] in ing["spec"]["tls"][0]["hosts"]
@@ -206,6 +206,9 @@ def test_ingress_always_has_tls(rendered, env):
         assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"]
         assert int(annotations["nginx.ingress.kubernetes.io/limit-rps"]) > 0
         paths = [p["path"] for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+        if ing["metadata"]["name"] == TEXT_RELEASE:  # tests/deploy/test_text_serving_deploy.py
+            assert all(re.fullmatch(p, "/v2/models/summarizer/generate") for p in paths)
+            continue
         suffix = "infer" if ing["metadata"]["name"] == "model-serving" else "explain"
         assert all(re.fullmatch(p, f"/v2/models/fraud-detector/{suffix}") for p in paths)
         assert not any(re.fullmatch(p, "/metrics") for p in paths)
@@ -266,7 +269,7 @@ def test_hpa_custom_metrics_are_served_by_the_adapter(rendered, env):
             for m in h["spec"]["metrics"]
         )
     ]
-    assert sorted(gpu_hpas) == (["explainability", "model-serving"] if env == "prod" else [])
+    assert sorted(gpu_hpas) == (["explainability", "model-serving", TEXT_RELEASE] if env == "prod" else [])
 
 
 def test_in_flight_metric_exists_in_core():

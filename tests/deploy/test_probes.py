@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from mlplatform.core.app import build_app, build_context
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.core.settings import ServiceSettings
-from mlplatform.deploy.render import ENVIRONMENTS
+from mlplatform.deploy.render import ENVIRONMENTS, RELEASES
 from mlplatform.services import SERVICES
 from tests.deploy.k8s import by_kind, containers, workloads
 
@@ -87,7 +87,7 @@ def test_probes_hit_served_paths(rendered, served_routes, env):
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_service_monitors_scrape_served_metrics(rendered, served_routes, env):
     monitors = by_kind(rendered[env], "ServiceMonitor")
-    assert len(monitors) == len(SERVICES)
+    assert len(monitors) == len(RELEASES)
     for monitor in monitors:
         service = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
         for endpoint in monitor["spec"]["endpoints"]:

@@ -150,3 +150,24 @@ def test_set_scalar_keeps_comments_and_layout():
     assert nested == f'x: 1\ngpu:\n  image:\n    digest: "{DIGEST}"\n'
     with pytest.raises(PromoteError):
         set_scalar("image: {tag: x}\n", ["image", "tag"], "y")
+
+
+def test_promote_the_text_model_edits_its_release_only(repo):
+    """The summarizer is pinned in values/model-serving-text.yaml (the text release); promoting it edits
+    that line, and only the text release serves the new version."""
+    values = repo / "kubernetes/overlays/prod/values"
+    common_before = (values / "common.yaml").read_text()
+    text = values / "model-serving-text.yaml"
+    before = text.read_text()
+    (change,) = plan_promotion(repo, "prod", model="summarizer", version=3)
+    assert change.path == text
+    result = CliRunner().invoke(
+        cli, ["promote", "--model", "summarizer", "--version", "3", "--env", "prod", "--root", str(repo)]
+    )
+    assert result.exit_code == 0, result.output
+    assert _changed_lines(before, text.read_text()) == [('  summarizer: "1"', '  summarizer: "3"')]
+    assert (values / "common.yaml").read_text() == common_before
+    data = {c["metadata"]["name"]: c["data"] for c in by_kind(render_overlay("prod", repo), "ConfigMap")}
+    assert data["model-serving-text"]["SERVING_MODELS"] == "summarizer/3"
+    assert "summarizer" not in data["model-serving"]["SERVING_MODELS"]
+    assert "summarizer" not in data["explainability"]["EXPLAIN_MODELS"]

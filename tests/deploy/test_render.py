@@ -10,6 +10,7 @@ import yaml
 
 from mlplatform.deploy.render import (
     ENVIRONMENTS,
+    RELEASES,
     SERVICE_CHARTS,
     RenderError,
     chart_version,
@@ -68,10 +69,13 @@ def test_overlays_pin_the_exact_chart_versions(env):
     kustomization = yaml.safe_load(
         (ROOT / "kubernetes" / "overlays" / env / "kustomization.yaml").read_text()
     )
-    charts = {c["name"]: c for c in kustomization["helmCharts"]}
-    assert set(charts) == set(SERVICE_CHARTS)
-    for name, entry in charts.items():
+    releases = {c["releaseName"]: c for c in kustomization["helmCharts"]}
+    assert len(releases) == len(kustomization["helmCharts"]) and set(releases) == set(RELEASES)
+    assert {c["name"] for c in releases.values()} == set(SERVICE_CHARTS)
+    for release, entry in releases.items():
+        name = entry["name"]
+        assert name == RELEASES[release]
         assert entry["version"] == chart_version(name, ROOT)
-        assert entry["releaseName"] == name and entry["namespace"] == f"mlplatform-{env}"
+        assert entry["namespace"] == f"mlplatform-{env}"
         for values in entry["additionalValuesFiles"]:
             assert (ROOT / "kubernetes" / "overlays" / env / values).is_file()

@@ -1,7 +1,8 @@
 """``mlplatform promote``: change a model-version or image pin in an environment overlay.
 
 The pins live in ``kubernetes/overlays/<env>/values/``: model versions in ``common.yaml``
-(``models:``; model-serving and explainability read the same pins), the image tag of the whole
+(``models:``; model-serving and explainability read the same pins) or, for a model served by a
+release of its own, in that release's file (``model-serving-text.yaml``: the summarizer), the image tag of the whole
 image family in ``common.yaml`` (``image.tag``), image digests per service in ``<service>.yaml``
 (``image.digest``, ``gpu.image.digest``). The file is edited line by line, so comments and
 layout stay and a promotion is a one-line diff per pin; the result is re-parsed to check it.
@@ -169,6 +170,26 @@ def _values_dir(root: Path, env: str) -> Path:
     return path
 
 
+def _model_pin_file(values: Path, model: str) -> Path:
+    """The values file that pins ``model``: a release of its own (e.g. ``model-serving-text.yaml``,
+    the summarizer) pins it in its file; the models every release shares are in ``common.yaml``."""
+    own = []
+    for path in sorted(values.glob("*.yaml")):
+        if path.name == "common.yaml":
+            continue
+        try:
+            pins = (yaml.safe_load(path.read_text()) or {}).get("models") or {}
+        except yaml.YAMLError as exc:
+            raise PromoteError(f"{path} is not valid YAML: {exc}") from exc
+        if isinstance(pins, dict) and pins.get(model) is not None:
+            own.append(path)
+    if len(own) > 1:
+        raise PromoteError(
+            f"--model: {model} is pinned in {len(own)} files ({', '.join(p.name for p in own)})"
+        )
+    return own[0] if own else values / "common.yaml"
+
+
 def _parse_digests(items: Sequence[str], option: str) -> dict[str, str]:
     digests: dict[str, str] = {}
     for item in items:
@@ -207,7 +228,7 @@ def plan_promotion(
             raise PromoteError(f"--model: {model!r} is not a registered-model name")
         if version < 1:
             raise PromoteError(f"--version: must be a registry version number >= 1, got {version}")
-        changes.append(edit_pin(values / "common.yaml", ["models", model], str(version)))
+        changes.append(edit_pin(_model_pin_file(values, model), ["models", model], str(version)))
     digests = _parse_digests(image_digests, "--image-digest")
     gpu_digests = _parse_digests(gpu_image_digests, "--gpu-image-digest")
     if image_tag is not None:

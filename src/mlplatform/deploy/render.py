@@ -27,6 +27,11 @@ import yaml
 ENVIRONMENTS: tuple[str, ...] = ("dev", "staging", "prod")
 SERVICE_CHARTS: tuple[str, ...] = ("model-serving", "feature-store", "drift-detection", "explainability")
 LIBRARY_CHART = "mlplatform-lib"
+#: The text model's release: the model-serving chart installed a second time in every overlay, serving
+#: only the summarizer (kubernetes/overlays/<env>/values/model-serving-text.yaml).
+TEXT_RELEASE = "model-serving-text"
+#: Every Helm release of an overlay -> its chart (one per service chart, plus the text release).
+RELEASES: dict[str, str] = {**{chart: chart for chart in SERVICE_CHARTS}, TEXT_RELEASE: "model-serving"}
 KUSTOMIZE_FLAGS: tuple[str, ...] = ("--enable-helm", "--load-restrictor", "LoadRestrictionsNone")
 # Prometheus rule files under observability/ that the charts ship as byte-identical copies
 # (each file in exactly one chart, listed in that chart's values prometheusRule.files).
