@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from mlplatform.core.auth import ApiKeyAuth
+from mlplatform.core.environment import apply_environment_defaults
 from mlplatform.core.errors import install_error_handlers
 from mlplatform.core.logging import AccessLog
 from mlplatform.core.metrics import HttpMetrics, metrics_router
@@ -112,6 +113,7 @@ def build_context(
     tracer_provider: TracerProvider | None = None,
 ) -> AppContext:
     """Create the per-app registry, tracer provider, secrets backend and auth from settings."""
+    apply_environment_defaults()  # the one start-up place for process environment defaults
     registry = CollectorRegistry(auto_describe=True)
     secrets = secrets or build_secrets_backend(settings.secrets_backend)
     register_secrets_metrics(registry, secrets)

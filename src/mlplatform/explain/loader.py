@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,6 @@ def load_model_version(
     import mlflow
     from mlflow.models import Model
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in JSON logs
     uri = client.tracking_uri
     label = f"'{version.name}' version {version.version}"
     dest = work_dir / version.name / version.version

@@ -27,7 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from mlplatform.core.environment import apply_environment_defaults
 from mlplatform.core.registry import ResolvedVersion, download_reference
 
 log = logging.getLogger("mlplatform.serving.cache")
@@ -185,7 +185,6 @@ def download_model(client: Any, resolved: ResolvedVersion, cache_dir: Path, trac
     """The model folder of ``resolved`` in the cache, downloaded when missing."""
     import mlflow.artifacts
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     dest = artefact_folder(cache_dir, resolved.name, resolved.version)
     if (dest / "MLmodel").exists():
         return dest
@@ -245,8 +244,16 @@ def prepare(job: dict[str, Any]) -> Path:
 
     if is_text_model(folder):  # nothing to convert: the entry says so, serving loads it with torch
         meta = {"fingerprint": fingerprint(job["runtime"], job["tolerance"]), "runtime": "torch"}
-        meta |= {"artefact_sha256": artefact_digest(folder), "name": resolved.name, "version": resolved.version}
-        meta |= {"platform": "transformers", "runtime_reason": "text model: torch", "prepared_at": time.time()}
+        meta |= {
+            "artefact_sha256": artefact_digest(folder),
+            "name": resolved.name,
+            "version": resolved.version,
+        }
+        meta |= {
+            "platform": "transformers",
+            "runtime_reason": "text model: torch",
+            "prepared_at": time.time(),
+        }
         return write_entry(cache_dir, resolved.name, resolved.version, meta=meta, onnx=None, check_rows=None)
     model = load_local_model(
         folder,
@@ -365,8 +372,7 @@ def main() -> int:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
-    # Serving trusts its own registry: MLflow refuses to unpickle (or skops-load) without this.
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    apply_environment_defaults()  # this child is a process start-up of its own
     try:
         prepare(json.loads(sys.stdin.read()))
     except Exception as exc:  # noqa: BLE001 - one line for the parent, which logs and retries

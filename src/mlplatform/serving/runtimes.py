@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -367,9 +366,6 @@ def load_local_model(
     the ONNX bytes unless ``keep_onnx`` (the cache's prepare step writes them out)."""
     from mlflow.models import Model
 
-    # Serving trusts its own registry: MLflow refuses to unpickle (or skops-load) without this.
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     start = time.perf_counter()
     from mlplatform.serving.text.runtime import is_text_model, load_text_model
 
