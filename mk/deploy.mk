@@ -1,5 +1,5 @@
 # Deployment area (charts, overlays, Argo CD): see docs/deploy.md.
-.PHONY: chart-files chart-values chart-digests render-all deploy-test
+.PHONY: chart-files chart-values chart-digests render-all deploy-test images
 
 # Copy observability/**/*.rules.yaml into each chart's files/rules/ (Helm cannot read outside the chart).
 chart-files: venv
@@ -24,3 +24,8 @@ chart-digests: venv
 
 # promtool checks the rule files in tests/deploy (skipped when missing).
 APT_PACKAGES += prometheus
+
+# Build every service image and GPU variant from services/Dockerfile (needs Docker; not run here):
+# `make images [TAG=0.2.0] [SERVICES="model-serving"]`, REGISTRY/PUSH as services/build.sh reads them.
+images:
+	services/build.sh $(or $(TAG),$(shell python3 -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])')) $(SERVICES)

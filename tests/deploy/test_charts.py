@@ -1,5 +1,6 @@
 """Helm charts: lint --strict and template with the defaults and every CI values file, schemas that
-reject mistakes, documented values, rule files identical to observability/, versions bumped."""
+reject mistakes (the schemas and values are generated from one source: tests/deploy/test_chart_values.py),
+documented values, rule files identical to observability/, versions bumped."""
 
 from __future__ import annotations
 
@@ -254,43 +255,3 @@ def test_record_refuses_change_without_bump(tmp_path):
     bumped = f"{major_minor}.{int(patch) + 1}"
     chart_yaml.write_text(chart_yaml.read_text().replace(f"version: {version}", f"version: {bumped}", 1))
     assert record_chart_digests(root)["drift-detection"]["version"] == bumped
-
-
-# Values only one chart has (its own templates read them): drift-detection's database and retraining,
-# feature-store's database and materialisation CronJob.
-CHART_ONLY_VALUES = {
-    "drift-detection": ("database", "retrain"),
-    "feature-store": ("database", "materialize"),
-    "model-serving": ("batchScore", "grpc"),
-}
-
-
-def test_value_schemas_agree_across_charts():
-    """The four schemas differ only where the charts do: the component, which features they allow,
-    and the values only one chart has (CHART_ONLY_VALUES)."""
-
-    def normalised(chart: str) -> dict:
-        schema = json.loads((CHARTS / chart / "values.schema.json").read_text())
-        props = schema["properties"]
-        for key in CHART_ONLY_VALUES.get(chart, ()):
-            assert props.pop(key)["additionalProperties"] is False, f"{chart}: {key}"
-        assert props["component"] == {"const": chart}
-        props["component"] = {}
-        props["gpu"]["properties"]["enabled"] = {}
-        props["rollout"]["properties"]["enabled"] = {}
-        assert schema.pop("title") == f"{chart} chart values"
-        return schema
-
-    reference = normalised("model-serving")
-    for chart in SERVICE_CHARTS:
-        assert normalised(chart) == reference, chart
-    allows = {
-        chart: (
-            json.loads((CHARTS / chart / "values.schema.json").read_text())["properties"]["gpu"][
-                "properties"
-            ]["enabled"]
-        )
-        for chart in SERVICE_CHARTS
-    }
-    assert allows["feature-store"] == allows["drift-detection"] == {"const": False}
-    assert allows["model-serving"] == allows["explainability"] == {"type": "boolean"}
