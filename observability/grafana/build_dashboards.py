@@ -372,6 +372,26 @@ def serving() -> Any:
                       "{{job}} {{outcome}}"), unit="s", w=8,
            desc="Client side of the online lookups (model-serving and explainability), including retries."),
     ]  # fmt: skip
+    g = "mlplatform_serving_generation_"  # the text model's generate extension (serving/text, #20)
+    text = [
+        ts("Time to first token p50 / p99", *quantiles(g + "time_to_first_token_seconds", MODEL, "model, version",
+           (0.5, 0.99), BY_VERSION), unit="s", w=8),
+        ts("Generation latency p50 / p99", *quantiles(g + "duration_seconds", MODEL, "model, version", (0.5, 0.99),
+           BY_VERSION), unit="s", w=8),
+        ts("Output tokens per second", (rate(g + "output_tokens_sum", MODEL, "model, version"), f"all {BY_VERSION}"),
+           *quantiles(g + "tokens_per_second", MODEL, "model, version", (0.5,), f"p50 per request {BY_VERSION}"),
+           w=8, desc="All requests together (rate of the output-token histogram's sum), and the median of each "
+           "request's own rate (output tokens per second after its first token)."),
+        ts("Input tokens per request p50 / p99", *quantiles(g + "input_tokens", MODEL, "model, version",
+           (0.5, 0.99), BY_VERSION), w=8),
+        ts("Output tokens per request p50 / p99", *quantiles(g + "output_tokens", MODEL, "model, version",
+           (0.5, 0.99), BY_VERSION), w=8),
+        ts("Generation errors per second by kind",
+           (rate(g + "errors_total", MODEL, "model, kind"), "{{model}} {{kind}}"), w=8),
+        ts("Generation requests in flight", (agg(g + "in_flight", by="model", op="sum"), "{{model}}")),
+        ts("Generation batch size p50 / p95 (requests per model call)",
+           *quantiles(g + "batch_size", MODEL, "model", (0.5, 0.95), "{{model}}")),
+    ]  # fmt: skip
     payloads = [
         ts("Payload records sent / spooled / dropped per second",
            (rate("mlplatform_payload_records_sent_total"), "sent"),
@@ -401,6 +421,7 @@ def serving() -> Any:
         [
             ("Traffic", traffic),
             ("Models and batching", models),
+            ("Text generation (generate extension, per model version)", text),
             ("Payload logging to drift-detection", payloads),
             ("GPU pool (dcgm-exporter)", gpus),
         ],
@@ -492,6 +513,18 @@ def drift() -> Any:
            (agg(d + "segment_drift_share_ratio", seg, "segment, value"), "drift share {{segment}}={{value}}"),
            w=8),
     ]  # fmt: skip
+    descriptor = d + "text_descriptor"  # drift/text.py: descriptor means per window
+    text = [
+        ts(title, (agg(descriptor, f'descriptor="{name}", {feat}', "model, feature, window"),
+           "{{model}} {{feature}} {{window}}"), unit=unit, w=8, desc=desc)
+        for title, name, unit, desc in (
+            ("Text length (mean characters per text)", "length", "short", ""),
+            ("Out-of-vocabulary word share (mean)", "oov_share", "percentunit",
+             "Share of words not in the reference's vocabulary."),
+            ("Non-letter character share (mean)", "non_letter_share", "percentunit",
+             "Share of characters that are neither letters nor spaces."),
+        )
+    ]  # fmt: skip
     ingested = rate(d + "records_ingested_total", MODEL, "model")
     windows = [
         ts("Records in the last closed window / collected for the next",
@@ -520,6 +553,7 @@ def drift() -> Any:
             ("Multivariate drift (MMD, domain classifier; last closed window)", multivariate),
             ("Model quality (realized from labels, estimated by CBPE; newest window)", quality),
             ("Segments and fairness (newest window)", segments),
+            ("Text columns: descriptors of the reference and the last closed window", text),
             ("Windows and ingestion", windows),
         ],
         query_var("model", "Model", "label_values(mlplatform_drift_windows_total, model)"),

@@ -23,6 +23,9 @@ RUNBOOK_URL = "https://github.com/mlplatform/mlplatform/blob/main/docs/runbooks/
 # Metrics that come from exporters running in the cluster, not from our services.
 EXTERNAL_PREFIXES = ("DCGM_FI_", "kube_", "up", "ALERTS")
 
+# The text model's metrics (#20): model-serving's generate extension and drift's text descriptors.
+TEXT_MODEL_PREFIXES = ("mlplatform_serving_generation_", "mlplatform_drift_text_descriptor")
+
 _KEYWORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
     "bool", "offset", "inf", "nan", "le",
@@ -131,6 +134,10 @@ def declared_metrics() -> set[str]:
             f"{base}_info",
         }
     return exposed
+
+
+def is_text_model(name: str) -> bool:
+    return name.startswith(TEXT_MODEL_PREFIXES)
 
 
 def is_external(name: str) -> bool:

@@ -17,6 +17,7 @@ from tests.observability.promql import (
     alert_rules,
     dashboards,
     is_external,
+    is_text_model,
     metric_names,
     prometheus_targets,
     recording_rules,
@@ -171,6 +172,11 @@ def test_dashboard_panel_query_returns_data(stack, traffic, expr: str) -> None: 
     names = metric_names(expr)
     if names and all(is_external(n) and n != "up" for n in names):
         pytest.skip("reads a cluster exporter (DCGM / kube-state-metrics); covered by promtool unit tests")
+    if any(is_text_model(n) for n in names):
+        # the live stack serves the tabular demo models only: generating with the summarizer (a trained T5
+        # model, torch) is beyond this test's budget; test_text_panels.py checks these panels' metric and
+        # label names against the registries model-serving and drift-detection build
+        pytest.skip("text model panel (generation metrics / text descriptors); see test_text_panels.py")
     _skip_if_service_missing(stack, expr)
     if "mlplatform_drift_disparate_impact_ratio" in expr:
         # needs two values of a segment column with >= 30 rows each in one window and some positive
