@@ -402,6 +402,7 @@ def up(
     from mlplatform.training.text import SUMMARIZER_MODEL_NAME
 
     env.setdefault("SERVING_MODELS", ",".join((*DEMO_MODELS, SUMMARIZER_MODEL_NAME)))
+    env.setdefault("EXPLAIN_MODELS", env["SERVING_MODELS"])  # explain what serving serves (text too)
     # the demo models' segments: merchant category and hour bucket (docs/quality.md)
     env.setdefault(
         "DRIFT_SEGMENTS",
