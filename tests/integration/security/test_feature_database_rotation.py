@@ -195,3 +195,57 @@ def test_a_url_postgresql_refuses_or_a_removed_one_is_rejected_before_the_swap(
         with pytest.raises(DatabaseConfigError, match=f"{SECRET}: removed"):
             rotation.apply(gone)
     assert plane.store is None and rotation.applied == 0
+
+
+async def test_work_in_flight_on_the_old_store_finishes_before_it_is_disposed(
+    postgres, tmp_path: Path
+) -> None:
+    """In process, on the real PostgreSQL: a job already running in the data plane's write pool holds
+    the old Feast store across a rotation and still queries it after the swap; the old store is
+    disposed (its registry engine's pooled connections closed) only once that job has finished."""
+    import asyncio
+    import threading as th
+
+    from prometheus_client import CollectorRegistry
+
+    from mlplatform.core.secrets import EnvSecretsBackend
+    from mlplatform.features.dataplane import FeatureDataPlane
+    from mlplatform.features.metrics import FeatureMetrics
+    from mlplatform.features.rotation import DatabaseRotation
+    from mlplatform.features.settings import FeatureSettings
+
+    dsn = postgres.create_database()
+    write_sources(
+        entity_snapshots(generate_transactions(300, 7)), FeatureRepoPaths(tmp_path), DatabaseURL.parse(dsn)
+    )
+    plane = FeatureDataPlane(
+        FeatureSettings(data_dir=tmp_path),
+        FeatureMetrics(CollectorRegistry()),
+        secrets=EnvSecretsBackend({SECRET: dsn}),
+    )
+    plane.check_database()
+    await plane.start()
+    rotation = DatabaseRotation(plane)
+    old, old_engine = plane.store, plane.store.registry.write_engine
+    started, release = th.Event(), th.Event()
+
+    def in_flight() -> set[str]:
+        started.set()
+        release.wait(30)
+        return {v.name for v in old.list_feature_views()}  # the old store, after the swap
+
+    job = plane._write_pool.submit(in_flight)  # noqa: SLF001 - where pushes and materialisation run
+    try:
+        assert started.wait(30)
+        await asyncio.to_thread(rotation.apply, dsn + "?application_name=rotated")  # a new URL
+        assert plane.store is not old and rotation.applied == 1
+        assert {v.name for v in plane.store.list_feature_views()} == VIEWS - {"transaction_ratios"}
+        await asyncio.sleep(0.5)
+        assert rotation.disposed == 0  # the old store waits for the job
+        release.set()
+        assert await asyncio.wrap_future(job) == VIEWS - {"transaction_ratios"}
+        await asyncio.to_thread(wait_until_sync, lambda: rotation.disposed == 1, 30, "the disposal")
+        assert old_engine.pool.checkedin() == 0  # its pooled connections closed
+    finally:
+        release.set()
+        await plane.stop()
