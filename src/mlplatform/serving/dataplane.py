@@ -10,10 +10,13 @@ from typing import Any
 import numpy as np
 import orjson
 from opentelemetry import trace
+from prometheus_client import CollectorRegistry
 
 from mlplatform import __version__
 from mlplatform.core.errors import InvalidInput, NotFound, PlatformError
 from mlplatform.core.payloads import PayloadBatch, PayloadSink, PredictionIds
+from mlplatform.core.secrets import SecretsBackend, follow_secret
+from mlplatform.features.client import build_feature_client
 from mlplatform.features.enrich import FeatureEnricher, request_keys
 from mlplatform.serving.batching import BatcherClosed
 from mlplatform.serving.metrics import (
@@ -113,21 +116,28 @@ def _select_outputs(pred: Prediction, wanted: list[str] | None) -> list[tuple[st
     return [(w, outputs[w]) for w in wanted]
 
 
-class DataPlane:
-    """Inference, metadata and readiness over the model repository."""
+class ServingDataPlane:
+    """Inference, metadata and readiness over the model repository; owns the repository and the clients
+    it builds from settings (feature store, payload logger), started and stopped with it."""
 
     def __init__(
         self,
         settings: ServingSettings,
-        repository: ModelRepository,
         metrics: ServingMetrics,
         *,
+        secrets: SecretsBackend,
+        registry: CollectorRegistry,
+        repository: ModelRepository | None = None,
         feature_client: Any = None,
         payload_sink: PayloadSink | None = None,
     ) -> None:
         self.settings = settings
-        self.repository = repository
+        self.repository = repository or ModelRepository(settings, metrics)
         self.metrics = metrics
+        self._secrets = secrets
+        self._registry = registry
+        self._owned_client: Any = None  # the feature-store client built here (closed on stop)
+        self._owned_logger: Any = None  # the payload logger built here
         self.enricher = FeatureEnricher(
             feature_client,
             deadline_s=settings.resolved_feature_deadline_s(),
@@ -149,6 +159,32 @@ class DataPlane:
     @feature_client.setter
     def feature_client(self, client: Any) -> None:  # noqa: ANN401
         self.enricher.client = client
+
+    # ----- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Build the clients it was not handed (feature store when ``SERVING_FEATURE_STORE_URL`` is set,
+        payload logger when ``SERVING_DRIFT_URL`` is), then start loading the models."""
+        settings = self.settings
+        if self.feature_client is None and settings.feature_store_url:
+            self.feature_client = self._owned_client = build_feature_client(
+                settings, self._secrets, self._registry
+            )
+        if self.payload_sink is None and settings.drift_url:
+            self._owned_logger = _payload_logger(settings, self._secrets, self._registry)
+            await self._owned_logger.start()
+            self.payload_sink = self._owned_logger
+        await self.repository.start()
+
+    async def stop(self) -> None:
+        """Drain and unload the models, then flush and close what :meth:`start` built."""
+        await self.repository.stop()
+        if self._owned_logger is not None:
+            await self._owned_logger.stop()
+            self.payload_sink = self._owned_logger = None
+        if self._owned_client is not None:
+            await self._owned_client.aclose()
+            self.feature_client = self._owned_client = None
 
     # ----- metadata -----------------------------------------------------------------------------
 
@@ -239,7 +275,9 @@ class DataPlane:
             doc = load_json(body) if body is not None else None
             frame, inputs_rows, req = await self._frame(handle, doc, req)
             if (check := getattr(handle.model.runtime, "check_frame", None)) is not None:
-                check(frame)  # text models: strings, not empty, within the context (per request, before batching)
+                check(
+                    frame
+                )  # text models: strings, not empty, within the context (per request, before batching)
             try:
                 pred = await handle.batcher.submit(frame)
             except BatcherClosed:
@@ -353,3 +391,24 @@ class DataPlane:
             )
         except Exception:  # noqa: BLE001 - payload logging must never fail a prediction
             log.exception("could not hand inference payloads to the payload logger")
+
+
+def _payload_logger(settings: ServingSettings, secrets: SecretsBackend, registry: CollectorRegistry) -> Any:  # noqa: ANN401
+    """The payload logger to drift detection (imported lazily: a serving image without it never loads it)."""
+    from mlplatform.drift.payload_logger import PayloadLogger
+
+    kwargs: dict[str, Any] = dict(
+        batch_size=settings.payload_batch_size,
+        sample_rate=settings.payload_sample_rate,
+        spool_dir=settings.resolved_spool_dir(),
+        spool_max_bytes=settings.payload_spool_max_bytes,
+        flush_interval_s=settings.payload_flush_interval_s,
+        drain_timeout_s=settings.payload_drain_timeout_s,
+        registry=registry,
+    )
+    api_key = secrets.get(settings.drift_api_key_secret)
+    if api_key:
+        kwargs["api_key"] = api_key
+    logger = PayloadLogger(settings.drift_url, **kwargs)
+    follow_secret(secrets, settings.drift_api_key_secret, logger.set_api_key)
+    return logger

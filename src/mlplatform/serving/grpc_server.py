@@ -1,7 +1,7 @@
 """Open Inference Protocol (V2) over gRPC: ``inference.GRPCInferenceService`` on the serving data plane.
 
-gRPC only: every RPC is handed to the same :class:`~mlplatform.serving.dataplane.DataPlane` as REST
-(``ModelInfer`` through :meth:`~mlplatform.serving.dataplane.DataPlane.infer_parsed`: the same
+gRPC only: every RPC is handed to the same :class:`~mlplatform.serving.dataplane.ServingDataPlane` as REST
+(``ModelInfer`` through :meth:`~mlplatform.serving.dataplane.ServingDataPlane.infer_parsed`: the same
 validation, batching, serving metrics and payload logging), and the metered RPCs (``ModelReady``,
 ``ModelMetadata``, ``ModelInfer``) through the app's :class:`~mlplatform.core.pipeline.RequestPipeline`:
 request id (metadata ``x-request-id`` or a new one, answered in the trailing metadata), the in-flight
@@ -31,7 +31,7 @@ import grpc
 from mlplatform.core.auth import ApiKeyAuth
 from mlplatform.core.errors import PlatformError
 from mlplatform.core.pipeline import RequestPipeline
-from mlplatform.serving.dataplane import DataPlane, InferResult, output_datatype
+from mlplatform.serving.dataplane import InferResult, ServingDataPlane, output_datatype
 from mlplatform.v2.grpc_codec import encode_raw, parse_model_infer_request
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2 as pb2
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2_grpc as pb2_grpc
@@ -87,7 +87,7 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
 
     def __init__(
         self,
-        plane: DataPlane,
+        plane: ServingDataPlane,
         pipeline: RequestPipeline,
         auth: ApiKeyAuth,
         is_ready: Callable[[], bool],

@@ -7,7 +7,6 @@ import re
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from mlplatform.core.auth import ApiKeyAuth, require_scope
@@ -15,17 +14,9 @@ from mlplatform.core.errors import ErrorBody
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.pipeline import FastHandler
 from mlplatform.core.responses import JSONResponse
-from mlplatform.serving.dataplane import DataPlane
+from mlplatform.serving.dataplane import ServingDataPlane
+from mlplatform.serving.schemas import ReloadResult
 from mlplatform.v2.types import REQUEST_BODY_DOC, InferenceResponse, ModelMetadata, ModelReady, ServerMetadata
-
-
-class ReloadResult(BaseModel):
-    """Result of a forced reload."""
-
-    name: str = Field(description="Registered model name.")
-    version: str = Field(description="Version served after the reload.")
-    runtime: str = Field(description="Runtime serving it.")
-
 
 INFER_ERRORS = {
     400: {"model": ErrorBody, "description": "malformed JSON"},
@@ -45,7 +36,7 @@ def scope_dependency(scope: str) -> Callable[[Request], Awaitable[None]]:
     return require_scope(scope)
 
 
-def build_router(plane: DataPlane, infer: FastHandler) -> APIRouter:
+def build_router(plane: ServingDataPlane, infer: FastHandler) -> APIRouter:
     """The V2 routes bound to one data plane. ``infer`` is :func:`infer_handler`: the app serves it as a
     fast route ahead of FastAPI; the two infer routes here call the same handler (same auth check,
     same errors) and give the OpenAPI document its infer operations."""
@@ -140,7 +131,7 @@ def match_infer(path: str) -> tuple[str, tuple[str, ...]] | None:
     return INFER_TEMPLATE, (name, "")
 
 
-def infer_handler(plane: DataPlane, auth: ApiKeyAuth) -> FastHandler:
+def infer_handler(plane: ServingDataPlane, auth: ApiKeyAuth) -> FastHandler:
     """The infer routes' work on raw headers and body: the ``infer`` scope check, then the data plane."""
 
     async def handle(params: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:

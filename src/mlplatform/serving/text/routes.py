@@ -199,7 +199,7 @@ def _begin(plane: Any, name: str, version: str | None, body: bytes) -> Generatio
         raise
 
 
-def build_text_router(plane: Any) -> APIRouter:  # noqa: ANN401 - the serving DataPlane
+def build_text_router(plane: Any) -> APIRouter:  # noqa: ANN401 - the ServingDataPlane
     """The generate and generate_stream routes (both with and without a version) over ``plane``."""
     router = APIRouter(tags=["generate"])
     deps = [Depends(require_scope("infer"))]
