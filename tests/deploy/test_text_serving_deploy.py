@@ -221,3 +221,23 @@ def test_argo_cd_syncs_the_text_release_with_its_overlay():
     for obj in _release_objects(render_overlay("prod"), TEXT_RELEASE):
         group = obj["apiVersion"].rpartition("/")[0]
         assert (group, obj["kind"]) in allowed, obj["kind"]
+
+
+def test_adapter_series_are_what_serving_exports():
+    """The series the adapter rules for generation read are samples of model-serving's generation
+    metrics (mlplatform.serving.text.metrics), with the labels the rules aggregate away."""
+    from prometheus_client import CollectorRegistry
+
+    from mlplatform.serving.text.metrics import GenerationMetrics
+
+    registry = CollectorRegistry()
+    metrics = GenerationMetrics(registry)
+    metrics.in_flight.labels(model="summarizer").inc()
+    metrics.output_tokens.labels(model="summarizer", version="1").observe(32)
+    samples = {s.name for family in registry.collect() for s in family.samples}
+    generation = {name: rule for name, rule in _adapter_rules().items() if "generation" in name}
+    assert set(generation) == {GENERATION_IN_FLIGHT, "mlplatform_serving_generation_output_tokens_per_second"}
+    for rule in generation.values():
+        series = re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", rule["seriesQuery"].strip("'\"")).group(0)
+        assert series in samples, series
+    assert registry.get_sample_value(GENERATION_IN_FLIGHT, {"model": "summarizer"}) == 1.0
