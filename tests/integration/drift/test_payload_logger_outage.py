@@ -6,7 +6,6 @@ data directory) -> the spool drains; every submitted record is stored exactly on
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import httpx
@@ -17,19 +16,11 @@ from mlplatform.core.payloads import InferenceRecord, PayloadBatch
 from mlplatform.drift.payload_logger import PayloadLogger
 from mlplatform.drift.schemas import IngestRequest
 from mlplatform.drift.store import SqliteDriftStore
+from tests.helpers import wait_until
 from tests.procs import free_port, start_service
 from tests.unit.drift.tiny_registry import MODEL, make_frame
 
 pytestmark = pytest.mark.integration
-
-
-async def _until(predicate, deadline_s: float = 60.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 def _submit(logger: PayloadLogger, records: list[InferenceRecord]) -> None:
@@ -88,18 +79,18 @@ async def test_every_record_arrives_exactly_once_across_an_outage(drift_registry
     await logger.start()
     try:
         _submit(logger, _records(0, 150))
-        await _until(lambda: value("mlplatform_payload_records_sent_total") == 150)
+        await wait_until(lambda: value("mlplatform_payload_records_sent_total") == 150)
         assert value("mlplatform_payload_records_spooled_total") == 0
 
         svc.stop()
         _submit(logger, _records(1000, 230))  # drift is down: all of it must be spooled
-        await _until(lambda: value("mlplatform_payload_records_spooled_total") == 230)
+        await wait_until(lambda: value("mlplatform_payload_records_spooled_total") == 230)
         assert logger.spool_bytes > 0
 
         svc = start_service("drift-detection", env, tmp_path / "logs", port=port)
         _submit(logger, _records(5000, 40))  # new traffic while the spool drains
-        await _until(lambda: value("mlplatform_payload_records_sent_total") == 150 + 230 + 40)
-        await _until(lambda: logger.spool_bytes == 0)
+        await wait_until(lambda: value("mlplatform_payload_records_sent_total") == 150 + 230 + 40)
+        await wait_until(lambda: logger.spool_bytes == 0)
         # re-sending the very first records again changes nothing (idempotent ingest)
         r = httpx.post(
             f"{svc.url}/v1/records",
@@ -167,14 +158,16 @@ async def test_a_killed_process_loses_nothing_and_sigterm_drains_the_spool(drift
     restarted = _logger(port, spool, registry, drain_timeout_s=60.0)
     await restarted.start()  # replays the log through the spool
     try:
-        await _until(lambda: (registry.get_sample_value("mlplatform_payload_records_sent_total") or 0) == 50)
+        await wait_until(
+            lambda: (registry.get_sample_value("mlplatform_payload_records_sent_total") or 0) == 50
+        )
         assert not list(spool.glob("wal-*.jsonl")) or all(
             p.stat().st_size == 0 for p in spool.glob("wal-*.jsonl")
         )
         svc.stop()
         second = _records(2000, 60)
         _submit(restarted, second)
-        await _until(
+        await wait_until(
             lambda: (
                 (registry.get_sample_value("mlplatform_payload_records_spooled_total") or 0) == 50 + 60
             )  # the 50 replayed from the log went through the spool too

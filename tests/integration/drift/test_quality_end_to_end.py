@@ -14,7 +14,6 @@ performance does, for the model and for that segment.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -25,6 +24,7 @@ import pytest
 from mlplatform.features import contract as feat
 from mlplatform.training import data as data_mod
 from mlplatform.training.pipeline import time_split
+from tests.helpers import wait_until_sync
 from tests.procs import free_port, start_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -32,15 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 MODEL = "fraud-detector"
 ROWS_PER_REQUEST = 100
 WINDOW = 1000
-
-
-def _poll(predicate, deadline_s: float = 90.0) -> None:  # noqa: ANN001
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met before the deadline")
 
 
 def _traffic(data_dir: Path) -> tuple[pd.DataFrame, np.ndarray]:
@@ -104,7 +95,9 @@ def test_concept_shift_in_a_segment_is_caught_by_realized_performance_only(demo_
                 keys += [(pid, i) for i in range(len(rows))]
 
         with httpx.Client(base_url=drift.url, timeout=60) as client:
-            _poll(lambda: len(client.get(f"/v1/models/{MODEL}/drift/history").json()["windows"]) == 3)
+            wait_until_sync(
+                lambda: len(client.get(f"/v1/models/{MODEL}/drift/history").json()["windows"]) == 3
+            )
             before = client.get(f"/v1/models/{MODEL}/quality").json()["windows"][::-1]
             assert [w["n_labeled"] for w in before] == [0, 0, 0]
             assert all(w["estimated"]["roc_auc"] is not None for w in before)

@@ -9,13 +9,12 @@ the id serving assigns (``parameters.prediction_id``), so no row is dropped as a
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import numpy as np
 import pytest
 
 from mlplatform.drift.store import SqliteDriftStore
+from tests.helpers import wait_until_sync
 from tests.procs import free_port, start_service
 
 # training the demo models (session fixture) alone can take minutes on a busy machine
@@ -23,15 +22,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 
 MODEL = "fraud-detector"
 ROWS_PER_REQUEST = 4
-
-
-def _poll(predicate, deadline_s: float = 90.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met before the deadline")
 
 
 def _body(meta: dict, request_id: str, rng: np.random.Generator) -> dict:
@@ -93,13 +83,13 @@ def test_inferences_reach_drift_exactly_once_across_an_outage(demo_registry, tmp
                     sent_ids.append((doc["model_version"], doc["parameters"]["prediction_id"]))
 
         drive("before", 15)
-        _poll(lambda: _sent(serving.url) >= 15 * ROWS_PER_REQUEST)
+        wait_until_sync(lambda: _sent(serving.url) >= 15 * ROWS_PER_REQUEST)
         drift.stop()
         drive("during", 20)  # drift is down: serving keeps answering and spools
         drift = start_service("drift-detection", drift_env, logs, port=drift_port)
         drive("after", 10)
         total = len(sent_ids) * ROWS_PER_REQUEST
-        _poll(lambda: _sent(serving.url) >= total)
+        wait_until_sync(lambda: _sent(serving.url) >= total)
         status = httpx.get(f"{drift.url}/v1/models/{MODEL}/drift", timeout=30).json()
         assert status["window"] is not None and status["window"]["features"]
     finally:

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from mlplatform.core.payloads import InferenceRecord, PayloadBatch
 from mlplatform.drift.payload_logger import PayloadLogger
 from mlplatform.drift.schemas import IngestRequest
+from tests.helpers import wait_until
 from tests.procs import free_port
 
 
@@ -39,15 +40,6 @@ def _value(registry: CollectorRegistry, name: str, labels: dict | None = None) -
     return registry.get_sample_value(name, labels or {}) or 0.0
 
 
-async def _until(predicate, deadline_s: float = 10.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("condition not met before the deadline")
-
-
 async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_path):
     spool = tmp_path / "spool"
     spool.mkdir()
@@ -67,7 +59,9 @@ async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_p
     assert not list(spool.glob(".tmp-*"))
     for i in range(30):
         logger.submit(_batch(i))
-    await _until(lambda: _value(registry, "mlplatform_payload_records_spooled_total") == 30)
+    await wait_until(
+        lambda: _value(registry, "mlplatform_payload_records_spooled_total") == 30, 10.0, step_s=0.02
+    )
     files = sorted(spool.glob("*.json"))
     assert len(files) == 3
     assert [len(_spooled(f)) for f in files] == [10, 10, 10]
@@ -102,7 +96,7 @@ async def test_queue_bound_and_sampling(tmp_path):
     await logger.start()
     for i in range(8):  # submit never blocks; past max_queue the oldest rows move to the disk spool
         logger.submit(_batch(i))
-    await _until(lambda: logger.queue_depth == 5)
+    await wait_until(lambda: logger.queue_depth == 5, 10.0, step_s=0.02)
     assert _value(registry, "mlplatform_payload_queue_records") == 5
     assert _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 0
     assert _value(registry, "mlplatform_payload_records_spooled_total") == 3
@@ -256,7 +250,7 @@ async def test_stop_with_a_backlog_and_a_slow_receiver_loses_nothing(tmp_path):
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    await _until(lambda: server.started)
+    await wait_until(lambda: server.started, 10.0, step_s=0.02)
     registry = CollectorRegistry()
     logger = PayloadLogger(
         f"http://127.0.0.1:{port}",

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import sys
-import time
 
 import pytest
 
 from mlplatform.core.auth import hash_key
+from tests.helpers import wait_until_sync
 from tests.kube_api import KubeApiDouble
 from tests.unit.drift.tiny_registry import MODEL, drift_settings, make_frame, records, running_app
 
 # every test here runs on both store backends (SQLite and a real PostgreSQL)
 pytestmark = pytest.mark.usefixtures("drift_backend")
-
-
-def _poll(predicate, deadline_s: float = 10.0) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 async def _window(client, shift: float, tag: str, seed: int) -> None:
@@ -50,7 +41,7 @@ async def test_retraining_fires_once_per_episode_via_subprocess(tiny_registry, t
             await _window(client, 1.0, f"b{i}", 10 + i)
         events = await svc.retrain_events(MODEL)
         assert len(events) == 1 and events[0]["mode"] == "subprocess" and events[0]["outcome"] == "started"
-        _poll(lambda: marker.exists() and marker.read_text() == f"{MODEL}\n")
+        wait_until_sync(lambda: marker.exists() and marker.read_text() == f"{MODEL}\n", 10.0, step_s=0.05)
         state = (await client.get(f"/v1/models/{MODEL}/drift")).json()["retraining"]
         assert state["consecutive_drift_windows"] == 5 and state["episode_active"] is True
 
@@ -59,7 +50,7 @@ async def test_retraining_fires_once_per_episode_via_subprocess(tiny_registry, t
         assert len(await svc.retrain_events(MODEL)) == 1
         await _window(client, 1.0, "c2", 32)  # a new episode fires again
         assert len(await svc.retrain_events(MODEL)) == 2
-        _poll(lambda: marker.read_text().count(MODEL) == 2)
+        wait_until_sync(lambda: marker.read_text().count(MODEL) == 2, 10.0, step_s=0.05)
         metrics = (await client.get("/metrics")).text
         assert (
             'mlplatform_drift_retraining_triggers_total{mode="subprocess",model="drift-demo",outcome="started"} 2.0'
