@@ -96,7 +96,9 @@ async def test_queue_bound_and_sampling(tmp_path):
     await logger.start()
     for i in range(8):  # submit never blocks; past max_queue the oldest rows move to the disk spool
         logger.submit(_batch(i))
-    await wait_until(lambda: logger.queue_depth == 5, 10.0, step_s=0.02)
+    # the spill takes rows off the queue first, then writes them in a worker thread: wait for both
+    spooled = "mlplatform_payload_records_spooled_total"
+    await wait_until(lambda: logger.queue_depth == 5 and _value(registry, spooled) == 3, 10.0, step_s=0.02)
     assert _value(registry, "mlplatform_payload_queue_records") == 5
     assert _value(registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 0
     assert _value(registry, "mlplatform_payload_records_spooled_total") == 3
