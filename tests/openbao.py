@@ -37,6 +37,7 @@ import hvac
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.helpers import stop_process
 from tests.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,13 +281,7 @@ class OpenBao:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc, 10)
         self.kube.close()
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.helpers import stop_process
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -37,25 +39,24 @@ class ServiceProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 40.0) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout, sig)
 
 
 def wait_ready(
-    url: str, deadline_s: float, proc: subprocess.Popen[bytes] | None = None, path: str = "/v2/health/ready"
+    url: str,
+    deadline_s: float,
+    proc: subprocess.Popen[bytes] | None = None,
+    path: str = "/v2/health/ready",
+    log: Path | None = None,
 ) -> None:
-    """Poll ``url + path`` until it answers 200, the process dies, or the deadline passes."""
+    """Poll ``url + path`` until it answers 200, the process dies, or the deadline passes; the
+    error names the last answer and ends with the tail of ``log`` when one is given."""
+    tail = (lambda: "\n" + log.read_text(errors="replace")[-3000:]) if log else (lambda: "")
     end = time.monotonic() + deadline_s
     last = ""
     while time.monotonic() < end:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before becoming ready")
+            raise RuntimeError(f"process exited with {proc.returncode} before becoming ready{tail()}")
         try:
             r = httpx.get(url + path, timeout=1.0)
             if r.status_code == 200:
@@ -64,7 +65,7 @@ def wait_ready(
         except httpx.HTTPError as exc:
             last = repr(exc)
         time.sleep(0.1)
-    raise TimeoutError(f"{url}{path} not ready after {deadline_s}s (last: {last})")
+    raise TimeoutError(f"{url}{path} not ready after {deadline_s}s (last: {last}){tail()}")
 
 
 def start_service(

@@ -1,26 +1,15 @@
-"""Fixtures of the feature-store integration tests: a real ``redis-server`` on a free port, and the
-check that a running service answers with the snapshot values."""
+"""The check that a running feature-store service answers with the snapshot values (the
+``redis_server`` fixture is in ``tests/integration/conftest.py``)."""
 
 from __future__ import annotations
-
-import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from mlplatform.features.client import FeatureStoreClient
-from tests.redis_proc import REDIS_PASSWORD, running_redis
+from tests.redis_proc import REDIS_PASSWORD
 from tests.unit.features.small_repo import SmallRepo, latest
 
 __all__ = ["REDIS_PASSWORD", "check_reads"]
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real redis-server with ``REDIS_PASSWORD`` on a free port: ``(address, process)``."""
-    with running_redis(tmp_path) as server:
-        yield server
 
 
 async def check_reads(url: str, repo: SmallRepo) -> None:

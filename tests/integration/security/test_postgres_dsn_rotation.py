@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.security.test_vault_service import PATH, serve, service_env
+from tests.integration.security.vault_service import PATH, serve, service_env
 from tests.openbao import OpenBao
 from tests.procs import free_port, wait_ready
 

@@ -33,10 +33,11 @@ from mlplatform.explain.settings import ExplainSettings
 from mlplatform.features.client import build_feature_client
 from mlplatform.features.store import FeatureRepoPaths, OnlineStoreSpec, apply_definitions, open_store
 from mlplatform.serving.settings import ServingSettings
-from tests.integration.features.conftest import REDIS_PASSWORD, redis_server  # noqa: F401 - fixture
+from tests.helpers import wait_until
 from tests.openbao import OpenBao
 from tests.procs import running_service
-from tests.unit.features.conftest import build_small_repo
+from tests.redis_proc import REDIS_PASSWORD
+from tests.unit.features.small_repo import build_small_repo
 
 pytestmark = pytest.mark.integration
 
@@ -52,17 +53,15 @@ def keyring(*keys: str) -> str:
 
 
 async def until(predicate, deadline_s: float = 30) -> float:  # noqa: ANN001
+    """Seconds until ``predicate`` holds (fails after ``deadline_s``)."""
     start = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - start < deadline_s, "not within the deadline"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - start
+    return await wait_until(predicate, deadline_s) - start
 
 
 async def test_feature_store_key_and_redis_password_rotation_under_load(
     openbao: OpenBao,
     tmp_path: Path,
-    redis_server: tuple[str, subprocess.Popen[bytes]],  # noqa: F811 - the imported fixture
+    redis_server: tuple[str, subprocess.Popen[bytes]],
 ) -> None:
     address, _ = redis_server
     host, _, port = address.rpartition(":")

@@ -8,26 +8,19 @@ service-account token (checked by a TokenReview double) and reads ``mlplatform/d
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from mlplatform.core.auth import hash_key
+from tests.integration.security.vault_service import PATH, serve, service_env
 from tests.openbao import OpenBao
 from tests.procs import free_port, wait_ready
 
 pytestmark = pytest.mark.integration
-
-SERVICE = "drift-detection"
-ROLE = "mlplatform-dev-drift-detection"
-PATH = "mlplatform/dev/drift-detection"
 
 
 @pytest.fixture
@@ -39,45 +32,6 @@ def vault(openbao: OpenBao) -> Iterator[OpenBao]:
 @pytest.fixture
 def jwt(vault: OpenBao) -> str:
     return vault.kube.mint("mlplatform-dev", "drift-detection")
-
-
-def service_env(vault: OpenBao, tmp_path: Path, jwt: str, **extra: str) -> dict[str, str]:
-    token = tmp_path / "sa-token"
-    token.write_text(jwt)
-    return {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "MLPLATFORM_DATA_DIR": str(tmp_path / "data"),
-        "MLPLATFORM_ENV": "dev",
-        "DRIFT_SECRETS_BACKEND": "vault",
-        "DRIFT_RETRAIN_MODE": "off",
-        "VAULT_ADDR": vault.addr,
-        "VAULT_ROLE": ROLE,
-        "VAULT_SECRET_PATH": PATH,
-        "VAULT_SA_TOKEN_PATH": str(token),
-        "VAULT_REFRESH_INTERVAL_S": "0.5",
-        **extra,
-    }
-
-
-def serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as fh:
-        return subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlplatform.cli",
-                "serve",
-                SERVICE,
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-            ],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
 
 
 @pytest.mark.parametrize(
