@@ -6,10 +6,12 @@ it as ``summarizer@champion`` in a throw-away SQLite MLflow, starts ``mlplatform
 explainability`` on a free port and sends sequential ``POST /v2/models/summarizer/explain`` requests
 (one keep-alive connection) with a generated article of ``--tokens`` input tokens (end-of-sequence
 included), for each ``max_evals`` (the service default first). Prints p50/p99 latency, the model
-evaluations spent and the output tokens explained.
+evaluations spent and the output tokens explained. ``--torch-threads`` starts one service per
+setting (``OMP_NUM_THREADS``; ``default`` leaves torch's own choice, one thread per core): on a
+machine shared with other work, torch's intra-op threads wait on each other and the tail grows.
 
     .venv/bin/python scripts/bench/bench_explain_text.py [--tokens 50] [--requests 10]
-        [--max-evals default,100,1000] [--max-tokens 32] [--train-seconds 0]
+        [--max-evals default,100,1000] [--max-tokens 32] [--train-seconds 0] [--torch-threads default,1]
 """
 
 from __future__ import annotations
@@ -82,9 +84,14 @@ def main() -> None:
     )
     parser.add_argument("--max-tokens", type=int, default=32, help="parameters.max_tokens (output tokens)")
     parser.add_argument("--train-seconds", type=float, default=0, help="train the summarizer first (<= 120)")
+    parser.add_argument(
+        "--torch-threads",
+        default="default,1",
+        help="comma-separated OMP_NUM_THREADS of the service, or default",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-explain-text-"))
-    results: list[tuple[str, dict[str, float]]] = []
+    results: list[tuple[str, str, dict[str, float]]] = []
     try:
         from transformers import AutoTokenizer
 
@@ -93,37 +100,40 @@ def main() -> None:
         uri, model_dir = build(work, args.train_seconds)
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         text = article_of_tokens(tokenizer, args.tokens)
-        env = {
-            "MLFLOW_TRACKING_URI": uri,
-            "MLPLATFORM_DATA_DIR": str(work),
-            "EXPLAIN_MODELS": MODEL,
-            "EXPLAIN_AUTH_ENABLED": "false",
-            "EXPLAIN_LOG_LEVEL": "WARNING",
-        }
-        svc = start_service("explainability", env, work / "logs", ready_timeout=300)
-        try:
-            for evals in args.max_evals.split(","):
-                params: dict[str, int] = {"max_tokens": args.max_tokens}
-                if evals != "default":
-                    params["max_evals"] = int(evals)
-                label = f"{DEFAULT_EVALS} (default)" if evals == "default" else evals
-                print(f"measuring max_evals={label} ...", flush=True)
-                body = {
-                    "inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": [text]}],
-                    "parameters": params,
-                }
-                results.append((label, measure(svc.url, body, args.requests)))
-        finally:
-            svc.stop()
+        for threads in args.torch_threads.split(","):
+            env = {
+                "MLFLOW_TRACKING_URI": uri,
+                "MLPLATFORM_DATA_DIR": str(work),
+                "EXPLAIN_MODELS": MODEL,
+                "EXPLAIN_AUTH_ENABLED": "false",
+                "EXPLAIN_LOG_LEVEL": "WARNING",
+            }
+            if threads != "default":
+                env["OMP_NUM_THREADS"] = threads
+            svc = start_service("explainability", env, work / f"logs-{threads}", ready_timeout=300)
+            try:
+                for evals in args.max_evals.split(","):
+                    params: dict[str, int] = {"max_tokens": args.max_tokens}
+                    if evals != "default":
+                        params["max_evals"] = int(evals)
+                    label = f"{DEFAULT_EVALS} (default)" if evals == "default" else evals
+                    print(f"measuring max_evals={label}, torch threads {threads} ...", flush=True)
+                    body = {
+                        "inputs": [{"name": "text_input", "shape": [1], "datatype": "BYTES", "data": [text]}],
+                        "parameters": params,
+                    }
+                    results.append((label, threads, measure(svc.url, body, args.requests)))
+            finally:
+                svc.stop()
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
     print("text explanation latency through the service (summarizer, sequential requests, one connection)")
-    header = f"{'max_evals':<16}{'input tok':>10}{'output tok':>11}{'evals':>7}{'requests':>10}"
+    header = f"{'max_evals':<16}{'threads':>8}{'input tok':>10}{'output tok':>11}{'evals':>7}{'requests':>10}"
     print(f"{header}{'p50 ms':>10}{'p99 ms':>10}")
-    for label, r in results:
+    for label, threads, r in results:
         print(
-            f"{label:<16}{r['inputs']:>10}{r['outputs']:>11}{r['evaluations']:>7}{r['n']:>10}"
+            f"{label:<16}{threads:>8}{r['inputs']:>10}{r['outputs']:>11}{r['evaluations']:>7}{r['n']:>10}"
             f"{r['p50']:>10.1f}{r['p99']:>10.1f}"
         )
     print()

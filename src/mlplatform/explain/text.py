@@ -144,7 +144,25 @@ def _teacher_forcing_class() -> type:
     import shap
 
     class StableTeacherForcing(shap.models.TeacherForcing):
-        """shap's TeacherForcing with a numerically stable log-odds (log-softmax, no exp overflow)."""
+        """shap's TeacherForcing with a numerically stable log-odds (log-softmax, no exp overflow) that
+        evaluates each distinct masked text once per explanation: the Partition explainer asks for the
+        same coalition from several branches of its recursion."""
+
+        _seen: dict[str, np.ndarray] | None = None
+
+        def reset_cache(self) -> None:
+            """Forget the outputs of the last explanation (call before explaining a new output)."""
+            self._seen = {}
+
+        def __call__(self, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+            if self._seen is None:
+                return super().__call__(X, Y)
+            keys = [str(x) for x in X]
+            todo = [k for k in dict.fromkeys(keys) if k not in self._seen]
+            if todo:  # Y holds the same target on every row within one explanation
+                out = super().__call__(np.array(todo, dtype=object), Y[: len(todo)])
+                self._seen.update(zip(todo, out, strict=True))
+            return np.stack([self._seen[k] for k in keys])
 
         def get_logodds(self, logits: np.ndarray) -> np.ndarray:
             ids = np.asarray(self.output[0], dtype=np.int64)
@@ -244,6 +262,7 @@ class TextShapExplainer:
         input_tokens = self._input_tokens(text)
         if not output_ids:  # the model answers with end-of-sequence at once: nothing to attribute
             return TextExplanation("", input_tokens, [], [], [], [], 0)
+        self._teacher.reset_cache()
         masker = shap.maskers.OutputComposite(self._masker, _FixedTarget(target))
         explainer = shap.explainers.PartitionExplainer(self._teacher, masker)
         result = explainer([text], max_evals=max_evals, batch_size=self.settings.text_batch_size, silent=True)

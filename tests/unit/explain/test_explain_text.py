@@ -216,3 +216,11 @@ async def test_text_models_have_no_importance_and_the_openapi_documents_the_text
     assert refs == {"ExplainResponse", "TextExplainResponse"}
     text = spec["components"]["schemas"]["TextExplanation"]["properties"]
     assert {"input_tokens", "output_tokens", "attributions", "base_values", "outputs"} <= set(text)
+
+
+def test_other_transformers_tasks_are_refused_before_loading(tmp_path):
+    from mlplatform.explain.explainers import UnsupportedModel
+    from mlplatform.explain.text import load_text_model
+
+    with pytest.raises(UnsupportedModel, match="task 'text-generation'.*text2text-generation"):
+        load_text_model("chat", "3", str(tmp_path), {"transformers": {"task": "text-generation"}})
