@@ -10,13 +10,13 @@ from fastapi import FastAPI
 
 from mlplatform.core.app import build_app, build_context
 from mlplatform.core.secrets import SecretsBackend, follow_secret
-from mlplatform.drift.dataplane import DriftService
+from mlplatform.drift.dataplane import DriftDataPlane
 from mlplatform.drift.metrics import DriftMetrics
 from mlplatform.drift.quality import QualityService
 from mlplatform.drift.quality_metrics import QualityMetrics
 from mlplatform.drift.quality_routes import quality_router
 from mlplatform.drift.retrain import RetrainLauncher
-from mlplatform.drift.routes import drift_router
+from mlplatform.drift.routes import build_router
 from mlplatform.drift.settings import DriftSettings
 from mlplatform.drift.store import open_store
 
@@ -41,7 +41,7 @@ def create_app(
     set_dsn = getattr(store, "set_dsn", None)
     if set_dsn is not None and not (settings.database_url and settings.database_url.get_secret_value()):
         follow_secret(ctx.secrets, "DRIFT_DATABASE_URL", set_dsn)  # a rotated DSN, no restart
-    svc = DriftService(
+    svc = DriftDataPlane(
         settings,
         metrics,
         launcher=launcher,
@@ -71,8 +71,8 @@ def create_app(
         title="mlplatform drift detection",
         description="Evidently-compatible data and prediction drift per model version, with retraining triggers.",
         lifespan=lifespan,
-        is_ready=lambda: svc.ready,
-        routers=[drift_router(), quality_router()],
+        is_ready=svc.ready,
+        routers=[build_router(svc, quality), quality_router(quality)],
     )
     app.state.dataplane = svc
     app.state.drift_metrics = metrics

@@ -35,7 +35,7 @@ log = logging.getLogger("mlplatform.drift")
 T = TypeVar("T")
 
 
-class DriftService:
+class DriftDataPlane:
     """Everything drift detection does, driven by the HTTP routes and by tests alike."""
 
     def __init__(
@@ -61,7 +61,7 @@ class DriftService:
         )
         self._load_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._ticker: asyncio.Task[None] | None = None
-        self.ready = False
+        self._ready = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -73,10 +73,14 @@ class DriftService:
             self.metrics.open_records.labels(model, version).set(n)
         if self.settings.window_mode == "time":
             self._ticker = asyncio.create_task(self._time_windows())
-        self.ready = True
+        self._ready = True
+
+    def ready(self) -> bool:
+        """Ready once the store is open and the last windows are exported."""
+        return self._ready
 
     async def stop(self) -> None:
-        self.ready = False
+        self._ready = False
         if self._ticker is not None:
             self._ticker.cancel()
         await self.launcher.aclose()

@@ -1,7 +1,7 @@
 """Model quality in drift detection: delayed labels, realized and estimated (CBPE) performance per
 window, segments and fairness, and a retraining trigger on a sustained performance drop.
 
-Transport-free like :class:`~mlplatform.drift.dataplane.DriftService`, which it works beside: the
+Transport-free like :class:`~mlplatform.drift.dataplane.DriftDataPlane`, which it works beside: the
 drift service closes windows; this service
 
 * stores ground-truth labels by serving's prediction id and row (:meth:`QualityService.add_labels`)
@@ -32,7 +32,7 @@ import pandas as pd
 from mlplatform.core.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from mlplatform.core.registry import ModelRef, resolve_version
 from mlplatform.drift import stats
-from mlplatform.drift.dataplane import DriftService
+from mlplatform.drift.dataplane import DriftDataPlane
 from mlplatform.drift.quality_metrics import QualityMetrics
 from mlplatform.drift.quality_schemas import (
     LabelIn,
@@ -93,7 +93,7 @@ class VersionReference:
 class QualityService:
     """Labels, realized and estimated performance, segments, fairness (see the module docstring)."""
 
-    def __init__(self, drift: DriftService, metrics: QualityMetrics) -> None:
+    def __init__(self, drift: DriftDataPlane, metrics: QualityMetrics) -> None:
         self.drift = drift
         self.settings = drift.settings
         self.metrics = metrics

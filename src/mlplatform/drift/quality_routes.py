@@ -21,12 +21,8 @@ LABELS_BODY_DOC: dict[str, Any] = {
 }
 
 
-def _svc(request: Request) -> QualityService:
-    return request.app.state.quality
-
-
-def quality_router() -> APIRouter:
-    """Labels (``drift:write``), performance history and segments (``drift:read``)."""
+def quality_router(service: QualityService) -> APIRouter:
+    """Labels (``drift:write``), performance history and segments (``drift:read``) over ``service``."""
     router = APIRouter(tags=["quality"], responses=ERRORS)
 
     @router.post(
@@ -43,7 +39,7 @@ def quality_router() -> APIRouter:
             raise RequestValidationError(
                 [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
             ) from None
-        return await _svc(request).add_labels(model, body.labels)
+        return await service.add_labels(model, body.labels)
 
     @router.get(
         "/v1/models/{model}/quality",
@@ -51,12 +47,11 @@ def quality_router() -> APIRouter:
         dependencies=[Depends(require_scope("drift:read"))],
     )
     async def quality(
-        request: Request,
         model: str = MODEL,
         limit: int = Query(50, ge=1, le=1000, description="Most windows returned, newest first."),
         version: str | None = Query(None, max_length=64, description="Only this model version."),
     ) -> QualityHistory:
-        return await _svc(request).history(model, limit, version)
+        return await service.history(model, limit, version)
 
     @router.get(
         "/v1/models/{model}/segments",
@@ -64,10 +59,9 @@ def quality_router() -> APIRouter:
         dependencies=[Depends(require_scope("drift:read"))],
     )
     async def segments(
-        request: Request,
         model: str = MODEL,
         window_id: int | None = Query(None, ge=1, description="Window to show (default: the newest)."),
     ) -> SegmentsOut:
-        return await _svc(request).segments(model, window_id)
+        return await service.segments(model, window_id)
 
     return router

@@ -1,4 +1,4 @@
-"""HTTP routes of drift detection (they only speak HTTP; :class:`DriftService` does the work)."""
+"""HTTP routes of drift detection (they only speak HTTP; :class:`DriftDataPlane` does the work)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pydantic import ValidationError
 from mlplatform.core.auth import require_scope
 from mlplatform.core.errors import PayloadTooLarge
 from mlplatform.drift import report_sections
-from mlplatform.drift.dataplane import DriftService
+from mlplatform.drift.dataplane import DriftDataPlane
+from mlplatform.drift.quality import QualityService
 from mlplatform.drift.schemas import (
     DriftHistory,
     DriftStatus,
@@ -60,12 +61,9 @@ INGEST_BODY_DOC: dict[str, Any] = {
 MODEL = Path(description="Registered model name.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def _svc(request: Request) -> DriftService:
-    return request.app.state.dataplane
-
-
-def drift_router() -> APIRouter:
-    """Ingest (``drift:write``), status/history/report (read), manual retraining (``admin``)."""
+def build_router(plane: DriftDataPlane, quality: QualityService | None = None) -> APIRouter:
+    """Ingest (``drift:write``), status/history/report (read), manual retraining (``admin``) over
+    ``plane``; the report adds ``quality``'s sections (labels, CBPE, segments) when given."""
     router = APIRouter(tags=["drift"], responses=ERRORS)
 
     @router.post(
@@ -84,24 +82,23 @@ def drift_router() -> APIRouter:
             raise RequestValidationError(
                 [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
             ) from None
-        svc = _svc(request)
-        limit = svc.settings.max_records_per_request
+        limit = plane.settings.max_records_per_request
         rows = len(body.records) + sum(b.n_rows for b in body.batches)
         if rows > limit:
             raise PayloadTooLarge(f"records: {rows} records exceed the limit of {limit} per request")
-        return await svc.ingest(body.all_records())
+        return await plane.ingest(body.all_records())
 
     @router.get("/v1/models", response_model=ModelsOut, dependencies=[Depends(require_scope("drift:read"))])
-    async def models(request: Request) -> ModelsOut:
-        return ModelsOut(models=await _svc(request).models())
+    async def models() -> ModelsOut:
+        return ModelsOut(models=await plane.models())
 
     @router.get(
         "/v1/models/{model}/drift",
         response_model=DriftStatus,
         dependencies=[Depends(require_scope("drift:read"))],
     )
-    async def status(request: Request, model: str = MODEL) -> DriftStatus:
-        return await _svc(request).status(model)
+    async def status(model: str = MODEL) -> DriftStatus:
+        return await plane.status(model)
 
     @router.get(
         "/v1/models/{model}/drift/history",
@@ -109,11 +106,10 @@ def drift_router() -> APIRouter:
         dependencies=[Depends(require_scope("drift:read"))],
     )
     async def history(
-        request: Request,
         model: str = MODEL,
         limit: int = Query(50, ge=1, le=1000, description="Most windows returned, newest first."),
     ) -> DriftHistory:
-        return await _svc(request).history(model, limit)
+        return await plane.history(model, limit)
 
     @router.get(
         "/v1/models/{model}/drift/report",
@@ -122,10 +118,9 @@ def drift_router() -> APIRouter:
         responses={200: {"content": {"text/html": {}}, "description": "Evidently HTML report"}},
         dependencies=[Depends(require_scope("drift:read"))],
     )
-    async def report(request: Request, model: str = MODEL) -> HTMLResponse:
-        page = await _svc(request).report_html(model)
-        quality = getattr(request.app.state, "quality", None)  # labels, CBPE, segments (drift/quality.py)
-        if quality is not None:
+    async def report(model: str = MODEL) -> HTMLResponse:
+        page = await plane.report_html(model)
+        if quality is not None:  # labels, CBPE, segments (drift/quality.py)
             page = report_sections.insert_sections(
                 page, await report_sections.quality_sections(quality, model)
             )
@@ -136,10 +131,8 @@ def drift_router() -> APIRouter:
         response_model=RetrainResponse,
         dependencies=[Depends(require_scope("admin"))],
     )
-    async def retrain(
-        request: Request, body: RetrainRequest | None = None, model: str = MODEL
-    ) -> RetrainResponse:
+    async def retrain(body: RetrainRequest | None = None, model: str = MODEL) -> RetrainResponse:
         body = body or RetrainRequest()
-        return await _svc(request).retrain(model, body.version, body.reason)
+        return await plane.retrain(model, body.version, body.reason)
 
     return router

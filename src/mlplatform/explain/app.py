@@ -12,9 +12,8 @@ from mlplatform.core.app import build_app, build_context
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.explain.dataplane import ExplainDataPlane
 from mlplatform.explain.metrics import ExplainMetrics
-from mlplatform.explain.routes import explain_router
+from mlplatform.explain.routes import build_router
 from mlplatform.explain.settings import ExplainSettings
-from mlplatform.features.client import build_feature_client
 
 SERVICE = "explainability"
 
@@ -29,10 +28,14 @@ def create_app(
     """Build the explainability app from ``settings``; ``feature_client``/``mlflow`` replace the defaults."""
     ctx = build_context(SERVICE, settings, secrets=secrets)
     metrics = ExplainMetrics(ctx.registry)
-    owns_client = feature_client is None
-    if feature_client is None:
-        feature_client = build_feature_client(settings, ctx.secrets, ctx.registry)
-    plane = ExplainDataPlane(settings, metrics, feature_client=feature_client, mlflow=mlflow)
+    plane = ExplainDataPlane(
+        settings,
+        metrics,
+        secrets=ctx.secrets,
+        registry=ctx.registry,
+        feature_client=feature_client,
+        mlflow=mlflow,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -41,8 +44,6 @@ def create_app(
             yield
         finally:
             await plane.stop()
-            if owns_client and feature_client is not None:
-                await feature_client.aclose()
 
     app = build_app(
         ctx,
@@ -50,7 +51,7 @@ def create_app(
         description="SHAP explanations of the model version that serving uses.",
         lifespan=lifespan,
         is_ready=plane.ready,
-        routers=[explain_router()],
+        routers=[build_router(plane)],
     )
     app.state.dataplane = plane
     app.state.explain_metrics = metrics

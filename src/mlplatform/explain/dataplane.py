@@ -19,16 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from prometheus_client import CollectorRegistry
 
 from mlplatform.core.app import settle_heap
 from mlplatform.core.errors import InvalidInput, NotFound, PlatformError, Unavailable
 from mlplatform.core.registry import ModelRef, ResolvedVersion, mlflow_client, resolve_version
+from mlplatform.core.secrets import SecretsBackend
 from mlplatform.explain.explainers import ShapExplainer, choose_explainer
 from mlplatform.explain.inputs import feature_matrix
 from mlplatform.explain.loader import load_model_version
 from mlplatform.explain.metrics import ExplainMetrics
 from mlplatform.explain.settings import ExplainSettings
 from mlplatform.explain.text import TextModel, TextShapExplainer, explain_text
+from mlplatform.features.client import build_feature_client
 from mlplatform.features.enrich import FeatureEnricher
 from mlplatform.v2.codec import parse_infer_request
 
@@ -39,16 +42,22 @@ CACHE_IMPORTANCE = "importance"
 
 
 class ExplainDataPlane:
-    """Explainers for the configured models and the explain/importance operations."""
+    """Explainers for the configured models and the explain/importance operations; owns the
+    feature-store client it builds from settings (closed on :meth:`stop`)."""
 
     def __init__(
         self,
         settings: ExplainSettings,
         metrics: ExplainMetrics,
         *,
+        secrets: SecretsBackend,
+        registry: CollectorRegistry,
         feature_client: Any | None = None,
         mlflow: Any | None = None,
     ) -> None:
+        self._owned_client = None
+        if feature_client is None:
+            feature_client = self._owned_client = build_feature_client(settings, secrets, registry)
         self.settings = settings
         self.metrics = metrics
         self.enricher = FeatureEnricher(
@@ -97,6 +106,9 @@ class ExplainDataPlane:
         for explainer in self._cache.values():
             explainer.unload()
         self._cache.clear()
+        if self._owned_client is not None:
+            await self._owned_client.aclose()
+            self.enricher.client = self._owned_client = None
         if self._work_dir is not None:
             shutil.rmtree(self._work_dir, ignore_errors=True)
 

@@ -26,12 +26,8 @@ TOP_K_DOC = "Top features per row by |attribution| (else the body's parameters.t
 EXPLAIN_RESPONSE = ExplainResponse | TextExplainResponse
 
 
-def _plane(request: Request) -> ExplainDataPlane:
-    return request.app.state.dataplane
-
-
-def explain_router() -> APIRouter:
-    """``POST .../explain`` and ``GET .../importance`` (scope ``explain``)."""
+def build_router(plane: ExplainDataPlane) -> APIRouter:
+    """``POST .../explain`` and ``GET .../importance`` (scope ``explain``) over ``plane``."""
     router = APIRouter(tags=["explain"], dependencies=[Depends(require_scope("explain"))], responses=ERRORS)
 
     @router.post(
@@ -41,7 +37,7 @@ def explain_router() -> APIRouter:
         model_name: str, request: Request, top_k: int | None = Query(None, ge=1, description=TOP_K_DOC)
     ) -> JSONResponse:
         body = await request.body()
-        doc = await _plane(request).explain(model_name, body, top_k=top_k, request_id=request_id_var.get())
+        doc = await plane.explain(model_name, body, top_k=top_k, request_id=request_id_var.get())
         return JSONResponse(doc)
 
     @router.post(
@@ -56,19 +52,19 @@ def explain_router() -> APIRouter:
         top_k: int | None = Query(None, ge=1, description=TOP_K_DOC),
     ) -> JSONResponse:
         body = await request.body()
-        doc = await _plane(request).explain(
+        doc = await plane.explain(
             model_name, body, version=model_version, top_k=top_k, request_id=request_id_var.get()
         )
         return JSONResponse(doc)
 
     @router.get("/v2/models/{model_name}/importance", response_model=ImportanceResponse)
-    async def importance(model_name: str, request: Request) -> JSONResponse:
-        return JSONResponse(await _plane(request).importance(model_name))
+    async def importance(model_name: str) -> JSONResponse:
+        return JSONResponse(await plane.importance(model_name))
 
     @router.get(
         "/v2/models/{model_name}/versions/{model_version}/importance", response_model=ImportanceResponse
     )
-    async def importance_version(model_name: str, model_version: str, request: Request) -> JSONResponse:
-        return JSONResponse(await _plane(request).importance(model_name, model_version))
+    async def importance_version(model_name: str, model_version: str) -> JSONResponse:
+        return JSONResponse(await plane.importance(model_name, model_version))
 
     return router

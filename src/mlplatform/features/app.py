@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from mlplatform.core.app import build_app, build_context
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.features.dataplane import FeatureDataPlane
-from mlplatform.features.feast_routes import feast_admin_router, feast_fast_route, feast_read_router
+from mlplatform.features.feast_routes import feast_fast_route
 from mlplatform.features.metrics import FeatureMetrics
-from mlplatform.features.routes import admin_router, online_fast_route, read_router
+from mlplatform.features.routes import build_router, online_fast_route
 from mlplatform.features.settings import FeatureSettings
 
 SERVICE = "feature-store"
@@ -44,7 +44,7 @@ def create_app(settings: FeatureSettings, *, secrets: SecretsBackend | None = No
         "(/v1 API, and Feast's feature-server API as `feast serve` speaks it).",
         lifespan=lifespan,
         is_ready=plane.ready,
-        routers=[read_router(), admin_router(), feast_read_router(), feast_admin_router()],
+        routers=[build_router(plane)],
     )
     # served ahead of FastAPI (same contract as the documented routes)
     app.fast_routes = (online_fast_route(plane, ctx.auth), feast_fast_route(plane, ctx.auth))

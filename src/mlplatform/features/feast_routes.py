@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import ValidationError
 
 from mlplatform.core.app import FastHandler, FastRoute
@@ -40,10 +40,6 @@ from mlplatform.features.routes import ERRORS
 
 GET_ONLINE_FEATURES_PATH = "/get-online-features"
 PUSH_TARGETS = ("online", "offline", "online_and_offline")
-
-
-def _plane(request: Request) -> FeatureDataPlane:
-    return request.app.state.dataplane
 
 
 async def _read(plane: FeatureDataPlane, req: FeastGetOnlineFeaturesRequest) -> dict[str, Any]:
@@ -85,42 +81,41 @@ def _refuse_unsupported(async_mode: bool, version: str | None) -> None:
         raise InvalidInput("version: feature view versions are not supported by this feature store")
 
 
-def feast_read_router() -> APIRouter:
+def feast_read_router(plane: FeatureDataPlane) -> APIRouter:
     """``POST /get-online-features`` (scope ``features:read``; served by :func:`feast_fast_route`)."""
     router = APIRouter(
         tags=["feast"], dependencies=[Depends(require_scope("features:read"))], responses=ERRORS
     )
 
     @router.post(GET_ONLINE_FEATURES_PATH, response_model=FeastGetOnlineFeaturesResponse)
-    async def get_online_features(body: FeastGetOnlineFeaturesRequest, request: Request) -> JSONResponse:
-        return JSONResponse(await _read(_plane(request), body))
+    async def get_online_features(body: FeastGetOnlineFeaturesRequest) -> JSONResponse:
+        return JSONResponse(await _read(plane, body))
 
     return router
 
 
-def feast_admin_router() -> APIRouter:
+def feast_admin_router(plane: FeatureDataPlane) -> APIRouter:
     """Feast's writes and materialisation (scope ``admin``, as the ``/v1`` push and materialise)."""
     router = APIRouter(tags=["feast"], dependencies=[Depends(require_scope("admin"))], responses=ERRORS)
     empty = {200: {"description": "written (empty body, as feast serve answers)", "content": None}}
 
     @router.post("/push", response_class=Response, responses=empty)  # type: ignore[arg-type]
-    async def push(body: FeastPushRequest, request: Request) -> Response:
+    async def push(body: FeastPushRequest) -> Response:
         if body.to not in PUSH_TARGETS:
             raise InvalidInput(f"to: {body.to!r} is not one of {', '.join(PUSH_TARGETS)}")
         rows = _columns_to_rows(body.df)
-        await _plane(request).push(body.push_source_name, rows, body.to, field="df")
+        await plane.push(body.push_source_name, rows, body.to, field="df")
         return Response(status_code=200)
 
     @router.post("/write-to-online-store", response_class=Response, responses=empty)  # type: ignore[arg-type]
-    async def write_to_online_store(body: FeastWriteToOnlineStoreRequest, request: Request) -> Response:
+    async def write_to_online_store(body: FeastWriteToOnlineStoreRequest) -> Response:
         rows = _columns_to_rows(body.df)
-        await _plane(request).write_to_online_store(body.feature_view_name, rows)
+        await plane.write_to_online_store(body.feature_view_name, rows)
         return Response(status_code=200)
 
     @router.post("/materialize", response_model=None)
     async def materialize(
         body: FeastMaterializeRequest,
-        request: Request,
         async_mode: bool = Query(False, alias="async", description="Not supported (422 when true)."),
     ) -> JSONResponse:
         _refuse_unsupported(async_mode, body.version)
@@ -129,17 +124,16 @@ def feast_admin_router() -> APIRouter:
         start, end = _timestamp(body.start_ts, "start_ts"), _timestamp(body.end_ts, "end_ts")
         if _aware(start) >= _aware(end):
             raise InvalidInput(f"start_ts: {body.start_ts!r} must be before end_ts {body.end_ts!r}")
-        await _plane(request).materialize(end, body.feature_views, start=start)
+        await plane.materialize(end, body.feature_views, start=start)
         return JSONResponse(None)
 
     @router.post("/materialize-incremental", response_model=None)
     async def materialize_incremental(
         body: FeastMaterializeIncrementalRequest,
-        request: Request,
         async_mode: bool = Query(False, alias="async", description="Not supported (422 when true)."),
     ) -> JSONResponse:
         _refuse_unsupported(async_mode, body.version)
-        await _plane(request).materialize(_timestamp(body.end_ts, "end_ts"), body.feature_views)
+        await plane.materialize(_timestamp(body.end_ts, "end_ts"), body.feature_views)
         return JSONResponse(None)
 
     return router

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import ValidationError
 
 from mlplatform.core.app import FastHandler, FastRoute
@@ -32,47 +32,59 @@ ERRORS = {
 }
 
 
-def _plane(request: Request) -> FeatureDataPlane:
-    return request.app.state.dataplane
-
-
-def read_router() -> APIRouter:
+def read_router(plane: FeatureDataPlane) -> APIRouter:
     """Online reads and listings (scope ``features:read``)."""
     router = APIRouter(
         tags=["features"], dependencies=[Depends(require_scope("features:read"))], responses=ERRORS
     )
 
     @router.post("/v1/features/online", response_model=OnlineFeaturesResponse)
-    async def online(body: OnlineFeaturesRequest, request: Request) -> JSONResponse:
-        result = await _plane(request).get_online_features(body.rows, body.feature_service, body.features)
+    async def online(body: OnlineFeaturesRequest) -> JSONResponse:
+        result = await plane.get_online_features(body.rows, body.feature_service, body.features)
         return JSONResponse(result)
 
     @router.get("/v1/features/views", response_model=FeatureViewList)
-    async def views(request: Request) -> JSONResponse:
-        return JSONResponse(FeatureViewList(**_plane(request).list_feature_views()).model_dump(mode="json"))
+    async def views() -> JSONResponse:
+        return JSONResponse(FeatureViewList(**plane.list_feature_views()).model_dump(mode="json"))
 
     @router.get("/v1/features/services", response_model=FeatureServiceList)
-    async def services(request: Request) -> JSONResponse:
-        return JSONResponse(_plane(request).list_feature_services())
+    async def services() -> JSONResponse:
+        return JSONResponse(plane.list_feature_services())
 
     return router
 
 
-def admin_router() -> APIRouter:
+def admin_router(plane: FeatureDataPlane) -> APIRouter:
     """Push and materialisation (scope ``admin``)."""
     router = APIRouter(
         tags=["features-admin"], dependencies=[Depends(require_scope("admin"))], responses=ERRORS
     )
 
     @router.post("/v1/features/push", response_model=PushResponse)
-    async def push(body: PushRequest, request: Request) -> JSONResponse:
-        return JSONResponse(await _plane(request).push(body.push_source, body.rows, body.to))
+    async def push(body: PushRequest) -> JSONResponse:
+        return JSONResponse(await plane.push(body.push_source, body.rows, body.to))
 
     @router.post("/v1/features/materialize", response_model=MaterializeResponse)
-    async def materialize(body: MaterializeRequest, request: Request) -> JSONResponse:
-        result = await _plane(request).materialize(body.end, body.feature_views)
+    async def materialize(body: MaterializeRequest) -> JSONResponse:
+        result = await plane.materialize(body.end, body.feature_views)
         return JSONResponse(MaterializeResponse(**result).model_dump(mode="json"))
 
+    return router
+
+
+def build_router(plane: FeatureDataPlane) -> APIRouter:
+    """Every documented route of the feature store over ``plane``: the ``/v1`` API (reads, push,
+    materialise) and Feast's feature-server API, each with its scope."""
+    from mlplatform.features.feast_routes import feast_admin_router, feast_read_router
+
+    router = APIRouter()
+    for part in (
+        read_router(plane),
+        admin_router(plane),
+        feast_read_router(plane),
+        feast_admin_router(plane),
+    ):
+        router.include_router(part)
     return router
 
 
