@@ -30,7 +30,10 @@ from mlplatform.features.store import (
     FeatureRepoPaths,
     OnlineStoreSpec,
     apply_definitions,
+    count_online_writes,
+    install_fail_fast_redis_client,
     odfv_inputs,
+    online_provider,
     open_store,
 )
 
@@ -202,46 +205,17 @@ class FeatureDataPlane:
         )
         if apply:
             apply_definitions(store, self.paths)
-        provider = store._get_provider()  # noqa: SLF001 - Feast's provider API (online_read)
-        online_store = provider.online_store
+        provider = online_provider(store)
         if self.settings.online_store == "redis":
-            self._install_fail_fast_redis_client(online_store)
-        original_write = online_store.online_write_batch
-
-        def counting_write(config: Any, table: Any, data: list[Any], progress: Any) -> None:
-            original_write(config, table, data, progress)
-            self._written[table.name] = self._written.get(table.name, 0) + len(data)
-
-        online_store.online_write_batch = counting_write  # counts rows written by materialisation
+            self._install_fail_fast_redis_client(provider.online_store)
+        count_online_writes(provider.online_store, self._count_written)  # rows written by materialisation
         return store, provider
 
     def _install_fail_fast_redis_client(self, online_store: Any) -> None:
-        """Give Feast's Redis online store a client with short timeouts and one immediate retry.
+        install_fail_fast_redis_client(online_store, self._spec(), self.settings.redis_timeout_s)
 
-        Feast builds ``redis.Redis`` from its connection string, which cannot express a retry policy;
-        redis-py's default retries with exponential back-off, so a read during a Redis restart blocked
-        for seconds. The client below answers within about two timeouts; the connection pool
-        reconnects by itself once Redis is back. Run again when the Redis password secret rotates: the
-        new client (new password) replaces the old one for every later read and write.
-        """
-        from redis import Redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        spec = self._spec()
-        host, _, port = spec.redis_address.rpartition(":")
-        timeout = self.settings.redis_timeout_s
-        online_store._client = Redis(  # noqa: SLF001 - Feast reads self._client in _get_client
-            host=host or "localhost",
-            port=int(port or 6379),
-            db=spec.redis_db,
-            password=spec.redis_password,
-            ssl=spec.redis_ssl,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 1),
-            health_check_interval=30,
-        )
+    def _count_written(self, view: str, rows: int) -> None:
+        self._written[view] = self._written.get(view, 0) + rows
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()  # a database URL rotation drains the loop's work

@@ -19,6 +19,7 @@ are not used. The database password is ``${FEAST_DATABASE_PASSWORD}`` on disk, l
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from importlib import resources
@@ -247,3 +248,52 @@ def odfv_inputs(odfv: Any) -> list[str]:
 def materialize_range(store: Any, start: datetime, end: datetime) -> None:
     """Load every feature view's latest values in ``[start, end]`` into the online store."""
     store.materialize(start_date=start, end_date=end)
+
+
+# -- Feast adapter: provider internals the data plane reads through -------------------------------
+
+
+def online_provider(store: Any) -> Any:  # noqa: ANN401 - a feast Provider
+    """Feast's provider of ``store``: ``online_read`` per feature view (one query for every entity of a
+    request) and its ``online_store``; what the data plane reads with instead of
+    ``FeatureStore.get_online_features``."""
+    return store._get_provider()  # noqa: SLF001 - Feast's provider API (online_read)
+
+
+def count_online_writes(online_store: Any, on_write: Callable[[str, int], None]) -> None:  # noqa: ANN401
+    """Call ``on_write(feature view, rows)`` after every batch Feast writes to ``online_store``
+    (materialisation goes through ``online_write_batch``)."""
+    original_write = online_store.online_write_batch
+
+    def counting_write(config: Any, table: Any, data: list[Any], progress: Any) -> None:  # noqa: ANN401
+        original_write(config, table, data, progress)
+        on_write(table.name, len(data))
+
+    online_store.online_write_batch = counting_write
+
+
+def install_fail_fast_redis_client(online_store: Any, spec: OnlineStoreSpec, timeout_s: float) -> None:  # noqa: ANN401
+    """Give Feast's Redis online store a client with short timeouts and one immediate retry.
+
+    Feast builds ``redis.Redis`` from its connection string, which cannot express a retry policy;
+    redis-py's default retries with exponential back-off, so a read during a Redis restart blocked
+    for seconds. The client below answers within about two timeouts; the connection pool
+    reconnects by itself once Redis is back. Run again when the Redis password secret rotates: the
+    new client (new password) replaces the old one for every later read and write.
+    """
+    from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    host, _, port = spec.redis_address.rpartition(":")
+    online_store._client = Redis(  # noqa: SLF001 - Feast reads self._client in _get_client
+        host=host or "localhost",
+        port=int(port or 6379),
+        db=spec.redis_db,
+        password=spec.redis_password,
+        ssl=spec.redis_ssl,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
