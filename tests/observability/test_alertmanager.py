@@ -33,6 +33,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.helpers import stop_process
 from tests.observability.promql import OBS, load_module, rule_files
 from tests.procs import free_port, wait_ready
 
@@ -176,29 +177,10 @@ class Process:
             self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)
 
-
-def wait_http(url: str, proc: Process, deadline_s: float = 60) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(
-                f"{proc.log.name}: exited {proc.proc.returncode}\n{proc.log.read_text()[-2000:]}"
-            )
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(url)
+    def wait_ready(self, url: str, deadline_s: float = 60) -> None:
+        wait_ready(url, deadline_s, self.proc, path="/-/ready", log=self.log)
 
 
 def start_drift(port: int, tmp_path: Path) -> Process:
@@ -251,7 +233,7 @@ def alertmanager(tmp_path: Path) -> Iterator[dict[str, Any]]:
     )
     try:
         url = f"http://127.0.0.1:{am_port}"
-        wait_http(url + "/-/ready", am)
+        am.wait_ready(url)
         yield {"hook": hook, "am": url, "am_port": am_port}
     finally:
         am.stop()
@@ -299,7 +281,7 @@ def alerting(alertmanager: dict[str, Any], tmp_path: Path) -> Iterator[dict[str,
             tmp_path / "prometheus.log",
         )
         state["prom"] = f"http://127.0.0.1:{prom_port}"
-        wait_http(state["prom"] + "/-/ready", prom)
+        prom.wait_ready(state["prom"])
         yield state
     finally:
         if "drift" in state:
