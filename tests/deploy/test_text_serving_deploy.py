@@ -121,7 +121,7 @@ def _adapter_rules() -> dict[str, dict]:
 
 
 @pytest.mark.parametrize("env", ["staging", "prod"])
-def test_hpa_scales_the_summarizer_on_generations_in_flight(rendered, env):
+def test_hpa_scales_the_summarizer_on_generations_in_flight(rendered, env, monkeypatch):
     objects = rendered[env]
     (hpa,) = [h for h in by_kind(objects, "HorizontalPodAutoscaler") if h["metadata"]["name"] == TEXT_RELEASE]
     assert hpa["spec"]["scaleTargetRef"] == {
@@ -135,6 +135,13 @@ def test_hpa_scales_the_summarizer_on_generations_in_flight(rendered, env):
         if m["type"] == "Pods"
     }
     assert GENERATION_IN_FLIGHT in pods and float(pods[GENERATION_IN_FLIGHT]["averageValue"]) > 0
+    # one full decoder batch per pod: the target is the batch size the text runtime reads
+    from mlplatform.serving.text.runtime import TextSettings
+
+    text_env = {k: v for k, v in config_maps(objects)[TEXT_RELEASE].items() if k.startswith("SERVING_TEXT_")}
+    for key, value in text_env.items():
+        monkeypatch.setenv(key, value)
+    assert TextSettings().max_batch_size == int(pods[GENERATION_IN_FLIGHT]["averageValue"])
     assert ("DCGM_FI_DEV_GPU_UTIL" in pods) == (env == "prod")
     rules = _adapter_rules()
     assert set(pods) <= set(rules)
