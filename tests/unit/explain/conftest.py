@@ -19,7 +19,7 @@ import pytest
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.explain.app import create_app
 from mlplatform.explain.settings import ExplainSettings
-from tests.helpers import wait_until
+from tests.helpers import in_process, wait_until
 from tests.unit.explain.models import BOOSTED, LINEAR, MLP, TREE, Registry, register_models
 
 DEMO_TREE = "fraud-detector"
@@ -39,11 +39,9 @@ class RunningApp:
 @contextlib.asynccontextmanager
 async def running(settings: ExplainSettings, secrets_env: dict | None = None) -> AsyncIterator[RunningApp]:
     app = create_app(settings, secrets=EnvSecretsBackend(secrets_env or {}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://explain") as client:
-            await wait_until(app.state.dataplane.ready)
-            yield RunningApp(app, client)
+    async with in_process(app, "http://explain") as client:
+        await wait_until(app.state.dataplane.ready)
+        yield RunningApp(app, client)
 
 
 def demo_settings(demo_registry, tmp_path, **kw) -> ExplainSettings:

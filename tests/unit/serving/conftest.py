@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import contextlib
 
-import httpx
 import pytest
 
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
-from tests.helpers import wait_until
+from tests.helpers import in_process, wait_until
 from tests.unit.serving.registry_models import Registry, shared_registry
 from tests.unit.serving.support import RunningApp, make_settings
 
@@ -38,11 +37,7 @@ async def app_factory(serving_registry, tmp_path):
             feature_client=feature_client,
             payload_sink=payload_sink,
         )
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
-        )
-        await stack.enter_async_context(client)
+        client = await stack.enter_async_context(in_process(app, "http://t"))
         running = RunningApp(app, client)
         if wait_ready:
             await wait_until(running.repository.ready)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from mlplatform.core.auth import hash_key
-from tests.helpers import v2_body, wait_until
+from tests.helpers import in_process, v2_body, wait_until
 from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, MLP, TYPES
 from tests.unit.serving.support import RunningApp, make_settings
 
@@ -16,10 +16,6 @@ from tests.unit.serving.support import RunningApp, make_settings
 @pytest.fixture(scope="module")
 async def served(serving_registry, tmp_path_factory):
     """One app with all three models for the read-only tests of this module."""
-    import contextlib
-
-    import httpx
-
     from mlplatform.core.secrets import EnvSecretsBackend
     from mlplatform.serving.app import create_app
 
@@ -27,12 +23,7 @@ async def served(serving_registry, tmp_path_factory):
         serving_registry, tmp_path_factory.mktemp("served"), models=f"{FOREST},{MLP},{HGB}"
     )
     app = create_app(settings, secrets=EnvSecretsBackend({}))
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
-        )
-        await stack.enter_async_context(client)
+    async with in_process(app, "http://t") as client:
         running = RunningApp(app, client)
         await wait_until(running.repository.ready)
         yield running

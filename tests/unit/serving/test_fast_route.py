@@ -12,12 +12,9 @@ OpenTelemetry SDK's in-memory exporter; the generic ``FastRoute`` checks use a t
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
 
-import httpx
 import orjson
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -32,7 +29,7 @@ from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.core.settings import ServiceSettings
 from mlplatform.core.tracing import current_trace_id
 from mlplatform.serving.app import create_app
-from tests.helpers import v2_body, wait_until
+from tests.helpers import in_process, v2_body, wait_until
 from tests.unit.core.fast_kinds import match_fast_kind, raise_for_kind
 from tests.unit.serving.registry_models import FOREST, TYPES
 from tests.unit.serving.support import ListSink, RunningApp, make_settings
@@ -50,14 +47,6 @@ def traceparent(trace_id: str, span_id: str = "b7ad6b7169203331") -> str:
     return f"00-{trace_id}-{span_id}-01"
 
 
-@contextlib.asynccontextmanager
-async def running(app) -> AsyncIterator[httpx.AsyncClient]:  # noqa: ANN001
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            yield client
-
-
 @pytest.fixture(scope="module")
 async def fast(serving_registry, tmp_path_factory):
     """The serving app (FOREST only, 4 KiB body limit, payload sink), no tracer: fast dispatch."""
@@ -67,7 +56,7 @@ async def fast(serving_registry, tmp_path_factory):
     )
     app = create_app(settings, secrets=EnvSecretsBackend({}), payload_sink=sink)
     assert app.state.ctx.tracing_active is False  # else the fast dispatch steps aside
-    async with running(app) as client:
+    async with in_process(app, "http://t") as client:
         served = RunningApp(app, client)
         await wait_until(served.repository.ready)
         served.sink = sink  # type: ignore[attr-defined]
@@ -277,7 +266,7 @@ async def test_with_a_tracer_provider_infer_is_served_inside_a_server_span(servi
     assert app.state.ctx.tracing_active is True
     trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
     body = v2_body(serving_registry.frame.iloc[:2], TYPES)
-    async with running(app) as c:
+    async with in_process(app, "http://t") as c:
         await wait_until(app.state.repository.ready)
         headers = {"x-api-key": "infer-key", "traceparent": traceparent(trace_id, parent)}
         r = await c.post(f"/v2/models/{FOREST}/versions/1/infer", json=body, headers=headers)
@@ -346,7 +335,7 @@ async def test_fast_route_errors_never_leak_a_stack_trace(caplog):
     ctx, app = tiny_app()
     assert ctx.tracing_active is False
     caplog.set_level(logging.ERROR, logger="mlplatform.errors")
-    async with running(app) as c:
+    async with in_process(app, "http://t") as c:
         r = await c.post("/fast/boom", content=b"{}", headers={"x-request-id": "rid-500"})
         assert r.status_code == 500
         assert r.headers["content-type"] == "application/json" and r.headers["x-request-id"] == "rid-500"
@@ -367,7 +356,7 @@ async def test_fast_route_errors_never_leak_a_stack_trace(caplog):
 async def test_fast_route_context_during_the_handler_and_fall_through():
     ctx, app = tiny_app()
     trace_id = "5b8efff798038103d269b633813fc60c"
-    async with running(app) as c:
+    async with in_process(app, "http://t") as c:
         headers = {"x-request-id": "rid-1", "traceparent": traceparent(trace_id), "content-type": "text/x"}
         r = await c.post("/fast/ok", content=b"12345", headers=headers)
         assert r.status_code == 200 and r.headers["x-request-id"] == "rid-1"

@@ -25,7 +25,7 @@ from mlplatform.v2.grpc_codec import encode_raw
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2 as pb2
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2_grpc as pb2_grpc
 from tests.clients.harness import arun_clients, infer_call
-from tests.helpers import v2_body, wait_until
+from tests.helpers import in_process, v2_body, wait_until
 from tests.procs import free_port
 from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, TYPES
 from tests.unit.serving.support import (
@@ -46,7 +46,6 @@ KEYS = f"{hash_key('infer-key')}:infer,{hash_key('other')}:explain"
 @pytest.fixture(scope="module")
 async def served(serving_registry, tmp_path_factory):
     """FOREST and HGB with gRPC on a free port, API keys on, a payload sink and an in-memory tracer."""
-    import httpx
 
     sink = ListSink()
     exporter = InMemorySpanExporter()
@@ -67,11 +66,7 @@ async def served(serving_registry, tmp_path_factory):
         tracer_provider=provider,
     )
     async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
-        )
-        await stack.enter_async_context(client)
+        client = await stack.enter_async_context(in_process(app, "http://t"))
         running = RunningApp(app, client)
         await wait_until(running.repository.ready)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{app.state.grpc_port}")
