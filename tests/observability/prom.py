@@ -11,8 +11,9 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.helpers import stop_process
 from tests.observability.promql import OBS, load_module, rule_files
-from tests.procs import free_port
+from tests.procs import free_port, wait_ready
 
 
 class Prometheus:
@@ -53,20 +54,7 @@ class Prometheus:
                 stderr=subprocess.STDOUT,
             )
         self.client = httpx.Client(base_url=self.url, timeout=10.0)
-        self._wait_ready(60.0)
-
-    def _wait_ready(self, deadline_s: float) -> None:
-        end = time.monotonic() + deadline_s
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited {self.proc.returncode}:\n{self.logs()[-3000:]}")
-            try:
-                if self.client.get("/-/ready").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"prometheus not ready:\n{self.logs()[-3000:]}")
+        wait_ready(self.url, 60.0, self.proc, path="/-/ready", log=self.log_path)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -107,10 +95,4 @@ class Prometheus:
 
     def stop(self) -> None:
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        stop_process(self.proc)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.helpers import v2_body
 from tests.observability.promql import (
     alert_rules,
     dashboards,
@@ -30,7 +31,6 @@ from tests.observability.traffic import (
     post,
     reference_rows,
     shifted,
-    v2_body,
 )
 
 # The shared stack's start-up (training, four services) counts against the first test's timeout.

@@ -16,8 +16,9 @@ import httpx
 import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
+from tests.helpers import v2_body
 from tests.observability.otlp import OtlpReceiver, ReceivedSpan
-from tests.observability.traffic import MODEL, entity_rows, v2_body
+from tests.observability.traffic import MODEL, entity_rows
 
 # The shared stack's start-up (training, four services) counts against the first test's timeout.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]

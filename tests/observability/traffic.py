@@ -1,4 +1,5 @@
-"""Requests the live observability tests send: good, bad and drifted V2 inference/explain traffic."""
+"""Requests the live observability tests send: good, bad and drifted V2 inference/explain traffic
+(rows typed as the models' schema types them; ``tests.helpers.v2_body`` makes the request)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,20 @@ MODEL = "fraud-detector"
 FEATURE_SERVICE = "fraud_detection_v1"
 
 
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the types the models' schema gives its columns: int64 for the integer features
+    and entity keys, float64 for the rest (so ``tests.helpers.v2_body`` sends INT64 and FP64)."""
+    return frame.astype(
+        {c: "int64" if c in INT_FEATURES or c in ENTITY_KEYS else "float64" for c in frame.columns}
+    )
+
+
 def reference_rows(data_dir: Path, n: int = 200) -> pd.DataFrame:
     """Model-input rows from the demo model's logged reference sample (training distribution)."""
     paths = sorted(data_dir.rglob("reference.parquet"))
     assert paths, f"no reference.parquet under {data_dir}"
     frame = pd.read_parquet(paths[0])
-    return frame[list(MODEL_FEATURES)].head(n).reset_index(drop=True)
+    return _typed(frame[list(MODEL_FEATURES)].head(n).reset_index(drop=True))
 
 
 def entity_rows(data_dir: Path, n: int = 20) -> pd.DataFrame:
@@ -27,7 +36,7 @@ def entity_rows(data_dir: Path, n: int = 20) -> pd.DataFrame:
     paths = sorted((data_dir / "raw").rglob("*.parquet"))
     assert paths, f"no raw transactions under {data_dir / 'raw'}"
     frame = pd.read_parquet(paths[0])
-    return frame[[*ENTITY_KEYS, *REQUEST_FEATURES]].tail(n).reset_index(drop=True)
+    return _typed(frame[[*ENTITY_KEYS, *REQUEST_FEATURES]].tail(n).reset_index(drop=True))
 
 
 def shifted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -41,21 +50,6 @@ def shifted(frame: pd.DataFrame) -> pd.DataFrame:
     if "hour" in out.columns:
         out["hour"] = 3  # everything at 3 am
     return out
-
-
-def v2_body(frame: pd.DataFrame, request_id: str | None = None) -> dict[str, Any]:
-    """An Open Inference Protocol request with one [N] tensor per column."""
-    inputs = []
-    for col in frame.columns:
-        is_int = col in INT_FEATURES or col in ENTITY_KEYS
-        values = frame[col].astype("int64" if is_int else "float64").tolist()
-        inputs.append(
-            {"name": col, "shape": [len(values)], "datatype": "INT64" if is_int else "FP64", "data": values}
-        )
-    body: dict[str, Any] = {"inputs": inputs}
-    if request_id:
-        body["id"] = request_id
-    return body
 
 
 def post(client: httpx.Client, url: str, body: Any, expect: set[int] | None = None) -> httpx.Response:
