@@ -60,8 +60,14 @@ def text_models(text_registry, text_model_dir, tmp_path_factory) -> TextRegistry
     )
 
 
+@dataclass
+class TextApp:
+    app: Any
+    client: httpx.AsyncClient
+
+
 @pytest.fixture(scope="module")
-async def text_client(text_models, tmp_path_factory) -> AsyncIterator[httpx.AsyncClient]:
+async def text_app(text_models, tmp_path_factory) -> AsyncIterator[TextApp]:
     settings = ExplainSettings(
         data_dir=tmp_path_factory.mktemp("explain-text-app"),
         mlflow_tracking_uri=text_models.tracking_uri,
@@ -74,7 +80,12 @@ async def text_client(text_models, tmp_path_factory) -> AsyncIterator[httpx.Asyn
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://explain") as client:
             await wait_until(app.state.dataplane.ready, 120, "text explainers built")
-            yield client
+            yield TextApp(app, client)
+
+
+@pytest.fixture
+def text_client(text_app) -> httpx.AsyncClient:
+    return text_app.client
 
 
 def text_body(*texts: Any, **parameters: Any) -> dict[str, Any]:
@@ -216,6 +227,23 @@ async def test_text_models_have_no_importance_and_the_openapi_documents_the_text
     assert refs == {"ExplainResponse", "TextExplainResponse"}
     text = spec["components"]["schemas"]["TextExplanation"]["properties"]
     assert {"input_tokens", "output_tokens", "attributions", "base_values", "outputs"} <= set(text)
+
+
+async def test_a_moved_alias_is_explained_with_the_new_version(text_app, text_models):
+    """As serving does: when champion moves, the new version's explainer is built, then used."""
+    old = text_models.versions[KEYWORD_MODEL]
+    new = log_and_register_text_model(
+        text_models.dirs[KEYWORD_MODEL], text_models.tracking_uri, name=KEYWORD_MODEL
+    )
+    assert new != old
+    await text_app.app.state.dataplane.refresh()
+    r = await text_app.client.post(f"/v2/models/{KEYWORD_MODEL}/explain", json=text_body("a red cat"))
+    assert r.status_code == 200, r.text
+    assert r.json()["model_version"] == new and r.json()["explanations"][0]["text_output"] == "red"
+    r = await text_app.client.post(
+        f"/v2/models/{KEYWORD_MODEL}/versions/{old}/explain", json=text_body("a red cat")
+    )
+    assert r.status_code == 404 and f"serving version {new}" in r.json()["error"]
 
 
 def test_other_transformers_tasks_are_refused_before_loading(tmp_path):
