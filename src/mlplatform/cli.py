@@ -211,7 +211,7 @@ def train(
     seed: int = typer.Option(7, help="Random seed: the same seed gives the same data and models."),
     force: bool = typer.Option(False, help="Retrain even if the demo models are already registered."),
     text_seconds: float = typer.Option(
-        110, help="Training time of the demo summarizer (0: untrained, random weights)."
+        100, help="Training time of the demo summarizer (0: untrained, random weights)."
     ),
 ) -> None:
     """Generate the demo data, train the demo models and register them in MLflow as 'champion'.

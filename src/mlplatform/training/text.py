@@ -138,7 +138,7 @@ def build_text_model(
     seed: int = 0,
     steps: int | None = None,
     threads: int | None = 2,
-    batch_size: int = 32,
+    batch_size: int = 16,
 ) -> Path:
     """Build the demo summarizer into ``out_dir`` (``save_pretrained`` layout) and return it.
 
@@ -326,7 +326,7 @@ def _torch_version() -> str:
 
 
 def run_text_training(
-    tracking_uri: str, *, train_seconds: float = 110, seed: int = 0, force: bool = False
+    tracking_uri: str, *, train_seconds: float = 100, seed: int = 0, force: bool = False
 ) -> dict[str, Any]:
     """Build, train (``train_seconds``) and register ``summarizer@champion``; skipped when it exists."""
     from mlplatform.core.registry import mlflow_client
