@@ -77,7 +77,10 @@ class TextExplanation(BaseModel):
     """
 
     text_output: str = Field(
-        description="The output text explained: the model's greedy generation for the input."
+        description=(
+            "The output text explained: the model's greedy generation for the input, or the request's "
+            "parameters.text_output."
+        )
     )
     input_tokens: list[str] = Field(
         description="The input text split by the model's tokenizer (each token's text; special tokens by name)."

@@ -246,18 +246,28 @@ class TextShapExplainer:
             ids = ids[: ids.index(eos)]
         return np.asarray([ids], dtype=np.int64)
 
-    def explain(self, texts: list[str], *, max_evals: int, max_tokens: int) -> list[TextExplanation]:
-        """Explain each text's generated output (one explanation per output token)."""
+    def output_ids(self, output: str) -> list[int]:
+        """Token ids of a given output text, as the model would write it (no special tokens)."""
+        return list(self.model.tokenizer(output, add_special_tokens=False)["input_ids"])
+
+    def explain(
+        self, texts: list[str], *, max_evals: int, max_tokens: int, outputs: list[str] | None = None
+    ) -> list[TextExplanation]:
+        """Explain each text's generated output, or the given ``outputs`` (one explanation per output token)."""
         with self._lock:
             if self._teacher is None:
                 raise InvalidInput(f"model {self.model.label}: its explainer was unloaded")
-            return [self._explain_one(t, max_evals, max_tokens) for t in texts]
+            given = outputs if outputs is not None else [None] * len(texts)
+            return [self._explain_one(t, max_evals, max_tokens, o) for t, o in zip(texts, given, strict=True)]
 
-    def _explain_one(self, text: str, max_evals: int, max_tokens: int) -> TextExplanation:
+    def _explain_one(self, text: str, max_evals: int, max_tokens: int, output: str | None) -> TextExplanation:
         import shap
 
         tok = self.model.tokenizer
-        target = self._generate(text, max_tokens)
+        if output is None:
+            target = self._generate(text, max_tokens)
+        else:
+            target = np.asarray([self.output_ids(output)], dtype=np.int64)
         output_ids = target[0].tolist()
         input_tokens = self._input_tokens(text)
         if not output_ids:  # the model answers with end-of-sequence at once: nothing to attribute
@@ -293,6 +303,7 @@ class TextRequest:
     texts: list[str]
     max_evals: int
     max_tokens: int
+    outputs: list[str] | None = None  # parameters.text_output: explain these instead of generating
 
 
 def _int_parameter(params: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
@@ -345,7 +356,31 @@ def text_request(req: ParsedRequest, explainer: TextShapExplainer, settings: Any
         1,
         settings.text_max_tokens_limit,
     )
-    return TextRequest(texts, max_evals, max_tokens)
+    return TextRequest(texts, max_evals, max_tokens, _given_outputs(params, texts, explainer, settings))
+
+
+def _given_outputs(
+    params: dict[str, Any], texts: list[str], explainer: TextShapExplainer, settings: Any
+) -> list[str] | None:
+    """``parameters.text_output``: one output text per input (a string for a single input)."""
+    if "text_output" not in params:
+        return None
+    value = params["text_output"]
+    outputs = [value] if isinstance(value, str) else value
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        raise InvalidInput("parameters.text_output: must be a string or a list of strings")
+    if len(outputs) != len(texts):
+        raise InvalidInput(
+            f"parameters.text_output: {len(outputs)} output texts for {len(texts)} input texts (one per input)"
+        )
+    limit = settings.text_max_tokens_limit
+    for i, out in enumerate(outputs):
+        n = len(explainer.output_ids(out))
+        if n == 0:
+            raise InvalidInput(f"parameters.text_output: element {i} is empty")
+        if n > limit:
+            raise InvalidInput(f"parameters.text_output: element {i} has {n} tokens, more than {limit}")
+    return outputs
 
 
 async def explain_text(
@@ -358,7 +393,11 @@ async def explain_text(
     model = explainer.model
     start = time.perf_counter()
     rows = await asyncio.to_thread(
-        explainer.explain, spec.texts, max_evals=spec.max_evals, max_tokens=spec.max_tokens
+        explainer.explain,
+        spec.texts,
+        max_evals=spec.max_evals,
+        max_tokens=spec.max_tokens,
+        outputs=spec.outputs,
     )
     metrics.latency.labels(model.name, explainer.kind).observe(time.perf_counter() - start)
     metrics.rows.labels(model.name, explainer.kind).inc(len(rows))

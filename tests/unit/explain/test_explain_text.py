@@ -183,6 +183,18 @@ async def test_the_token_that_decides_the_output_gets_the_largest_attribution(te
         assert attr[row["input_tokens"].index(key)] > 5 * max(abs(a) for a in others)
 
 
+async def test_a_given_output_is_explained_against_the_word_that_contradicts_it(text_client):
+    """parameters.text_output: explain "blue" for an input that says red (e.g. a sampled answer)."""
+    body = text_body("the dog sat on a red mat", text_output="blue")
+    r = await text_client.post(f"/v2/models/{KEYWORD_MODEL}/explain", json=body)
+    assert r.status_code == 200, r.text
+    [row] = r.json()["explanations"]
+    assert row["text_output"] == "blue" and row["output_tokens"] == ["blue"]
+    [attr] = row["attributions"]
+    assert row["input_tokens"][int(np.argmin(attr))] == "red" and min(attr) < -1.0
+    assert row["base_values"][0] + sum(attr) == pytest.approx(row["outputs"][0], abs=1e-3)
+
+
 def _field_error(r: httpx.Response, *needles: str) -> None:
     assert r.status_code == 422, r.text
     error = r.json()["error"]
@@ -213,6 +225,10 @@ def _field_error(r: httpx.Response, *needles: str) -> None:
         (text_body("Acme said", max_evals=True), ["parameters.max_evals", "integer"]),
         (text_body("Acme said", max_tokens=0), ["parameters.max_tokens", "between 1 and 64"]),
         (text_body("Acme said", max_tokens=65), ["parameters.max_tokens"]),
+        (text_body("Acme said", text_output=""), ["parameters.text_output", "element 0 is empty"]),
+        (text_body("Acme said", text_output=["a", "b"]), ["parameters.text_output", "2 output texts for 1"]),
+        (text_body("Acme said", text_output=7), ["parameters.text_output", "string"]),
+        (text_body("Acme said", text_output="word " * 100), ["parameters.text_output", "more than 64"]),
     ],
 )
 async def test_bad_text_input_is_a_422_naming_the_field(text_client, body, needles):
