@@ -15,6 +15,8 @@ from typing import Any
 
 import httpx
 
+from tests.helpers import wait_until
+
 
 @dataclass
 class Outcome:
@@ -115,18 +117,6 @@ class Burst:
     def between(self, t0: float, t1: float, kind: str | None = None) -> list[Outcome]:
         """Outcomes of requests started in ``[t0, t1)``, optionally of one kind."""
         return [o for o in self.results if t0 <= o.start < t1 and (kind is None or o.kind == kind)]
-
-
-async def wait_until(
-    predicate: Callable[[], bool], deadline_s: float, what: str, step_s: float = 0.05
-) -> float:
-    """Poll ``predicate`` until true; return the monotonic time it became true, fail after the deadline."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return time.monotonic()
-        await asyncio.sleep(step_s)
-    raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
 
 
 async def run_for(seconds: float) -> None:

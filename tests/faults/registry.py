@@ -6,11 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from tests.helpers import stop_process
+from tests.procs import wait_ready
 
 
 def copy_registry(demo_registry: Any, dest: Path) -> str:
@@ -77,26 +77,12 @@ class MlflowServer:
                 stderr=subprocess.STDOUT,
                 cwd=self.workdir,
             )
-        end = time.monotonic() + ready_timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(
-            f"mlflow server not up after {ready_timeout}s: {self.log_path.read_text()[-3000:]}"
-        )
+        try:
+            wait_ready(self.url, ready_timeout, self.proc, path="/health", log=self.log_path)
+        except (RuntimeError, TimeoutError):
+            self.stop()
+            raise
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc)

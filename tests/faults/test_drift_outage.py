@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.faults.conftest import SERVED_MODEL, START_TIMEOUT_S, base_env, start_all
-from tests.faults.harness import Burst, Call, percentile, run_for, summary, wait_until
+from tests.faults.harness import Burst, Call, percentile, run_for, summary
+from tests.helpers import wait_until
 from tests.load.payloads import tensor_request
 from tests.procs import free_port, start_service
 

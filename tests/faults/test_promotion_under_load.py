@@ -16,8 +16,9 @@ import pytest
 from mlplatform.core.registry import mlflow_client
 from mlplatform.training.pipeline import mlflow_uri
 from tests.faults.conftest import SERVED_MODEL, START_TIMEOUT_S, base_env
-from tests.faults.harness import Burst, Call, run_for, summary, wait_until
+from tests.faults.harness import Burst, Call, run_for, summary
 from tests.faults.registry import copy_registry
+from tests.helpers import wait_until
 from tests.load.payloads import tensor_request
 from tests.procs import start_service
 

@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from tests.faults.conftest import FEATURE_SERVICE, START_TIMEOUT_S, base_env, copy_feature_repo
-from tests.faults.harness import Burst, Call, run_for, summary, wait_until
+from tests.faults.harness import Burst, Call, run_for, summary
+from tests.helpers import wait_until
 from tests.load.payloads import feature_read_request
 from tests.procs import free_port, start_service
 

@@ -20,8 +20,9 @@ import httpx
 import pytest
 
 from tests.faults.conftest import SERVED_MODEL, base_env
-from tests.faults.harness import Burst, Call, run_for, summary, wait_until
+from tests.faults.harness import Burst, Call, run_for, summary
 from tests.faults.registry import MlflowServer, copy_registry
+from tests.helpers import wait_until
 from tests.load.payloads import tensor_request
 from tests.procs import ServiceProcess, free_port
 
