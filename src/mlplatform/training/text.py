@@ -144,9 +144,8 @@ def build_text_model(
 
     ``train_seconds`` bounds training by wall-clock time, ``steps`` by optimizer steps (whichever
     ends first; both ``0``/``None``: untrained, random weights that never end a sequence before
-    ``max_tokens``, a few seconds). ``threads`` caps
-    torch's intra-op threads while training (the machine is shared). About 0.5 to 1 s a step of 16 articles on
-    a busy 2-core machine.
+    ``max_tokens``, a few seconds). ``threads`` caps torch's intra-op threads while training (the
+    machine is shared).
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
