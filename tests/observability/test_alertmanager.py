@@ -16,11 +16,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -33,9 +31,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.helpers import stop_process
+from tests.helpers import stop_process, wait_until_sync
 from tests.observability.promql import OBS, load_module, rule_files
-from tests.procs import free_port, wait_ready
+from tests.procs import ServiceProcess, free_port, start_service, wait_ready
 
 pytestmark = pytest.mark.integration
 
@@ -183,35 +181,10 @@ class Process:
         wait_ready(url, deadline_s, self.proc, path="/-/ready", log=self.log)
 
 
-def start_drift(port: int, tmp_path: Path) -> Process:
-    """A drift-detection process on ``port`` (same data directory each time), once it is live."""
-    env = {
-        "PYTHONUNBUFFERED": "1",
-        "MLPLATFORM_DATA_DIR": str(tmp_path / "data"),
-        "DRIFT_RETRAIN_MODE": "off",
-    }
-    log = tmp_path / f"drift-{time.monotonic_ns()}.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlplatform.cli",
-                "serve",
-                "drift-detection",
-                "--port",
-                str(port),
-                "--host",
-                "127.0.0.1",
-            ],
-            env={**os.environ, **env},
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    p = Process.__new__(Process)
-    p.log, p.proc = log, proc
-    wait_ready(f"http://127.0.0.1:{port}", 120, proc, path="/v2/health/live")
-    return p
+def start_drift(port: int, log_dir: Path) -> ServiceProcess:
+    """A drift-detection process on ``port`` (same data directory each time), once it is ready."""
+    env = {"MLPLATFORM_DATA_DIR": str(log_dir / "data"), "DRIFT_RETRAIN_MODE": "off"}
+    return start_service("drift-detection", env, log_dir, port=port)
 
 
 @pytest.fixture
@@ -296,11 +269,7 @@ def _up(prom: str) -> list[str]:
 
 
 def _wait_up(prom: str, value: str, deadline_s: float = 60) -> None:
-    end = time.monotonic() + deadline_s
-    while _up(prom) != [value]:
-        if time.monotonic() > end:
-            raise TimeoutError(f"up is {_up(prom)}, not {value}")
-        time.sleep(0.2)
+    wait_until_sync(lambda: _up(prom) == [value], deadline_s, f"up == {value}", step_s=0.2)
 
 
 def test_target_down_alert_travels_to_the_webhook_and_resolves(alerting):
@@ -323,7 +292,7 @@ def test_target_down_alert_travels_to_the_webhook_and_resolves(alerting):
     assert alert["annotations"]["runbook_url"].endswith("MlplatformTargetDown.md")
     assert "is down" in alert["annotations"]["summary"]
 
-    alerting["drift"] = start_drift(alerting["drift_port"], alerting["drift"].log.parent)  # repaired
+    alerting["drift"] = start_drift(alerting["drift_port"], alerting["drift"].log_path.parent)  # repaired
 
     def resolved(path: str, body: dict[str, Any]) -> bool:
         return (
