@@ -1,0 +1,88 @@
+"""A pyfunc model with a string input, logged and registered with real MLflow, served by the real app:
+V2 infer with BYTES in and out, generate as one chunk, bad text as a 422 naming the input."""
+
+from __future__ import annotations
+
+import contextlib
+
+import httpx
+import mlflow.pyfunc
+import pandas as pd
+import pytest
+
+from mlplatform.core.secrets import EnvSecretsBackend
+from mlplatform.serving.app import create_app
+from mlplatform.serving.settings import ServingSettings
+from mlplatform.training.pipeline import mlflow_uri
+from tests.helpers import wait_until
+
+
+class Shout(mlflow.pyfunc.PythonModel):
+    """Upper-cases its ``text`` column and adds an exclamation mark."""
+
+    def predict(self, context, model_input, params=None):  # noqa: ANN001, ANN201
+        return [t.upper() + "!" for t in model_input["text"]]
+
+
+@pytest.fixture(scope="module")
+async def served(tmp_path_factory):  # noqa: ANN001, ANN201
+    from mlflow.models import infer_signature
+
+    tmp = tmp_path_factory.mktemp("text-pyfunc")
+    (tmp / "mlflow").mkdir()
+    uri = f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}"
+    from mlplatform.core.registry import mlflow_client
+
+    client = mlflow_client(uri)
+    exp = client.create_experiment("pyfunc-text", artifact_location=(tmp / "artifacts").as_uri())
+    with mlflow_uri(uri), mlflow.start_run(experiment_id=exp):
+        mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Shout(),
+            signature=infer_signature(pd.DataFrame({"text": ["hi"]}), ["HI!"]),
+            registered_model_name="shout",
+        )
+    client.set_registered_model_alias("shout", "champion", "1")
+    settings = ServingSettings(
+        data_dir=tmp,
+        mlflow_tracking_uri=uri,
+        models="shout",
+        auth_enabled=False,
+        poll_interval_s=0,
+        runtime="native",
+        model_cache_dir=tmp / "cache",
+    )
+    app = create_app(settings, secrets=EnvSecretsBackend({}))
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(app.router.lifespan_context(app))
+        client_ = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
+        )
+        await stack.enter_async_context(client_)
+        await wait_until(app.state.repository.ready, 120)
+        yield client_
+
+
+async def test_pyfunc_string_model_over_v2_and_generate(served) -> None:  # noqa: ANN001
+    client = served
+    meta = (await client.get("/v2/models/shout")).json()
+    assert meta["platform"] == "pyfunc"
+    assert meta["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    body = {"inputs": [{"name": "text", "datatype": "BYTES", "shape": [2, 1], "data": ["ab", "héllo"]}]}
+    r = await client.post("/v2/models/shout/infer", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0] == {
+        "name": "text_output",
+        "datatype": "BYTES",
+        "shape": [2],
+        "data": ["AB!", "HÉLLO!"],
+    }
+    r = await client.post("/v2/models/shout/generate", json={"text_input": "quiet"})
+    assert r.status_code == 200 and r.json()["text_output"] == "QUIET!"
+    r = await client.post("/v2/models/shout/generate_stream", json={"text_input": "quiet"})
+    assert r.status_code == 200 and '"text_output":"QUIET!"' in r.text
+    body["inputs"][0]["data"] = ["ok", " "]
+    r = await client.post("/v2/models/shout/infer", json=body)
+    assert r.status_code == 422 and "input 'text' element 1: is empty" in r.json()["error"]
+    r = await client.post("/v2/models/shout/generate", json={"text_input": ""})
+    assert r.status_code == 422 and "is empty" in r.json()["error"]
