@@ -16,7 +16,7 @@ from mlplatform.features.contract import HISTORY_FEATURES, MODEL_FEATURES, ON_DE
 from mlplatform.features.settings import FeatureSettings
 from mlplatform.features.store import FeatureRepoPaths
 
-from .conftest import SmallRepo, build_small_repo
+from .small_repo import SmallRepo, build_small_repo, latest
 
 READ_KEY, ADMIN_KEY, OTHER_KEY = "read-key", "admin-key", "infer-key"
 
@@ -47,11 +47,6 @@ async def client(small_repo: SmallRepo) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-def _latest(repo: SmallRepo, key: str, value: int) -> dict:
-    snap = repo.snapshots[key]
-    return snap[snap[key] == value].sort_values("event_timestamp").iloc[-1].to_dict()
-
-
 async def test_online_read_returns_feast_values(client: httpx.AsyncClient, small_repo: SmallRepo) -> None:
     tx = small_repo.transactions
     users = tx["user_id"].drop_duplicates().head(3).tolist()
@@ -63,8 +58,8 @@ async def test_online_read_returns_feast_values(client: httpx.AsyncClient, small
     assert body["features"] == [*HISTORY_FEATURES, ON_DEMAND_FEATURE]
     assert body["missing"] == []
     for row, user, merchant in zip(body["rows"], users, merchants, strict=True):
-        u = _latest(small_repo, "user_id", user)
-        m = _latest(small_repo, "merchant_id", merchant)
+        u = latest(small_repo, "user_id", user)
+        m = latest(small_repo, "merchant_id", merchant)
         assert row["user_txn_count_7d"] == u["user_txn_count_7d"]
         assert row["user_mean_amount_1h"] == pytest.approx(u["user_mean_amount_1h"])
         assert row["merchant_fraud_rate_30d"] == pytest.approx(m["merchant_fraud_rate_30d"])
@@ -81,7 +76,7 @@ async def test_feature_refs_and_unknown_entities(client: httpx.AsyncClient, smal
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["feature_service"] is None
-    assert body["rows"][0]["user_txn_count_24h"] == _latest(small_repo, "user_id", user)["user_txn_count_24h"]
+    assert body["rows"][0]["user_txn_count_24h"] == latest(small_repo, "user_id", user)["user_txn_count_24h"]
     assert body["rows"][1] == {"user_txn_count_24h": None}
     assert body["missing"] == [
         {"row": 1, "feature_view": "user_activity_24h", "join_key": "user_id", "value": 999_999_999}
