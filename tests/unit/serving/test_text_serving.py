@@ -230,3 +230,20 @@ async def test_generation_metrics(served) -> None:  # noqa: ANN001
         ), name
     assert 'mlplatform_serving_generation_errors_total{kind="invalid_input",model="summarizer"}' in text
     assert 'mlplatform_serving_generation_in_flight{model="summarizer"} 0.0' in text
+
+
+async def test_sampling_is_repeatable_with_a_seed(served, reference) -> None:  # noqa: ANN001
+    _, client, _ = served
+
+    async def gen(**params) -> str:  # noqa: ANN003
+        body = {"text_input": ARTICLES[0], "parameters": {"max_tokens": 12, **params}}
+        r = await client.post("/v2/models/summarizer/generate", json=body)
+        assert r.status_code == 200, r.text
+        return r.json()["text_output"]
+
+    a, b = await asyncio.gather(gen(temperature=1.5, seed=11), gen(temperature=1.5, seed=11))
+    assert a == b  # same seed, same draw, also when batched together
+    others = {await gen(temperature=1.5, seed=s) for s in (12, 13, 14)}
+    assert others - {a}  # other seeds draw other texts
+    # top_p this small keeps only the most likely token: greedy
+    assert await gen(temperature=1.5, top_p=1e-9, seed=5) == reference(ARTICLES[0], 12)
