@@ -1,7 +1,7 @@
 """Explanations of text models: token attributions with SHAP's Partition explainer and a Text masker.
 
 A registered MLflow ``transformers`` model (text2text-generation, e.g. the demo ``summarizer`` of
-:mod:`mlplatform.training.text`) is explained the way SHAP explains text-to-text models
+:mod:`mlplatform.training.text`, or a causal language model for text-generation) is explained the way SHAP explains text-to-text models
 (``shap.models.TeacherForcing`` + ``shap.maskers.Text`` + ``shap.explainers.PartitionExplainer``):
 
 * the model first generates its output for the input, greedily, with its own generation config
@@ -34,7 +34,7 @@ from mlplatform.v2.codec import ParsedRequest
 log = logging.getLogger("mlplatform.explain")
 
 TEXT_FLAVOUR = "transformers"
-TEXT_TASKS = ("text2text-generation", "summarization", "translation")
+TEXT_TASKS = ("text2text-generation", "summarization", "translation", "text-generation")
 #: V2 input tensor of text models (as serving's text flavour names it).
 TEXT_INPUT = "text_input"
 EXPLAINER_KIND = "partition"
@@ -93,10 +93,12 @@ def load_text_model(name: str, version: str, local: str, flavors: dict[str, Any]
         raise UnsupportedModel(
             f"model {label} has transformers task {task!r}; text explanations support {', '.join(TEXT_TASKS)}"
         )
+    from shap.utils.transformers import is_transformers_lm
+
     components = mlflow.transformers.load_model(local, return_type="components")
     model, tokenizer = components.get("model"), components.get("tokenizer")
-    if tokenizer is None or not getattr(getattr(model, "config", None), "is_encoder_decoder", False):
-        raise UnsupportedModel(f"model {label} is not an encoder-decoder model with a tokenizer")
+    if tokenizer is None or not is_transformers_lm(model):  # seq2seq or causal language model
+        raise UnsupportedModel(f"model {label} is not a sequence-to-sequence or causal language model")
     limit = context_length(model, tokenizer)
     if limit is None:
         raise UnsupportedModel(f"model {label}: neither its tokenizer nor its config gives a context length")
@@ -234,12 +236,14 @@ class TextShapExplainer:
                 input_ids=enc["input_ids"],
                 attention_mask=enc["attention_mask"],
                 max_new_tokens=max_tokens,
+                pad_token_id=tok.pad_token_id,
                 do_sample=False,
                 num_beams=1,
             )
         ids = out[0].detach().cpu().numpy().tolist()
-        start = self.model.model.config.decoder_start_token_id
-        if ids and ids[0] == start:
+        if not self.model.model.config.is_encoder_decoder:  # decoder-only: the input comes back first
+            ids = ids[enc["input_ids"].shape[1] :]
+        elif ids and ids[0] == self.model.model.config.decoder_start_token_id:
             ids = ids[1:]
         eos = tok.eos_token_id
         if eos is not None and eos in ids:

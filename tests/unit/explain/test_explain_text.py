@@ -25,9 +25,10 @@ from mlplatform.explain.app import create_app
 from mlplatform.explain.settings import ExplainSettings
 from mlplatform.training.text import SUMMARIZER_MODEL_NAME, generate_articles, log_and_register_text_model
 from tests.helpers import wait_until
-from tests.unit.explain.text_models import build_keyword_model
+from tests.unit.explain.text_models import build_keyword_model, build_tiny_gpt2, register_text_generation
 
 KEYWORD_MODEL = "colour-copier"
+CAUSAL_MODEL = "tiny-gpt2"
 
 
 @dataclass
@@ -47,16 +48,25 @@ def text_models(text_registry, text_model_dir, tmp_path_factory) -> TextRegistry
         base = base.parent
     keyword = base / "colour_copier"
     done = base / "colour_copier_version.txt"
+    causal = base / "tiny_gpt2"
+    causal_done = base / "tiny_gpt2_version.txt"
     with FileLock(str(base / "colour_copier.lock")):
         if not done.exists():
             build_keyword_model(keyword)
             done.write_text(
                 log_and_register_text_model(keyword, text_registry.tracking_uri, name=KEYWORD_MODEL)
             )
+        if not causal_done.exists():
+            build_tiny_gpt2(causal)
+            causal_done.write_text(register_text_generation(causal, text_registry.tracking_uri, CAUSAL_MODEL))
     return TextRegistry(
         text_registry.tracking_uri,
-        {SUMMARIZER_MODEL_NAME: text_model_dir, KEYWORD_MODEL: keyword},
-        {SUMMARIZER_MODEL_NAME: text_registry.summary["version"], KEYWORD_MODEL: done.read_text()},
+        {SUMMARIZER_MODEL_NAME: text_model_dir, KEYWORD_MODEL: keyword, CAUSAL_MODEL: causal},
+        {
+            SUMMARIZER_MODEL_NAME: text_registry.summary["version"],
+            KEYWORD_MODEL: done.read_text(),
+            CAUSAL_MODEL: causal_done.read_text(),
+        },
     )
 
 
@@ -71,7 +81,7 @@ async def text_app(text_models, tmp_path_factory) -> AsyncIterator[TextApp]:
     settings = ExplainSettings(
         data_dir=tmp_path_factory.mktemp("explain-text-app"),
         mlflow_tracking_uri=text_models.tracking_uri,
-        models=f"{SUMMARIZER_MODEL_NAME},{KEYWORD_MODEL}",
+        models=f"{SUMMARIZER_MODEL_NAME},{KEYWORD_MODEL},{CAUSAL_MODEL}",
         auth_enabled=False,
         poll_interval_s=3600,
     )
@@ -162,6 +172,32 @@ async def test_summarizer_token_attributions_add_up_to_the_model_output(text_cli
     # the base value: the same with every input token masked (SHAP's text infilling: one "...")
     np.testing.assert_allclose(row["base_values"], logodds("..."), atol=1e-3)
     # efficiency of Owen values: base + sum of attributions = output, for every output token
+    np.testing.assert_allclose(np.array(row["base_values"]) + attributions.sum(axis=1), expected, atol=1e-3)
+
+
+async def test_a_causal_language_model_is_explained_on_the_tokens_it_generates(text_client, text_models):
+    """text-generation (decoder-only): the generated continuation only, not the echoed prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    text = "the cat sat on the mat"
+    r = await text_client.post(f"/v2/models/{CAUSAL_MODEL}/explain", json=text_body(text, max_tokens=3))
+    assert r.status_code == 200, r.text
+    [row] = r.json()["explanations"]
+    tok = AutoTokenizer.from_pretrained(text_models.dirs[CAUSAL_MODEL])
+    model = AutoModelForCausalLM.from_pretrained(text_models.dirs[CAUSAL_MODEL]).eval()
+    with torch.no_grad(), _one_thread():
+        enc = tok([text], return_tensors="pt")
+        full = model.generate(**enc, max_new_tokens=3, do_sample=False, pad_token_id=0)[0]
+        ids = full[enc["input_ids"].shape[1] :].tolist()
+        logp = torch.log_softmax(model(full[None, :-1]).logits[0].double(), dim=-1)
+        picked = logp[torch.arange(len(full) - 1), full[1:]][-len(ids) :]
+    expected = (picked - torch.log(-torch.expm1(picked))).numpy()
+    assert row["output_tokens"] == [tok.decode([i]) for i in ids] and len(ids) == 3
+    assert row["input_tokens"] == text.split()
+    attributions = np.array(row["attributions"])
+    assert attributions.shape == (3, 6) and np.ptp(attributions) > 1e-4
+    np.testing.assert_allclose(row["outputs"], expected, atol=1e-3)
     np.testing.assert_allclose(np.array(row["base_values"]) + attributions.sum(axis=1), expected, atol=1e-3)
 
 
@@ -266,5 +302,5 @@ def test_other_transformers_tasks_are_refused_before_loading(tmp_path):
     from mlplatform.explain.explainers import UnsupportedModel
     from mlplatform.explain.text import load_text_model
 
-    with pytest.raises(UnsupportedModel, match="task 'text-generation'.*text2text-generation"):
-        load_text_model("chat", "3", str(tmp_path), {"transformers": {"task": "text-generation"}})
+    with pytest.raises(UnsupportedModel, match="task 'text-classification'.*text2text-generation"):
+        load_text_model("chat", "3", str(tmp_path), {"transformers": {"task": "text-classification"}})

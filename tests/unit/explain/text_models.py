@@ -89,3 +89,66 @@ def build_keyword_model(out_dir: Path, *, steps: int = 80, seed: int = 0) -> Pat
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+def build_tiny_gpt2(out_dir: Path, *, seed: int = 0) -> Path:
+    """An untrained one-layer GPT-2 (causal LM, text-generation) over the same words, for the decoder-only path."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    eos = "<|endoftext|>"
+    vocab = {w: i for i, w in enumerate([eos, MASK, *KEYWORDS, *FILLER])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=eos))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=eos,
+        bos_token=eos,
+        unk_token=eos,
+        model_max_length=64,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(vocab), n_positions=64, n_embd=32, n_layer=1, n_head=2, bos_token_id=0, eos_token_id=0
+    )
+    model = GPT2LMHeadModel(config).eval()
+    with torch.no_grad():  # never end at once (logit 0 for end-of-text): every answer has tokens
+        model.transformer.wte.weight[0].zero_()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def register_text_generation(model_dir: Path, tracking_uri: str, name: str) -> str:
+    """Log a causal LM directory with MLflow's transformers flavour (task text-generation), alias champion."""
+    import mlflow
+    import mlflow.transformers
+    import transformers
+
+    from mlplatform.core.registry import mlflow_client
+    from mlplatform.training.pipeline import mlflow_uri
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir)
+    pipe = transformers.pipeline("text-generation", model=model, tokenizer=tokenizer, device="cpu")
+    client = mlflow_client(tracking_uri)
+    exp = client.get_experiment_by_name("explain-text-tests")
+    if exp is None:  # artifacts beside the SQLite file, not in the working directory
+        location = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+        exp_id = client.create_experiment("explain-text-tests", artifact_location=location)
+    else:
+        exp_id = exp.experiment_id
+    with mlflow_uri(tracking_uri), mlflow.start_run(experiment_id=exp_id, run_name=name):
+        info = mlflow.transformers.log_model(
+            transformers_model=pipe,
+            name="model",
+            task="text-generation",
+            registered_model_name=name,
+            pip_requirements=[f"transformers=={transformers.__version__}", "torch"],
+        )
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, "champion", version)
+    return version
