@@ -101,7 +101,7 @@ class TextExplanation(BaseModel):
 
 
 class TextExplainResponse(BaseModel):
-    """Token attributions for a text model (an MLflow transformers text2text-generation model)."""
+    """Token attributions for a text model (MLflow transformers: text2text-generation or text-generation)."""
 
     id: str = Field(description="The request's id (echoed, or the X-Request-Id / a generated one).")
     model_name: str = Field(description="Registered model name.")
