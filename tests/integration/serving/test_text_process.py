@@ -30,7 +30,7 @@ def server(text_registry, tmp_path_factory):  # noqa: ANN001, ANN201
         "SERVING_AUTH_ENABLED": "false",
         "SERVING_POLL_INTERVAL_S": "0",
         "SERVING_LOG_LEVEL": "INFO",
-        "SERVING_TEXT_BATCH_WAIT_MS": "200",
+        "SERVING_TEXT_BATCH_WAIT_MS": "500",
         "HF_HUB_OFFLINE": "1",
         # loaded in the process (no prepare child: test_text_serving covers that path; ~13 s less here)
         "SERVING_RUNTIME": "native",
@@ -128,6 +128,6 @@ def test_client_disconnect_frees_its_slot_and_the_batch_goes_on(server) -> None:
         30,
         "in-flight 0",
     )
-    # the two were one batch of two (200 ms gathering window): one more batch, none of size 1
+    # the two were one batch of two (500 ms gathering window): one more batch, none of size 1
     assert metric(url, batches + "_count") == batches_before[0] + 1
     assert metric(url, batches + "_bucket", 'le="1.0"') == batches_before[1]
