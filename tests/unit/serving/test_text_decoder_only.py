@@ -77,7 +77,7 @@ async def served(gpt, tmp_path_factory):  # noqa: ANN001, ANN201
         runtime="native",
         model_cache_dir=tmp / "cache",
     )
-    os.environ["SERVING_TEXT_BATCH_WAIT_MS"] = "100"  # read at load: the three prompts make one batch
+    os.environ["SERVING_TEXT_BATCH_WAIT_MS"] = "300"  # read at load: the three prompts make one batch
     try:
         app = create_app(settings, secrets=EnvSecretsBackend({}))
         async with contextlib.AsyncExitStack() as stack:
