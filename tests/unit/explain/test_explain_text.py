@@ -24,7 +24,7 @@ from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.explain.app import create_app
 from mlplatform.explain.settings import ExplainSettings
 from mlplatform.training.text import SUMMARIZER_MODEL_NAME, generate_articles, log_and_register_text_model
-from tests.helpers import wait_until
+from tests.helpers import in_process, wait_until
 from tests.unit.explain.text_models import build_keyword_model, build_tiny_gpt2, register_text_generation
 
 KEYWORD_MODEL = "colour-copier"
@@ -86,11 +86,9 @@ async def text_app(text_models, tmp_path_factory) -> AsyncIterator[TextApp]:
         poll_interval_s=3600,
     )
     app = create_app(settings, secrets=EnvSecretsBackend({}))
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://explain") as client:
-            await wait_until(app.state.dataplane.ready, 120, "text explainers built")
-            yield TextApp(app, client)
+    async with in_process(app, "http://explain") as client:
+        await wait_until(app.state.dataplane.ready, 120, "text explainers built")
+        yield TextApp(app, client)
 
 
 @pytest.fixture
