@@ -218,3 +218,22 @@ async def noop_lifespan(_: FastAPI) -> AsyncIterator[None]:
 
 ReadyCheck = Callable[[], bool]
 AsyncHook = Callable[[], Awaitable[None]]
+
+
+def planes_lifespan(*planes: Any) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:  # noqa: ANN401
+    """A lifespan that starts ``planes`` (objects with async ``start``/``stop``: a service's data plane
+    and its companions) in order, and stops the started ones in reverse order."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        started: list[Any] = []
+        try:
+            for plane in planes:
+                await plane.start()
+                started.append(plane)
+            yield
+        finally:
+            for plane in reversed(started):
+                await plane.stop()
+
+    return lifespan

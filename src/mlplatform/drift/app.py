@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
 
-from mlplatform.core.app import build_app, build_context
+from mlplatform.core.app import build_app, build_context, planes_lifespan
 from mlplatform.core.secrets import SecretsBackend, follow_secret
 from mlplatform.drift.dataplane import DriftDataPlane
 from mlplatform.drift.metrics import DriftMetrics
@@ -56,21 +55,11 @@ def create_app(
         store.close()
         raise
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await svc.start()
-        try:
-            await quality.start()
-            yield
-        finally:
-            await quality.stop()
-            await svc.stop()
-
     app = build_app(
         ctx,
         title="mlplatform drift detection",
         description="Evidently-compatible data and prediction drift per model version, with retraining triggers.",
-        lifespan=lifespan,
+        lifespan=planes_lifespan(svc, quality),
         is_ready=svc.ready,
         routers=[build_router(svc, quality), quality_router(quality)],
     )

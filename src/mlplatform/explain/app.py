@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
-from mlplatform.core.app import build_app, build_context
+from mlplatform.core.app import build_app, build_context, planes_lifespan
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.explain.dataplane import ExplainDataPlane
 from mlplatform.explain.metrics import ExplainMetrics
@@ -37,19 +35,11 @@ def create_app(
         mlflow=mlflow,
     )
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await plane.start()
-        try:
-            yield
-        finally:
-            await plane.stop()
-
     app = build_app(
         ctx,
         title="mlplatform explainability",
         description="SHAP explanations of the model version that serving uses.",
-        lifespan=lifespan,
+        lifespan=planes_lifespan(plane),
         is_ready=plane.ready,
         routers=[build_router(plane)],
     )

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
-from mlplatform.core.app import build_app, build_context
+from mlplatform.core.app import build_app, build_context, planes_lifespan
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.features.dataplane import FeatureDataPlane
 from mlplatform.features.feast_routes import feast_fast_route
@@ -29,20 +26,12 @@ def create_app(settings: FeatureSettings, *, secrets: SecretsBackend | None = No
     # fail fast with one line naming the setting (a bad or unreachable database URL), before serving
     plane.check_database()
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await plane.start()
-        try:
-            yield
-        finally:
-            await plane.stop()
-
     app = build_app(
         ctx,
         title="mlplatform feature store",
         description="Online features from the Feast repository: reads, pushes and materialisation "
         "(/v1 API, and Feast's feature-server API as `feast serve` speaks it).",
-        lifespan=lifespan,
+        lifespan=planes_lifespan(plane),
         is_ready=plane.ready,
         routers=[build_router(plane)],
     )
