@@ -185,12 +185,10 @@ async def test_outbound_drift_key_rotation_under_load(vault, jwt, tmp_path):
     drift-detection: drift's keyring {k1} -> {k1, k2}; serving's SERVING_DRIFT_API_KEY k1 -> k2
     (followed without a restart); drift's keyring -> {k2} (k1 refused). 0 failed requests."""
     import asyncio
-    from types import SimpleNamespace
-
     from prometheus_client import CollectorRegistry
 
     from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
-    from mlplatform.serving.app import _payload_logger
+    from mlplatform.serving.dataplane import _payload_logger
     from mlplatform.serving.settings import ServingSettings
 
     serving_path = "mlplatform/dev/model-serving"
@@ -214,7 +212,7 @@ async def test_outbound_drift_key_rotation_under_load(vault, jwt, tmp_path):
         tick_interval_s=0.1,
     )
     settings = ServingSettings(drift_url=url, payload_spool_dir=tmp_path / "spool")
-    logger = _payload_logger(settings, SimpleNamespace(secrets=secrets, registry=CollectorRegistry()))
+    logger = _payload_logger(settings, secrets, CollectorRegistry())
     sent: list[tuple[str, int]] = []
     stop = asyncio.Event()
 
