@@ -82,5 +82,20 @@ render: venv tools
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache rendered
 
+# A side virtual environment for tools that cannot share requirements/lock.txt:
+# $(eval $(call side_venv,<name>,<dir>,<requirements file>)) makes the phony target <name>-venv that
+# builds <dir> from the pinned requirements file (rebuilt when that file changes).
+define side_venv
+.PHONY: $(1)-venv
+
+$(2)/.installed: $(3)
+	$$(PYTHON) -m venv $(2)
+	$(2)/bin/pip install --quiet --upgrade pip==25.3
+	$(2)/bin/pip install --quiet -r $(3)
+	touch $$@
+
+$(1)-venv: $(2)/.installed
+endef
+
 # Area fragments: each may append to APT_PACKAGES and add targets (e.g. load).
 -include mk/*.mk

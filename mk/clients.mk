@@ -4,15 +4,7 @@
 # tests call them through tests/clients/run_client.py (see tests/clients/harness.py).
 CLIENTS_VENV := .venv-clients
 
-.PHONY: clients-venv
-
-$(CLIENTS_VENV)/.installed: requirements/clients.txt
-	$(PYTHON) -m venv $(CLIENTS_VENV)
-	$(CLIENTS_VENV)/bin/pip install --quiet --upgrade pip==25.3
-	$(CLIENTS_VENV)/bin/pip install --quiet -r requirements/clients.txt
-	touch $@
-
-clients-venv: $(CLIENTS_VENV)/.installed
+$(eval $(call side_venv,clients,$(CLIENTS_VENV),requirements/clients.txt))
 
 # the client-protocol tests run tritonclient and kserve from that environment
 test test-unit: clients-venv

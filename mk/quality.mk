@@ -3,15 +3,7 @@
 # own virtual environment, pinned in requirements/nannyml.txt, instead of the platform's lock file.
 NANNYML_VENV := .venv-nannyml
 
-.PHONY: nannyml-venv
-
-$(NANNYML_VENV)/.installed: requirements/nannyml.txt
-	$(PYTHON) -m venv $(NANNYML_VENV)
-	$(NANNYML_VENV)/bin/pip install --quiet --upgrade pip==25.3
-	$(NANNYML_VENV)/bin/pip install --quiet -r requirements/nannyml.txt
-	touch $@
-
-nannyml-venv: $(NANNYML_VENV)/.installed
+$(eval $(call side_venv,nannyml,$(NANNYML_VENV),requirements/nannyml.txt))
 
 # the CBPE parity test runs NannyML from that environment
 test test-unit: nannyml-venv
