@@ -31,6 +31,21 @@ def make_settings(reg: Registry, tmp_path, **kw) -> ServingSettings:  # noqa: AN
     return ServingSettings(**base)
 
 
+def text_settings(tmp_path, tracking_uri: str, models: str, **kw) -> ServingSettings:  # noqa: ANN001
+    """Serving settings for the text-model tests: ``models`` from ``tracking_uri``, no auth, no polling,
+    the model cache under ``tmp_path``."""
+    base: dict[str, Any] = dict(
+        data_dir=tmp_path,
+        mlflow_tracking_uri=tracking_uri,
+        models=models,
+        auth_enabled=False,
+        poll_interval_s=0,
+        model_cache_dir=tmp_path / "cache",
+    )
+    base.update(kw)
+    return ServingSettings(**base)
+
+
 class RunningApp:
     """An app with its lifespan entered, and an in-process client."""
 

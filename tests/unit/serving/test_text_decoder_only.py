@@ -5,17 +5,15 @@ each answer equals transformers' own greedy ``generate`` for that prompt alone."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from pathlib import Path
 
-import httpx
 import pytest
 
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
-from mlplatform.serving.settings import ServingSettings
-from tests.helpers import wait_until
+from tests.helpers import in_process, wait_until
+from tests.unit.serving.support import text_settings
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -68,24 +66,11 @@ async def served(gpt, tmp_path_factory):  # noqa: ANN001, ANN201
             pip_requirements=["transformers", "torch"],  # no requirement inference (it imports torchvision)
         )
     client.set_registered_model_alias("writer", "champion", "1")
-    settings = ServingSettings(
-        data_dir=tmp,
-        mlflow_tracking_uri=uri,
-        models="writer",
-        auth_enabled=False,
-        poll_interval_s=0,
-        runtime="native",
-        model_cache_dir=tmp / "cache",
-    )
+    settings = text_settings(tmp, uri, "writer", runtime="native")
     os.environ["SERVING_TEXT_BATCH_WAIT_MS"] = "300"  # read at load: the three prompts make one batch
     try:
         app = create_app(settings, secrets=EnvSecretsBackend({}))
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(app.router.lifespan_context(app))
-            http = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
-            )
-            await stack.enter_async_context(http)
+        async with in_process(app, "http://t") as http:
             await wait_until(app.state.repository.ready, 120)
             yield app, http
     finally:

@@ -3,18 +3,15 @@ V2 infer with BYTES in and out, generate as one chunk, bad text as a 422 naming 
 
 from __future__ import annotations
 
-import contextlib
-
-import httpx
 import mlflow.pyfunc
 import pandas as pd
 import pytest
 
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
-from mlplatform.serving.settings import ServingSettings
 from mlplatform.training.pipeline import mlflow_uri
-from tests.helpers import wait_until
+from tests.helpers import in_process, wait_until
+from tests.unit.serving.support import text_settings
 
 
 class Shout(mlflow.pyfunc.PythonModel):
@@ -43,22 +40,9 @@ async def served(tmp_path_factory):  # noqa: ANN001, ANN201
             registered_model_name="shout",
         )
     client.set_registered_model_alias("shout", "champion", "1")
-    settings = ServingSettings(
-        data_dir=tmp,
-        mlflow_tracking_uri=uri,
-        models="shout",
-        auth_enabled=False,
-        poll_interval_s=0,
-        runtime="native",
-        model_cache_dir=tmp / "cache",
-    )
+    settings = text_settings(tmp, uri, "shout", runtime="native")
     app = create_app(settings, secrets=EnvSecretsBackend({}))
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client_ = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
-        )
-        await stack.enter_async_context(client_)
+    async with in_process(app, "http://t") as client_:
         await wait_until(app.state.repository.ready, 120)
         yield client_
 

@@ -9,20 +9,18 @@ own ``generate`` (greedy) on the model directory the registry was built from.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
-from mlplatform.serving.settings import ServingSettings
 from mlplatform.training.text import article_of_tokens
-from tests.helpers import wait_until
+from tests.helpers import in_process, wait_until
+from tests.unit.serving.support import text_settings
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -66,22 +64,10 @@ def reference(text_model_dir: Path):  # noqa: ANN201
 async def served(text_registry, tmp_path_factory):  # noqa: ANN001, ANN201
     """The serving app with summarizer@champion, through the prepare child (runtime auto, as deployed)."""
     tmp = tmp_path_factory.mktemp("text-serving")
-    settings = ServingSettings(
-        data_dir=tmp,
-        mlflow_tracking_uri=text_registry.tracking_uri,
-        models="summarizer",
-        auth_enabled=False,
-        poll_interval_s=0,
-        model_cache_dir=tmp / "cache",
-    )
+    settings = text_settings(tmp, text_registry.tracking_uri, "summarizer")
     sink = Sink()
     app = create_app(settings, secrets=EnvSecretsBackend({}), payload_sink=sink)
-    async with contextlib.AsyncExitStack() as stack:
-        await stack.enter_async_context(app.router.lifespan_context(app))
-        client = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://t"
-        )
-        await stack.enter_async_context(client)
+    async with in_process(app, "http://t") as client:
         await wait_until(app.state.repository.ready, 120)
         yield app, client, sink
 
