@@ -15,7 +15,6 @@ Run: .venv/bin/python scripts/bench/bench_drift_text.py   (part of ``make bench`
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 import warnings
@@ -24,17 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench.timing import median_time  # noqa: E402
+
 RUNS = 3
 CURRENT = 400
-
-
-def _median_s(fn, runs: int = RUNS) -> tuple[float, object]:  # noqa: ANN001
-    times, out = [], None
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def main() -> None:
@@ -55,10 +47,11 @@ def main() -> None:
             t0 = time.perf_counter()
             text.text_drift(ref, cur)
             first = time.perf_counter() - t0
-            ours_s, ours = _median_s(lambda: text.text_drift(ref, cur))  # noqa: B023
+            ours_s, ours = median_time(lambda: text.text_drift(ref, cur), RUNS)  # noqa: B023
             bootstrap = n_ref <= text.SMALL_REFERENCE_ROWS
-            ev_s, ev = _median_s(
-                lambda: calculate_text_drift_score(pd.Series(ref), pd.Series(cur), bootstrap=bootstrap)  # noqa: B023
+            ev_s, ev = median_time(
+                lambda: calculate_text_drift_score(pd.Series(ref), pd.Series(cur), bootstrap=bootstrap),  # noqa: B023
+                RUNS,
             )
             auc, drifted = ev
             print(
@@ -67,7 +60,7 @@ def main() -> None:
             )
     ref_text = text.ReferenceText(sample(docstrings(), 2000, seed=1))
     window = sample(licenses(), CURRENT, seed=1)
-    desc_s, _ = _median_s(lambda: ref_text.compare(window))
+    desc_s, _ = median_time(lambda: ref_text.compare(window), RUNS)
     print(f"descriptor means of a {CURRENT}-text window: {desc_s * 1000:.1f} ms")
 
 

@@ -29,6 +29,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from scripts.bench.timing import median_time  # noqa: E402
+
 ROWS = 5000
 COLS = 20
 REPEATS = int(os.environ.get("BENCH_MV_REPEATS", "3"))
@@ -43,15 +45,6 @@ def frames() -> tuple[pd.DataFrame, pd.DataFrame]:
     cur = rng.multivariate_normal(np.zeros(COLS), np.eye(COLS), ROWS)  # correlations gone, marginals kept
     names = [f"f{i:02d}" for i in range(COLS)]
     return pd.DataFrame(ref, columns=names), pd.DataFrame(cur, columns=names)
-
-
-def _median(fn, repeats: int = REPEATS) -> tuple[float, object]:  # noqa: ANN001
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def bench_multivariate() -> list[dict[str, object]]:
@@ -69,8 +62,8 @@ def bench_multivariate() -> list[dict[str, object]]:
             MultivariateOptions(methods=["domain_classifier"], max_rows=ROWS, classifier="gradient_boosting"),
         ),
     ]:
-        prep_s, prep = _median(lambda o=opts: PreparedMultivariate(ref, cols, o))
-        detect_s, result = _median(lambda p=prep: p.detect(cur))
+        prep_s, prep = median_time(lambda o=opts: PreparedMultivariate(ref, cols, o), REPEATS)
+        detect_s, result = median_time(lambda p=prep: p.detect(cur), REPEATS)
         (method,) = result.results.values()  # type: ignore[union-attr]
         rows.append(
             {
