@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import logging
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
 import pandas as pd
+
+from mlplatform.core.logging import JsonFormatter
 
 
 def _datatype(series: pd.Series) -> str:
@@ -116,3 +120,19 @@ def stop_process(proc: subprocess.Popen[Any], grace_s: float = 20.0, sig: int = 
             proc.kill()
             proc.wait(timeout=10)
     return proc.returncode
+
+
+@contextlib.contextmanager
+def json_log(service: str, name: str) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """Logger ``name`` writing core logging's JSON lines (``service`` as the service) into a string
+    buffer, not propagated to the root logger; yields both, and removes the handler on exit."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter(service))
+    logger = logging.getLogger(name)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield logger, stream
+    finally:
+        logger.removeHandler(handler)

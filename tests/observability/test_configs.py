@@ -3,9 +3,7 @@ provisioning, the Alloy log pipeline, the Collector/Tempo trace pipeline and the
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -15,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from mlplatform.core.logging import JsonFormatter
+from tests.helpers import json_log
 from tests.observability.promql import (
     OBS,
     ROOT,
@@ -240,19 +238,11 @@ def test_adapter_rules_name_exported_metrics() -> None:
 
 
 def _log_line() -> str:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("model-serving"))
-    logger = logging.getLogger("obs-test")
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import TracerProvider
 
+    with json_log("model-serving", "obs-test") as (logger, stream):
         with TracerProvider().get_tracer("t").start_as_current_span("s"):
             logger.warning("hello")
-    finally:
-        logger.removeHandler(handler)
     return stream.getvalue().strip()
 
 

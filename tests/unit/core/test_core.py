@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 
 import httpx
 import pytest
@@ -14,10 +12,10 @@ from pydantic import BaseModel
 from mlplatform.core.app import build_app, build_context
 from mlplatform.core.auth import hash_key, parse_keyring, require_scope
 from mlplatform.core.errors import NotFound
-from mlplatform.core.logging import JsonFormatter
 from mlplatform.core.registry import parse_model_list, parse_model_ref
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.core.settings import ServiceSettings
+from tests.helpers import json_log
 
 
 class Item(BaseModel):
@@ -120,13 +118,8 @@ async def test_request_id_echoed(client_factory):
 
 
 def test_json_log_fields():
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("svc"))
-    logger = logging.getLogger("test.jsonlog")
-    logger.addHandler(handler)
-    logger.propagate = False
-    logger.warning("hello %s", "world", extra={"model": "m"})
+    with json_log("svc", "test.jsonlog") as (logger, stream):
+        logger.warning("hello %s", "world", extra={"model": "m"})
     doc = json.loads(stream.getvalue())
     assert doc["msg"] == "hello world" and doc["service"] == "svc" and doc["level"] == "warning"
     for key in ("ts", "trace_id", "span_id", "request_id"):
