@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import functools
 import posixpath
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from mlplatform.deploy.render import render_overlay as _render_overlay
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKLOAD_KINDS = ("Deployment", "Rollout", "StatefulSet", "DaemonSet")
+HELM = ROOT / ".venv" / "bin" / "helm"
 
 
 @functools.cache
@@ -93,3 +95,18 @@ def retrain_job_template_text(objects: list[dict[str, Any]], name: str = "drift-
 def retrain_job_template(objects: list[dict[str, Any]], name: str = "drift-detection") -> dict[str, Any]:
     """The batch/v1 Job drift-detection creates (before the launcher adds the model env)."""
     return yaml.safe_load(retrain_job_template_text(objects, name))
+
+
+def run_helm_template(chart: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``helm template`` of ``charts/<chart>`` (release named after the chart) with ``args``; the
+    finished process, its exit status not checked."""
+    cmd = [str(HELM), "template", chart, str(ROOT / "charts" / chart), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+
+
+def helm_template_fails(chart: str, *sets: str) -> str:
+    """``helm template`` of ``charts/<chart>`` with each of ``sets`` as a ``--set``: assert that helm
+    refuses it and return helm's stderr (the chart's message)."""
+    proc = run_helm_template(chart, *(arg for s in sets for arg in ("--set", s)))
+    assert proc.returncode != 0, f"helm template accepted {sets}"
+    return proc.stderr

@@ -30,6 +30,7 @@ from mlplatform.deploy.render import (
 )
 from tests.deploy.conftest import ROOT
 from tests.deploy.k8s import by_kind, containers, validate_object, workloads
+from tests.deploy.rendered import helm_template_fails
 
 CHARTS = ROOT / "charts"
 
@@ -77,15 +78,6 @@ def test_chart_lints_and_renders(chart, values):
         assert ing["spec"]["tls"]
 
 
-def _template_fails(chart: str, *sets: str) -> str:
-    cmd = [str(ROOT / ".venv/bin/helm"), "template", chart, str(CHARTS / chart)]
-    for s in sets:
-        cmd += ["--set", s]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert proc.returncode != 0, f"helm template accepted {sets}"
-    return proc.stderr
-
-
 @pytest.mark.parametrize(
     ("chart", "bad", "needle"),
     [
@@ -101,15 +93,15 @@ def _template_fails(chart: str, *sets: str) -> str:
     ],
 )
 def test_values_schema_rejects_mistakes(chart, bad, needle):
-    assert needle in _template_fails(chart, bad)
+    assert needle in helm_template_fails(chart, bad)
 
 
 def test_vault_backend_requires_address_and_role():
-    assert "secrets.vault.addr is required" in _template_fails("model-serving", "secrets.backend=vault")
+    assert "secrets.vault.addr is required" in helm_template_fails("model-serving", "secrets.backend=vault")
 
 
 def test_ingress_requires_an_issuer():
-    assert "clusterIssuer" in _template_fails(
+    assert "clusterIssuer" in helm_template_fails(
         "explainability", "ingress.enabled=true", "ingress.clusterIssuer="
     )
 

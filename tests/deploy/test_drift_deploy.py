@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import re
-import subprocess
 from typing import Any
 
 import pytest
@@ -40,6 +39,7 @@ from tests.deploy.rendered import (
     find,
     retrain_job_template,
     retrain_job_template_text,
+    run_helm_template,
     workload,
 )
 from tests.policies.gatekeeper import load_policies, matches
@@ -562,37 +562,17 @@ def test_chart_retrain_job_vault_settings():
 
 
 def test_chart_refuses_a_database_secret_with_vault():
-    proc = subprocess.run(
-        [
-            str(ROOT / ".venv/bin/helm"),
-            "template",
-            DRIFT,
-            str(ROOT / "charts" / DRIFT),
-            "--values",
-            str(ROOT / "charts" / DRIFT / "ci" / "vault-values.yaml"),
-            "--set",
-            "database.existingSecret=mlplatform-pg-app",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+    proc = run_helm_template(
+        DRIFT,
+        "--values",
+        str(ROOT / "charts" / DRIFT / "ci" / "vault-values.yaml"),
+        "--set",
+        "database.existingSecret=mlplatform-pg-app",
     )
     assert proc.returncode != 0 and "DRIFT_DATABASE_URL" in proc.stderr
 
 
 def _template(*args: str) -> list[dict[str, Any]]:
-    proc = subprocess.run(
-        [
-            str(ROOT / ".venv/bin/helm"),
-            "template",
-            DRIFT,
-            str(ROOT / "charts" / DRIFT),
-            "--namespace",
-            "ci",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    proc = run_helm_template(DRIFT, "--namespace", "ci", *args)
+    proc.check_returncode()
     return [d for d in yaml.safe_load_all(proc.stdout) if d]

@@ -11,7 +11,6 @@ PostgreSQL cluster's own).
 from __future__ import annotations
 
 import copy
-import subprocess
 from typing import Any
 
 import pytest
@@ -29,7 +28,14 @@ from tests.deploy.k8s import (
     selector_matches,
     validate_object,
 )
-from tests.deploy.rendered import config_maps, container_env, find, main_container, workload
+from tests.deploy.rendered import (
+    config_maps,
+    container_env,
+    find,
+    helm_template_fails,
+    main_container,
+    workload,
+)
 from tests.policies.gatekeeper import load_policies, matches
 
 FEATURES = "feature-store"
@@ -228,15 +234,6 @@ def test_materialize_job_fits_the_limit_range(rendered, env):
 # -- the chart on its own -----------------------------------------------------------------------
 
 
-def _template_error(*sets: str) -> str:
-    cmd = [str(ROOT / ".venv/bin/helm"), "template", FEATURES, str(ROOT / "charts" / FEATURES)]
-    for s in sets:
-        cmd += ["--set", s]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    assert proc.returncode != 0, f"helm template accepted {sets}"
-    return proc.stderr
-
-
 @pytest.mark.parametrize(
     ("sets", "needle"),
     [
@@ -261,7 +258,7 @@ def _template_error(*sets: str) -> str:
     ],
 )
 def test_chart_refuses_inconsistent_values(sets, needle):
-    assert needle in _template_error(*sets)
+    assert needle in helm_template_fails(FEATURES, *sets)
 
 
 def test_chart_defaults_keep_the_embedded_registry():
