@@ -115,7 +115,16 @@ async def test_generate_and_generate_stream_agree_with_transformers(served, refe
     events = [orjson.loads(line[6:]) for line in r.text.split("\n\n") if line.startswith("data: ")]
     assert len(events) >= 3  # one per token at least for a model that writes words
     assert "".join(e["text_output"] for e in events) == want
-    assert events[-1]["finish_reason"] and all(e["model_version"] == "1" for e in events)
+    assert all(e["model_version"] == "1" for e in events)
+    assert events[-1]["finish_reason"] in ("stop", "length")
+    # the finish reason says why the text ended: max_tokens, or a stop string
+    r = await client.post(
+        "/v2/models/summarizer/generate_stream", json={**body, "parameters": {"max_tokens": 1}}
+    )
+    assert [orjson.loads(line[6:]) for line in r.text.split("\n\n") if line][-1]["finish_reason"] == "length"
+    stop = {"max_tokens": 6, "stop": [events[1]["text_output"].strip()]}
+    r = await client.post("/v2/models/summarizer/generate_stream", json={**body, "parameters": stop})
+    assert [orjson.loads(line[6:]) for line in r.text.split("\n\n") if line][-1]["finish_reason"] == "stop"
     # Triton's form: parameters beside text_input
     r = await client.post("/v2/models/summarizer/generate", json={"text_input": ARTICLES[0], "max_tokens": 3})
     assert r.json()["text_output"] == reference(ARTICLES[0], 3)

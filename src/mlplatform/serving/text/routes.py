@@ -121,6 +121,7 @@ class Generation:
         self.plane = plane
         self.start = time.perf_counter()
         self.name = name
+        self.finish_reason = FINISH_LENGTH  # until the scheduler says otherwise
         handle = plane._handle(name, version)
         self.handle = handle
         self.model = handle.model
@@ -145,11 +146,15 @@ class Generation:
     async def chunks(self) -> AsyncIterator[str]:
         rt = self.runtime
         if isinstance(rt, TextGenerationRuntime):
-            async for chunk in rt.scheduler.stream(self.ids, self.params):
+            async for chunk in rt.scheduler.stream(self.ids, self.params, self._finished):
                 yield chunk
             return
         pred = await self.handle.batcher.submit(self.frame)
+        self.finish_reason = FINISH_STOP  # a pyfunc model answers its whole text at once
         yield str(pred.outputs[TEXT_OUTPUT][0])
+
+    def _finished(self, reason: str) -> None:
+        self.finish_reason = reason
 
     def event(self, text: str, finish_reason: str | None = None) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -228,7 +233,7 @@ def build_text_router(plane: Any) -> APIRouter:  # noqa: ANN401 - the ServingDat
                     parts.append(chunk)
                     yield b"data: " + orjson.dumps(gen.event(chunk)) + b"\n\n"
                 finished = True
-                yield b"data: " + orjson.dumps(gen.event("", "stop_or_length")) + b"\n\n"
+                yield b"data: " + orjson.dumps(gen.event("", gen.finish_reason)) + b"\n\n"
             except GenerationFailed as exc:
                 gen.done(OUTCOME_ERROR, None)
                 yield b"data: " + orjson.dumps({"error": str(exc)}) + b"\n\n"

@@ -115,8 +115,11 @@ class GenerationScheduler:
             self._set_in_flight()
             self._cond.notify()
 
-    async def stream(self, ids: list[int], params: GenParams) -> AsyncIterator[str]:
-        """Text chunks as they are generated; closing the iterator early cancels the request."""
+    async def stream(
+        self, ids: list[int], params: GenParams, on_finish: Callable[[str], None] | None = None
+    ) -> AsyncIterator[str]:
+        """Text chunks as they are generated; closing the iterator early cancels the request.
+        ``on_finish`` gets the finish reason (``stop`` or ``length``) when the text is complete."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         req = GenRequest(ids, params, lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev))
@@ -127,6 +130,8 @@ class GenerationScheduler:
                 if kind == "delta":
                     yield value
                 elif kind == "done":
+                    if on_finish is not None:
+                        on_finish(value)
                     return
                 else:
                     raise GenerationFailed(value)
