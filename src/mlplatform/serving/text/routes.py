@@ -31,7 +31,7 @@ from mlplatform.core.payloads import PayloadBatch
 from mlplatform.serving.metrics import OUTCOME_CLIENT_ERROR, OUTCOME_ERROR, OUTCOME_OK
 from mlplatform.serving.text.metrics import KIND_INVALID
 from mlplatform.serving.text.runtime import TEXT_INPUT, TEXT_OUTPUT, TextGenerationRuntime
-from mlplatform.serving.text.scheduler import GenerationFailed, GenParams
+from mlplatform.serving.text.scheduler import FINISH_LENGTH, FINISH_STOP, GenerationFailed, GenParams
 from mlplatform.v2.codec import Frame, load_json
 
 log = logging.getLogger("mlplatform.serving.text")
