@@ -8,7 +8,9 @@ points alias ``champion`` at them.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,15 +79,24 @@ def train_mlp(df: pd.DataFrame, y: np.ndarray, seed: int = 0):  # noqa: ANN201
     return model.eval()
 
 
-def _experiment(uri: str) -> None:
+@contextlib.contextmanager
+def _logging_run(uri: str) -> Iterator[None]:
+    """An MLflow run in the ``serving-tests`` experiment of the registry at ``uri`` (tracking and
+    registry both), with MLflow's logging warnings silenced."""
     import mlflow
 
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     root = Path(uri.removeprefix("sqlite:///")).parent
     client = mlflow.MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("serving-tests")
     if exp is None:
         client.create_experiment("serving-tests", artifact_location=(root / "artifacts").as_uri())
     mlflow.set_experiment("serving-tests")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mlflow.start_run():
+            yield
 
 
 def register_sklearn(uri: str, name: str, model, df: pd.DataFrame, alias: str = "champion") -> str:  # noqa: ANN001
@@ -94,23 +105,18 @@ def register_sklearn(uri: str, name: str, model, df: pd.DataFrame, alias: str = 
     import skops.io
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    _experiment(uri)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with mlflow.start_run():
-            sig = infer_signature(df, model.predict_proba(df)[:, 1])
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                signature=sig,
-                input_example=df.head(5),
-                registered_model_name=name,
-                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
-                pip_requirements=["scikit-learn"],
-            )
-            _log_reference(df, model.predict_proba(df)[:, 1])
+    with _logging_run(uri):
+        sig = infer_signature(df, model.predict_proba(df)[:, 1])
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=sig,
+            input_example=df.head(5),
+            registered_model_name=name,
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            pip_requirements=["scikit-learn"],
+        )
+        _log_reference(df, model.predict_proba(df)[:, 1])
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, alias, version)
@@ -137,25 +143,20 @@ def register_torch(uri: str, name: str, model, df: pd.DataFrame, alias: str = "c
     import torch
     from mlflow.models import infer_signature
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    _experiment(uri)
     with torch.no_grad():
         out = model(torch.tensor(df.to_numpy(dtype=np.float32))).numpy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with mlflow.start_run():
-            sig = infer_signature(df, out)
-            info = mlflow.pytorch.log_model(
-                model,
-                name="model",
-                signature=sig,
-                input_example=df.head(5),
-                registered_model_name=name,
-                serialization_format="pickle",
-                pip_requirements=["torch"],
-            )
-            _log_reference(df, out)
+    with _logging_run(uri):
+        sig = infer_signature(df, out)
+        info = mlflow.pytorch.log_model(
+            model,
+            name="model",
+            signature=sig,
+            input_example=df.head(5),
+            registered_model_name=name,
+            serialization_format="pickle",
+            pip_requirements=["torch"],
+        )
+        _log_reference(df, out)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, alias, version)
@@ -198,21 +199,16 @@ def tensor_model(uri: str) -> tuple[Any, np.ndarray]:
     x = rng.normal(size=(400, TENSOR_WIDTH)).astype(np.float32)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
     model = LogisticRegression(max_iter=500).fit(x, y)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    _experiment(uri)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with mlflow.start_run():
-            info = mlflow.sklearn.log_model(
-                model,
-                name="model",
-                signature=infer_signature(x, model.predict_proba(x)[:, 1]),
-                input_example=x[:5],
-                registered_model_name=TENSOR,
-                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
-                pip_requirements=["scikit-learn"],
-            )
+    with _logging_run(uri):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(x, model.predict_proba(x)[:, 1]),
+            input_example=x[:5],
+            registered_model_name=TENSOR,
+            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            pip_requirements=["scikit-learn"],
+        )
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.set_registered_model_alias(TENSOR, "champion", str(info.registered_model_version))
     _SHARED["tensor"] = (model, x)
