@@ -26,11 +26,11 @@ from prometheus_client import CollectorRegistry
 from mlplatform.core.app import build_context
 from mlplatform.core.mlflow_auth import MLFLOW_CREDENTIALS
 from mlplatform.core.registry import mlflow_client
-from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
 from mlplatform.serving.metrics import ServingMetrics
 from mlplatform.serving.repository import ModelRepository
 from tests.faults.registry import MlflowServer
 from tests.helpers import wait_until
+from tests.integration.security.vault_service import login_as
 from tests.openbao import OpenBao
 from tests.procs import free_port
 from tests.unit.serving.registry_models import FOREST, shared_registry
@@ -111,18 +111,7 @@ async def test_mlflow_credentials_rotate_through_vault(
         assert _status(server.url, USER, "guess") == 401  # the server does check passwords
 
         openbao.put(PATH, {"MLFLOW_TRACKING_USERNAME": USER, "MLFLOW_TRACKING_PASSWORD": OLD_PW})
-        jwt = tmp_path / "model-serving.jwt"
-        jwt.write_text(openbao.kube.mint("mlplatform-dev", "model-serving"))
-        backend = VaultSecretsBackend(
-            VaultConfig(
-                addr=openbao.addr,
-                role="mlplatform-dev-model-serving",
-                secret_paths=(PATH,),
-                token_path=jwt,
-                refresh_interval_s=0.5,
-            ),
-            tick_interval_s=0.1,
-        )
+        backend = login_as(openbao, tmp_path, "model-serving", PATH)
         settings = make_settings(
             reg,
             tmp_path,

@@ -28,12 +28,12 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from mlplatform.core.auth import hash_key
-from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
 from mlplatform.explain.settings import ExplainSettings
 from mlplatform.features.client import build_feature_client
 from mlplatform.features.store import FeatureRepoPaths, OnlineStoreSpec, apply_definitions, open_store
 from mlplatform.serving.settings import ServingSettings
 from tests.helpers import wait_until
+from tests.integration.security.vault_service import login_as, vault_env
 from tests.openbao import OpenBao
 from tests.procs import running_service
 from tests.redis_proc import REDIS_PASSWORD
@@ -77,8 +77,6 @@ async def test_feature_store_key_and_redis_password_rotation_under_load(
     secret = {"FEATURES_REDIS_PASSWORD": REDIS_PASSWORD, "MLPLATFORM_API_KEYS": keyring(K1)}
     openbao.put(PATH, secret)
     openbao.put(SERVING_PATH, {"SERVING_FEATURE_STORE_API_KEY": K1})
-    jwt = tmp_path / "feature-store.jwt"
-    jwt.write_text(openbao.kube.mint("mlplatform-dev", "feature-store"))
     env = {
         "MLPLATFORM_DATA_DIR": str(repo.data_dir),
         "MLPLATFORM_ENV": "dev",
@@ -86,28 +84,12 @@ async def test_feature_store_key_and_redis_password_rotation_under_load(
         "FEATURES_ONLINE_STORE": "redis",
         "FEATURES_REDIS_ADDRESS": address,
         "FEATURES_SECRETS_BACKEND": "vault",
-        "VAULT_ADDR": openbao.addr,
-        "VAULT_ROLE": "mlplatform-dev-feature-store",
-        "VAULT_SECRET_PATH": PATH,
-        "VAULT_SA_TOKEN_PATH": str(jwt),
-        "VAULT_REFRESH_INTERVAL_S": "0.5",
+        **vault_env(openbao, tmp_path, "feature-store", PATH),
     }
     openbao.put(EXPLAIN_PATH, {"EXPLAIN_FEATURE_STORE_API_KEY": K1})
 
-    def login_as(service: str, path: str) -> VaultSecretsBackend:
-        token = tmp_path / f"{service}.jwt"
-        token.write_text(openbao.kube.mint("mlplatform-dev", service))
-        config = VaultConfig(
-            addr=openbao.addr,
-            role=f"mlplatform-dev-{service}",
-            secret_paths=(path,),
-            token_path=token,
-            refresh_interval_s=0.5,
-        )
-        return VaultSecretsBackend(config, tick_interval_s=0.1)
-
-    serving_secrets = login_as("model-serving", SERVING_PATH)
-    explain_secrets = login_as("explainability", EXPLAIN_PATH)
+    serving_secrets = login_as(openbao, tmp_path, "model-serving", SERVING_PATH)
+    explain_secrets = login_as(openbao, tmp_path, "explainability", EXPLAIN_PATH)
     admin = redis.Redis(host=host, port=int(port), password=REDIS_PASSWORD)
     tx = repo.transactions.tail(3)
     rows = [
