@@ -17,6 +17,7 @@ from mlplatform.drift.payload_logger import PayloadLogger
 from mlplatform.drift.schemas import IngestRequest
 from mlplatform.drift.store import SqliteDriftStore
 from tests.helpers import wait_until
+from tests.integration.drift.support import drift_env
 from tests.procs import free_port, start_service
 from tests.unit.drift.tiny_registry import MODEL, make_frame
 
@@ -52,13 +53,7 @@ def _records(start: int, n: int) -> list[InferenceRecord]:
 async def test_every_record_arrives_exactly_once_across_an_outage(drift_registry, tmp_path):
     port = free_port()
     data_dir = tmp_path / "drift-data"
-    env = {
-        **drift_registry.env(),
-        "MLPLATFORM_DATA_DIR": str(data_dir),
-        "DRIFT_AUTH_ENABLED": "false",
-        "DRIFT_WINDOW_SIZE": "100",
-        "DRIFT_RETRAIN_MODE": "off",
-    }
+    env = drift_env(drift_registry, tmp_path, 100)  # its data in data_dir
     registry = CollectorRegistry()
     logger = PayloadLogger(
         f"http://127.0.0.1:{port}",
@@ -137,13 +132,7 @@ async def test_a_killed_process_loses_nothing_and_sigterm_drains_the_spool(drift
     process on the same volume (a container restart) delivers it. A stopping process (SIGTERM) keeps
     sending the spool until drift detection takes it, within drain_timeout_s."""
     port = free_port()
-    env = {
-        **drift_registry.env(),
-        "MLPLATFORM_DATA_DIR": str(tmp_path / "drift-data"),
-        "DRIFT_AUTH_ENABLED": "false",
-        "DRIFT_WINDOW_SIZE": "1000",
-        "DRIFT_RETRAIN_MODE": "off",
-    }
+    env = drift_env(drift_registry, tmp_path, 1000)
     spool = tmp_path / "spool"
     crashed = _logger(port, spool, CollectorRegistry(), flush_interval_s=3600, batch_size=10_000)
     await crashed.start()

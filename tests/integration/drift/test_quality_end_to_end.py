@@ -25,6 +25,7 @@ from mlplatform.features import contract as feat
 from mlplatform.training import data as data_mod
 from mlplatform.training.pipeline import time_split
 from tests.helpers import wait_until_sync
+from tests.integration.drift.support import drift_env, serving_env
 from tests.procs import free_port, start_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -52,28 +53,19 @@ def test_concept_shift_in_a_segment_is_caught_by_realized_performance_only(demo_
     y_shift[legit & (rng.random(len(y)) < 0.25)] = 1  # the new pattern: a quarter of them is fraud now
 
     drift_port = free_port()
-    drift_env = {
-        **demo_registry.env(),
-        "MLPLATFORM_DATA_DIR": str(tmp_path / "drift-data"),
-        "DRIFT_AUTH_ENABLED": "false",
-        "DRIFT_WINDOW_SIZE": str(WINDOW),
-        "DRIFT_RETRAIN_MODE": "off",
-        "DRIFT_QUALITY_MIN_LABELS": "500",
-        "DRIFT_SEGMENTS": f'{{"{MODEL}": ["merchant_category", "hour"]}}',
-        "DRIFT_MULTIVARIATE": '{"methods": []}',  # not what this test is about (and seconds per window)
-    }
-    serving_env = {
-        **demo_registry.env(),
-        "MLPLATFORM_DATA_DIR": str(tmp_path / "serving-data"),
-        "SERVING_MODELS": MODEL,
-        "SERVING_AUTH_ENABLED": "false",
-        "SERVING_DRIFT_URL": f"http://127.0.0.1:{drift_port}",
-        "SERVING_PAYLOAD_BATCH_SIZE": "200",
-        "SERVING_PAYLOAD_FLUSH_INTERVAL_S": "0.2",
-    }
+    drift_vars = drift_env(
+        demo_registry,
+        tmp_path,
+        WINDOW,
+        DRIFT_QUALITY_MIN_LABELS="500",
+        DRIFT_SEGMENTS=f'{{"{MODEL}": ["merchant_category", "hour"]}}',
+        DRIFT_MULTIVARIATE='{"methods": []}',  # not what this test is about (and seconds per window)
+    )
     logs = tmp_path / "logs"
-    drift = start_service("drift-detection", drift_env, logs, port=drift_port)
-    serving = start_service("model-serving", serving_env, logs)
+    drift = start_service("drift-detection", drift_vars, logs, port=drift_port)
+    serving = start_service(
+        "model-serving", serving_env(demo_registry, tmp_path, MODEL, drift_port, 200), logs
+    )
     keys: list[tuple[str, int]] = []  # (prediction_id, row) of every frame row, in order
     try:
         meta = httpx.get(f"{serving.url}/v2/models/{MODEL}", timeout=10).json()

@@ -15,6 +15,7 @@ import pytest
 
 from mlplatform.drift.store import SqliteDriftStore
 from tests.helpers import wait_until_sync
+from tests.integration.drift.support import drift_env, serving_env
 from tests.procs import free_port, start_service
 
 # training the demo models (session fixture) alone can take minutes on a busy machine
@@ -48,25 +49,12 @@ def _sent(serving_url: str) -> float:
 
 def test_inferences_reach_drift_exactly_once_across_an_outage(demo_registry, tmp_path):
     drift_port = free_port()
-    drift_env = {
-        **demo_registry.env(),
-        "MLPLATFORM_DATA_DIR": str(tmp_path / "drift-data"),
-        "DRIFT_AUTH_ENABLED": "false",
-        "DRIFT_WINDOW_SIZE": "40",
-        "DRIFT_RETRAIN_MODE": "off",
-    }
-    serving_env = {
-        **demo_registry.env(),
-        "MLPLATFORM_DATA_DIR": str(tmp_path / "serving-data"),
-        "SERVING_MODELS": MODEL,
-        "SERVING_AUTH_ENABLED": "false",
-        "SERVING_DRIFT_URL": f"http://127.0.0.1:{drift_port}",
-        "SERVING_PAYLOAD_BATCH_SIZE": "16",
-        "SERVING_PAYLOAD_FLUSH_INTERVAL_S": "0.2",
-    }
     logs = tmp_path / "logs"
-    drift = start_service("drift-detection", drift_env, logs, port=drift_port)
-    serving = start_service("model-serving", serving_env, logs)
+    drift_vars = drift_env(demo_registry, tmp_path, 40)
+    drift = start_service("drift-detection", drift_vars, logs, port=drift_port)
+    serving = start_service(
+        "model-serving", serving_env(demo_registry, tmp_path, MODEL, drift_port, 16), logs
+    )
     rng = np.random.default_rng(0)
     sent_ids: list[tuple[str, str]] = []  # (version, prediction_id) of every answered request
     try:
@@ -86,7 +74,7 @@ def test_inferences_reach_drift_exactly_once_across_an_outage(demo_registry, tmp
         wait_until_sync(lambda: _sent(serving.url) >= 15 * ROWS_PER_REQUEST)
         drift.stop()
         drive("during", 20)  # drift is down: serving keeps answering and spools
-        drift = start_service("drift-detection", drift_env, logs, port=drift_port)
+        drift = start_service("drift-detection", drift_vars, logs, port=drift_port)
         drive("after", 10)
         total = len(sent_ids) * ROWS_PER_REQUEST
         wait_until_sync(lambda: _sent(serving.url) >= total)
