@@ -15,7 +15,6 @@ go on with the last good URL.
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from mlplatform.features.database import DatabaseURL
 from mlplatform.features.store import FeatureRepoPaths, write_sources
 from mlplatform.training.data import generate_transactions
 from tests.helpers import wait_until_sync
+from tests.integration.security.vault_service import role_backends, seconds_until, vault_env
 from tests.openbao import OpenBao
 from tests.procs import running_service
 
@@ -48,12 +48,6 @@ VIEWS = {
 }
 
 
-def until(predicate, deadline_s: float = 30, what: str = "condition") -> float:  # noqa: ANN001
-    """Seconds until ``predicate`` holds (``wait_until_sync``, polled every 50 ms)."""
-    start = time.monotonic()
-    return wait_until_sync(predicate, deadline_s, what, step_s=0.05) - start
-
-
 def test_feature_database_url_rotation_under_load(openbao: OpenBao, postgres, tmp_path: Path) -> None:
     role = f"fs_rot_{uuid.uuid4().hex[:8]}"
     old_pw, new_pw = "0ld-fs-pg-Secret", "n3w-fs-pg-Secret"
@@ -71,35 +65,21 @@ def test_feature_database_url_rotation_under_load(openbao: OpenBao, postgres, tm
     def url(password: str) -> str:
         return f"postgresql://{role}:{password}@127.0.0.1:{postgres.port}/{db}"
 
-    until(lambda: _refused(url("wrong")), 10)  # pg_reload_conf() only signals the postmaster
+    seconds_until(lambda: _refused(url("wrong")), 10)  # pg_reload_conf() only signals the postmaster
     data_dir = tmp_path / "data"
     transactions = generate_transactions(600, 31)
     write_sources(entity_snapshots(transactions), FeatureRepoPaths(data_dir), DatabaseURL.parse(url(old_pw)))
     openbao.put(PATH, {SECRET: url(old_pw)})
-    jwt = tmp_path / "feature-store.jwt"
-    jwt.write_text(openbao.kube.mint("mlplatform-dev", "feature-store"))
     env = {
         "MLPLATFORM_DATA_DIR": str(data_dir),
         "MLPLATFORM_ENV": "dev",
         "FEATURES_AUTH_ENABLED": "false",
         "FEATURES_DATABASE_REQUIRED": "true",
         "FEATURES_SECRETS_BACKEND": "vault",
-        "VAULT_ADDR": openbao.addr,
-        "VAULT_ROLE": "mlplatform-dev-feature-store",
-        "VAULT_SECRET_PATH": PATH,
-        "VAULT_SA_TOKEN_PATH": str(jwt),
-        "VAULT_REFRESH_INTERVAL_S": "0.5",
+        **vault_env(openbao, tmp_path, "feature-store", PATH),
     }
     results: list[str] = []  # "ok" or what went wrong
     stop = threading.Event()
-
-    def role_backends() -> list[tuple[int, float]]:
-        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid, extract(epoch FROM backend_start) FROM pg_stat_activity WHERE usename = %s",
-                (role,),
-            ).fetchall()
-        return [(int(pid), float(start)) for pid, start in rows]
 
     with running_service("feature-store", env, tmp_path / "logs") as svc:
 
@@ -118,33 +98,39 @@ def test_feature_database_url_rotation_under_load(openbao: OpenBao, postgres, tm
         loader = threading.Thread(target=load, daemon=True)
         loader.start()
         try:
-            until(lambda: len(results) > 20)
+            seconds_until(lambda: len(results) > 20)
             with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
                 conn.execute(f"ALTER ROLE {role} PASSWORD '{new_pw}'")
                 rotated_at = float(conn.execute("SELECT extract(epoch FROM now())").fetchone()[0])
             n = len(results)
-            until(lambda: len(results) > n + 5)  # pooled sessions keep serving before the Vault write
+            seconds_until(lambda: len(results) > n + 5)  # pooled sessions keep serving before the Vault write
             openbao.put(PATH, {SECRET: url(new_pw)})
-            applied = until(lambda: f"rotated secret {SECRET} applied" in svc.logs())
-            drained = until(lambda: "previous store drained and disposed" in svc.logs())
+            applied = seconds_until(lambda: f"rotated secret {SECRET} applied" in svc.logs())
+            drained = seconds_until(lambda: "previous store drained and disposed" in svc.logs())
             # the operator ends what is left of the old password's sessions
             with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
-                old_sessions = [pid for pid, start in role_backends() if start <= rotated_at]
+                old_sessions = [
+                    pid for pid, start in role_backends(postgres.dsn(), role) if start <= rotated_at
+                ]
                 for pid in old_sessions:
                     conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
             n = len(results)
-            until(lambda: len(results) > n + 50)  # requests go on, on sessions opened with the new password
-            assert role_backends() and all(start > rotated_at for _, start in role_backends())
+            seconds_until(
+                lambda: len(results) > n + 50
+            )  # requests go on, on sessions opened with the new password
+            assert role_backends(postgres.dsn(), role) and all(
+                start > rotated_at for _, start in role_backends(postgres.dsn(), role)
+            )
             with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
                 psycopg.connect(url(old_pw), connect_timeout=3).close()
 
             # a malformed URL: refused, counted, the last good one kept
             openbao.put(PATH, {SECRET: f"postgresql://{role}:{new_pw}@127.0.0.1:notaport/{db}"})
-            until(lambda: f"rotated secret {SECRET} refused" in svc.logs())
+            seconds_until(lambda: f"rotated secret {SECRET} refused" in svc.logs())
             metrics = httpx.get(svc.url + "/metrics", timeout=5).text
             assert f'mlplatform_secrets_rejected_total{{secret="{SECRET}"}} 1.0' in metrics
             n = len(results)
-            until(lambda: len(results) > n + 20)
+            seconds_until(lambda: len(results) > n + 20)
         finally:
             stop.set()
             loader.join(timeout=30)

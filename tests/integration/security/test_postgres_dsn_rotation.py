@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.integration.security.vault_service import PATH, serve, service_env
+from tests.integration.security.vault_service import PATH, role_backends, seconds_until, serve, service_env
 from tests.openbao import OpenBao
 from tests.procs import free_port, wait_ready
 
@@ -70,37 +70,27 @@ def test_drift_database_url_rotation_under_load(openbao: OpenBao, postgres, tmp_
             while not stop.is_set():
                 results.append(client.get("/v1/models").status_code)  # a query on the drift store
 
-    def until(predicate, deadline_s: float = 30) -> float:  # noqa: ANN001
-        start = time.monotonic()
-        while not predicate():
-            assert time.monotonic() - start < deadline_s, "not within the deadline"
-            time.sleep(0.05)
-        return time.monotonic() - start
-
-    def role_backends() -> list[tuple[int, float]]:
-        with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
-            rows = conn.execute(
-                "SELECT pid, extract(epoch FROM backend_start) FROM pg_stat_activity WHERE usename = %s",
-                (role,),
-            ).fetchall()
-        return [(int(pid), float(start)) for pid, start in rows]
-
     loader = threading.Thread(target=load, daemon=True)
     try:
         wait_ready(base, 120, proc, path="/v2/health/ready")
         loader.start()
-        until(lambda: len(results) > 20)
+        seconds_until(lambda: len(results) > 20)
         with psycopg.connect(postgres.dsn(), autocommit=True) as conn:
             conn.execute(f"ALTER ROLE {role} PASSWORD '{new_pw}'")
             rotated_at = float(conn.execute("SELECT extract(epoch FROM now())").fetchone()[0])
         openbao.put(PATH, {"DRIFT_DATABASE_URL": url(new_pw)})
-        applied = until(
+        applied = seconds_until(
             lambda: "rotated secret DRIFT_DATABASE_URL applied" in log.read_text(errors="replace")
         )
         n = len(results)
-        until(lambda: len(results) > n + 100)
+        seconds_until(lambda: len(results) > n + 100)
         # every connection of the role now was opened after the password change
-        until(lambda: role_backends() and all(start > rotated_at for _, start in role_backends()))
+        seconds_until(
+            lambda: (
+                role_backends(postgres.dsn(), role)
+                and all(start > rotated_at for _, start in role_backends(postgres.dsn(), role))
+            )
+        )
         with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
             psycopg.connect(url(old_pw), connect_timeout=3).close()
     finally:

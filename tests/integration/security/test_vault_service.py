@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from mlplatform.core.auth import hash_key
-from tests.integration.security.vault_service import PATH, serve, service_env
+from tests.integration.security.vault_service import PATH, login_as, seconds_until, serve, service_env
 from tests.openbao import OpenBao
 from tests.procs import free_port, wait_ready
 
@@ -121,12 +121,8 @@ def test_api_key_rotation_under_steady_load_and_vault_outage(vault, jwt, tmp_pat
             != 401
         )
 
-    def until(predicate, deadline_s: float = 20) -> float:  # noqa: ANN001
-        start = time.monotonic()
-        while not predicate():
-            assert time.monotonic() - start < deadline_s, "not within the deadline"
-            time.sleep(0.05)
-        return time.monotonic() - start
+    def until(predicate) -> float:  # noqa: ANN001
+        return seconds_until(predicate, 20)
 
     def metric(name: str, **labels: str) -> float:
         from prometheus_client.parser import text_string_to_metric_families
@@ -185,9 +181,9 @@ async def test_outbound_drift_key_rotation_under_load(vault, jwt, tmp_path):
     drift-detection: drift's keyring {k1} -> {k1, k2}; serving's SERVING_DRIFT_API_KEY k1 -> k2
     (followed without a restart); drift's keyring -> {k2} (k1 refused). 0 failed requests."""
     import asyncio
+
     from prometheus_client import CollectorRegistry
 
-    from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
     from mlplatform.serving.dataplane import _payload_logger
     from mlplatform.serving.settings import ServingSettings
 
@@ -199,18 +195,7 @@ async def test_outbound_drift_key_rotation_under_load(vault, jwt, tmp_path):
     log = tmp_path / "drift.log"
     proc = serve(service_env(vault, tmp_path, jwt), port, log)
     url = f"http://127.0.0.1:{port}"
-    serving_jwt = tmp_path / "serving.jwt"
-    serving_jwt.write_text(vault.kube.mint("mlplatform-dev", "model-serving"))
-    secrets = VaultSecretsBackend(
-        VaultConfig(
-            addr=vault.addr,
-            role="mlplatform-dev-model-serving",
-            secret_paths=(serving_path,),
-            token_path=serving_jwt,
-            refresh_interval_s=0.5,
-        ),
-        tick_interval_s=0.1,
-    )
+    secrets = login_as(vault, tmp_path, "model-serving", serving_path)
     settings = ServingSettings(drift_url=url, payload_spool_dir=tmp_path / "spool")
     logger = _payload_logger(settings, secrets, CollectorRegistry())
     sent: list[tuple[str, int]] = []
