@@ -124,18 +124,7 @@ class KubeApiDouble:
                 self._reply(201, body)
 
             def _status(self, code: int, reason: str, message: str) -> None:
-                self._reply(
-                    code,
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "metadata": {},
-                        "status": "Failure",
-                        "message": message,
-                        "reason": reason,
-                        "code": code,
-                    },
-                )
+                self._reply(code, status_body(code, reason, message))
 
             def _reply(self, code: int, obj: dict[str, Any]) -> None:
                 data = json.dumps(obj).encode()
@@ -156,6 +145,19 @@ class KubeApiDouble:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A Kubernetes API ``Status`` object for a failed request (the body the API server answers)."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 def _matches(values: list[str], wanted: str) -> bool:

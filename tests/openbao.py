@@ -38,6 +38,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.helpers import stop_process
+from tests.kube_api import status_body
 from tests.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,12 +93,14 @@ class TokenReviewDouble:
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 if self.path != "/apis/authentication.k8s.io/v1/tokenreviews":
-                    return self._send(404, _status(404, "NotFound", f"the server could not find {self.path}"))
+                    return self._send(
+                        404, status_body(404, "NotFound", f"the server could not find {self.path}")
+                    )
                 try:
                     review = json.loads(raw)
                     token = review["spec"]["token"]
                 except (ValueError, KeyError, TypeError):
-                    return self._send(400, _status(400, "BadRequest", "spec.token is required"))
+                    return self._send(400, status_body(400, "BadRequest", "spec.token is required"))
                 self._send(201, double.review(token, review.get("spec", {}).get("audiences") or []))
 
             def _send(self, code: int, body: dict[str, Any]) -> None:
@@ -201,18 +204,6 @@ class TokenReviewDouble:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
 
 
 @dataclass
