@@ -26,16 +26,28 @@ def attr(doc: dict) -> np.ndarray:
     return np.array([[a["attribution"] for a in row["attributions"]] for row in doc["explanations"]])
 
 
-async def test_kernel_fallback_is_additive(extra_app, extra_registry):
-    rows = extra_registry.frame[FEATURES].sample(4, random_state=2)
-    r = await extra_app.client.post(f"/v2/models/{LINEAR}/explain", json=body(rows))
+@pytest.mark.parametrize(
+    ("model", "n", "seed", "explainer", "tolerance"),
+    [
+        # Kernel SHAP solves with the efficiency constraint: exact additivity up to float error
+        pytest.param(LINEAR, 4, 2, "kernel", 1e-6, id="kernel-fallback"),
+        # MLflow's default pt2 format loads as a torch.export graph; it is still explained by DeepLIFT
+        # (additive within DeepExplainer's tolerance)
+        pytest.param(MLP, 6, 4, "deep", 1e-2, id="pt2-torch-deep"),
+    ],
+)
+async def test_explainer_and_additivity(extra_app, extra_registry, model, n, seed, explainer, tolerance):
+    """The kernel fallback (LogisticRegression) and the pt2 torch model (DeepLIFT) answer additive
+    explanations in probability space."""
+    rows = extra_registry.frame[FEATURES].sample(n, random_state=seed)
+    r = await extra_app.client.post(f"/v2/models/{model}/explain", json=body(rows))
     assert r.status_code == 200, r.text
     doc = r.json()
-    assert doc["explainer"] == "kernel" and doc["output_space"] == "probability"
+    assert doc["explainer"] == explainer and doc["output_space"] == "probability"
+    assert [a["name"] for a in doc["explanations"][0]["attributions"]] == FEATURES
     a = attr(doc)
     for i, row in enumerate(doc["explanations"]):
-        # Kernel SHAP solves with the efficiency constraint: exact additivity up to float error
-        assert abs(row["base_value"] + a[i].sum() - row["output"]) < 1e-6
+        assert abs(row["base_value"] + a[i].sum() - row["output"]) < tolerance
 
 
 async def test_boosted_trees_are_explained_in_margin_space(extra_app, extra_registry, tmp_path):
@@ -101,19 +113,6 @@ async def test_flavour_without_explainer_is_422(extra_registry, tmp_path):
             "explainer supports it (EXPLAIN_KERNEL_FALLBACK is off)"
         }
         assert (await app.client.get(f"/v2/models/{LINEAR}/importance")).status_code == 422
-
-
-async def test_pt2_torch_model_uses_deep_explainer(extra_app, extra_registry):
-    """MLflow's default pt2 format loads as a torch.export graph; it is still explained by DeepLIFT."""
-    rows = extra_registry.frame[FEATURES].sample(6, random_state=4)
-    r = await extra_app.client.post(f"/v2/models/{MLP}/explain", json=body(rows))
-    assert r.status_code == 200, r.text
-    doc = r.json()
-    assert doc["explainer"] == "deep" and doc["output_space"] == "probability"
-    assert [a["name"] for a in doc["explanations"][0]["attributions"]] == FEATURES
-    a = attr(doc)
-    for i, row in enumerate(doc["explanations"]):
-        assert abs(row["base_value"] + a[i].sum() - row["output"]) < 1e-2  # DeepExplainer's tolerance
 
 
 def test_functional_nonlinearities_become_hookable_modules():
