@@ -3,6 +3,9 @@ gRPC request builders. Fixtures stay in ``conftest.py``; generic helpers in ``te
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,6 +47,21 @@ def text_settings(tmp_path, tracking_uri: str, models: str, **kw) -> ServingSett
     )
     base.update(kw)
     return ServingSettings(**base)
+
+
+@contextlib.contextmanager
+def registry_run(tmp: Path, experiment: str) -> Iterator[tuple[str, Any]]:
+    """A fresh SQLite MLflow registry under ``tmp`` (artifacts in ``tmp/artifacts``) and a run in its new
+    ``experiment``: yields the tracking URI and an MLflow client, with the URI set for the run."""
+    from mlplatform.core.registry import mlflow_client
+    from mlplatform.training.pipeline import mlflow_uri
+
+    (tmp / "mlflow").mkdir()
+    uri = f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}"
+    client = mlflow_client(uri)
+    exp = client.create_experiment(experiment, artifact_location=(tmp / "artifacts").as_uri())
+    with mlflow_uri(uri), mlflow.start_run(experiment_id=exp):
+        yield uri, client
 
 
 class RunningApp:

@@ -13,7 +13,7 @@ import pytest
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
 from tests.helpers import in_process, wait_until
-from tests.unit.serving.support import text_settings
+from tests.unit.serving.support import registry_run, text_settings
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -48,16 +48,9 @@ async def served(gpt, tmp_path_factory):  # noqa: ANN001, ANN201
     import mlflow
     import mlflow.transformers
 
-    from mlplatform.core.registry import mlflow_client
-    from mlplatform.training.pipeline import mlflow_uri
-
     model, tok = gpt
     tmp = tmp_path_factory.mktemp("text-gpt")
-    (tmp / "mlflow").mkdir()
-    uri = f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}"
-    client = mlflow_client(uri)
-    exp = client.create_experiment("gpt", artifact_location=(tmp / "artifacts").as_uri())
-    with mlflow_uri(uri), mlflow.start_run(experiment_id=exp):
+    with registry_run(tmp, "gpt") as (uri, client):
         mlflow.transformers.log_model(
             transformers_model={"model": model, "tokenizer": tok},
             name="model",

@@ -9,9 +9,8 @@ import pytest
 
 from mlplatform.core.secrets import EnvSecretsBackend
 from mlplatform.serving.app import create_app
-from mlplatform.training.pipeline import mlflow_uri
 from tests.helpers import in_process, wait_until
-from tests.unit.serving.support import text_settings
+from tests.unit.serving.support import registry_run, text_settings
 
 
 class Shout(mlflow.pyfunc.PythonModel):
@@ -26,13 +25,7 @@ async def served(tmp_path_factory):  # noqa: ANN001, ANN201
     from mlflow.models import infer_signature
 
     tmp = tmp_path_factory.mktemp("text-pyfunc")
-    (tmp / "mlflow").mkdir()
-    uri = f"sqlite:///{tmp / 'mlflow' / 'mlflow.db'}"
-    from mlplatform.core.registry import mlflow_client
-
-    client = mlflow_client(uri)
-    exp = client.create_experiment("pyfunc-text", artifact_location=(tmp / "artifacts").as_uri())
-    with mlflow_uri(uri), mlflow.start_run(experiment_id=exp):
+    with registry_run(tmp, "pyfunc-text") as (uri, client):
         mlflow.pyfunc.log_model(
             name="model",
             python_model=Shout(),
