@@ -19,14 +19,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import ValidationError
 
-from mlplatform.core.app import FastHandler, FastRoute
+from mlplatform.core.app import FastRoute
 from mlplatform.core.auth import ApiKeyAuth, require_scope
-from mlplatform.core.errors import BadRequest, InvalidInput, PlatformError, describe_validation_error
-from mlplatform.core.responses import JSONResponse, render_json
+from mlplatform.core.errors import InvalidInput
+from mlplatform.core.responses import JSONResponse
 from mlplatform.features.dataplane import FeatureDataPlane
 from mlplatform.features.feast_schemas import (
     FeastGetOnlineFeaturesRequest,
@@ -36,7 +34,7 @@ from mlplatform.features.feast_schemas import (
     FeastPushRequest,
     FeastWriteToOnlineStoreRequest,
 )
-from mlplatform.features.routes import ERRORS
+from mlplatform.features.routes import ERRORS, json_fast_route
 
 GET_ONLINE_FEATURES_PATH = "/get-online-features"
 PUSH_TARGETS = ("online", "offline", "online_and_offline")
@@ -147,22 +145,10 @@ def _aware(ts: datetime) -> datetime:
 
 def feast_fast_route(plane: FeatureDataPlane, auth: ApiKeyAuth) -> FastRoute:
     """``POST /get-online-features`` without FastAPI routing: same scope check, body model and answer."""
-
-    async def handle(_: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
-        auth.check_raw_headers(headers, "features:read")
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"malformed JSON body: {exc}") from None
-        try:
-            req = FeastGetOnlineFeaturesRequest.model_validate(doc)
-        except ValidationError as exc:
-            status, message = describe_validation_error(exc)
-            raise PlatformError(message, status) from None
-        return render_json(await _read(plane, req))
-
-    def match(path: str) -> tuple[str, tuple[str, ...]] | None:
-        return (GET_ONLINE_FEATURES_PATH, ()) if path == GET_ONLINE_FEATURES_PATH else None
-
-    handler: FastHandler = handle
-    return FastRoute("POST", match, handler)
+    return json_fast_route(
+        GET_ONLINE_FEATURES_PATH,
+        auth,
+        "features:read",
+        FeastGetOnlineFeaturesRequest,
+        lambda req: _read(plane, req),
+    )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
 import orjson
 from fastapi import APIRouter, Depends
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mlplatform.core.app import FastHandler, FastRoute
 from mlplatform.core.auth import ApiKeyAuth, require_scope
@@ -21,6 +24,8 @@ from mlplatform.features.schemas import (
     PushRequest,
     PushResponse,
 )
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 ERRORS = {
     400: {"description": "malformed JSON body"},
@@ -91,24 +96,42 @@ def build_router(plane: FeatureDataPlane) -> APIRouter:
 ONLINE_PATH = "/v1/features/online"
 
 
-def online_fast_route(plane: FeatureDataPlane, auth: ApiKeyAuth) -> FastRoute:
-    """``POST /v1/features/online`` without FastAPI routing: same scope check, body model and answer."""
+def json_fast_route(
+    path: str,
+    auth: ApiKeyAuth,
+    scope: str,
+    body_model: type[BodyT],
+    answer: Callable[[BodyT], Awaitable[Any]],
+) -> FastRoute:
+    """``POST path`` without FastAPI routing: the ``scope`` check, the JSON body validated against
+    ``body_model`` as FastAPI does (same messages), and ``answer(request)`` rendered as JSON."""
 
     async def handle(_: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
-        auth.check_raw_headers(headers, "features:read")
+        auth.check_raw_headers(headers, scope)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             raise BadRequest(f"malformed JSON body: {exc}") from None
         try:  # python-mode validation of the decoded body, as FastAPI does (same messages)
-            req = OnlineFeaturesRequest.model_validate(doc)
+            req = body_model.model_validate(doc)
         except ValidationError as exc:
             status, message = describe_validation_error(exc)
             raise PlatformError(message, status) from None
-        return render_json(await plane.get_online_features(req.rows, req.feature_service, req.features))
+        return render_json(await answer(req))
 
-    def match(path: str) -> tuple[str, tuple[str, ...]] | None:
-        return (ONLINE_PATH, ()) if path == ONLINE_PATH else None
+    def match(request_path: str) -> tuple[str, tuple[str, ...]] | None:
+        return (path, ()) if request_path == path else None
 
     handler: FastHandler = handle
     return FastRoute("POST", match, handler)
+
+
+def online_fast_route(plane: FeatureDataPlane, auth: ApiKeyAuth) -> FastRoute:
+    """``POST /v1/features/online`` without FastAPI routing: same scope check, body model and answer."""
+    return json_fast_route(
+        ONLINE_PATH,
+        auth,
+        "features:read",
+        OnlineFeaturesRequest,
+        lambda req: plane.get_online_features(req.rows, req.feature_service, req.features),
+    )
