@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -31,6 +31,22 @@ from mlplatform.drift.settings import DriftSettings
 from mlplatform.drift.store import DriftStore, StoredRecord, WindowAlreadyClosed, open_store
 
 log = logging.getLogger("mlplatform.drift")
+
+
+async def tick_forever(
+    step: Callable[[], Awaitable[object]], period_s: float, logger: logging.Logger, what: str
+) -> None:
+    """Await ``step`` every ``period_s`` seconds until cancelled; a failed step is logged on ``logger``
+    as "<what> failed" (with its stack trace) and the next one runs on time."""
+    while True:
+        try:
+            await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - keep ticking; the failure is logged
+            logger.exception("%s failed", what)
+        await asyncio.sleep(period_s)
+
 
 T = TypeVar("T")
 
@@ -273,14 +289,7 @@ class DriftDataPlane:
 
     async def _time_windows(self) -> None:
         period = min(max(self.settings.window_seconds / 4, 0.2), 5.0)
-        while True:
-            try:
-                await self.close_due_time_windows()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep ticking; the failure is logged
-                log.exception("closing time windows failed")
-            await asyncio.sleep(period)
+        await tick_forever(self.close_due_time_windows, period, log, "closing time windows")
 
     async def close_due_time_windows(self, now: float | None = None) -> int:
         """Time mode: evaluate every version whose oldest open record is a full window old."""

@@ -32,7 +32,7 @@ import pandas as pd
 from mlplatform.core.errors import InvalidInput, NotFound, PayloadTooLarge, Unavailable
 from mlplatform.core.registry import ModelRef, resolve_version
 from mlplatform.drift import stats
-from mlplatform.drift.dataplane import DriftDataPlane
+from mlplatform.drift.dataplane import DriftDataPlane, tick_forever
 from mlplatform.drift.quality_metrics import QualityMetrics
 from mlplatform.drift.quality_schemas import (
     LabelIn,
@@ -176,14 +176,7 @@ class QualityService:
         return problems
 
     async def _tick(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - keep ticking; the failure is logged
-                log.exception("computing window quality failed")
-            await asyncio.sleep(self.settings.quality_interval_s)
+        await tick_forever(self.refresh, self.settings.quality_interval_s, log, "computing window quality")
 
     # -- labelled reference ----------------------------------------------------------------------
     async def reference(self, model: str, version: str) -> VersionReference:

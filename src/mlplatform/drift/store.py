@@ -148,6 +148,24 @@ def encode_inputs(inputs: dict[str, Any]) -> bytes:
     return orjson.dumps(inputs, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def record_params(record: StoredRecord, received: float) -> tuple[Any, ...]:
+    """The values of one new ``drift_records`` row, in the order of :data:`INSERT_COLUMNS`."""
+    return (
+        record.prediction_id,
+        record.row_index,
+        record.model,
+        record.version,
+        record.request_id,
+        record.ts,
+        received,
+        encode_inputs(record.inputs),
+        record.prediction,
+    )
+
+
+INSERT_COLUMNS = "prediction_id, row_index, model, version, request_id, ts, received, inputs, prediction"
+
+
 def _json(value: Any) -> Any:  # noqa: ANN401
     """A JSON column as stored: bytes (SQLite BLOB), memoryview (PostgreSQL BYTEA) or text."""
     return orjson.loads(value if isinstance(value, bytes | str) else bytes(value))
@@ -179,6 +197,10 @@ def event_row(row: Sequence[Any]) -> dict[str, Any]:
 
 
 WINDOW_COLUMNS = "id, model, version, opened, closed, n_records, drift_share, dataset_drift, result"
+INSERT_WINDOW = (
+    "INSERT INTO drift_windows (model, version, opened, closed, n_records, drift_share, dataset_drift, result)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SqlDriftStore(QualityQueries, ABC):
@@ -249,6 +271,34 @@ class SqlDriftStore(QualityQueries, ABC):
         return [r[0] for r in self._all("SELECT DISTINCT model FROM drift_records ORDER BY model")]
 
     # -- windows -------------------------------------------------------------------------------
+    def close_window(
+        self,
+        model: str,
+        version: str,
+        rowids: Sequence[int],
+        opened: float,
+        drift_share: float,
+        dataset_drift: bool,
+        result: dict[str, Any],
+    ) -> int:
+        window = (
+            model,
+            version,
+            opened,
+            time.time(),
+            len(rowids),
+            drift_share,
+            dataset_drift,
+            orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY),
+        )
+        return self._close_window(window, rowids)
+
+    @abstractmethod
+    def _close_window(self, window: tuple[Any, ...], rowids: Sequence[int]) -> int:
+        """In one transaction: insert ``window`` (the values of :data:`INSERT_WINDOW`, model and version
+        first), assign the still-open records ``rowids`` to it and return its id; raise
+        :class:`WindowAlreadyClosed` and write nothing if any of them is no longer open."""
+
     def windows(self, model: str, limit: int = 50) -> list[WindowRow]:
         rows = self._all(
             f"SELECT {WINDOW_COLUMNS} FROM drift_windows WHERE model=? ORDER BY id DESC LIMIT ?",
@@ -416,19 +466,7 @@ class SqliteDriftStore(SqlDriftStore):
         now = time.time()
         groups: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         for r in rows:
-            groups.setdefault((r.model, r.version), []).append(
-                (
-                    r.prediction_id,
-                    r.row_index,
-                    r.model,
-                    r.version,
-                    r.request_id,
-                    r.ts,
-                    now,
-                    encode_inputs(r.inputs),
-                    r.prediction,
-                )
-            )
+            groups.setdefault((r.model, r.version), []).append(record_params(r, now))
         new: dict[tuple[str, str], int] = {}
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -436,8 +474,8 @@ class SqliteDriftStore(SqlDriftStore):
                 for key, params in groups.items():
                     before = self._db.total_changes
                     self._db.executemany(
-                        "INSERT OR IGNORE INTO drift_records (prediction_id, row_index, model, version,"
-                        " request_id, ts, received, inputs, prediction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        f"INSERT OR IGNORE INTO drift_records ({INSERT_COLUMNS})"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         params,
                     )
                     if self._db.total_changes > before:
@@ -449,41 +487,20 @@ class SqliteDriftStore(SqlDriftStore):
         return new
 
     # -- windows -------------------------------------------------------------------------------
-    def close_window(
-        self,
-        model: str,
-        version: str,
-        rowids: Sequence[int],
-        opened: float,
-        drift_share: float,
-        dataset_drift: bool,
-        result: dict[str, Any],
-    ) -> int:
+    def _close_window(self, window: tuple[Any, ...], rowids: Sequence[int]) -> int:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                cur = self._db.execute(
-                    "INSERT INTO drift_windows (model, version, opened, closed, n_records, drift_share,"
-                    " dataset_drift, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        model,
-                        version,
-                        opened,
-                        time.time(),
-                        len(rowids),
-                        drift_share,
-                        int(dataset_drift),
-                        orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY),
-                    ),
-                )
-                window_id = int(cur.lastrowid or 0)
+                window_id = int(self._db.execute(INSERT_WINDOW, window).lastrowid or 0)
                 before = self._db.total_changes
                 self._db.executemany(
                     "UPDATE drift_records SET window_id=? WHERE id=? AND window_id IS NULL",
                     [(window_id, r) for r in rowids],
                 )
                 if self._db.total_changes - before != len(rowids):
-                    raise WindowAlreadyClosed(f"records of {model}/{version} were closed by another window")
+                    raise WindowAlreadyClosed(
+                        f"records of {window[0]}/{window[1]} were closed by another window"
+                    )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")

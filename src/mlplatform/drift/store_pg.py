@@ -32,14 +32,20 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import orjson
 import psycopg
 from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
 from mlplatform.core.dsn import scrub
 from mlplatform.drift.quality_store import PG_QUALITY_SCHEMA
-from mlplatform.drift.store import SqlDriftStore, StoredRecord, WindowAlreadyClosed, encode_inputs
+from mlplatform.drift.store import (
+    INSERT_COLUMNS,
+    INSERT_WINDOW,
+    SqlDriftStore,
+    StoredRecord,
+    WindowAlreadyClosed,
+    record_params,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS drift_records (
@@ -228,29 +234,11 @@ class PostgresDriftStore(SqlDriftStore):
         if not rows:
             return {}
         now = time.time()
-        cols: list[list[Any]] = [[] for _ in range(9)]
-        for r in rows:
-            for col, value in zip(
-                cols,
-                (
-                    r.prediction_id,
-                    r.row_index,
-                    r.model,
-                    r.version,
-                    r.request_id,
-                    r.ts,
-                    now,
-                    encode_inputs(r.inputs),
-                    r.prediction,
-                ),
-                strict=True,
-            ):
-                col.append(value)
+        cols = [list(col) for col in zip(*(record_params(r, now) for r in rows), strict=True)]
         # One statement: the new records, and the open-record counters of their versions moved by as
         # many, in the same transaction. Binary parameters (%b): no hex-encoded bytea, no float text.
         sql = (
-            "WITH ins AS (INSERT INTO drift_records (prediction_id, row_index, model, version, request_id,"
-            " ts, received, inputs, prediction)"
+            f"WITH ins AS (INSERT INTO drift_records ({INSERT_COLUMNS})"
             " SELECT * FROM unnest(%b::text[], %b::int4[], %b::text[], %b::text[], %b::text[],"
             " %b::float8[], %b::float8[], %b::bytea[], %b::float8[])"
             " ON CONFLICT (model, version, prediction_id, row_index) DO NOTHING RETURNING model, version),"
@@ -269,33 +257,10 @@ class PostgresDriftStore(SqlDriftStore):
         return int(row[0]) if row else 0
 
     # -- windows -------------------------------------------------------------------------------
-    def close_window(
-        self,
-        model: str,
-        version: str,
-        rowids: Sequence[int],
-        opened: float,
-        drift_share: float,
-        dataset_drift: bool,
-        result: dict[str, Any],
-    ) -> int:
+    def _close_window(self, window: tuple[Any, ...], rowids: Sequence[int]) -> int:
+        model, version = window[0], window[1]
         with self._pool.connection() as conn, conn.transaction():
-            window_id = int(
-                conn.execute(
-                    "INSERT INTO drift_windows (model, version, opened, closed, n_records, drift_share,"
-                    " dataset_drift, result) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    (
-                        model,
-                        version,
-                        opened,
-                        time.time(),
-                        len(rowids),
-                        drift_share,
-                        dataset_drift,
-                        orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY),
-                    ),
-                ).fetchone()[0]
-            )
+            window_id = int(conn.execute(self._sql(INSERT_WINDOW) + " RETURNING id", window).fetchone()[0])
             cur = conn.execute(
                 "UPDATE drift_records SET window_id=%s WHERE id = ANY(%s) AND window_id IS NULL",
                 (window_id, list(rowids)),
