@@ -51,6 +51,36 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
+    def require_password(self, database: str, role: str, deadline_s: float = 15.0) -> None:
+        """Make ``role`` authenticate with its password (scram-sha-256) on ``database`` (the cluster
+        trusts everyone else), and wait until the server refuses a wrong password. On a timeout the
+        error carries what the server parsed (``pg_hba_file_rules``) and its log tail."""
+        import psycopg
+
+        hba = self.data_dir / "pg_hba.conf"
+        hba.write_text(f"host {database} {role} 127.0.0.1/32 scram-sha-256\n" + hba.read_text())
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            conn.execute("SELECT pg_reload_conf()")  # only signals the postmaster: wait for it below
+        wrong = f"postgresql://{role}:wrong@127.0.0.1:{self.port}/{database}"
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            try:
+                psycopg.connect(wrong, connect_timeout=3).close()
+            except psycopg.OperationalError:
+                return
+            time.sleep(0.05)
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            rules = conn.execute(
+                "SELECT line_number, database, user_name, auth_method, error FROM pg_hba_file_rules"
+            ).fetchall()
+            hba_file = conn.execute("SHOW hba_file").fetchone()
+        log = self.data_dir.parent / "postgres.log"
+        tail = log.read_text(errors="replace")[-3000:] if log.exists() else "(no log)"
+        raise AssertionError(
+            f"PostgreSQL still accepts a wrong password for {role} after {deadline_s}s; hba_file {hba_file}, "
+            f"file head {hba.read_text()[:300]!r}; parsed rules {rules[:5]}; log tail:\n{tail}"
+        )
+
     def stop(self, fast: bool = True) -> None:
         """Stop the server (SIGINT: fast shutdown) and wait for it."""
         if self.proc.poll() is None:
