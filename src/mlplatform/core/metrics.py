@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -45,29 +46,46 @@ LATENCY_BUCKETS = (
 )
 
 
+class MetricFactory:
+    """Declares metrics on one app's private registry, so a declaration is only what differs:
+    name, help text, label names (the ``LABEL_*`` constants) and, for a histogram, its buckets."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(name, documentation, labels, registry=self.registry)
+
+    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
+        return Gauge(name, documentation, labels, registry=self.registry)
+
+    def histogram(
+        self, name: str, documentation: str, labels: Sequence[str] = (), *, buckets: Sequence[float]
+    ) -> Histogram:
+        return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
+
+
 class HttpMetrics:
     """Request metrics every service exports (health probes and /metrics are left out)."""
 
     def __init__(self, registry: CollectorRegistry, service: str) -> None:
+        m = MetricFactory(registry)
         self.service = service
-        self.requests = Counter(
+        self.requests = m.counter(
             "mlplatform_http_requests_total",
             "HTTP requests handled, by route template, method and status code.",
             [LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD, LABEL_CODE],
-            registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = m.histogram(
             "mlplatform_http_request_duration_seconds",
             "HTTP request latency in seconds, by route template and method.",
             [LABEL_SERVICE, LABEL_ROUTE, LABEL_METHOD],
             buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.in_flight = Gauge(
+        self.in_flight = m.gauge(
             "mlplatform_http_requests_in_flight",
             "HTTP requests being handled right now (the HPA's per-pod custom metric).",
             [LABEL_SERVICE],
-            registry=registry,
         )
         self._in_flight = self.in_flight.labels(service)
         # label children by (route, method, code): ``labels()`` costs more than the observation

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
-from mlplatform.core.metrics import LABEL_MODEL, LABEL_OUTCOME, LABEL_VERSION
+from mlplatform.core.metrics import LABEL_MODEL, LABEL_OUTCOME, LABEL_VERSION, MetricFactory
 
 LABEL_FEATURE = "feature"
 LABEL_METHOD = "method"
@@ -18,123 +18,105 @@ class DriftMetrics:
     """Per model, version and feature drift gauges plus ingestion and retraining counters."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.score = Gauge(
+        m = MetricFactory(registry)
+        self.score = m.gauge(
             "mlplatform_drift_feature_score",
             "Drift statistic of a feature in the last closed window (p-value or distance, see method).",
             [LABEL_MODEL, LABEL_VERSION, LABEL_FEATURE, LABEL_METHOD],
-            registry=registry,
         )
-        self.psi = Gauge(
+        self.psi = m.gauge(
             "mlplatform_drift_feature_psi",
             "Population stability index of a feature in the last closed window.",
             [LABEL_MODEL, LABEL_VERSION, LABEL_FEATURE],
-            registry=registry,
         )
-        self.drifted = Gauge(
+        self.drifted = m.gauge(
             "mlplatform_drift_feature_drifted",
             "1 when the feature drifted in the last closed window, else 0.",
             [LABEL_MODEL, LABEL_VERSION, LABEL_FEATURE],
-            registry=registry,
         )
-        self.share = Gauge(
+        self.share = m.gauge(
             "mlplatform_drift_dataset_drift_share_ratio",
             "Share of features that drifted in the last closed window.",
             [LABEL_MODEL, LABEL_VERSION],
-            registry=registry,
         )
-        self.dataset = Gauge(
+        self.dataset = m.gauge(
             "mlplatform_drift_dataset_drifted",
             "1 when the last closed window shows dataset drift, else 0.",
             [LABEL_MODEL, LABEL_VERSION],
-            registry=registry,
         )
-        self.window_size = Gauge(
+        self.window_size = m.gauge(
             "mlplatform_drift_window_size_records",
             "Records in the last closed window.",
             [LABEL_MODEL, LABEL_VERSION],
-            registry=registry,
         )
-        self.open_records = Gauge(
+        self.open_records = m.gauge(
             "mlplatform_drift_open_window_records",
             "Records collected for the next window so far.",
             [LABEL_MODEL, LABEL_VERSION],
-            registry=registry,
         )
-        self.windows = Counter(
+        self.windows = m.counter(
             "mlplatform_drift_windows_total",
             "Windows closed and evaluated.",
             [LABEL_MODEL, LABEL_VERSION],
-            registry=registry,
         )
-        self.ingested = Counter(
+        self.ingested = m.counter(
             "mlplatform_drift_records_ingested_total",
             "Records stored (duplicates of already stored records are not counted).",
             [LABEL_MODEL, LABEL_VERSION],
-            registry=registry,
         )
-        self.duplicates = Counter(
+        self.duplicates = m.counter(
             "mlplatform_drift_records_duplicate_total",
             "Records received again (same request_id and row_index) and ignored.",
             [LABEL_MODEL, LABEL_VERSION],
-            registry=registry,
         )
-        self.rejected = Counter(
+        self.rejected = m.counter(
             "mlplatform_drift_records_rejected_total",
             "Records rejected: unknown model, schema mismatch or bad values.",
             [LABEL_MODEL, LABEL_REASON],
-            registry=registry,
         )
-        self.retrains = Counter(
+        self.retrains = m.counter(
             "mlplatform_drift_retraining_triggers_total",
             "Retraining triggers, by how they were started and whether starting worked.",
             [LABEL_MODEL, LABEL_MODE, LABEL_OUTCOME],
-            registry=registry,
         )
-        self.compute_seconds = Gauge(
+        self.compute_seconds = m.gauge(
             "mlplatform_drift_last_compute_seconds",
             "Seconds the last window's drift computation took.",
             [LABEL_MODEL, LABEL_VERSION],
-            registry=registry,
         )
         # text columns (drift/text.py): descriptor means of the reference and of the last closed window
-        self.text_descriptor = Gauge(
+        self.text_descriptor = m.gauge(
             "mlplatform_drift_text_descriptor",
             "Mean text descriptor of a text column: length (characters), oov_share (share of words not in "
             "the reference vocabulary) or non_letter_share (share of characters neither letters nor "
             "spaces), for the reference and for the last closed window (window=current).",
             [LABEL_MODEL, LABEL_FEATURE, LABEL_DESCRIPTOR, LABEL_WINDOW],
-            registry=registry,
         )
         # multivariate drift (drift/multivariate.py): one series per model, version and test
-        self.mv_score = Gauge(
+        self.mv_score = m.gauge(
             "mlplatform_drift_multivariate_score",
             "Multivariate drift statistic of the last closed window: MMD^2 (method mmd) or the domain "
             "classifier's ROC AUC (method domain_classifier).",
             [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
-            registry=registry,
         )
-        self.mv_threshold = Gauge(
+        self.mv_threshold = m.gauge(
             "mlplatform_drift_multivariate_threshold",
             "Value of the score above which the last closed window counts as drifted (permutation or "
             "bootstrap threshold).",
             [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
-            registry=registry,
         )
-        self.mv_p_value = Gauge(
+        self.mv_p_value = m.gauge(
             "mlplatform_drift_multivariate_p_value",
             "Permutation (mmd) or random-scorer (domain_classifier) p-value of the last closed window.",
             [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
-            registry=registry,
         )
-        self.mv_drifted = Gauge(
+        self.mv_drifted = m.gauge(
             "mlplatform_drift_multivariate_drifted",
             "1 when the multivariate test found drift in the last closed window, else 0.",
             [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
-            registry=registry,
         )
-        self.mv_seconds = Gauge(
+        self.mv_seconds = m.gauge(
             "mlplatform_drift_multivariate_compute_seconds",
             "Seconds the multivariate test took on the last closed window.",
             [LABEL_MODEL, LABEL_VERSION, LABEL_METHOD],
-            registry=registry,
         )

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
 
 from mlplatform.core.auth import require_scope
 from mlplatform.drift.quality import QualityService
 from mlplatform.drift.quality_schemas import LabelsRequest, LabelsResponse, QualityHistory, SegmentsOut
-from mlplatform.drift.routes import ERRORS, MODEL, _inline_defs
+from mlplatform.drift.routes import ERRORS, MODEL, json_body_doc, parse_body
 
-LABELS_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": _inline_defs(LabelsRequest.model_json_schema())}},
-    }
-}
+LABELS_BODY_DOC = json_body_doc(LabelsRequest)
 
 
 def quality_router(service: QualityService) -> APIRouter:
@@ -33,12 +24,7 @@ def quality_router(service: QualityService) -> APIRouter:
         openapi_extra=LABELS_BODY_DOC,
     )
     async def labels(request: Request, model: str = MODEL) -> LabelsResponse:
-        try:
-            body = LabelsRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
-            ) from None
+        body = parse_body(LabelsRequest, await request.body())
         return await service.add_labels(model, body.labels)
 
     @router.get(

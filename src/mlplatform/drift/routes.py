@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from mlplatform.core.auth import require_scope
+from mlplatform.core.auth import auth_error_docs, require_scope
 from mlplatform.core.errors import PayloadTooLarge
 from mlplatform.drift import report_sections
 from mlplatform.drift.dataplane import DriftDataPlane
@@ -26,11 +26,12 @@ from mlplatform.drift.schemas import (
 
 ERRORS = {
     400: {"description": "malformed JSON body"},
-    401: {"description": "missing or unknown API key"},
-    403: {"description": "API key lacks the needed scope"},
+    **auth_error_docs("the needed scope"),
     404: {"description": "model or version not in the registry / unknown to drift detection"},
     422: {"description": "records do not match the model's signature (the columns are named)"},
 }
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
 
 def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
@@ -51,12 +52,28 @@ def _inline_defs(schema: dict[str, Any]) -> dict[str, Any]:
     return walk(schema)
 
 
-INGEST_BODY_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": _inline_defs(IngestRequest.model_json_schema())}},
+def json_body_doc(schema: type[BaseModel]) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` of a route that reads its JSON body itself (see :func:`parse_body`)."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _inline_defs(schema.model_json_schema())}},
+        }
     }
-}
+
+
+def parse_body(schema: type[BodyT], raw: bytes) -> BodyT:
+    """``raw`` parsed and validated in one pass by pydantic-core (not json.loads, then validation): a
+    body can hold thousands of records; errors read as FastAPI's own (RequestValidationError)."""
+    try:
+        return schema.model_validate_json(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
+        ) from None
+
+
+INGEST_BODY_DOC = json_body_doc(IngestRequest)
 
 MODEL = Path(description="Registered model name.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -74,14 +91,7 @@ def build_router(plane: DriftDataPlane, quality: QualityService | None = None) -
         openapi_extra=INGEST_BODY_DOC,
     )
     async def ingest(request: Request) -> IngestResponse:
-        # parsed and validated in one pass by pydantic-core (not json.loads, then validation): the
-        # body is thousands of records; errors read as FastAPI's own (RequestValidationError)
-        try:
-            body = IngestRequest.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError(
-                [{**err, "loc": ("body", *err["loc"])} for err in exc.errors(include_url=False)]
-            ) from None
+        body = parse_body(IngestRequest, await request.body())
         limit = plane.settings.max_records_per_request
         rows = len(body.records) + sum(b.n_rows for b in body.batches)
         if rows > limit:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
-from mlplatform.core.metrics import LABEL_MODEL, LABEL_VERSION, LATENCY_BUCKETS
+from mlplatform.core.metrics import LABEL_MODEL, LABEL_VERSION, LATENCY_BUCKETS, MetricFactory
 
 LABEL_EXPLAINER = "explainer"
 LABEL_CACHE = "cache"
@@ -16,37 +16,33 @@ class ExplainMetrics:
     """Explanation latency, rows explained, explainer build time and cache hits/misses."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.latency = Histogram(
+        m = MetricFactory(registry)
+        self.latency = m.histogram(
             "mlplatform_explain_duration_seconds",
             "Time to explain one request (feature lookup excluded), by model and explainer kind.",
             [LABEL_MODEL, LABEL_EXPLAINER],
             buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.rows = Counter(
+        self.rows = m.counter(
             "mlplatform_explain_rows_total",
             "Rows explained, by model and explainer kind.",
             [LABEL_MODEL, LABEL_EXPLAINER],
-            registry=registry,
         )
-        self.build = Histogram(
+        self.build = m.histogram(
             "mlplatform_explain_explainer_build_seconds",
             "Time to load a model version and build its explainer, by model, version and explainer kind.",
             [LABEL_MODEL, LABEL_VERSION, LABEL_EXPLAINER],
             buckets=BUILD_BUCKETS,
-            registry=registry,
         )
-        self.cache_hits = Counter(
+        self.cache_hits = m.counter(
             "mlplatform_explain_cache_hits_total",
             "Lookups answered from cache, by model and cache (explainer or importance).",
             [LABEL_MODEL, LABEL_CACHE],
-            registry=registry,
         )
-        self.cache_misses = Counter(
+        self.cache_misses = m.counter(
             "mlplatform_explain_cache_misses_total",
             "Lookups that had to build, by model and cache (explainer or importance).",
             [LABEL_MODEL, LABEL_CACHE],
-            registry=registry,
         )
 
     def cache(self, model: str, cache: str, hit: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from mlplatform.core.auth import require_scope
+from mlplatform.core.auth import auth_error_docs, require_scope
 from mlplatform.core.errors import ErrorBody
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.responses import JSONResponse
@@ -14,8 +14,7 @@ from mlplatform.v2.types import REQUEST_BODY_DOC
 
 ERRORS = {
     400: {"model": ErrorBody, "description": "malformed JSON"},
-    401: {"model": ErrorBody, "description": "missing or unknown API key"},
-    403: {"model": ErrorBody, "description": "API key lacks the 'explain' scope"},
+    **auth_error_docs("the 'explain' scope", ErrorBody),
     404: {"model": ErrorBody, "description": "unknown model, or a version other than the served one"},
     413: {"model": ErrorBody, "description": "body over the size limit"},
     422: {"model": ErrorBody, "description": "bad input, or the model's flavour has no explainer"},

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from mlplatform.core.metrics import LABEL_MODEL, LABEL_OUTCOME, LABEL_VERSION, LATENCY_BUCKETS
+from mlplatform.core.metrics import LABEL_MODEL, LABEL_OUTCOME, LABEL_VERSION, LATENCY_BUCKETS, MetricFactory
 from mlplatform.serving.text.metrics import GenerationMetrics
 
 LABEL_RUNTIME = "runtime"
@@ -22,63 +22,55 @@ class ServingMetrics:
     """Inference, batching, model-loading and feature-store metrics."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
+        m = MetricFactory(registry)
+        self.requests = m.counter(
             "mlplatform_serving_requests_total",
             "Inference requests by model, version and outcome (success, client_error, unavailable, error).",
             [LABEL_MODEL, LABEL_VERSION, LABEL_OUTCOME],
-            registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = m.histogram(
             "mlplatform_serving_request_duration_seconds",
             "Inference latency inside the service (parse, features, queue, predict), by model, version, outcome.",
             [LABEL_MODEL, LABEL_VERSION, LABEL_OUTCOME],
             buckets=LATENCY_BUCKETS,
-            registry=registry,
         )
-        self.batch_requests = Histogram(
+        self.batch_requests = m.histogram(
             "mlplatform_serving_batch_size_requests",
             "Requests merged into one model call.",
             [LABEL_MODEL],
             buckets=BATCH_BUCKETS,
-            registry=registry,
         )
-        self.batch_rows = Histogram(
+        self.batch_rows = m.histogram(
             "mlplatform_serving_batch_size_rows",
             "Rows in one model call.",
             [LABEL_MODEL],
             buckets=BATCH_BUCKETS,
-            registry=registry,
         )
-        self.queue_depth = Gauge(
+        self.queue_depth = m.gauge(
             "mlplatform_serving_queue_depth_requests",
             "Requests waiting in the batcher queue.",
             [LABEL_MODEL],
-            registry=registry,
         )
-        self.load_duration = Histogram(
+        self.load_duration = m.histogram(
             "mlplatform_serving_model_load_duration_seconds",
             "Time to download, load, convert, check and warm a model version.",
             [LABEL_MODEL],
             buckets=LOAD_BUCKETS,
-            registry=registry,
         )
-        self.load_failures = Counter(
+        self.load_failures = m.counter(
             "mlplatform_serving_model_load_failures_total",
             "Failed attempts to resolve or load a model version.",
             [LABEL_MODEL],
-            registry=registry,
         )
-        self.model_info = Gauge(
+        self.model_info = m.gauge(
             "mlplatform_serving_model_info",
             "Loaded model version (value 1) with its runtime.",
             [LABEL_MODEL, LABEL_VERSION, LABEL_RUNTIME],
-            registry=registry,
         )
-        self.feature_store_failures = Counter(
+        self.feature_store_failures = m.counter(
             "mlplatform_serving_feature_store_failures_total",
             "Online-feature lookups that failed (timeout or feature store unavailable).",
             [LABEL_MODEL, LABEL_REASON],
-            registry=registry,
         )
         self.generation = GenerationMetrics(registry)  # text models (serving/text)
         self._children: dict[tuple[str, str, str], tuple[object, object]] = {}

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from mlplatform.core.auth import ApiKeyAuth, require_scope
+from mlplatform.core.auth import ApiKeyAuth, auth_error_docs, require_scope
 from mlplatform.core.errors import ErrorBody
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.pipeline import FastHandler
@@ -20,8 +20,7 @@ from mlplatform.v2.types import REQUEST_BODY_DOC, InferenceResponse, ModelMetada
 
 INFER_ERRORS = {
     400: {"model": ErrorBody, "description": "malformed JSON"},
-    401: {"model": ErrorBody, "description": "missing or unknown API key"},
-    403: {"model": ErrorBody, "description": "API key lacks the 'infer' scope"},
+    **auth_error_docs("the 'infer' scope", ErrorBody),
     404: {"model": ErrorBody, "description": "unknown model or version"},
     413: {"model": ErrorBody, "description": "body over the size limit"},
     422: {"model": ErrorBody, "description": "bad input (shape, datatype, missing/extra input, NaN)"},

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry
 
-from mlplatform.core.metrics import LABEL_MODEL, LABEL_VERSION
+from mlplatform.core.metrics import LABEL_MODEL, LABEL_VERSION, MetricFactory
 
 LABEL_KIND = "kind"
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -24,58 +24,51 @@ class GenerationMetrics:
     requests in flight and the batch size of each decoder loop; errors by model and kind."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        m = MetricFactory(registry)
         labels = [LABEL_MODEL, LABEL_VERSION]
-        self.ttft = Histogram(
+        self.ttft = m.histogram(
             "mlplatform_serving_generation_time_to_first_token_seconds",
             "Time from a generation request's arrival at the scheduler to its first generated token.",
             labels,
             buckets=TTFT_BUCKETS,
-            registry=registry,
         )
-        self.duration = Histogram(
+        self.duration = m.histogram(
             "mlplatform_serving_generation_duration_seconds",
             "Time from a generation request's arrival at the scheduler to its last token.",
             labels,
             buckets=DURATION_BUCKETS,
-            registry=registry,
         )
-        self.tokens_per_second = Histogram(
+        self.tokens_per_second = m.histogram(
             "mlplatform_serving_generation_tokens_per_second",
             "Output tokens per second of one generation request (after its first token).",
             labels,
             buckets=RATE_BUCKETS,
-            registry=registry,
         )
-        self.input_tokens = Histogram(
+        self.input_tokens = m.histogram(
             "mlplatform_serving_generation_input_tokens",
             "Input tokens of a generation request.",
             labels,
             buckets=TOKEN_BUCKETS,
-            registry=registry,
         )
-        self.output_tokens = Histogram(
+        self.output_tokens = m.histogram(
             "mlplatform_serving_generation_output_tokens",
             "Output tokens of a generation request (rate of _sum: generated tokens per second).",
             labels,
             buckets=TOKEN_BUCKETS,
-            registry=registry,
         )
-        self.in_flight = Gauge(
+        self.in_flight = m.gauge(
             "mlplatform_serving_generation_in_flight",
             "Generation requests queued or generating.",
             [LABEL_MODEL],
-            registry=registry,
         )
-        self.batch_size = Histogram(
+        self.batch_size = m.histogram(
             "mlplatform_serving_generation_batch_size",
             "Requests generated together in one batched decoder loop.",
             [LABEL_MODEL],
             buckets=BATCH_BUCKETS,
-            registry=registry,
         )
-        self.errors = Counter(
+        self.errors = m.counter(
             "mlplatform_serving_generation_errors_total",
             "Generation requests that failed, by model and kind (invalid_input, client_disconnected, internal).",
             [LABEL_MODEL, LABEL_KIND],
-            registry=registry,
         )

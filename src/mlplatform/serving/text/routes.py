@@ -24,7 +24,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
-from mlplatform.core.auth import require_scope
+from mlplatform.core.auth import auth_error_docs, require_scope
 from mlplatform.core.errors import BadRequest, InvalidInput, PlatformError
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.payloads import PayloadBatch
@@ -66,8 +66,7 @@ class GenerateError(BaseModel):
 
 ERRORS = {
     400: {"model": GenerateError, "description": "malformed JSON or the model does not generate text"},
-    401: {"model": GenerateError, "description": "missing or unknown API key"},
-    403: {"model": GenerateError, "description": "API key lacks the 'infer' scope"},
+    **auth_error_docs("the 'infer' scope", GenerateError),
     404: {"model": GenerateError, "description": "unknown model or version"},
     422: {"model": GenerateError, "description": "bad text_input or parameters (named in the error)"},
     503: {"model": GenerateError, "description": "model not loaded yet"},
