@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ValidationError
 
 from mlplatform.core.app import FastHandler, FastRoute
-from mlplatform.core.auth import ApiKeyAuth, require_scope
+from mlplatform.core.auth import ApiKeyAuth, auth_error_docs, require_scope
 from mlplatform.core.errors import BadRequest, PlatformError, describe_validation_error
 from mlplatform.core.responses import JSONResponse, render_json
 from mlplatform.features.dataplane import FeatureDataPlane
@@ -29,8 +29,7 @@ BodyT = TypeVar("BodyT", bound=BaseModel)
 
 ERRORS = {
     400: {"description": "malformed JSON body"},
-    401: {"description": "missing or unknown API key"},
-    403: {"description": "API key lacks the required scope"},
+    **auth_error_docs("the required scope"),
     404: {"description": "unknown feature service, feature view, feature or push source"},
     422: {"description": "invalid input: malformed entity keys, missing request fields"},
     503: {"description": "feature store not loaded yet"},
