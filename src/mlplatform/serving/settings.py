@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from mlplatform.core.registry import DEMO_MODELS, ModelRef, parse_model_list
 from mlplatform.core.settings import ServiceSettings
 from mlplatform.features.client import FeatureStoreClientSettings
+
+#: The accepted values of the settings that take one of a few words.
+CHOICES: dict[str | None, tuple[str, ...]] = {
+    "runtime": ("auto", "native", "onnx"),
+    "torch_device": ("auto", "cpu", "cuda"),
+}
 
 
 class ServingSettings(ServiceSettings, FeatureStoreClientSettings):
@@ -143,18 +149,13 @@ class ServingSettings(ServiceSettings, FeatureStoreClientSettings):
         parse_model_list(value)
         return value
 
-    @field_validator("runtime")
+    @field_validator("runtime", "torch_device")
     @classmethod
-    def _check_runtime(cls, value: str) -> str:
-        if value not in ("auto", "native", "onnx"):
-            raise ValueError("runtime must be 'auto', 'native' or 'onnx'")
-        return value
-
-    @field_validator("torch_device")
-    @classmethod
-    def _check_device(cls, value: str) -> str:
-        if value not in ("auto", "cpu", "cuda"):
-            raise ValueError("torch_device must be 'auto', 'cpu' or 'cuda'")
+    def _check_choice(cls, value: str, info: ValidationInfo) -> str:
+        choices = CHOICES[info.field_name]
+        if value not in choices:
+            listed = ", ".join(repr(c) for c in choices[:-1])
+            raise ValueError(f"{info.field_name} must be {listed} or {choices[-1]!r}")
         return value
 
     def model_refs(self) -> list[ModelRef]:
