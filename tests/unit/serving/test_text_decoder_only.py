@@ -99,3 +99,26 @@ async def test_left_padded_batch_equals_each_prompt_alone(served, gpt) -> None: 
         "/v2/models/writer/generate", json={"text_input": "Quito", "parameters": {"max_tokens": 512}}
     )
     assert r.status_code == 422 and "minus max_tokens 512" in r.json()["error"]
+
+
+async def test_v2_infer_leaves_room_for_what_it_generates_and_takes_zero_rows(served, gpt) -> None:  # noqa: ANN001
+    """V2 infer writes default_max_tokens after the prompt: a prompt that fits the context alone but not
+    with them is a 422 (the model would fail past its position table); a zero-row request answers at once."""
+    from mlplatform.training.text import article_of_tokens
+
+    app, http = served
+    _, tok = gpt
+    room = 512 - app.state.repository.get("writer").model.runtime.default_max_tokens
+    long = next(
+        t for n in range(room, room + 20) if len(tok(t := article_of_tokens(tok, n))["input_ids"]) > room
+    )
+    assert len(tok(long)["input_ids"]) <= 512  # it would fit without the generated tokens
+    body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": [long]}]}
+    r = await http.post("/v2/models/writer/infer", json=body)
+    assert (
+        r.status_code == 422 and "element 0" in r.json()["error"] and "minus max_tokens" in r.json()["error"]
+    )
+    empty = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [0], "data": []}]}
+    r = await asyncio.wait_for(http.post("/v2/models/writer/infer", json=empty), 30)
+    assert r.status_code == 200, r.text
+    assert r.json()["outputs"][0]["shape"] == [0] and r.json()["outputs"][0]["data"] == []

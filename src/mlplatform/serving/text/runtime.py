@@ -135,7 +135,9 @@ class TextGenerationRuntime:
     def check_frame(self, frame: Frame) -> list[list[int]]:
         """Validate (and tokenize) a V2 infer request's ``text_input`` rows."""
         values = frame.columns[TEXT_INPUT]
-        return [self.encode(v, f"input '{TEXT_INPUT}' element {i}") for i, v in enumerate(values)]
+        where = f"input '{TEXT_INPUT}' element"
+        # V2 infer generates default_max_tokens: a decoder-only model needs room for them after the input
+        return [self.encode(v, f"{where} {i}", self.default_max_tokens) for i, v in enumerate(values)]
 
     def predict(self, frame: Frame) -> Any:  # noqa: ANN401 - a runtimes.Prediction
         from mlplatform.serving.runtimes import Prediction

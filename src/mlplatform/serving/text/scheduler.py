@@ -141,6 +141,8 @@ class GenerationScheduler:
 
     def generate_blocking(self, batch_ids: list[list[int]], params: GenParams) -> list[str]:
         """Whole texts for several inputs (V2 infer, from a worker thread): one request per row."""
+        if not batch_ids:
+            return []  # nothing to wait for (a V2 request may have zero rows)
         done = threading.Event()
         remaining = [len(batch_ids)]
         errors: list[str] = []
