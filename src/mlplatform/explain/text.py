@@ -339,16 +339,9 @@ def text_request(req: ParsedRequest, explainer: TextShapExplainer, settings: Any
             f"input '{TEXT_INPUT}': {len(texts)} texts, at most {settings.text_max_rows} per explain request "
             "(EXPLAIN_TEXT_MAX_ROWS)"
         )
-    limit = explainer.model.context_length
     for i, text in enumerate(texts):
         if not text.strip():
             raise InvalidInput(f"input '{TEXT_INPUT}': element {i} is empty")
-        n = explainer.count_tokens(text)
-        if n > limit:
-            raise InvalidInput(
-                f"input '{TEXT_INPUT}': element {i} has {n} tokens, over the context length of model "
-                f"{label} ({limit})"
-            )
     params = req.parameters
     max_evals = _int_parameter(
         params, "max_evals", settings.text_max_evals, settings.text_min_evals, settings.text_max_evals_limit
@@ -360,7 +353,20 @@ def text_request(req: ParsedRequest, explainer: TextShapExplainer, settings: Any
         1,
         settings.text_max_tokens_limit,
     )
-    return TextRequest(texts, max_evals, max_tokens, _given_outputs(params, texts, explainer, settings))
+    given = _given_outputs(params, texts, explainer, settings)
+    # a decoder-only model reads its output after its input in one sequence: both must fit the context
+    decoder_only = not getattr(explainer.model.model.config, "is_encoder_decoder", False)
+    limit = explainer.model.context_length
+    for i, text in enumerate(texts):
+        n = explainer.count_tokens(text)
+        extra = (len(explainer.output_ids(given[i])) if given else max_tokens) if decoder_only else 0
+        if n + extra > limit:
+            plus = f" + {extra} output tokens" if extra else ""
+            raise InvalidInput(
+                f"input '{TEXT_INPUT}': element {i} has {n} tokens{plus}, over the context length of model "
+                f"{label} ({limit})"
+            )
+    return TextRequest(texts, max_evals, max_tokens, given)
 
 
 def _given_outputs(

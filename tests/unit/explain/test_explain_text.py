@@ -269,6 +269,17 @@ async def test_bad_text_input_is_a_422_naming_the_field(text_client, body, needl
     _field_error(await text_client.post(f"/v2/models/{SUMMARIZER_MODEL_NAME}/explain", json=body), *needles)
 
 
+async def test_a_causal_models_input_and_output_must_fit_its_context_together(text_client):
+    """The tiny GPT-2 has 64 positions: 62 input tokens fit alone, not with 3 generated after them (a 422,
+    where the model itself would fail on positions past its table)."""
+    r = await text_client.post(
+        f"/v2/models/{CAUSAL_MODEL}/explain", json=text_body("cat " * 62, max_tokens=3)
+    )
+    _field_error(r, "text_input", "62 tokens + 3 output tokens", "context length", "(64)")
+    body = text_body("cat " * 62, max_tokens=2, max_evals=10)
+    assert (await text_client.post(f"/v2/models/{CAUSAL_MODEL}/explain", json=body)).status_code == 200
+
+
 async def test_text_models_have_no_importance_and_the_openapi_documents_the_text_response(text_client):
     _field_error(await text_client.get(f"/v2/models/{SUMMARIZER_MODEL_NAME}/importance"), "text model")
     spec = (await text_client.get("/openapi.json")).json()
