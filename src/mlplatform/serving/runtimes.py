@@ -71,7 +71,9 @@ def _dataframe(frame: Frame, schema: InputSchema):  # noqa: ANN202
     import pandas as pd
 
     if frame.matrix is not None:
-        df = pd.DataFrame(frame.matrix, columns=schema.names)
+        # a gRPC request's raw contents arrive as a read-only view of the message: copy those, so a model
+        # that edits its input frame in place works as it does over REST
+        df = pd.DataFrame(frame.matrix, columns=schema.names, copy=not frame.matrix.flags.writeable)
     else:
         df = pd.DataFrame(frame.columns)
     for c in schema.columns:

@@ -236,3 +236,18 @@ def test_entity_request_rows_and_join():
     assert not is_entity_request(parse_infer_request(body(named())), SCHEMA, keys)
     with pytest.raises(InvalidInput, match="input 'card_id': missing"):
         entity_rows(req, ("card_id",))
+
+
+def test_native_frames_of_read_only_matrices_can_be_edited_in_place() -> None:
+    """gRPC raw contents decode to read-only views of the request; the pandas frame a native model gets
+    must still take in-place edits (``fillna(inplace=True)``, ``df[c] *= 2``), as over REST."""
+    from mlplatform.serving.runtimes import _dataframe
+    from mlplatform.v2.codec import Frame
+
+    matrix = np.frombuffer(np.array([1.0, np.nan, 3.0, 4.0]).tobytes(), dtype=np.float64).reshape(2, 2)
+    assert not matrix.flags.writeable
+    schema = InputSchema((ColumnSpec("a", "double"), ColumnSpec("b", "double")))
+    df = _dataframe(Frame(matrix=matrix, columns={}, n_rows=2), schema)
+    df.fillna(0.0, inplace=True)
+    df["a"] *= 2
+    assert df.to_numpy().tolist() == [[2.0, 0.0], [6.0, 4.0]]
