@@ -125,6 +125,16 @@ async def test_generate_and_generate_stream_agree_with_transformers(served, refe
     stop = {"max_tokens": 6, "stop": [events[1]["text_output"].strip()]}
     r = await client.post("/v2/models/summarizer/generate_stream", json={**body, "parameters": stop})
     assert [orjson.loads(line[6:]) for line in r.text.split("\n\n") if line][-1]["finish_reason"] == "stop"
+    # a stop string spanning two tokens: its first token is never streamed (held back until it is clear)
+    two = (events[1]["text_output"] + events[2]["text_output"]).strip()
+    assert two in want
+    expected = want[: want.find(two)]
+    stop = {"max_tokens": 6, "stop": [two]}
+    r = await client.post("/v2/models/summarizer/generate_stream", json={**body, "parameters": stop})
+    streamed = [orjson.loads(line[6:]) for line in r.text.split("\n\n") if line]
+    assert "".join(e["text_output"] for e in streamed) == expected and streamed[-1]["finish_reason"] == "stop"
+    r = await client.post("/v2/models/summarizer/generate", json={**body, "parameters": stop})
+    assert r.json()["text_output"] == expected
     # Triton's form: parameters beside text_input
     r = await client.post("/v2/models/summarizer/generate", json={"text_input": ARTICLES[0], "max_tokens": 3})
     assert r.json()["text_output"] == reference(ARTICLES[0], 3)

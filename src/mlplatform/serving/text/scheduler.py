@@ -334,6 +334,8 @@ class GenerationScheduler:
             finished = FINISH_LENGTH
         if finished is None and text.endswith("\ufffd"):
             return False  # half a UTF-8 character: wait for the rest
+        if finished is None:  # hold back a tail that may be the start of a stop string
+            text = text[: len(text) - _stop_prefix_len(text, r.params.stop)]
         if len(text) > len(r.text) and text.startswith(r.text):
             r.emit(("delta", text[len(r.text) :]))
             r.text = text
@@ -393,3 +395,9 @@ def _generator(seed: int | None, device: str) -> Any:
     else:
         g.seed()
     return g
+
+
+def _stop_prefix_len(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that begins one of ``stops`` (0 if none): text not to send
+    yet, since the next tokens may complete the stop string, which is never part of the answer."""
+    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
