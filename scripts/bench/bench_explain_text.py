@@ -10,6 +10,11 @@ evaluations spent and the output tokens explained. ``--torch-threads`` starts on
 setting (``OMP_NUM_THREADS``; ``default`` leaves torch's own choice, one thread per core): on a
 machine shared with other work, torch's intra-op threads wait on each other and the tail grows.
 
+The service runs with the settings the rendered prod overlay gives explainability (INFO access log,
+tracing with prod's sampler to a local OTLP receiver, API keys on), with what one machine needs
+substituted: ``EXPLAIN_MODELS=summarizer@champion`` (prod's overlay keeps the summarizer out of
+explainability), the local SQLite MLflow, the env secrets backend for Vault with the same names.
+
     .venv/bin/python scripts/bench/bench_explain_text.py [--tokens 50] [--requests 10]
         [--max-evals default,100,1000] [--max-tokens 32] [--train-seconds 0] [--torch-threads default,1]
 """
@@ -17,6 +22,7 @@ machine shared with other work, torch's intra-op threads wait on each other and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -46,12 +52,41 @@ def build(work: Path, train_seconds: float) -> tuple[str, str]:
     return uri, str(model_dir)
 
 
+BENCH_KEY = "bench-explain-key"
+
+
+def prod_env(work: Path, tracking_uri: str, otlp_endpoint: str) -> tuple[dict[str, str], list[str]]:
+    """explainability's environment as the rendered prod overlay sets it, with the substitutions one
+    machine needs; returns it and the prod settings kept (printed with the figures)."""
+    from tests.deploy.rendered import container_env, render_overlay
+
+    from mlplatform.core.auth import hash_key
+
+    rendered = container_env(render_overlay("prod"), "explainability")
+    env = {k: v for k, v in rendered.items() if isinstance(v, str) and not k.startswith("VAULT_")}
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLPLATFORM_DATA_DIR": str(work),
+            "EXPLAIN_MODELS": MODEL,
+            "EXPLAIN_SECRETS_BACKEND": "env",
+            "MLPLATFORM_API_KEYS": f"{hash_key(BENCH_KEY)}:explain",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
+            "HOME": str(work),
+            "XDG_CACHE_HOME": str(work / ".cache"),
+            "MPLCONFIGDIR": str(work / ".cache" / "matplotlib"),
+        }
+    )
+    kept = [f"{k}={rendered[k]}" for k in ("EXPLAIN_AUTH_ENABLED", "EXPLAIN_LOG_LEVEL", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG") if k in rendered]  # fmt: skip
+    return env, kept
+
+
 def measure(url: str, body: dict, requests: int) -> dict[str, float]:
     import httpx
     import numpy as np
 
     times = []
-    with httpx.Client(base_url=url, timeout=600) as client:
+    with httpx.Client(base_url=url, timeout=600, headers={"x-api-key": BENCH_KEY}) as client:
         r = client.post(f"/v2/models/{MODEL}/explain", json=body)  # warm-up
         r.raise_for_status()
         row = r.json()["explanations"][0]
@@ -92,6 +127,11 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-explain-text-"))
     results: list[tuple[str, str, dict[str, float]]] = []
+    kept: list[str] = []
+    from tests.observability.otlp import OtlpReceiver
+
+    stack = contextlib.ExitStack()
+    otlp = stack.enter_context(OtlpReceiver())  # receives the traces prod's sampler keeps
     try:
         from transformers import AutoTokenizer
 
@@ -101,13 +141,7 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         text = article_of_tokens(tokenizer, args.tokens)
         for threads in args.torch_threads.split(","):
-            env = {
-                "MLFLOW_TRACKING_URI": uri,
-                "MLPLATFORM_DATA_DIR": str(work),
-                "EXPLAIN_MODELS": MODEL,
-                "EXPLAIN_AUTH_ENABLED": "false",
-                "EXPLAIN_LOG_LEVEL": "WARNING",
-            }
+            env, kept = prod_env(work, uri, otlp.endpoint)
             if threads != "default":
                 env["OMP_NUM_THREADS"] = threads
             svc = start_service("explainability", env, work / f"logs-{threads}", ready_timeout=300)
@@ -126,9 +160,15 @@ def main() -> None:
             finally:
                 svc.stop()
     finally:
+        stack.close()
         shutil.rmtree(work, ignore_errors=True)
     print()
     print("text explanation latency through the service (summarizer, sequential requests, one connection)")
+    print(
+        "settings: prod overlay for explainability ("
+        + "; ".join(kept)
+        + "; OTLP -> local receiver, Vault -> env secrets, API key sent)"
+    )
     header = f"{'max_evals':<16}{'threads':>8}{'input tok':>10}{'output tok':>11}{'evals':>7}{'requests':>10}"
     print(f"{header}{'p50 ms':>10}{'p99 ms':>10}")
     for label, threads, r in results:
