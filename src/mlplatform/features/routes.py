@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import orjson
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ValidationError
 
 from mlplatform.core.app import FastHandler, FastRoute
 from mlplatform.core.auth import ApiKeyAuth, auth_error_docs, require_scope
-from mlplatform.core.errors import BadRequest, PlatformError, describe_validation_error
+from mlplatform.core.errors import PlatformError, describe_validation_error
 from mlplatform.core.responses import JSONResponse, render_json
 from mlplatform.features.dataplane import FeatureDataPlane
 from mlplatform.features.schemas import (
@@ -24,6 +23,7 @@ from mlplatform.features.schemas import (
     PushRequest,
     PushResponse,
 )
+from mlplatform.v2.codec import load_json
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
@@ -107,10 +107,7 @@ def json_fast_route(
 
     async def handle(_: tuple[str, ...], headers: dict[bytes, bytes], body: bytes) -> bytes:
         auth.check_raw_headers(headers, scope)
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"malformed JSON body: {exc}") from None
+        doc = load_json(body)
         try:  # python-mode validation of the decoded body, as FastAPI does (same messages)
             req = body_model.model_validate(doc)
         except ValidationError as exc:

@@ -22,6 +22,7 @@ import httpx
 import psycopg
 import pytest
 
+from mlplatform.features.contract import entity_snapshots
 from mlplatform.features.database import DatabaseURL
 from mlplatform.features.store import FeatureRepoPaths, write_sources
 from mlplatform.training.data import generate_transactions
@@ -29,11 +30,6 @@ from tests.helpers import wait_until_sync
 from tests.integration.security.vault_service import role_backends, seconds_until, vault_env
 from tests.openbao import OpenBao
 from tests.procs import running_service
-
-try:  # moving from training/ to features/ this session
-    from mlplatform.features.contract import entity_snapshots
-except ImportError:  # pragma: no cover
-    from mlplatform.training.features import entity_snapshots
 
 pytestmark = pytest.mark.integration
 
