@@ -6,7 +6,10 @@ Builds the demo summarizer (``mlplatform.training.text``: the small T5 and its t
 architecture and size ``mlplatform train`` registers; ``--train-seconds 0`` skips the training steps,
 which change weights, not memory) into a throw-away SQLite MLflow registry, then starts the real
 serving process from the project venv ``--starts`` times with ``SERVING_MODELS=summarizer@champion``
-(as the text release's ConfigMap does) and measures, like scripts/bench/bench_cost.py:
+(as the text release's ConfigMap does) and the rest of the settings the rendered prod overlay gives
+model-serving (INFO access log, tracing with prod's sampler to a local OTLP receiver, payload logging
+to a local acknowledging receiver, API keys on; ``bench_serving.deployed_env``), and measures, like
+scripts/bench/bench_cost.py:
 
 * ``ready s``: from ``Popen`` to the first 200 of ``/v2/health/ready``;
 * ``peak``: the largest RSS of the process tree sampled while it started;
@@ -22,6 +25,8 @@ requests"): request = 1.5 x RSS req, limit = 2 x max(peak, RSS req), each rounde
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import math
 import os
 import statistics
@@ -36,13 +41,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx  # noqa: E402
 from bench_cost import free_port, rss_mb, serve_cmd, start, stop  # noqa: E402
+from bench_serving import BENCH_KEY, DRIFT_SINK_APP, deployed_env, start_helper  # noqa: E402
 
 MODEL = "summarizer"
 CONCURRENCY = 8
 
 
 def _generate(url: str, body: dict) -> None:
-    with httpx.Client(base_url=url, timeout=300) as client:
+    with httpx.Client(base_url=url, timeout=300, headers={"x-api-key": BENCH_KEY}) as client:
         r = client.post(f"/v2/models/{MODEL}/generate", json=body)
         r.raise_for_status()
         assert r.json()["text_output"] is not None
@@ -80,16 +86,21 @@ def main() -> int:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
         body = {"text_input": article_of_tokens(tokenizer, 200), "parameters": {"max_tokens": 32}}
 
+        from tests.observability.otlp import OtlpReceiver
+
+        stack = contextlib.ExitStack()
+        atexit.register(stack.close)  # also on an error below (closing twice is a no-op)
+        otlp = stack.enter_context(OtlpReceiver())
+        drift, drift_url = start_helper(DRIFT_SINK_APP, False)
+        stack.callback(drift.kill)
+        deployed, notes = deployed_env(tmp / "deployed", uri, otlp.endpoint, drift_url)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SERVING_")}
-        env.update(
-            {
-                "MLFLOW_TRACKING_URI": uri,
-                "PYTHONUNBUFFERED": "1",
-                "SERVING_MODELS": f"{MODEL}@champion",
-                "SERVING_AUTH_ENABLED": "false",
-                "SERVING_LOG_LEVEL": "WARNING",
-                "SERVING_GRPC_PORT": "0",
-            }
+        env.update(deployed)
+        env.update({"PYTHONUNBUFFERED": "1", "SERVING_MODELS": f"{MODEL}@champion", "HF_HUB_OFFLINE": "1"})
+        print(
+            "settings: prod overlay ("
+            + "; ".join(n for n in notes if not n.startswith("SERVING_MODELS="))
+            + ")"
         )
         ready, peak, load, req = [], [], [], []
         for i in range(args.starts):
@@ -124,6 +135,7 @@ def main() -> int:
                 )
             finally:
                 stop(proc)
+        stack.close()
         med = statistics.median
         print(
             f"\nmodel-serving serving {MODEL}@champion only ({args.starts} starts, medians; "
