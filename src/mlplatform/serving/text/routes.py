@@ -28,10 +28,17 @@ from mlplatform.core.auth import auth_error_docs, require_scope
 from mlplatform.core.errors import BadRequest, InvalidInput, PlatformError
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.payloads import PayloadBatch
+from mlplatform.serving.batching import BatcherClosed
 from mlplatform.serving.metrics import OUTCOME_CLIENT_ERROR, OUTCOME_ERROR, OUTCOME_OK
 from mlplatform.serving.text.metrics import KIND_INVALID
 from mlplatform.serving.text.runtime import TEXT_INPUT, TEXT_OUTPUT, TextGenerationRuntime
-from mlplatform.serving.text.scheduler import FINISH_LENGTH, FINISH_STOP, GenerationFailed, GenParams
+from mlplatform.serving.text.scheduler import (
+    FINISH_LENGTH,
+    FINISH_STOP,
+    GenerationFailed,
+    GenParams,
+    SchedulerClosed,
+)
 from mlplatform.v2.codec import Frame, load_json
 
 log = logging.getLogger("mlplatform.serving.text")
@@ -121,15 +128,22 @@ class Generation:
         self.start = time.perf_counter()
         self.name = name
         self.finish_reason = FINISH_LENGTH  # until the scheduler says otherwise
-        handle = plane._handle(name, version)
-        self.handle = handle
-        self.model = handle.model
+        self.version = version
         doc = load_json(body)
         if not isinstance(doc, dict):
             raise InvalidInput("body: must be a JSON object with 'text_input'")
         if TEXT_INPUT not in doc:
             raise InvalidInput(f"{TEXT_INPUT}: missing; give the text to generate from")
+        self.doc = doc
         self.text = doc[TEXT_INPUT]
+        self._bind()
+
+    def _bind(self) -> None:
+        """Bind to the version served now: validate and tokenize for it."""
+        name, doc = self.name, self.doc
+        handle = self.plane._handle(name, self.version)
+        self.handle = handle
+        self.model = handle.model
         rt = self.model.runtime
         self.runtime = rt
         if isinstance(rt, TextGenerationRuntime):
@@ -143,6 +157,16 @@ class Generation:
             raise BadRequest(f"model '{name}' does not generate text; use /v2/models/{name}/infer")
 
     async def chunks(self) -> AsyncIterator[str]:
+        try:
+            async for chunk in self._chunks():
+                yield chunk
+        except (SchedulerClosed, BatcherClosed):
+            # swapped out between validation and submission (nothing was generated): the version now served
+            self._bind()
+            async for chunk in self._chunks():
+                yield chunk
+
+    async def _chunks(self) -> AsyncIterator[str]:
         rt = self.runtime
         if isinstance(rt, TextGenerationRuntime):
             async for chunk in rt.scheduler.stream(self.ids, self.params, self._finished):

@@ -36,6 +36,11 @@ class GenerationFailed(RuntimeError):
     """The model raised while generating (the caller gets a 500 without the details)."""
 
 
+class SchedulerClosed(GenerationFailed):
+    """The version was swapped out or unloaded before the request reached its scheduler: the caller
+    submits it again to the version now served."""
+
+
 @dataclass(frozen=True)
 class GenParams:
     """Per-request generation parameters (validated by the routes)."""
@@ -106,7 +111,7 @@ class GenerationScheduler:
     def submit(self, req: GenRequest) -> None:
         with self._cond:
             if self._closed:
-                raise GenerationFailed(f"model '{self.name}' version {self.version} is unloading")
+                raise SchedulerClosed(f"model '{self.name}' version {self.version} is unloading")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name=f"generate-{self.name}", daemon=True)
                 self._thread.start()
@@ -170,13 +175,11 @@ class GenerationScheduler:
         return [r.text for r in reqs]
 
     def close(self) -> None:
-        """Finish the running batch, fail what is still queued, stop the worker."""
+        """Take no more requests; the worker generates every request already submitted, then exits, so
+        a hot swap or an unload loses nothing it accepted. Returns at once (it runs on the event loop)."""
         with self._cond:
             self._closed = True
-            pending, self._pending = self._pending, []
             self._cond.notify_all()
-        for r in pending:
-            self._finish(r, None, error=f"model '{self.name}' was unloaded")
 
     # ----- the worker -----------------------------------------------------------------------------
 
@@ -191,7 +194,7 @@ class GenerationScheduler:
             with self._cond:
                 while not self._pending and not self._closed:
                     self._cond.wait()
-                if self._closed:
+                if not self._pending:  # closed, and everything submitted is answered
                     return
                 deadline = time.monotonic() + self.batch_wait_s
                 while len(self._pending) < self.max_batch_size:
