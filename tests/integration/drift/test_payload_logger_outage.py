@@ -50,22 +50,26 @@ def _records(start: int, n: int) -> list[InferenceRecord]:
     ]
 
 
-async def test_every_record_arrives_exactly_once_across_an_outage(drift_registry, tmp_path):
-    port = free_port()
-    data_dir = tmp_path / "drift-data"
-    env = drift_env(drift_registry, tmp_path, 100)  # its data in data_dir
-    registry = CollectorRegistry()
-    logger = PayloadLogger(
-        f"http://127.0.0.1:{port}",
+def _logger(port: int, spool, registry: CollectorRegistry, **kw) -> PayloadLogger:
+    args = dict(
         batch_size=20,
         sample_rate=1.0,
-        spool_dir=tmp_path / "spool",
+        spool_dir=spool,
         spool_max_bytes=50_000_000,
         flush_interval_s=0.1,
         registry=registry,
         retry_interval_s=0.2,
         timeout_s=20.0,  # the first batch waits for the service to fetch the reference from MLflow
     )
+    return PayloadLogger(f"http://127.0.0.1:{port}", **{**args, **kw})
+
+
+async def test_every_record_arrives_exactly_once_across_an_outage(drift_registry, tmp_path):
+    port = free_port()
+    data_dir = tmp_path / "drift-data"
+    env = drift_env(drift_registry, tmp_path, 100)  # its data in data_dir
+    registry = CollectorRegistry()
+    logger = _logger(port, tmp_path / "spool", registry)
 
     def value(name: str) -> float:
         return registry.get_sample_value(name) or 0.0
@@ -111,20 +115,6 @@ async def test_every_record_arrives_exactly_once_across_an_outage(drift_registry
         registry.get_sample_value("mlplatform_payload_records_dropped_total", {"reason": "spool_full"})
         is None
     )
-
-
-def _logger(port: int, spool, registry: CollectorRegistry, **kw) -> PayloadLogger:
-    args = dict(
-        batch_size=20,
-        sample_rate=1.0,
-        spool_dir=spool,
-        spool_max_bytes=50_000_000,
-        flush_interval_s=0.1,
-        registry=registry,
-        retry_interval_s=0.2,
-        timeout_s=20.0,
-    )
-    return PayloadLogger(f"http://127.0.0.1:{port}", **{**args, **kw})
 
 
 async def test_a_killed_process_loses_nothing_and_sigterm_drains_the_spool(drift_registry, tmp_path):

@@ -68,6 +68,18 @@ def _status(url: str, user: str, password: str) -> int:
     return r.status_code
 
 
+def _set_password(url: str, method: str, action: str, password: str) -> None:
+    """As the admin, ``users/create`` or ``users/update-password`` for USER (MLflow's basic-auth API)."""
+    r = httpx.request(
+        method,
+        f"{url}/api/2.0/mlflow/users/{action}",
+        json={"username": USER, "password": password},
+        auth=(ADMIN, ADMIN_PW),
+        timeout=60,
+    )
+    assert r.status_code == 200, r.text
+
+
 async def test_mlflow_credentials_rotate_through_vault(
     openbao: OpenBao, tmp_path: Path, tmp_path_factory, mlflow_env, caplog
 ) -> None:
@@ -100,13 +112,7 @@ async def test_mlflow_credentials_rotate_through_vault(
     backend = None
     repo = None
     try:
-        r = httpx.post(
-            f"{server.url}/api/2.0/mlflow/users/create",
-            json={"username": USER, "password": OLD_PW},
-            auth=(ADMIN, ADMIN_PW),
-            timeout=60,
-        )
-        assert r.status_code == 200, r.text
+        _set_password(server.url, "POST", "create", OLD_PW)
         assert _status(server.url, USER, OLD_PW) == 200
         assert _status(server.url, USER, "guess") == 401  # the server does check passwords
 
@@ -129,13 +135,7 @@ async def test_mlflow_credentials_rotate_through_vault(
         version = repo.get(FOREST).model.version
 
         # 1. the password changes in MLflow: the old one is refused, the loaded model keeps serving
-        r = httpx.patch(
-            f"{server.url}/api/2.0/mlflow/users/update-password",
-            json={"username": USER, "password": NEW_PW},
-            auth=(ADMIN, ADMIN_PW),
-            timeout=60,
-        )
-        assert r.status_code == 200, r.text
+        _set_password(server.url, "PATCH", "update-password", NEW_PW)
         with pytest.raises(RuntimeError, match="answered 401"):
             await repo.reload(FOREST, force=False)
         assert repo.get(FOREST).model.version == version

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psycopg
 
-from mlplatform.core.vault import VaultConfig, VaultSecretsBackend
+from mlplatform.core.vault import VaultSecretsBackend
 from tests.helpers import wait_until_sync
 from tests.openbao import OpenBao
 
@@ -34,12 +34,19 @@ def service_env(vault: OpenBao, tmp_path: Path, jwt: str, **extra: str) -> dict[
         "MLPLATFORM_ENV": "dev",
         "DRIFT_SECRETS_BACKEND": "vault",
         "DRIFT_RETRAIN_MODE": "off",
+        **_vault_vars(vault, ROLE, PATH, token),
+        **extra,
+    }
+
+
+def _vault_vars(vault: OpenBao, role: str, path: str, token: Path) -> dict[str, str]:
+    """The ``VAULT_*`` variables of a login as ``role`` reading ``path``, refreshed every 0.5 s."""
+    return {
         "VAULT_ADDR": vault.addr,
-        "VAULT_ROLE": ROLE,
-        "VAULT_SECRET_PATH": PATH,
+        "VAULT_ROLE": role,
+        "VAULT_SECRET_PATH": path,
         "VAULT_SA_TOKEN_PATH": str(token),
         "VAULT_REFRESH_INTERVAL_S": "0.5",
-        **extra,
     }
 
 
@@ -66,17 +73,9 @@ def serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
 
 def login_as(vault: OpenBao, tmp_path: Path, service: str, path: str) -> VaultSecretsBackend:
     """A VaultSecretsBackend logged in as ``service`` (role ``mlplatform-dev-<service>``, a token the
-    Kubernetes double minted for its service account) reading ``path``, refreshed every 0.5 s."""
-    token = tmp_path / f"{service}.jwt"
-    token.write_text(vault.kube.mint("mlplatform-dev", service))
-    config = VaultConfig(
-        addr=vault.addr,
-        role=f"mlplatform-dev-{service}",
-        secret_paths=(path,),
-        token_path=token,
-        refresh_interval_s=0.5,
-    )
-    return VaultSecretsBackend(config, tick_interval_s=0.1)
+    Kubernetes double minted for its service account) reading ``path``, refreshed every 0.5 s: built
+    from :func:`vault_env` as a service process builds it from its environment."""
+    return VaultSecretsBackend.from_env(vault_env(vault, tmp_path, service, path), tick_interval_s=0.1)
 
 
 def vault_env(vault: OpenBao, tmp_path: Path, service: str, path: str) -> dict[str, str]:
@@ -84,13 +83,7 @@ def vault_env(vault: OpenBao, tmp_path: Path, service: str, path: str) -> dict[s
     token file written to ``tmp_path``."""
     token = tmp_path / f"{service}.jwt"
     token.write_text(vault.kube.mint("mlplatform-dev", service))
-    return {
-        "VAULT_ADDR": vault.addr,
-        "VAULT_ROLE": f"mlplatform-dev-{service}",
-        "VAULT_SECRET_PATH": path,
-        "VAULT_SA_TOKEN_PATH": str(token),
-        "VAULT_REFRESH_INTERVAL_S": "0.5",
-    }
+    return _vault_vars(vault, f"mlplatform-dev-{service}", path, token)
 
 
 def role_backends(dsn: str, role: str) -> list[tuple[int, float]]:

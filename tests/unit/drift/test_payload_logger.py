@@ -36,6 +36,13 @@ def _spooled(path) -> list[InferenceRecord]:  # noqa: ANN001
     return IngestRequest.model_validate_json(path.read_bytes()).all_records()
 
 
+def _logger(url: str, spool_dir, registry: CollectorRegistry, **kw) -> PayloadLogger:  # noqa: ANN001
+    """A logger to ``url`` keeping every record, batches of 10 flushed every 0.05 s, a 10 MB spool in
+    ``spool_dir``; ``kw`` sets any other argument or overrides these."""
+    args = dict(batch_size=10, sample_rate=1.0, spool_max_bytes=10_000_000, flush_interval_s=0.05)
+    return PayloadLogger(url, spool_dir=spool_dir, registry=registry, **{**args, **kw})
+
+
 def _value(registry: CollectorRegistry, name: str, labels: dict | None = None) -> float:
     return registry.get_sample_value(name, labels or {}) or 0.0
 
@@ -45,16 +52,8 @@ async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_p
     spool.mkdir()
     (spool / ".tmp-half-written.json").write_bytes(b'{"records": [')  # left by a crash
     registry = CollectorRegistry()
-    logger = PayloadLogger(
-        f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        batch_size=10,
-        sample_rate=1.0,
-        spool_dir=spool,
-        spool_max_bytes=6000,
-        flush_interval_s=0.05,
-        registry=registry,
-        drain_timeout_s=0.3,
-    )
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    logger = _logger(nowhere, spool, registry, spool_max_bytes=6000, drain_timeout_s=0.3)
     await logger.start()
     assert not list(spool.glob(".tmp-*"))
     for i in range(30):
@@ -83,16 +82,8 @@ async def test_unreachable_drift_spools_atomically_then_drops_at_the_limit(tmp_p
 
 async def test_queue_bound_and_sampling(tmp_path):
     registry = CollectorRegistry()
-    logger = PayloadLogger(
-        f"http://127.0.0.1:{free_port()}",  # nothing listens there
-        batch_size=100,
-        sample_rate=1.0,
-        spool_dir=tmp_path,
-        spool_max_bytes=10_000_000,
-        flush_interval_s=60,
-        registry=registry,
-        max_queue=5,
-    )
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    logger = _logger(nowhere, tmp_path, registry, batch_size=100, flush_interval_s=60, max_queue=5)
     await logger.start()
     for i in range(8):  # submit never blocks; past max_queue the oldest rows move to the disk spool
         logger.submit(_batch(i))
@@ -108,14 +99,12 @@ async def test_queue_bound_and_sampling(tmp_path):
 
     # a queue the spool cannot drain (no event loop running the spill): bounded at 4 x max_queue
     stuck_registry = CollectorRegistry()
-    stuck = PayloadLogger(
+    stuck = _logger(
         "http://127.0.0.1:9",
+        tmp_path / "stuck",
+        stuck_registry,
         batch_size=100,
-        sample_rate=1.0,
-        spool_dir=tmp_path / "stuck",
-        spool_max_bytes=10_000_000,
         flush_interval_s=60,
-        registry=stuck_registry,
         max_queue=5,
     )
     for i in range(25):
@@ -123,14 +112,13 @@ async def test_queue_bound_and_sampling(tmp_path):
     assert stuck.queue_depth == 20
     assert _value(stuck_registry, "mlplatform_payload_records_dropped_total", {"reason": "queue_full"}) == 5
 
-    sampled = PayloadLogger(
+    sampled = _logger(
         "http://127.0.0.1:9",
+        tmp_path,
+        CollectorRegistry(),
         batch_size=100,
-        sample_rate=0.25,
-        spool_dir=tmp_path,
-        spool_max_bytes=10_000_000,
         flush_interval_s=60,
-        registry=CollectorRegistry(),
+        sample_rate=0.25,
     )
     for i in range(2000):
         sampled.submit(_batch(i))
@@ -254,16 +242,8 @@ async def test_stop_with_a_backlog_and_a_slow_receiver_loses_nothing(tmp_path):
     thread.start()
     await wait_until(lambda: server.started, 10.0, step_s=0.02)
     registry = CollectorRegistry()
-    logger = PayloadLogger(
-        f"http://127.0.0.1:{port}",
-        batch_size=10,
-        sample_rate=1.0,
-        spool_dir=tmp_path / "spool",
-        spool_max_bytes=10_000_000,
-        flush_interval_s=0.05,
-        registry=registry,
-        timeout_s=0.5,
-        drain_timeout_s=10.0,
+    logger = _logger(
+        f"http://127.0.0.1:{port}", tmp_path / "spool", registry, timeout_s=0.5, drain_timeout_s=10.0
     )
     await logger.start()
     try:
