@@ -5,6 +5,7 @@ restricted, passes every Gatekeeper policy, and has its own NetworkPolicy."""
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -215,10 +216,7 @@ def test_network_flows_of_the_batch_pods_in_staging(rendered, tmp_path):
     job = Pod("mlplatform-staging", template["metadata"]["labels"])
     pods = pods_of(objects)
     pg = postgres_pod(objects, "staging")
-
-    def allowed(src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
-        return flow_allowed(policies, src, dst, port, protocol)
-
+    allowed = partial(flow_allowed, policies)  # allowed(src, dst, port, protocol="TCP")
     assert allowed(job, pg, 5432) and allowed(job, pods["drift-detection"], 8082)
     assert allowed(job, EXTERNAL_PODS["mlflow"], 5000) and allowed(job, EXTERNAL_PODS["dns"], 53, "UDP")
     assert not allowed(job, pods["feature-store"], 8081) and not allowed(job, EXTERNAL_PODS["redis"], 6379)

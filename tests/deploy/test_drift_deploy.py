@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import re
+from functools import partial
 from typing import Any
 
 import pytest
@@ -449,10 +450,7 @@ def test_network_policies_for_postgres_and_training_pods(rendered, env):
     vault = EXTERNAL_PODS["vault"]
     dns = EXTERNAL_PODS["dns"]
     operator = EXTERNAL_PODS["cnpg-operator"]
-
-    def allowed(src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
-        return flow_allowed(policies, src, dst, port, protocol)
-
+    allowed = partial(flow_allowed, policies)  # allowed(src, dst, port, protocol="TCP")
     assert allowed(pods[DRIFT], pg, 5432)
     assert not allowed(pods["model-serving"], pg, 5432) and not allowed(pods["explainability"], pg, 5432)
     assert allowed(operator, pg, 8000) and allowed(operator, pg, 5432)

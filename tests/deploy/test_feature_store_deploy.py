@@ -11,6 +11,7 @@ PostgreSQL cluster's own).
 from __future__ import annotations
 
 import copy
+from functools import partial
 from typing import Any
 
 import pytest
@@ -191,10 +192,7 @@ def test_network_flows_to_postgres_and_of_the_materialize_pods(rendered, env):
     vault = EXTERNAL_PODS["vault"]
     dns = EXTERNAL_PODS["dns"]
     mlflow = EXTERNAL_PODS["mlflow"]
-
-    def allowed(src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
-        return flow_allowed(policies, src, dst, port, protocol)
-
+    allowed = partial(flow_allowed, policies)  # allowed(src, dst, port, protocol="TCP")
     # every replica reaches the shared database
     assert allowed(pods[FEATURES], pg, 5432)
     if not MATERIALIZES[env]:

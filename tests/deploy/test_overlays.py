@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import re
+from functools import partial
 
 import pytest
 import yaml
@@ -342,10 +343,7 @@ def test_network_policies_allow_exactly_the_needed_flows(rendered, env):
     vault = _external("vault", "vault")
     redis = _external("redis", "redis")
     stranger = Pod(f"mlplatform-{env}", {"app": "debug"})
-
-    def allowed(src: Pod, dst: Pod, port: int, protocol: str = "TCP") -> bool:
-        return flow_allowed(policies, src, dst, port, protocol)
-
+    allowed = partial(flow_allowed, policies)  # allowed(src, dst, port, protocol="TCP")
     # Client API through the ingress controller: serving and explain only.
     assert allowed(nginx, serving, 8080) and allowed(nginx, explain, 8083)
     assert not allowed(nginx, features, 8081) and not allowed(nginx, drift, 8082)
