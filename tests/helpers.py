@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
+import numpy as np
 import pandas as pd
 
 from mlplatform.core.logging import JsonFormatter
@@ -66,6 +67,25 @@ def v2_body(
         body["id"] = request_id
     body.update(extra)
     return body
+
+
+def random_v2_body(
+    meta: Mapping[str, Any], request_id: str, rng: np.random.Generator, rows: int
+) -> dict[str, Any]:
+    """A V2 request of ``rows`` random rows for every input of a model's V2 metadata ``meta``: FP
+    inputs gamma(2, 20) rounded to 3 places, BOOL true 30% of the time, any other type integers 0-4
+    (one draw from ``rng`` per input, in the metadata's order)."""
+    inputs = []
+    for spec in meta["inputs"]:
+        dtype = spec["datatype"]
+        if dtype.startswith("FP"):
+            data = rng.gamma(2.0, 20.0, rows).round(3).tolist()
+        elif dtype == "BOOL":
+            data = (rng.random(rows) < 0.3).tolist()
+        else:
+            data = rng.integers(0, 5, rows).tolist()
+        inputs.append({"name": spec["name"], "shape": [rows], "datatype": dtype, "data": data})
+    return {"id": request_id, "inputs": inputs}
 
 
 @contextlib.asynccontextmanager

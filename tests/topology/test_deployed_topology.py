@@ -51,6 +51,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.helpers import random_v2_body
 from tests.kube_api import KubeApiDouble
 from tests.observability.otlp import OtlpReceiver
 from tests.procs import ServiceProcess, free_port, start_service, wait_ready
@@ -120,20 +121,6 @@ class Outcome:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _body(meta: dict, rng: np.random.Generator, client_id: str) -> dict:
-    inputs = []
-    for spec in meta["inputs"]:
-        dtype = spec["datatype"]
-        if dtype.startswith("FP"):
-            data = rng.gamma(2.0, 20.0, ROWS).round(3).tolist()
-        elif dtype == "BOOL":
-            data = (rng.random(ROWS) < 0.3).tolist()
-        else:
-            data = rng.integers(0, 5, ROWS).tolist()
-        inputs.append({"name": spec["name"], "shape": [ROWS], "datatype": dtype, "data": data})
-    return {"id": client_id, "inputs": inputs}  # clients reuse their ids: never the dedupe key
-
-
 def _load(url: str, key: str, meta: dict, seed: int, stop: threading.Event, out: Outcome) -> None:
     rng = np.random.default_rng(seed)
     with httpx.Client(base_url=url, timeout=30, headers={"Authorization": f"Bearer {key}"}) as client:
@@ -146,7 +133,8 @@ def _load(url: str, key: str, meta: dict, seed: int, stop: threading.Event, out:
                 time.sleep(pause)
             else:
                 due = time.monotonic()  # behind schedule: no catch-up burst
-            body = _body(meta, rng, f"client-{seed}-{n % 4}")
+            # clients reuse their ids: never the dedupe key
+            body = random_v2_body(meta, f"client-{seed}-{n % 4}", rng, ROWS)
             n += 1
             start = time.monotonic()
             try:
@@ -402,7 +390,7 @@ def _prediction_prefix(proc: ServiceProcess, key: str) -> str:
     rng = np.random.default_rng(99)
     r = httpx.post(
         f"{proc.url}/v2/models/{MODEL}/infer",
-        json=_body(meta.json(), rng, "probe"),
+        json=random_v2_body(meta.json(), "probe", rng, ROWS),
         headers={"Authorization": f"Bearer {key}"},
         timeout=10,
     )

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mlplatform.drift.store import SqliteDriftStore
-from tests.helpers import wait_until_sync
+from tests.helpers import random_v2_body, wait_until_sync
 from tests.integration.drift.support import drift_env, serving_env
 from tests.procs import free_port, start_service
 
@@ -23,20 +23,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900
 
 MODEL = "fraud-detector"
 ROWS_PER_REQUEST = 4
-
-
-def _body(meta: dict, request_id: str, rng: np.random.Generator) -> dict:
-    inputs = []
-    for spec in meta["inputs"]:
-        dtype = spec["datatype"]
-        if dtype.startswith("FP"):
-            data = rng.gamma(2.0, 20.0, ROWS_PER_REQUEST).round(3).tolist()
-        elif dtype == "BOOL":
-            data = (rng.random(ROWS_PER_REQUEST) < 0.3).tolist()
-        else:
-            data = rng.integers(0, 5, ROWS_PER_REQUEST).tolist()
-        inputs.append({"name": spec["name"], "shape": [ROWS_PER_REQUEST], "datatype": dtype, "data": data})
-    return {"id": request_id, "inputs": inputs}
 
 
 def _sent(serving_url: str) -> float:
@@ -64,7 +50,9 @@ def test_inferences_reach_drift_exactly_once_across_an_outage(demo_registry, tmp
             with httpx.Client(base_url=serving.url, timeout=30) as client:
                 for i in range(n):
                     rid = f"{prefix}-{i % 3}"  # a client that reuses its ids
-                    r = client.post(f"/v2/models/{MODEL}/infer", json=_body(meta, rid, rng))
+                    r = client.post(
+                        f"/v2/models/{MODEL}/infer", json=random_v2_body(meta, rid, rng, ROWS_PER_REQUEST)
+                    )
                     assert r.status_code == 200, r.text
                     doc = r.json()
                     assert doc["id"] == rid
