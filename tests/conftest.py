@@ -18,6 +18,11 @@ import pytest
 # they start inherit this) unless a test sets SERVING_GRPC_PORT / grpc_port, so parallel tests never collide.
 os.environ.setdefault("SERVING_GRPC_PORT", "0")
 
+# The test process starts as every entry point does: with the process environment defaults (core.environment).
+from mlplatform.core.environment import apply_environment_defaults  # noqa: E402
+
+apply_environment_defaults()
+
 # Feast's import sets PROMETHEUS_MULTIPROC_DIR process-wide; a prometheus_client imported after that keeps
 # values in mmap files shared by every registry of the process, so apps built by different tests would count
 # into each other. Import it now with the variables unset, as `mlplatform serve` does (cli._private_prometheus).

@@ -13,11 +13,18 @@ from typing import Any
 
 import typer
 
+from mlplatform.core.environment import apply_environment_defaults
 from mlplatform.services import SERVICES
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="mlplatform: serving, features, drift, explain"
 )
+
+
+@app.callback()
+def _start_up() -> None:
+    # Runs before every command: this process's start-up (core.environment), whichever command it runs.
+    apply_environment_defaults()
 
 
 def _private_prometheus() -> None:

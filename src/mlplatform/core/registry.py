@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlplatform.core.environment import mlflow_http_timeout
 from mlplatform.core.errors import InvalidInput, NotFound
 
 DEFAULT_ALIAS = "champion"
@@ -76,25 +77,12 @@ class ResolvedVersion:
         return f"models:/{self.name}/{self.version}"
 
 
-#: MLflow's REST client defaults (7 retries, back-off factor 2, 120 s timeout) make one call to an
-#: unreachable server block for minutes, so the services' own retry loops (serving's start-up
-#: back-off, the alias pollers) never run. Unless the operator set them, fail fast instead.
-MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-
-
 def mlflow_client(tracking_uri: str):  # noqa: ANN201 - MlflowClient is imported lazily (slow import)
     """An MLflow client for ``tracking_uri`` (tracking and registry on the same URI).
 
-    For an ``http(s)://`` tracking server, :data:`MLFLOW_HTTP_DEFAULTS` are applied to the process
-    environment where not already set (MLflow reads them on every request).
-    """
-    import os
-
+    Its HTTP retries and timeout follow ``MLFLOW_HTTP_REQUEST_*``, which each process sets at start-up
+    (:mod:`mlplatform.core.environment`), never this function."""
     from mlflow import MlflowClient
-
-    if tracking_uri.startswith(("http://", "https://")):
-        for key, value in MLFLOW_HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
@@ -180,9 +168,7 @@ class RestRegistryClient:
             verify = False
         elif os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH"):
             verify = os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"]
-        timeout = float(
-            os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", MLFLOW_HTTP_DEFAULTS["MLFLOW_HTTP_REQUEST_TIMEOUT"])
-        )
+        timeout = mlflow_http_timeout()
         self._http = httpx.Client(
             base_url=tracking_uri.rstrip("/"),
             auth=_mlflow_env_auth(),

@@ -15,7 +15,6 @@ model is a ``T5ForConditionalGeneration`` built from a small :class:`transformer
 
 from __future__ import annotations
 
-import os
 import random
 import tempfile
 import time
@@ -147,7 +146,6 @@ def build_text_model(
     ``max_tokens``, a few seconds). ``threads`` caps torch's intra-op threads while training (the
     machine is shared).
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from transformers import GenerationConfig, T5Config, T5ForConditionalGeneration
 
@@ -268,7 +266,6 @@ def log_and_register_text_model(
 ) -> str:
     """Log ``model_dir`` with MLflow's ``transformers`` flavour (text2text-generation), register it as
     ``name``, point ``alias`` at the new version and return the version."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import mlflow
     import mlflow.transformers
     import transformers

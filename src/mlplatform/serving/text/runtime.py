@@ -10,7 +10,6 @@ serve the generate extension. Settings (env prefix ``SERVING_TEXT_``) are :class
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -189,7 +188,6 @@ def load_text_model(
 
     from mlplatform.serving.runtimes import LoadedModel, resolve_torch_device
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub while serving
     settings = settings or TextSettings()
     start = time.perf_counter()
     mlmodel = Model.load(str(Path(folder) / "MLmodel"))
