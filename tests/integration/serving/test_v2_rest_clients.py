@@ -24,6 +24,7 @@ from tests.unit.serving.registry_models import (
     TENSOR_WIDTH,
     TYPES,
     shared_registry,
+    tensor_input,
     tensor_model,
 )
 
@@ -79,28 +80,13 @@ def test_tritonclient_http_binary_and_json(server):
             "op": "infer",
             "model": TENSOR,
             "id": "tc-1",
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "shape": [3, TENSOR_WIDTH],
-                    "datatype": "FP32",
-                    "data": x[:3].reshape(-1).tolist(),
-                }
-            ],
+            "inputs": [tensor_input(x[:3])],
         },
         # JSON inputs, one output requested as JSON
         {
             "op": "infer",
             "model": TENSOR,
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "shape": [2, TENSOR_WIDTH],
-                    "datatype": "FP32",
-                    "data": x[3:5].reshape(-1).tolist(),
-                    "binary": False,
-                }
-            ],
+            "inputs": [tensor_input(x[3:5], binary=False)],
             "outputs": [{"name": "probability", "binary": False}],
         },
         {"op": "infer", "model": FOREST, "version": "1", "inputs": columns},
@@ -108,9 +94,7 @@ def test_tritonclient_http_binary_and_json(server):
         {
             "op": "infer",
             "model": TENSOR,
-            "inputs": [
-                {"name": "x", "shape": [1, TENSOR_WIDTH], "datatype": "FP32", "data": [0.0] * TENSOR_WIDTH}
-            ],
+            "inputs": [tensor_input(np.zeros(TENSOR_WIDTH), name="x")],
         },
     ]
     results = run_clients("triton-http", url, calls, headers={"x-api-key": KEY})
@@ -140,9 +124,7 @@ def test_tritonclient_http_without_a_key_is_refused(server):
             {
                 "op": "infer",
                 "model": TENSOR,
-                "inputs": [
-                    {"name": "input-0", "shape": [1, TENSOR_WIDTH], "datatype": "FP32", "data": x[0].tolist()}
-                ],
+                "inputs": [tensor_input(x[0])],
             }
         ],
     )
@@ -159,27 +141,12 @@ def test_kserve_rest_client(server):
             "op": "infer",
             "model": TENSOR,
             "id": "ks-1",
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "shape": [4, TENSOR_WIDTH],
-                    "datatype": "FP32",
-                    "data": x[:4].reshape(-1).tolist(),
-                }
-            ],
+            "inputs": [tensor_input(x[:4])],
         },
         {
             "op": "infer",
             "model": TENSOR,
-            "inputs": [
-                {
-                    "name": "input-0",
-                    "shape": [2, TENSOR_WIDTH],
-                    "datatype": "FP32",
-                    "data": x[:2].reshape(-1).tolist(),
-                    "binary": True,
-                }
-            ],
+            "inputs": [tensor_input(x[:2], binary=True)],
             "outputs": [{"name": "probability", "binary": True}],
         },
         {

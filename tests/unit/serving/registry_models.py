@@ -99,28 +99,58 @@ def _logging_run(uri: str) -> Iterator[None]:
             yield
 
 
-def register_sklearn(uri: str, name: str, model, df: pd.DataFrame, alias: str = "champion") -> str:  # noqa: ANN001
+def _register(
+    uri: str,
+    name: str,
+    alias: str,
+    log_model: Any,
+    model: Any,
+    example: Any,
+    prediction: np.ndarray,
+    *,
+    reference: bool = True,
+    **flavour: Any,
+) -> str:
+    """Log ``model`` with ``log_model`` (an MLflow flavour's), its signature inferred from ``example``
+    (a frame or matrix) and ``prediction``, its first five rows as the input example, registered as
+    ``name``; with ``reference``, the training reference sample every version carries (``example``
+    a frame). Points ``alias`` at the new version and returns it. ``flavour``: the flavour's options."""
     import mlflow
-    import mlflow.sklearn
-    import skops.io
     from mlflow.models import infer_signature
 
     with _logging_run(uri):
-        sig = infer_signature(df, model.predict_proba(df)[:, 1])
-        info = mlflow.sklearn.log_model(
+        info = log_model(
             model,
             name="model",
-            signature=sig,
-            input_example=df.head(5),
+            signature=infer_signature(example, prediction),
+            input_example=example[:5],
             registered_model_name=name,
-            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
-            pip_requirements=["scikit-learn"],
+            **flavour,
         )
-        _log_reference(df, model.predict_proba(df)[:, 1])
+        if reference:
+            _log_reference(example, prediction)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, alias, version)
     return version
+
+
+def _sklearn_options(model: Any) -> dict[str, Any]:
+    import skops.io
+
+    return {
+        "skops_trusted_types": skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+        "pip_requirements": ["scikit-learn"],
+    }
+
+
+def register_sklearn(uri: str, name: str, model, df: pd.DataFrame, alias: str = "champion") -> str:  # noqa: ANN001
+    import mlflow.sklearn
+
+    prediction = model.predict_proba(df)[:, 1]
+    return _register(
+        uri, name, alias, mlflow.sklearn.log_model, model, df, prediction, **_sklearn_options(model)
+    )
 
 
 def _log_reference(df: pd.DataFrame, prediction: np.ndarray) -> None:
@@ -138,29 +168,22 @@ def _log_reference(df: pd.DataFrame, prediction: np.ndarray) -> None:
 
 
 def register_torch(uri: str, name: str, model, df: pd.DataFrame, alias: str = "champion") -> str:  # noqa: ANN001
-    import mlflow
     import mlflow.pytorch
     import torch
-    from mlflow.models import infer_signature
 
     with torch.no_grad():
         out = model(torch.tensor(df.to_numpy(dtype=np.float32))).numpy()
-    with _logging_run(uri):
-        sig = infer_signature(df, out)
-        info = mlflow.pytorch.log_model(
-            model,
-            name="model",
-            signature=sig,
-            input_example=df.head(5),
-            registered_model_name=name,
-            serialization_format="pickle",
-            pip_requirements=["torch"],
-        )
-        _log_reference(df, out)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = str(info.registered_model_version)
-    client.set_registered_model_alias(name, alias, version)
-    return version
+    return _register(
+        uri,
+        name,
+        alias,
+        mlflow.pytorch.log_model,
+        model,
+        df,
+        out,
+        serialization_format="pickle",
+        pip_requirements=["torch"],
+    )
 
 
 def register_demo_models(root: Path) -> Registry:
@@ -189,30 +212,33 @@ def tensor_model(uri: str) -> tuple[Any, np.ndarray]:
     Returns the fitted model and its training matrix."""
     if "tensor" in _SHARED:
         return _SHARED["tensor"]
-    import mlflow
     import mlflow.sklearn
-    import skops.io
-    from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
     rng = np.random.default_rng(3)
     x = rng.normal(size=(400, TENSOR_WIDTH)).astype(np.float32)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
     model = LogisticRegression(max_iter=500).fit(x, y)
-    with _logging_run(uri):
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(x, model.predict_proba(x)[:, 1]),
-            input_example=x[:5],
-            registered_model_name=TENSOR,
-            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
-            pip_requirements=["scikit-learn"],
-        )
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    client.set_registered_model_alias(TENSOR, "champion", str(info.registered_model_version))
+    prediction = model.predict_proba(x)[:, 1]
+    options = _sklearn_options(model)
+    _register(
+        uri, TENSOR, "champion", mlflow.sklearn.log_model, model, x, prediction, reference=False, **options
+    )
     _SHARED["tensor"] = (model, x)
     return model, x
+
+
+def tensor_input(x: np.ndarray, **extra: Any) -> dict[str, Any]:
+    """The tensor model's one V2 input (``input-0``, FP32 ``[N, TENSOR_WIDTH]``) holding the rows of
+    ``x`` (one row or several) as flat JSON ``data``; ``extra`` adds keys (``binary``) or overrides one."""
+    rows = np.atleast_2d(x)
+    return {
+        "name": "input-0",
+        "shape": list(rows.shape),
+        "datatype": "FP32",
+        "data": rows.reshape(-1).tolist(),
+        **extra,
+    }
 
 
 def shared_registry(root: Path) -> Registry:

@@ -43,6 +43,16 @@ def binary_request(doc: dict, blobs: list[bytes]) -> tuple[bytes, dict[str, str]
     }
 
 
+def binary_tensor(x: np.ndarray, size_delta: int = 0) -> tuple[dict, bytes]:
+    """The tensor model's request for the rows of ``x`` with their data as a binary blob: the header's
+    document (its ``binary_data_size`` off by ``size_delta``) and the blob."""
+    blob = x.astype("<f4").tobytes()
+    size = {"binary_data_size": len(blob) + size_delta}
+    return {
+        "inputs": [{"name": "input-0", "shape": [len(x), K], "datatype": "FP32", "parameters": size}]
+    }, blob
+
+
 def read_binary_response(r: httpx.Response) -> dict[str, np.ndarray]:
     """Outputs of a binary-extension response, decoded the way the extension specifies."""
     n = int(r.headers["inference-header-content-length"])
@@ -176,18 +186,8 @@ async def test_requested_outputs_each_as_json_or_binary(served, tensor_model):
     meta = (await served.client.get(f"/v2/models/{TENSOR}")).json()
     names = [o["name"] for o in meta["outputs"]]
     assert len(names) >= 2
-    blob = x[:2].astype("<f4").tobytes()
-    doc = {
-        "inputs": [
-            {
-                "name": "input-0",
-                "shape": [2, K],
-                "datatype": "FP32",
-                "parameters": {"binary_data_size": len(blob)},
-            }
-        ],
-        "outputs": [{"name": names[1], "parameters": {"binary_data": True}}, {"name": names[0]}],
-    }
+    doc, blob = binary_tensor(x[:2])
+    doc["outputs"] = [{"name": names[1], "parameters": {"binary_data": True}}, {"name": names[0]}]
     body, headers = binary_request(doc, [blob])
     r = await served.client.post(f"/v2/models/{TENSOR}/infer", content=body, headers=headers)
     assert r.status_code == 200, r.text
@@ -217,17 +217,7 @@ async def test_binary_framing_mistakes_are_4xx(
     served, tensor_model, header, extra, size_delta, status, fragment
 ):
     _, x = tensor_model
-    blob = x[:2].astype("<f4").tobytes()
-    doc = {
-        "inputs": [
-            {
-                "name": "input-0",
-                "shape": [2, K],
-                "datatype": "FP32",
-                "parameters": {"binary_data_size": len(blob) + size_delta},
-            }
-        ]
-    }
+    doc, blob = binary_tensor(x[:2], size_delta)
     body, headers = binary_request(doc, [blob + extra])
     if header is not None:
         headers["inference-header-content-length"] = header
