@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlplatform.serving.text.detokenizer import IncrementalDetokenizer
 from mlplatform.serving.text.metrics import KIND_DISCONNECTED, KIND_INTERNAL, GenerationMetrics
 
 log = logging.getLogger("mlplatform.serving.text")
@@ -65,6 +66,7 @@ class GenRequest:
     first_token_at: float | None = None
     finish_reason: str | None = None
     cancelled: bool = False
+    detokenizer: IncrementalDetokenizer | None = None
 
     def cancel(self) -> None:
         """Drop this request from its batch at the next decoder step (thread-safe: a flag)."""
@@ -327,7 +329,9 @@ class GenerationScheduler:
             self._finish(r, FINISH_STOP)
             return True
         r.generated.append(token)
-        text = self.tokenizer.decode(r.generated, skip_special_tokens=True)
+        if r.detokenizer is None:
+            r.detokenizer = IncrementalDetokenizer(self.tokenizer)
+        text = r.detokenizer.text_of(r.generated)  # the whole text, decoding only the newest tokens
         finished = None
         for s in r.params.stop:
             k = text.find(s)
