@@ -15,6 +15,7 @@ import sys
 
 import jinja2
 import yaml
+from stale_files import report_stale  # scripts/stale_files.py, beside this script
 
 from mlplatform.deploy.chart_values import check, write
 from mlplatform.deploy.render import find_repo_root
@@ -29,13 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     root = find_repo_root()
     try:
         if args.check:
-            stale = check(root)
-            for item in stale:
-                print(item, file=sys.stderr)
-            if stale:
-                print("run: make chart-values", file=sys.stderr)
-                return 1
-            return 0
+            return 1 if report_stale(check(root), "chart-values") else 0
         for path in write(root):
             print(f"updated {path}")
     except (ValueError, OSError, jinja2.TemplateError, yaml.YAMLError) as exc:  # a broken source

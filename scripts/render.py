@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from stale_files import report_stale  # scripts/stale_files.py, beside this script
+
 from mlplatform.deploy.chart_values import check as check_chart_values
 from mlplatform.deploy.render import (
     RenderError,
@@ -44,21 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.record_chart_digests:
             for chart, entry in record_chart_digests(root).items():
                 print(f"{chart} {entry['version']} {entry['sha256'][:12]}")
-        if args.check_chart_files:
-            drift = check_chart_files(root)
-            for item in drift:
-                print(item, file=sys.stderr)
-            if drift:
-                print("run: make chart-files", file=sys.stderr)
-                return 1
+        if args.check_chart_files and report_stale(check_chart_files(root), "chart-files"):
+            return 1
         if args.env:
-            drift = check_chart_files(root)
-            if drift:
-                print("\n".join(str(d) for d in drift) + "\nrun: make chart-files", file=sys.stderr)
+            if report_stale(check_chart_files(root), "chart-files"):
                 return 1
-            stale = check_chart_values(root)
-            if stale:
-                print("\n".join(str(s) for s in stale) + "\nrun: make chart-values", file=sys.stderr)
+            if report_stale(check_chart_values(root), "chart-values"):
                 return 1
             objects = render_overlay(args.env, root)
             out = args.out or root / "rendered" / args.env
