@@ -108,41 +108,30 @@ def bench_ingest() -> dict[str, float]:
     import hashlib
     import secrets
 
+    from scripts.bench.drift_backends import per_backend
     from tests.observability.otlp import OtlpReceiver
-    from tests.pg import start_postgres
-    from tests.procs import start_service
+    from tests.procs import ServiceProcess
     from tests.unit.drift.tiny_registry import MODEL, make_frame, make_registry, records
 
     key = secrets.token_urlsafe(24)
-    rates: dict[str, float] = {}
+
+    def measure(backend: str, svc: ServiceProcess) -> float:
+        recs = records(make_frame(INGEST_RECORDS, seed=9), MODEL, "1", f"bench-{backend}")
+        bodies = [{"records": recs[i : i + BATCH]} for i in range(0, len(recs), BATCH)]
+        seconds = asyncio.run(_ingest(svc.url, bodies, key))
+        return (len(recs) - BATCH) / seconds
+
     with tempfile.TemporaryDirectory() as tmp, OtlpReceiver() as otlp:
         reg = make_registry(Path(tmp) / "registry")
-        pg = start_postgres(Path(tmp) / "pg")
-        try:
-            for backend, dsn in (("sqlite", ""), ("postgresql", pg.dsn())):
-                env = {
-                    **reg.env(),
-                    "MLPLATFORM_DATA_DIR": str(Path(tmp) / f"data-{backend}"),
-                    # the prod overlay's settings: keys on, INFO logs, tracing exported
-                    "DRIFT_AUTH_ENABLED": "true",
-                    "MLPLATFORM_API_KEYS": f"{hashlib.sha256(key.encode()).hexdigest()}:drift:write",
-                    "DRIFT_LOG_LEVEL": "INFO",
-                    "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
-                    "DRIFT_WINDOW_SIZE": "1000",
-                    "DRIFT_RETRAIN_MODE": "off",
-                    "DRIFT_DATABASE_URL": dsn,
-                }
-                svc = start_service("drift-detection", env, Path(tmp) / "logs")
-                try:
-                    recs = records(make_frame(INGEST_RECORDS, seed=9), MODEL, "1", f"bench-{backend}")
-                    bodies = [{"records": recs[i : i + BATCH]} for i in range(0, len(recs), BATCH)]
-                    seconds = asyncio.run(_ingest(svc.url, bodies, key))
-                    rates[backend] = (len(recs) - BATCH) / seconds
-                finally:
-                    svc.stop()
-        finally:
-            pg.stop()
-    return rates
+        env = {
+            **reg.env(),
+            # the prod overlay's settings: keys on, INFO logs, tracing exported
+            "DRIFT_AUTH_ENABLED": "true",
+            "MLPLATFORM_API_KEYS": f"{hashlib.sha256(key.encode()).hexdigest()}:drift:write",
+            "DRIFT_LOG_LEVEL": "INFO",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.endpoint,
+        }
+        return per_backend(Path(tmp), env, measure)
 
 
 def main() -> None:

@@ -225,62 +225,48 @@ LABEL_BATCH = 2_000
 
 def bench_labels() -> dict[str, float]:
     """labels/s per store backend (a real drift-detection process each)."""
+    import tempfile
+
     import httpx
-    from tests.pg import start_postgres
-    from tests.procs import start_service
+    from scripts.bench.drift_backends import per_backend
+    from tests.procs import ServiceProcess
     from tests.unit.drift.quality_registry import QMODEL, add_quality_model, labels, population
     from tests.unit.drift.tiny_registry import make_registry, records
 
-    rates: dict[str, float] = {}
-    import tempfile
+    def measure(backend: str, svc: ServiceProcess) -> float:
+        frame = population(LABELS, seed=9)
+        recs = records(frame, QMODEL, "1", f"b-{backend}")
+        y = labels(frame, 10)
+        with httpx.Client(base_url=svc.url, timeout=120) as client:
+            for i in range(0, len(recs), 1000):
+                client.post("/v1/records", json={"records": recs[i : i + 1000]}).raise_for_status()
+            client.get(f"/v1/models/{QMODEL}/quality").raise_for_status()  # estimates done
+            bodies = [
+                {
+                    "labels": [
+                        {"prediction_id": f"b-{backend}-{j}", "label": int(y[j])}
+                        for j in range(i, i + LABEL_BATCH)
+                    ]
+                }
+                for i in range(0, LABELS, LABEL_BATCH)
+            ]
+            t0 = time.perf_counter()
+            for body in bodies:
+                r = client.post(f"/v1/models/{QMODEL}/labels", json=body)
+                r.raise_for_status()
+                assert r.json()["accepted"] == LABEL_BATCH, r.text
+            return LABELS / (time.perf_counter() - t0)
 
     with tempfile.TemporaryDirectory() as tmp:
         reg = make_registry(Path(tmp) / "registry")
         add_quality_model(reg.uri, Path(tmp) / "quality")
-        pg = start_postgres(Path(tmp) / "pg")
-        try:
-            for backend, dsn in (("sqlite", ""), ("postgresql", pg.dsn())):
-                env = {
-                    **reg.env(),
-                    "MLPLATFORM_DATA_DIR": str(Path(tmp) / f"data-{backend}"),
-                    "DRIFT_AUTH_ENABLED": "false",
-                    "DRIFT_LOG_LEVEL": "WARNING",
-                    "DRIFT_WINDOW_SIZE": "1000",
-                    "DRIFT_RETRAIN_MODE": "off",
-                    "DRIFT_DATABASE_URL": dsn,
-                    "DRIFT_MULTIVARIATE": '{"methods": []}',
-                }
-                svc = start_service("drift-detection", env, Path(tmp) / "logs")
-                try:
-                    frame = population(LABELS, seed=9)
-                    recs = records(frame, QMODEL, "1", f"b-{backend}")
-                    y = labels(frame, 10)
-                    with httpx.Client(base_url=svc.url, timeout=120) as client:
-                        for i in range(0, len(recs), 1000):
-                            client.post(
-                                "/v1/records", json={"records": recs[i : i + 1000]}
-                            ).raise_for_status()
-                        client.get(f"/v1/models/{QMODEL}/quality").raise_for_status()  # estimates done
-                        bodies = [
-                            {
-                                "labels": [
-                                    {"prediction_id": f"b-{backend}-{j}", "label": int(y[j])}
-                                    for j in range(i, i + LABEL_BATCH)
-                                ]
-                            }
-                            for i in range(0, LABELS, LABEL_BATCH)
-                        ]
-                        t0 = time.perf_counter()
-                        for body in bodies:
-                            r = client.post(f"/v1/models/{QMODEL}/labels", json=body)
-                            r.raise_for_status()
-                            assert r.json()["accepted"] == LABEL_BATCH, r.text
-                        rates[backend] = LABELS / (time.perf_counter() - t0)
-                finally:
-                    svc.stop()
-        finally:
-            pg.stop()
-    return rates
+        env = {
+            **reg.env(),
+            "DRIFT_AUTH_ENABLED": "false",
+            "DRIFT_LOG_LEVEL": "WARNING",
+            "DRIFT_MULTIVARIATE": '{"methods": []}',
+        }
+        return per_backend(Path(tmp), env, measure)
 
 
 def main() -> None:
