@@ -19,6 +19,7 @@ log-odds when every input token is masked.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -177,7 +178,13 @@ def _teacher_forcing_class() -> type:
 
 
 class TextShapExplainer:
-    """Partition SHAP over a text model's tokens. Not re-entrant: calls are serialised by a lock."""
+    """Partition SHAP over a text model's tokens. Not re-entrant: calls are serialised by a lock.
+
+    Requests are validated (:meth:`count_tokens`, :meth:`output_ids`) on the event loop while an
+    explanation runs in a worker thread, and a fast tokenizer is not thread-safe (``RuntimeError:
+    Already borrowed`` when one thread changes its padding while another encodes): validation uses its
+    own copy of the tokenizer; the model's is the explanation's.
+    """
 
     kind = EXPLAINER_KIND
     output_space = OUTPUT_SPACE
@@ -190,6 +197,7 @@ class TextShapExplainer:
         self.device: Any = None
         self._teacher: Any = None
         self._masker: Any = None
+        self._request_tokenizer: Any = None  # the event loop's copy of the tokenizer
 
     @property
     def feature_names(self) -> list[str]:
@@ -205,6 +213,7 @@ class TextShapExplainer:
         want_cuda = s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available())
         self.device = torch.device("cuda" if want_cuda else "cpu")
         self.model.model.to(self.device).eval()
+        self._request_tokenizer = copy.deepcopy(self.model.tokenizer)
         self._teacher = _teacher_forcing_class()(
             self.model.model, self.model.tokenizer, batch_size=s.text_batch_size, device=self.device
         )
@@ -222,8 +231,8 @@ class TextShapExplainer:
             self._masker = None
 
     def count_tokens(self, text: str) -> int:
-        """Input tokens of ``text`` as the model sees it (special tokens included)."""
-        return len(self.model.tokenizer(text)["input_ids"])
+        """Input tokens of ``text`` as the model sees it (special tokens included); for request validation."""
+        return len(self._request_tokenizer(text)["input_ids"])
 
     def _generate(self, text: str, max_tokens: int) -> np.ndarray:
         """The model's greedy output token ids for ``text`` (start and end-of-sequence tokens removed)."""
@@ -251,8 +260,9 @@ class TextShapExplainer:
         return np.asarray([ids], dtype=np.int64)
 
     def output_ids(self, output: str) -> list[int]:
-        """Token ids of a given output text, as the model would write it (no special tokens)."""
-        return list(self.model.tokenizer(output, add_special_tokens=False)["input_ids"])
+        """Token ids of a given output text, as the model would write it (no special tokens); for request
+        validation."""
+        return _output_ids(self._request_tokenizer, output)
 
     def explain(
         self, texts: list[str], *, max_evals: int, max_tokens: int, outputs: list[str] | None = None
@@ -271,7 +281,7 @@ class TextShapExplainer:
         if output is None:
             target = self._generate(text, max_tokens)
         else:
-            target = np.asarray([self.output_ids(output)], dtype=np.int64)
+            target = np.asarray([_output_ids(tok, output)], dtype=np.int64)
         output_ids = target[0].tolist()
         input_tokens = self._input_tokens(text)
         if not output_ids:  # the model answers with end-of-sequence at once: nothing to attribute
@@ -299,6 +309,10 @@ class TextShapExplainer:
         segments, ids = self._masker.token_segments(text)
         names = self.model.tokenizer.convert_ids_to_tokens(list(ids))
         return [seg.strip() or str(name) for seg, name in zip(segments, names, strict=True)]
+
+
+def _output_ids(tokenizer: Any, output: str) -> list[int]:  # noqa: ANN401
+    return list(tokenizer(output, add_special_tokens=False)["input_ids"])
 
 
 # request handling ----------------------------------------------------------------------------------
