@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +22,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def serve_until_exit(
+    service: str, env: Mapping[str, str], timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``mlplatform serve <service>`` on a free port with exactly ``env`` until it exits (a start-up
+    meant to fail); its exit code and its stdout and stderr, as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlplatform.cli", "serve", service, "--port", str(free_port())],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 @dataclass

@@ -29,7 +29,7 @@ from mlplatform.features.database import DatabaseURL
 from mlplatform.features.store import FeatureRepoPaths, write_sources
 from mlplatform.training.data import generate_transactions
 from tests.integration.features.conftest import REDIS_PASSWORD, check_reads
-from tests.procs import running_service
+from tests.procs import running_service, serve_until_exit
 from tests.unit.features.small_repo import SmallRepo
 
 pytestmark = pytest.mark.integration
@@ -224,13 +224,7 @@ def test_unusable_database_stops_startup_with_one_line(postgres, tmp_path: Path)
         "FEATURES_DATABASE_URL": url,
     }
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "mlplatform.cli", "serve", "feature-store", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = serve_until_exit("feature-store", env)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 2, output
     assert "Traceback" not in output and "hunter2" not in output
