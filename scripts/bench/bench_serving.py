@@ -127,6 +127,14 @@ def run_wrk(cmd: list[str], pid: int) -> tuple[dict[str, float], str, float]:
     return stats, res.stdout, per_req
 
 
+def wrk_runs(cmd: list[str], pid: int, repeat: int, pinned: bool) -> list[tuple[dict[str, float], float]]:
+    """Pin server ``pid`` to core 0 when ``pinned``, then ``repeat`` wrk runs of ``cmd`` against it
+    (:func:`run_wrk`): wrk stats and server CPU us/request of each."""
+    if pinned:
+        pin(pid, 0)
+    return [(stats, per_req) for stats, _, per_req in (run_wrk(cmd, pid) for _ in range(repeat))]
+
+
 def bare_fastapi_baseline(
     wrk_cmd: list[str], lua: Path, pinned: bool, repeat: int = 1
 ) -> list[tuple[dict[str, float], float]]:
@@ -142,14 +150,7 @@ def bare_fastapi_baseline(
     proc = subprocess.Popen([sys.executable, "-c", BARE_APP, str(port)])
     try:
         wait_ready(f"http://127.0.0.1:{port}", 60, proc, path="/docs")
-        if pinned:
-            pin(proc.pid, 0)
-        cmd = [*wrk_cmd[:-1], f"http://127.0.0.1:{port}/infer"]
-        runs = []
-        for _ in range(repeat):
-            stats, _, per_req = run_wrk(cmd, proc.pid)
-            runs.append((stats, per_req))
-        return runs
+        return wrk_runs([*wrk_cmd[:-1], f"http://127.0.0.1:{port}/infer"], proc.pid, repeat, pinned)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -329,17 +330,11 @@ def mlserver_throughput(
         from tests.procs import wait_ready
 
         wait_ready(f"http://127.0.0.1:{port}", 180, proc, path=f"/v2/models/{MODEL}/ready")
-        if pinned:
-            pin(proc.pid, 0)
         lua = tmp / "mlserver.lua"
         lua.write_text(LUA % (BENCH_KEY, json.dumps({**body, "parameters": {"content_type": "pd"}})))
         url = f"http://127.0.0.1:{port}/v2/models/{MODEL}/infer"
         cmd = wrk_command(wrk, lua, url, args.connections, args.duration, pinned)
-        out = []
-        for _ in range(max(1, args.repeat)):
-            stats, _, us = run_wrk(cmd, proc.pid)
-            out.append((stats, us))
-        return out
+        return wrk_runs(cmd, proc.pid, max(1, args.repeat), pinned)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
