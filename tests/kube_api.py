@@ -127,12 +127,7 @@ class KubeApiDouble:
                 self._reply(code, status_body(code, reason, message))
 
             def _reply(self, code: int, obj: dict[str, Any]) -> None:
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, obj)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -145,6 +140,17 @@ class KubeApiDouble:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+
+def send_json(handler: BaseHTTPRequestHandler, code: int, obj: dict[str, Any]) -> None:
+    """Answer ``code`` with ``obj`` as a JSON body (Content-Type and Content-Length set), as the API
+    server answers."""
+    data = json.dumps(obj).encode()
+    handler.send_response(code)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 def status_body(code: int, reason: str, message: str) -> dict[str, Any]:

@@ -38,7 +38,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from tests.helpers import stop_process
-from tests.kube_api import status_body
+from tests.kube_api import send_json, status_body
 from tests.procs import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,12 +104,7 @@ class TokenReviewDouble:
                 self._send(201, double.review(token, review.get("spec", {}).get("audiences") or []))
 
             def _send(self, code: int, body: dict[str, Any]) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                send_json(self, code, body)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
