@@ -116,6 +116,13 @@ def _select_outputs(pred: Prediction, wanted: list[str] | None) -> list[tuple[st
     return [(w, outputs[w]) for w in wanted]
 
 
+def _checked(handle: ModelHandle, frame: Frame) -> Frame:
+    """The frame a model's batcher takes: text models check theirs per request, before batching (strings,
+    not empty, within the context) and hand it on with what the check computed (token ids)."""
+    check = getattr(handle.model.runtime, "check_frame", None)
+    return frame if check is None else check(frame)
+
+
 class ServingDataPlane:
     """Inference, metadata and readiness over the model repository; owns the repository and the clients
     it builds from settings (feature store, payload logger), started and stopped with it."""
@@ -274,18 +281,14 @@ class ServingDataPlane:
             model_version = handle.model.version
             doc = load_json(body) if body is not None else None
             frame, inputs_rows, req = await self._frame(handle, doc, req)
-            if (check := getattr(handle.model.runtime, "check_frame", None)) is not None:
-                check(
-                    frame
-                )  # text models: strings, not empty, within the context (per request, before batching)
             try:
-                pred = await handle.batcher.submit(frame)
+                pred = await handle.batcher.submit(_checked(handle, frame))
             except BatcherClosed:
                 # swapped while we waited for features: run on the version now being served
                 handle = self._handle(name, version)
                 model_version = handle.model.version
                 frame, inputs_rows, req = await self._frame(handle, doc, req)
-                pred = await handle.batcher.submit(frame)
+                pred = await handle.batcher.submit(_checked(handle, frame))
             if req is None:  # the fast path: a plain dict document
                 rid, wanted = doc.get("id") or request_id, None  # type: ignore[union-attr]
                 params = doc.get("parameters")  # type: ignore[union-attr]

@@ -254,6 +254,27 @@ async def test_sampling_is_repeatable_with_a_seed(served, reference) -> None:  #
     assert await gen(temperature=1.5, top_p=1e-9, seed=5) == reference(ARTICLES[0], 12)
 
 
+async def test_v2_infer_tokenizes_each_text_once(served, reference, monkeypatch) -> None:  # noqa: ANN001
+    """Validation tokenizes the rows and hands their ids on to predict, which does not tokenize again."""
+    app, client, _ = served
+    rt = app.state.repository.get("summarizer").model.runtime
+    calls: list[str] = []
+    tokenizer = rt.tokenizer
+
+    def counting(text: str, **kw: Any) -> Any:  # noqa: ANN401
+        calls.append(text)
+        return tokenizer(text, **kw)
+
+    monkeypatch.setattr(rt, "tokenizer", counting)
+    for texts in (ARTICLES[:2], [ARTICLES[0]] * 2):  # the second: rows of equal token counts
+        calls.clear()
+        body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [2], "data": texts}]}
+        r = await client.post("/v2/models/summarizer/infer", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["data"] == [reference(a, 32) for a in texts]
+        assert calls == texts
+
+
 async def test_a_hot_swap_loses_no_generation(served, reference) -> None:  # noqa: ANN001
     """A forced reload swaps the summarizer's handle while generations run: those already submitted
     finish on the old version with their full text (its scheduler drains before it exits), and one

@@ -28,6 +28,9 @@ log = logging.getLogger("mlplatform.serving.text")
 
 TEXT_INPUT = "text_input"
 TEXT_OUTPUT = "text_output"
+#: the column :meth:`TextGenerationRuntime.check_frame` adds: each row's token ids, so ``predict`` does not
+#: tokenize again (batched frames concatenate it with the texts)
+TOKEN_IDS = "text_input:token_ids"
 #: pipeline tasks served by the generation scheduler
 GENERATION_TASKS = frozenset({"text2text-generation", "summarization", "translation", "text-generation"})
 _UNBOUNDED = 1_000_000
@@ -131,17 +134,23 @@ class TextGenerationRuntime:
             )
         return list(ids)
 
-    def check_frame(self, frame: Frame) -> list[list[int]]:
-        """Validate (and tokenize) a V2 infer request's ``text_input`` rows."""
+    def check_frame(self, frame: Frame) -> Frame:
+        """Validate and tokenize a V2 infer request's ``text_input`` rows: the frame with their token ids
+        (column :data:`TOKEN_IDS`), which :meth:`predict` takes as they are."""
         values = frame.columns[TEXT_INPUT]
         where = f"input '{TEXT_INPUT}' element"
         # V2 infer generates default_max_tokens: a decoder-only model needs room for them after the input
-        return [self.encode(v, f"{where} {i}", self.default_max_tokens) for i, v in enumerate(values)]
+        ids = np.empty(len(values), dtype=object)  # one list per row (equal lengths stay lists)
+        for i, v in enumerate(values):
+            ids[i] = self.encode(v, f"{where} {i}", self.default_max_tokens)
+        return Frame(matrix=None, columns={**frame.columns, TOKEN_IDS: ids}, n_rows=frame.n_rows)
 
     def predict(self, frame: Frame) -> Any:  # noqa: ANN401 - a runtimes.Prediction
         from mlplatform.serving.runtimes import Prediction
 
-        ids = self.check_frame(frame)
+        if TOKEN_IDS not in frame.columns:  # not validated yet (a direct call)
+            frame = self.check_frame(frame)
+        ids = list(frame.columns[TOKEN_IDS])
         texts = self.scheduler.generate_blocking(ids, GenParams(max_tokens=self.default_max_tokens))
         return Prediction({TEXT_OUTPUT: np.array(texts, dtype=object)})
 
@@ -159,13 +168,15 @@ class PyfuncTextRuntime:
         self.model = model
         self.columns = columns
 
-    def check_frame(self, frame: Frame) -> None:
+    def check_frame(self, frame: Frame) -> Frame:
+        """Validate a V2 infer request's string rows (the frame as it is)."""
         for col in self.columns:
             for i, v in enumerate(frame.columns[col]):
                 if not isinstance(v, str):
                     raise InvalidInput(f"input '{col}' element {i}: must be a string")
                 if not v.strip():
                     raise InvalidInput(f"input '{col}' element {i}: is empty")
+        return frame
 
     def predict(self, frame: Frame) -> Any:  # noqa: ANN401
         import pandas as pd
