@@ -515,8 +515,8 @@ def drift() -> Any:
     ]  # fmt: skip
     descriptor = d + "text_descriptor"  # drift/text.py: descriptor means per window
     text = [
-        ts(title, (agg(descriptor, f'descriptor="{name}", {feat}', "model, feature, window"),
-           "{{model}} {{feature}} {{window}}"), unit=unit, w=8, desc=desc)
+        ts(title, (agg(descriptor, f'descriptor="{name}", {feat}', "model, version, feature, window"),
+           "{{model}} v{{version}} {{feature}} {{window}}"), unit=unit, w=8, desc=desc)
         for title, name, unit, desc in (
             ("Text length (mean characters per text)", "length", "short", ""),
             ("Out-of-vocabulary word share (mean)", "oov_share", "percentunit",

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from mlplatform.core.metrics import metric_catalogue
+
 ROOT = Path(__file__).resolve().parents[2]
 OBS = ROOT / "observability"
 RULES_DIR = OBS / "prometheus" / "rules"
@@ -116,8 +118,9 @@ _DECLARED = re.compile(r'"((?:mlplatform|process|python)_[a-z0-9_]+)"')
 
 
 def declared_metrics() -> set[str]:
-    """Metric names declared in src/ (string literals passed to prometheus_client), with exposed suffixes."""
-    names: set[str] = set()
+    """Metric names declared in the metrics catalogue and in src/ (string literals passed to
+    prometheus_client beside their code), with exposed suffixes."""
+    names = {m.name for c in metric_catalogue().classes.values() for m in c.metrics}
     for path in (ROOT / "src").rglob("*.py"):
         for name in _DECLARED.findall(path.read_text()):
             names.add(name)

@@ -380,7 +380,7 @@ class DriftDataPlane:
                 m.psi.labels(model, version, name).set(col["psi"])
             for descriptor, values in (col.get("descriptors") or {}).items():
                 for window, value in values.items():
-                    m.text_descriptor.labels(model, name, descriptor, window).set(value)
+                    m.text_descriptor.labels(model, version, name, descriptor, window).set(value)
         for method, res in (summary.get("multivariate") or {}).get("methods", {}).items():
             m.mv_score.labels(model, version, method).set(res["statistic"])
             m.mv_threshold.labels(model, version, method).set(res["threshold"])

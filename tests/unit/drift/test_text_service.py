@@ -103,7 +103,15 @@ async def test_text_payloads_are_windowed_and_exported(summarizer, tiny_registry
         metrics = (await client.get("/metrics")).text
         descriptors = _gauges(metrics, "mlplatform_drift_text_descriptor")
         key = lambda feature, descriptor, window: tuple(  # noqa: E731
-            sorted({"model": MODEL, "feature": feature, "descriptor": descriptor, "window": window}.items())
+            sorted(
+                {
+                    "model": MODEL,
+                    "version": version,
+                    "feature": feature,
+                    "descriptor": descriptor,
+                    "window": window,
+                }.items()
+            )
         )
         assert descriptors[key("text_input", "length", "current")] == pytest.approx(
             np.mean([len(t) for t in texts])
