@@ -55,7 +55,7 @@ def load_model_version(
     meta = Model.load(local)
     flavors = meta.flavors or {}
     if is_text_model(flavors):  # text models: no tabular schema or reference sample
-        return load_text_model(version.name, version.version, local, flavors)
+        return load_text_model(version.name, version.version, local, flavors, meta.metadata)
     ref_path = download_reference(client, version, dest / "reference")
     reference = pd.read_parquet(ref_path)
     schema = _input_schema(meta.signature, reference, label)

@@ -30,6 +30,7 @@ import numpy as np
 
 from mlplatform.core.errors import InvalidInput
 from mlplatform.explain.explainers import UnsupportedModel
+from mlplatform.text.limits import context_length, default_max_tokens
 from mlplatform.v2.codec import ParsedRequest
 
 log = logging.getLogger("mlplatform.explain")
@@ -70,21 +71,11 @@ class TextModel:
         return f"'{self.name}' version {self.version}"
 
 
-def context_length(model: Any, tokenizer: Any) -> int | None:
-    """The model's input limit in tokens: the tokenizer's ``model_max_length`` when set, else the
-    config's position limit (``n_positions`` / ``max_position_embeddings``)."""
-    limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < 1_000_000:  # transformers' "unset" is ~1e30
-        return limit
-    for attr in ("n_positions", "max_position_embeddings"):
-        value = getattr(model.config, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
-
-
-def load_text_model(name: str, version: str, local: str, flavors: dict[str, Any]) -> TextModel:
-    """Load a downloaded MLflow ``transformers`` model (``local``) as model + tokenizer."""
+def load_text_model(
+    name: str, version: str, local: str, flavors: dict[str, Any], metadata: dict[str, Any] | None = None
+) -> TextModel:
+    """Load a downloaded MLflow ``transformers`` model (``local``, with its MLmodel's ``flavors`` and
+    ``metadata``) as model + tokenizer, with serving's context length and default output length."""
     import mlflow.transformers
 
     label = f"'{name}' version {version}"
@@ -100,12 +91,10 @@ def load_text_model(name: str, version: str, local: str, flavors: dict[str, Any]
     model, tokenizer = components.get("model"), components.get("tokenizer")
     if tokenizer is None or not is_transformers_lm(model):  # seq2seq or causal language model
         raise UnsupportedModel(f"model {label} is not a sequence-to-sequence or causal language model")
-    limit = context_length(model, tokenizer)
+    limit = context_length(tokenizer, model.config)
     if limit is None:
         raise UnsupportedModel(f"model {label}: neither its tokenizer nor its config gives a context length")
-    gen = getattr(model, "generation_config", None)
-    max_new = getattr(gen, "max_new_tokens", None) or 20  # transformers' own default
-    return TextModel(name, version, task, model, tokenizer, limit, int(max_new))
+    return TextModel(name, version, task, model, tokenizer, limit, default_max_tokens(conf, metadata, model))
 
 
 @dataclass

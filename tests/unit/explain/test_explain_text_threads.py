@@ -14,7 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from mlplatform.explain.text import TextModel, TextShapExplainer, context_length
+from mlplatform.explain.text import TextModel, TextShapExplainer
+from mlplatform.text.limits import context_length
 
 TEXTS = [
     "Lisbon , Monday . Acme said on Monday that it will open 12 stores in Lisbon .",
@@ -28,7 +29,7 @@ def explainer(text_model_dir: Path) -> TextShapExplainer:
 
     tok = AutoTokenizer.from_pretrained(text_model_dir)
     model = AutoModelForSeq2SeqLM.from_pretrained(text_model_dir)
-    limit = context_length(model, tok)
+    limit = context_length(tok, model.config)
     assert limit is not None
     text_model = TextModel("summarizer", "1", "text2text-generation", model, tok, limit, 4)
     explainer = TextShapExplainer(text_model, SimpleNamespace(device="cpu", text_batch_size=8))

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from mlplatform.core.errors import InvalidInput
 from mlplatform.serving.text.scheduler import GenerationScheduler, GenParams
+from mlplatform.text.limits import context_length, default_max_tokens
 from mlplatform.v2.codec import Frame
 from mlplatform.v2.schema import ColumnSpec, InputSchema, UnsupportedModel
 from mlplatform.v2.types import MetadataTensor
@@ -33,7 +34,8 @@ TEXT_OUTPUT = "text_output"
 TOKEN_IDS = "text_input:token_ids"
 #: pipeline tasks served by the generation scheduler
 GENERATION_TASKS = frozenset({"text2text-generation", "summarization", "translation", "text-generation"})
-_UNBOUNDED = 1_000_000
+#: context length of a model whose tokenizer and config give none
+FALLBACK_CONTEXT_LENGTH = 512
 
 
 class TextSettings(BaseSettings):
@@ -70,18 +72,6 @@ def is_text_model(folder: Path) -> bool:
     return bool(types) and all(t == "string" for t in types)
 
 
-def context_length(tokenizer: Any, config: Any) -> int:
-    """The longest input, in tokens, the model takes."""
-    n = getattr(tokenizer, "model_max_length", None)
-    if isinstance(n, int) and 0 < n < _UNBOUNDED:
-        return n
-    for attr in ("n_positions", "max_position_embeddings", "max_sequence_length"):
-        v = getattr(config, attr, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return 512
-
-
 class TextGenerationRuntime:
     """A transformers generation model behind a :class:`GenerationScheduler` (``predict`` for V2 infer)."""
 
@@ -103,7 +93,7 @@ class TextGenerationRuntime:
         self.task = task
         self.tokenizer = tokenizer
         self.settings = settings
-        self.context_length = context_length(tokenizer, model.config)
+        self.context_length = context_length(tokenizer, model.config) or FALLBACK_CONTEXT_LENGTH
         self.default_max_tokens = min(default_max_tokens, settings.max_tokens_limit)
         self.decoder_only = not getattr(model.config, "is_encoder_decoder", False)
         self.scheduler = GenerationScheduler(
@@ -235,14 +225,7 @@ def load_text_model(
     parts = mlflow.transformers.load_model(str(folder), return_type="components", device=device)
     model, tokenizer = parts["model"], parts["tokenizer"]
     model.eval()
-    inference = mlmodel.metadata or {}
-    gen_conf = getattr(model, "generation_config", None)
-    default_max = int(
-        (conf.get("inference_config") or {}).get("max_new_tokens")
-        or (inference.get("inference_config") or {}).get("max_new_tokens")
-        or getattr(gen_conf, "max_new_tokens", None)
-        or 32
-    )
+    default_max = default_max_tokens(conf, mlmodel.metadata, model)
     rt = TextGenerationRuntime(
         model,
         tokenizer,
