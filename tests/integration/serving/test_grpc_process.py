@@ -11,14 +11,13 @@ import grpc
 import numpy as np
 import pytest
 
-from mlplatform.core.auth import hash_key
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2 as pb2
 from mlplatform.v2.grpc_gen import open_inference_grpc_pb2_grpc as pb2_grpc
 from tests.clients.harness import infer_call, run_clients
 from tests.helpers import v2_body
 from tests.procs import free_port, start_service
 from tests.unit.serving.registry_models import FOREST, TYPES, shared_registry
-from tests.unit.serving.support import decode_outputs, raw_matrix_request, want_proba
+from tests.unit.serving.support import decode_outputs, process_env, raw_matrix_request, want_proba
 
 pytestmark = pytest.mark.integration
 KEY = "grpc-process-key"
@@ -28,18 +27,16 @@ def test_grpc_in_the_real_process_and_through_sigterm(tmp_path_factory):
     reg = shared_registry(tmp_path_factory.getbasetemp() / "serving-registry")
     data_dir = tmp_path_factory.mktemp("grpc-proc")
     grpc_port = free_port()
-    env = {
-        "MLFLOW_TRACKING_URI": reg.uri,
-        "MLPLATFORM_DATA_DIR": str(data_dir),
-        "SERVING_MODELS": FOREST,
-        "MLPLATFORM_API_KEYS": f"{hash_key(KEY)}:infer",
-        "SERVING_POLL_INTERVAL_S": "0",
-        "SERVING_LOG_LEVEL": "WARNING",
-        "SERVING_HOST": "127.0.0.1",
-        "SERVING_GRPC_PORT": str(grpc_port),
-        "SERVING_SHUTDOWN_DELAY_S": "3",
-        "SERVING_RUNTIME": "native",  # start-up without the ONNX conversion (not under test here)
-    }
+    env = process_env(
+        reg,
+        data_dir,
+        FOREST,
+        KEY,
+        SERVING_HOST="127.0.0.1",
+        SERVING_GRPC_PORT=str(grpc_port),
+        SERVING_SHUTDOWN_DELAY_S="3",
+        SERVING_RUNTIME="native",  # start-up without the ONNX conversion (not under test here)
+    )
     svc = start_service("model-serving", env, data_dir / "logs", ready_timeout=180)
     target = f"127.0.0.1:{grpc_port}"
     try:

@@ -13,11 +13,11 @@ import httpx
 import orjson
 import pytest
 
-from mlplatform.core.auth import hash_key
 from mlplatform.core.registry import TAG_FEATURE_SERVICE, mlflow_client
 from tests.helpers import v2_body
 from tests.procs import free_port, start_service
 from tests.unit.serving.registry_models import FEATURES, FOREST, HGB, MLP, TYPES, shared_registry
+from tests.unit.serving.support import process_env
 
 pytestmark = pytest.mark.integration
 KEY = "integration-infer-key"
@@ -28,17 +28,15 @@ def server(tmp_path_factory):
     reg = shared_registry(tmp_path_factory.getbasetemp() / "serving-registry")
     mlflow_client(reg.uri).set_model_version_tag(FOREST, "1", TAG_FEATURE_SERVICE, "fraud_detection_v1")
     data_dir = tmp_path_factory.mktemp("serving-proc")
-    env = {
-        "MLFLOW_TRACKING_URI": reg.uri,
-        "MLPLATFORM_DATA_DIR": str(data_dir),
-        "SERVING_MODELS": f"{FOREST},{MLP}@champion,{HGB}/1",
-        "MLPLATFORM_API_KEYS": f"{hash_key(KEY)}:infer",
-        "SERVING_FEATURE_STORE_URL": f"http://127.0.0.1:{free_port()}",
-        "SERVING_FEATURE_STORE_TIMEOUT_S": "0.3",
-        "SERVING_DRIFT_URL": f"http://127.0.0.1:{free_port()}",
-        "SERVING_POLL_INTERVAL_S": "0",
-        "SERVING_LOG_LEVEL": "WARNING",
-    }
+    env = process_env(
+        reg,
+        data_dir,
+        f"{FOREST},{MLP}@champion,{HGB}/1",
+        KEY,
+        SERVING_FEATURE_STORE_URL=f"http://127.0.0.1:{free_port()}",
+        SERVING_FEATURE_STORE_TIMEOUT_S="0.3",
+        SERVING_DRIFT_URL=f"http://127.0.0.1:{free_port()}",
+    )
     svc = start_service("model-serving", env, data_dir / "logs", ready_timeout=180)
     yield svc, reg
     svc.stop()
@@ -101,17 +99,14 @@ ROWS_PER_REQUEST = 10000  # the per-request row limit
 
 async def test_sigterm_drains_requests_in_flight(tmp_path):
     reg = shared_registry(tmp_path.parent.parent / "serving-registry")
-    env = {
-        "MLFLOW_TRACKING_URI": reg.uri,
-        "MLPLATFORM_DATA_DIR": str(tmp_path),
-        "SERVING_MODELS": HGB,  # native runtime: predictions run on a worker thread, one batch at a time
-        "SERVING_RUNTIME": "native",  # said, not assumed: an ONNX-served model answers too fast to hold eight
-        "SERVING_AUTH_ENABLED": "false",
-        "SERVING_POLL_INTERVAL_S": "0",
-        "SERVING_MAX_BATCH_SIZE": "1",
-        "SERVING_LOG_LEVEL": "WARNING",
-        "SERVING_MAX_BODY_BYTES": str(64 * 1024 * 1024),
-    }
+    env = process_env(
+        reg,
+        tmp_path,
+        HGB,  # native runtime: predictions run on a worker thread, one batch at a time
+        SERVING_RUNTIME="native",  # said, not assumed: an ONNX-served model answers too fast to hold eight
+        SERVING_MAX_BATCH_SIZE="1",
+        SERVING_MAX_BODY_BYTES=str(64 * 1024 * 1024),
+    )
     svc = start_service("model-serving", env, tmp_path / "logs", ready_timeout=180)
     try:
         big = reg.frame.sample(n=ROWS_PER_REQUEST, replace=True, random_state=1)[FEATURES].reset_index(

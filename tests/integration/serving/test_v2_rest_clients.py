@@ -13,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlplatform.core.auth import hash_key
 from tests.clients.harness import run_clients
 from tests.helpers import v2_body
 from tests.procs import start_service
@@ -27,6 +26,7 @@ from tests.unit.serving.registry_models import (
     tensor_input,
     tensor_model,
 )
+from tests.unit.serving.support import process_env
 
 pytestmark = pytest.mark.integration
 KEY = "v2-clients-infer-key"
@@ -37,15 +37,7 @@ def server(tmp_path_factory):
     reg = shared_registry(tmp_path_factory.getbasetemp() / "serving-registry")
     model, x = tensor_model(reg.uri)
     data_dir = tmp_path_factory.mktemp("v2-clients")
-    env = {
-        "MLFLOW_TRACKING_URI": reg.uri,
-        "MLPLATFORM_DATA_DIR": str(data_dir),
-        "SERVING_MODELS": f"{FOREST},{TENSOR}",
-        "MLPLATFORM_API_KEYS": f"{hash_key(KEY)}:infer",
-        "SERVING_POLL_INTERVAL_S": "0",
-        "SERVING_LOG_LEVEL": "WARNING",
-        "SERVING_GRPC_PORT": "0",
-    }
+    env = process_env(reg, data_dir, f"{FOREST},{TENSOR}", KEY, SERVING_GRPC_PORT="0")
     svc = start_service("model-serving", env, data_dir / "logs", ready_timeout=180)
     yield svc, reg, model, x
     svc.stop()

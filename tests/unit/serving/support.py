@@ -34,6 +34,28 @@ def make_settings(reg: Registry, tmp_path, **kw) -> ServingSettings:  # noqa: AN
     return ServingSettings(**base)
 
 
+def process_env(
+    reg: Registry, data_dir: Path, models: str, api_key: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of a ``mlplatform serve model-serving`` process against the test registry:
+    ``models``, data in ``data_dir``, no polling, WARNING logs; with ``api_key``, keys on and that
+    key allowed to infer, without, auth off. ``extra``: any other variable, or one of these replaced."""
+    from mlplatform.core.auth import hash_key
+
+    env = {
+        "MLFLOW_TRACKING_URI": reg.uri,
+        "MLPLATFORM_DATA_DIR": str(data_dir),
+        "SERVING_MODELS": models,
+        "SERVING_POLL_INTERVAL_S": "0",
+        "SERVING_LOG_LEVEL": "WARNING",
+    }
+    if api_key:
+        env["MLPLATFORM_API_KEYS"] = f"{hash_key(api_key)}:infer"
+    else:
+        env["SERVING_AUTH_ENABLED"] = "false"
+    return {**env, **extra}
+
+
 def text_settings(tmp_path, tracking_uri: str, models: str, **kw) -> ServingSettings:  # noqa: ANN001
     """Serving settings for the text-model tests: ``models`` from ``tracking_uri``, no auth, no polling,
     the model cache under ``tmp_path``."""
