@@ -44,17 +44,22 @@ async def running(settings: ExplainSettings, secrets_env: dict | None = None) ->
         yield RunningApp(app, client)
 
 
-def demo_settings(demo_registry, tmp_path, **kw) -> ExplainSettings:
+def explain_settings(data_dir, tracking_uri: str, models: str, **kw: Any) -> ExplainSettings:  # noqa: ANN001
+    """Settings for ``models`` from the registry at ``tracking_uri``: no auth, no registry polling
+    within a test run; ``kw`` sets any other setting or overrides these."""
     base: dict[str, Any] = dict(
-        data_dir=tmp_path,
-        mlflow_tracking_uri=demo_registry.tracking_uri,
-        models=f"{DEMO_TREE},{DEMO_MLP}",
+        data_dir=data_dir,
+        mlflow_tracking_uri=tracking_uri,
+        models=models,
         auth_enabled=False,
         poll_interval_s=3600,
-        importance_sample_size=200,
     )
-    base.update(kw)
-    return ExplainSettings(**base)
+    return ExplainSettings(**{**base, **kw})
+
+
+def demo_settings(demo_registry, tmp_path, **kw) -> ExplainSettings:
+    kw = {"models": f"{DEMO_TREE},{DEMO_MLP}", "importance_sample_size": 200, **kw}
+    return explain_settings(tmp_path, demo_registry.tracking_uri, **kw)
 
 
 @pytest.fixture(scope="session")
@@ -71,13 +76,8 @@ def extra_registry(tmp_path_factory) -> Registry:
 
 @pytest.fixture(scope="session")
 async def extra_app(extra_registry, tmp_path_factory) -> AsyncIterator[RunningApp]:
-    settings = ExplainSettings(
-        data_dir=tmp_path_factory.mktemp("explain-extra"),
-        mlflow_tracking_uri=extra_registry.tracking_uri,
-        models=f"{LINEAR},{MLP},{TREE},{BOOSTED}",
-        auth_enabled=False,
-        poll_interval_s=3600,
-        kernel_nsamples=200,
-    )
+    models = f"{LINEAR},{MLP},{TREE},{BOOSTED}"
+    data_dir = tmp_path_factory.mktemp("explain-extra")
+    settings = explain_settings(data_dir, extra_registry.tracking_uri, models, kernel_nsamples=200)
     async with running(settings) as app:
         yield app

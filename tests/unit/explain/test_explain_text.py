@@ -20,11 +20,8 @@ import httpx
 import numpy as np
 import pytest
 
-from mlplatform.core.secrets import EnvSecretsBackend
-from mlplatform.explain.app import create_app
-from mlplatform.explain.settings import ExplainSettings
 from mlplatform.training.text import SUMMARIZER_MODEL_NAME, generate_articles, log_and_register_text_model
-from tests.helpers import in_process, wait_until
+from tests.unit.explain.conftest import RunningApp, explain_settings, running
 from tests.unit.explain.text_models import build_keyword_model, build_tiny_gpt2, register_text_generation
 
 KEYWORD_MODEL = "colour-copier"
@@ -70,25 +67,12 @@ def text_models(text_registry, text_model_dir, tmp_path_factory) -> TextRegistry
     )
 
 
-@dataclass
-class TextApp:
-    app: Any
-    client: httpx.AsyncClient
-
-
 @pytest.fixture(scope="module")
-async def text_app(text_models, tmp_path_factory) -> AsyncIterator[TextApp]:
-    settings = ExplainSettings(
-        data_dir=tmp_path_factory.mktemp("explain-text-app"),
-        mlflow_tracking_uri=text_models.tracking_uri,
-        models=f"{SUMMARIZER_MODEL_NAME},{KEYWORD_MODEL},{CAUSAL_MODEL}",
-        auth_enabled=False,
-        poll_interval_s=3600,
-    )
-    app = create_app(settings, secrets=EnvSecretsBackend({}))
-    async with in_process(app, "http://explain") as client:
-        await wait_until(app.state.dataplane.ready, 120, "text explainers built")
-        yield TextApp(app, client)
+async def text_app(text_models, tmp_path_factory) -> AsyncIterator[RunningApp]:
+    models = f"{SUMMARIZER_MODEL_NAME},{KEYWORD_MODEL},{CAUSAL_MODEL}"
+    data_dir = tmp_path_factory.mktemp("explain-text-app")
+    async with running(explain_settings(data_dir, text_models.tracking_uri, models)) as app:
+        yield app
 
 
 @pytest.fixture
