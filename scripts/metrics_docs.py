@@ -32,10 +32,9 @@ def render(catalogue: MetricCatalogue) -> str:
         "(`src/mlplatform/core/metrics_catalogue.yaml`), the one source the services build their",
         "registries from. Each service serves its own at `GET /metrics` (OpenMetrics with trace exemplars",
         "when the scraper asks for it); Prometheus adds `namespace`, `pod`, `instance` and `job` at scrape",
-        "time. Also exported, declared beside their code: the payload logger's `mlplatform_payload_*`",
-        "(model-serving, when payload logging is on), the feature client's `mlplatform_feature_client_*`",
-        "(model-serving, with a feature store) and the Vault backend's `mlplatform_secrets_*` (with the",
-        "`vault` secrets backend, `<PREFIX>SECRETS_BACKEND=vault`).",
+        "time. Also exported, declared beside their code: the feature client's",
+        "`mlplatform_feature_client_*` (model-serving, with a feature store) and the Vault backend's",
+        "`mlplatform_secrets_*` (with the `vault` secrets backend, `<PREFIX>SECRETS_BACKEND=vault`).",
         "",
     ]
     order = {s: i for i, s in enumerate(SERVICE_ORDER)}
@@ -47,6 +46,7 @@ def render(catalogue: MetricCatalogue) -> str:
             lines += [
                 f"### `{cls.name}` ({cls.module})",
                 "",
+                *([f"Declared when {cls.when}.", ""] if cls.when else []),
                 "| name | type | labels | help | buckets |",
                 "| --- | --- | --- | --- | --- |",
             ]

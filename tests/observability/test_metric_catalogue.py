@@ -46,7 +46,10 @@ def test_an_apps_registry_exposes_exactly_the_catalogue_families(
 ) -> None:
     monkeypatch.setenv("MLPLATFORM_DATA_DIR", str(tmp_path))
     catalogue = metric_catalogue()
-    classes = [c for c in catalogue.classes.values() if c.service in (service, "every service")]
+    # default settings: the classes declared always (a `when` class has its own test below)
+    classes = [
+        c for c in catalogue.classes.values() if c.service in (service, "every service") and not c.when
+    ]
     assert classes, f"the catalogue has no class for {service}"
     exposed = registry_families(_app_registry(service, monkeypatch))
     declared = catalogue_families(catalogue, *classes)
@@ -73,6 +76,24 @@ def test_each_catalogue_class_declares_exactly_its_entry(name: str) -> None:
     assert exposed == own
     for spec in entry.metrics:
         assert getattr(metrics, spec.attr)._name == spec.name.removesuffix("_total")
+
+
+def test_the_payload_logger_declares_exactly_the_payload_metrics_entry(tmp_path: Path) -> None:
+    """model-serving builds it at start-up when SERVING_DRIFT_URL is set: its families are in the catalogue."""
+    from mlplatform.drift.payload_logger import PayloadLogger
+
+    registry = CollectorRegistry()
+    PayloadLogger(
+        "http://127.0.0.1:9",
+        batch_size=10,
+        sample_rate=1.0,
+        spool_dir=tmp_path,
+        spool_max_bytes=1 << 20,
+        flush_interval_s=1.0,
+        registry=registry,
+    )
+    catalogue = metric_catalogue()
+    assert registry_families(registry) == catalogue_families(catalogue, catalogue.classes["PayloadMetrics"])
 
 
 def test_docs_metrics_md_is_current() -> None:

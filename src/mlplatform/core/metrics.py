@@ -51,6 +51,7 @@ class MetricClassSpec:
     module: str
     service: str
     metrics: tuple[MetricSpec, ...]
+    when: str | None = None  # the condition under which the service declares the class (None: always)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,9 @@ class MetricCatalogue:
                     raise ValueError(f"{where}: {spec.name} is declared twice")
                 names.add(spec.name)
                 specs.append(spec)
-            classes[cname] = MetricClassSpec(cname, entry["module"], entry["service"], tuple(specs))
+            classes[cname] = MetricClassSpec(
+                cname, entry["module"], entry["service"], tuple(specs), entry.get("when")
+            )
         return cls(buckets, classes)
 
     def family_set(self, cls: type) -> MetricClassSpec:

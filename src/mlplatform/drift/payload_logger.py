@@ -47,10 +47,11 @@ from typing import Any
 
 import httpx
 import orjson
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
 from mlplatform.core.http import build_async_client, request_with_retries
 from mlplatform.core.payloads import PayloadBatch, encode_batches
+from mlplatform.drift.metrics import PayloadMetrics
 
 log = logging.getLogger("mlplatform.payload_logger")
 
@@ -133,46 +134,8 @@ class PayloadLogger:
         self._queue_drops = 0  # records that found the queue full (spooled instead)
         self._spool_lock = threading.Lock()
 
-        self.m_submitted = Counter(
-            "mlplatform_payload_records_submitted_total",
-            "Records handed to the payload logger (before sampling).",
-            registry=registry,
-        )
-        self.m_sampled_out = Counter(
-            "mlplatform_payload_records_sampled_out_total",
-            "Records skipped by sampling (sample_rate below 1).",
-            registry=registry,
-        )
-        self.m_sent = Counter(
-            "mlplatform_payload_records_sent_total",
-            "Records drift detection acknowledged (including re-sent spooled records).",
-            registry=registry,
-        )
-        self.m_spooled = Counter(
-            "mlplatform_payload_records_spooled_total",
-            "Records written to the disk spool because drift detection was unreachable.",
-            registry=registry,
-        )
-        self.m_dropped = Counter(
-            "mlplatform_payload_records_dropped_total",
-            "Records lost: spool_full, rejected (4xx from drift detection), or queue_full when the "
-            "queue's overflow could not be written to the spool either.",
-            ["reason"],
-            registry=registry,
-        )
-        self.m_undelivered = Counter(
-            "mlplatform_payload_records_undelivered_total",
-            "Records still in the spool when the process stopped (drain_timeout_s ran out): delivered "
-            "after a container restart, lost if the pod is deleted.",
-            registry=registry,
-        )
-        self.m_spool_bytes = Gauge(
-            "mlplatform_payload_spool_bytes", "Bytes held in the disk spool.", registry=registry
-        )
-        self.m_queue = Gauge(
-            "mlplatform_payload_queue_records", "Records waiting in the in-process queue.", registry=registry
-        )
-        self.m_queue.set_function(lambda: self._queued_rows)
+        self.metrics = PayloadMetrics(registry)  # families: core/metrics_catalogue.yaml
+        self.metrics.queue.set_function(lambda: self._queued_rows)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def set_api_key(self, api_key: str | None) -> None:
@@ -191,7 +154,7 @@ class PayloadLogger:
         self._spool_bytes = sum(p.stat().st_size for p in self._spool_files())
         self._recover_wal()
         self._wal_open = True
-        self.m_spool_bytes.set(self._spool_bytes)
+        self.metrics.spool_bytes.set(self._spool_bytes)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._client = build_async_client(self.url, timeout_s=self.timeout_s, headers=self._headers)
@@ -229,7 +192,7 @@ class PayloadLogger:
             await asyncio.sleep(min(self.retry_interval_s, max(0.0, deadline - time.monotonic())))
         left = self._spooled_records()
         if left:
-            self.m_undelivered.inc(left)
+            self.metrics.undelivered.inc(left)
             log.error(
                 "stopping with %d payload records undelivered in the spool %s (drift detection unreachable "
                 "for %.0f s): delivered after a container restart, lost if the pod is deleted",
@@ -272,9 +235,9 @@ class PayloadLogger:
         n = batch.n_rows
         if n == 0:
             return
-        self.m_submitted.inc(n)
+        self.metrics.submitted.inc(n)
         if self.sample_rate < 1.0 and not self._sampled(batch.prediction_id or batch.request_id):
-            self.m_sampled_out.inc(n)
+            self.metrics.sampled_out.inc(n)
             return
         with self._qlock:
             if self._queued_rows + n > 4 * self.max_queue:
@@ -287,7 +250,7 @@ class PayloadLogger:
             depth = self._queued_rows
         if full:
             # neither drift detection nor the disk keeps up with this replica's traffic
-            self.m_dropped.labels("queue_full").inc(n)
+            self.metrics.dropped.labels("queue_full").inc(n)
             self._queue_drops += n
             if self._queue_drops == n or self._queue_drops // 1000 > (self._queue_drops - n) // 1000:
                 log.error(
@@ -324,7 +287,7 @@ class PayloadLogger:
                     await asyncio.to_thread(self._spool, batch)
                 except OSError as exc:
                     rows = sum(b.n_rows for b in batch)
-                    self.m_dropped.labels("queue_full").inc(rows)
+                    self.metrics.dropped.labels("queue_full").inc(rows)
                     log.error(
                         "payload queue over its bound and the spool is not writable (%s): %d rows dropped",
                         exc,
@@ -337,7 +300,7 @@ class PayloadLogger:
                         "payload queue over %d rows (drift detection slower than this replica): "
                         "%d rows moved to the disk spool so far",
                         self.max_queue,
-                        int(self.m_spooled._value.get()),
+                        int(self.metrics.spooled._value.get()),
                     )
         finally:
             self._spill_task = None
@@ -521,7 +484,7 @@ class PayloadLogger:
             self._mark_down(f"{type(exc).__name__}: {exc}")
             return False
         if response.status_code < 300:
-            self.m_sent.inc(n)
+            self.metrics.sent.inc(n)
             self._down_until = 0.0
             if self._down:
                 log.warning("drift detection reachable again; re-sending %d spooled bytes", self._spool_bytes)
@@ -530,7 +493,7 @@ class PayloadLogger:
         if response.status_code in RETRY_STATUS:
             self._mark_down(f"HTTP {response.status_code}")
             return False
-        self.m_dropped.labels("rejected").inc(n)
+        self.metrics.dropped.labels("rejected").inc(n)
         log.error(
             "drift detection rejected %d records with %d: %s", n, response.status_code, response.text[:500]
         )
@@ -559,7 +522,7 @@ class PayloadLogger:
 
     def _write_spool_locked(self, body: bytes, n: int) -> None:
         if self._spool_bytes + len(body) > self.spool_max_bytes:
-            self.m_dropped.labels("spool_full").inc(n)
+            self.metrics.dropped.labels("spool_full").inc(n)
             log.error(
                 "payload spool full (%d of %d bytes): dropped %d records",
                 self._spool_bytes,
@@ -575,8 +538,8 @@ class PayloadLogger:
             os.fsync(fh.fileno())
         os.replace(tmp, self.spool_dir / name)
         self._spool_bytes += len(body)
-        self.m_spool_bytes.set(self._spool_bytes)
-        self.m_spooled.inc(n)
+        self.metrics.spool_bytes.set(self._spool_bytes)
+        self.metrics.spooled.inc(n)
 
     async def _drain_spool(self, deadline: float | None = None) -> bool:
         """Re-send spooled batches, oldest first, until one fails; True when the spool is empty.
@@ -617,7 +580,7 @@ class PayloadLogger:
             size = path.stat().st_size if path.exists() else 0
             path.unlink(missing_ok=True)
             self._spool_bytes = max(0, self._spool_bytes - size)
-            self.m_spool_bytes.set(self._spool_bytes)
+            self.metrics.spool_bytes.set(self._spool_bytes)
 
     def stats(self) -> dict[str, Any]:
         """Counters as plain numbers (for logs and tests)."""
