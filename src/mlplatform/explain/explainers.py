@@ -54,6 +54,7 @@ class LoadedModel:
     reference: pd.DataFrame  # reference sample restricted to feature_names, float64
     feature_service: str | None = None
     entity_keys: tuple[str, ...] = ()  # of the feature service: the inputs an entity request names
+    request_keys: tuple[str, ...] = ()  # what makes a request entity-keyed (set at load)
 
     @property
     def label(self) -> str:

@@ -14,21 +14,21 @@ import numpy as np
 
 from mlplatform.core.errors import InvalidInput
 from mlplatform.explain.explainers import LoadedModel
-from mlplatform.features.enrich import FeatureEnricher, request_keys
+from mlplatform.features.enrich import FeatureEnricher
 from mlplatform.v2.codec import ParsedRequest, assemble_frame, frame_from_rows, is_entity_request
 
 
 async def feature_matrix(req: ParsedRequest, model: LoadedModel, enricher: FeatureEnricher) -> np.ndarray:
     """The (rows, features) float64 matrix of a parsed request, fetching features for entity requests."""
     schema = model.schema
-    if is_entity_request(req, schema, request_keys(model.feature_service, model.entity_keys)):
+    if is_entity_request(req, schema, model.request_keys):
         rows = await enricher.rows(
             req,
             schema,
             name=model.name,
             label=model.label,
             feature_service=model.feature_service,
-            entity_keys=model.entity_keys,
+            keys=model.request_keys,
         )
         frame = frame_from_rows(rows, schema)
     else:

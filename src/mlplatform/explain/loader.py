@@ -11,7 +11,7 @@ from mlplatform.core.errors import InvalidInput
 from mlplatform.core.registry import TAG_FEATURE_SERVICE, ResolvedVersion, download_reference
 from mlplatform.explain.explainers import LoadedModel, UnsupportedModel
 from mlplatform.explain.text import TextModel, is_text_model, load_text_model
-from mlplatform.features.enrich import entity_keys_from_tags
+from mlplatform.features.enrich import entity_keys_from_tags, request_keys
 from mlplatform.v2.schema import ColumnSpec, InputSchema, schema_from_signature
 from mlplatform.v2.schema import UnsupportedModel as ServingUnsupported
 
@@ -78,6 +78,8 @@ def load_model_version(
         flavour, model = "pyfunc", mlflow.pyfunc.load_model(local)
     else:
         flavour, model = next(iter(flavors), "unknown"), None
+    feature_service = version.tags.get(TAG_FEATURE_SERVICE)
+    entity_keys = entity_keys_from_tags(version.tags)
     return LoadedModel(
         name=version.name,
         version=version.version,
@@ -85,6 +87,7 @@ def load_model_version(
         model=model,
         schema=schema,
         reference=reference,
-        feature_service=version.tags.get(TAG_FEATURE_SERVICE),
-        entity_keys=entity_keys_from_tags(version.tags),
+        feature_service=feature_service,
+        entity_keys=entity_keys,
+        request_keys=request_keys(feature_service, entity_keys),  # once, in the loading thread
     )

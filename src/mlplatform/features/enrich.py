@@ -92,11 +92,11 @@ class FeatureEnricher:
         name: str,
         label: str,
         feature_service: str | None,
-        entity_keys: Sequence[str],
+        keys: Sequence[str],
         defaults: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
-        """The request's rows with the model's stored features merged in (request fields win)."""
-        keys = request_keys(feature_service, entity_keys)
+        """The request's rows with the model's stored features merged in (request fields win). ``keys``:
+        the model's :func:`request_keys`, computed once per loaded model version."""
         named = "/".join(f"'{k}'" for k in keys)
         if self.client is None:
             raise InvalidInput(

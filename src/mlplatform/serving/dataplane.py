@@ -17,7 +17,7 @@ from mlplatform.core.errors import InvalidInput, NotFound, PlatformError
 from mlplatform.core.payloads import PayloadBatch, PayloadSink, PredictionIds
 from mlplatform.core.secrets import SecretsBackend, follow_secret
 from mlplatform.features.client import build_feature_client
-from mlplatform.features.enrich import FeatureEnricher, request_keys
+from mlplatform.features.enrich import FeatureEnricher
 from mlplatform.serving.batching import BatcherClosed
 from mlplatform.serving.metrics import (
     OUTCOME_CLIENT_ERROR,
@@ -332,7 +332,7 @@ class ServingDataPlane:
         tensors; entity-keyed requests get their features from the feature store."""
         model = handle.model
         schema = model.schema
-        keys = request_keys(model.feature_service, model.entity_keys)
+        keys = model.request_keys
         if req is None:
             frame, req = decode(
                 doc, schema, entity_keys=keys, allow_nan=self.allow_nan, max_rows=self.max_rows
@@ -352,7 +352,7 @@ class ServingDataPlane:
             name=model.name,
             label=f"'{model.name}'",
             feature_service=model.feature_service,
-            entity_keys=model.entity_keys,
+            keys=keys,
             defaults=model.defaults,
         )
         return frame_from_rows(rows, schema, allow_nan=self.allow_nan), rows, req

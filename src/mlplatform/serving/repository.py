@@ -28,7 +28,7 @@ from mlplatform.core.registry import (
     registry_client,
     resolve_version,
 )
-from mlplatform.features.enrich import entity_keys_from_tags
+from mlplatform.features.enrich import entity_keys_from_tags, request_keys
 from mlplatform.serving import cache
 from mlplatform.serving.batching import AdaptiveBatcher
 from mlplatform.serving.metrics import ServingMetrics
@@ -220,6 +220,8 @@ class ModelRepository:
             scheduler.metrics = self.metrics.generation
         model.feature_service = resolved.tags.get(TAG_FEATURE_SERVICE)
         model.entity_keys = entity_keys_from_tags(resolved.tags)
+        # once per version, in this loading thread (the contract's keys import pandas), not per request
+        model.request_keys = request_keys(model.feature_service, model.entity_keys)
         return model
 
     def _load_prepared(self, resolved: ResolvedVersion) -> LoadedModel:

@@ -293,6 +293,7 @@ class LoadedModel:
     runtime_reason: str
     feature_service: str | None = None
     entity_keys: tuple[str, ...] = ()  # of the feature service: the inputs an entity request names
+    request_keys: tuple[str, ...] = ()  # what makes a request entity-keyed (set at load)
     alias: str | None = None
     device: str = "cpu"
     defaults: dict[str, float] = field(default_factory=dict)

@@ -275,6 +275,26 @@ async def test_v2_infer_tokenizes_each_text_once(served, reference, monkeypatch)
         assert calls == texts
 
 
+async def test_request_keys_are_computed_at_load_not_per_request(served, monkeypatch) -> None:  # noqa: ANN001
+    """The inputs that make a request entity-keyed (for a model without a feature service: the feature
+    contract's keys, whose first look-up imports the contract and pandas) are the loaded version's."""
+    from mlplatform.features import enrich
+
+    app, client, _ = served
+    model = app.state.repository.get("summarizer").model
+    assert model.feature_service is None
+    assert model.request_keys == enrich.request_keys(None, ())
+    looked_up: list[int] = []
+    monkeypatch.setattr(enrich, "contract_entity_keys", lambda: looked_up.append(1) or {})
+    body = {"inputs": [{"name": "text_input", "datatype": "BYTES", "shape": [1], "data": ARTICLES[:1]}]}
+    for _ in range(2):
+        assert (await client.post("/v2/models/summarizer/infer", json=body)).status_code == 200
+    keyed = {"inputs": [{"name": "user_id", "datatype": "INT64", "shape": [1], "data": [1]}]}
+    r = await client.post("/v2/models/summarizer/infer", json=keyed)
+    assert r.status_code == 422 and "user_id" in r.json()["error"], r.text
+    assert looked_up == []
+
+
 async def test_a_hot_swap_loses_no_generation(served, reference) -> None:  # noqa: ANN001
     """A forced reload swaps the summarizer's handle while generations run: those already submitted
     finish on the old version with their full text (its scheduler drains before it exits), and one
