@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import KW_ONLY, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +27,24 @@ def copy_registry(demo_registry: Any, dest: Path) -> str:
     return f"sqlite:///{target}"
 
 
+@dataclass
 class MlflowServer:
     """``mlflow server`` (tracking + registry) on ``port`` over the SQLite URI ``backend``.
 
     ``app_name``: ``mlflow server --app-name`` (``basic-auth``: MLflow's own username/password
     authentication, configured by ``env``'s ``MLFLOW_AUTH_CONFIG_PATH``)."""
 
-    def __init__(
-        self,
-        backend: str,
-        port: int,
-        workdir: Path,
-        *,
-        app_name: str | None = None,
-        env: dict[str, str] | None = None,
-    ) -> None:
-        self.backend = backend
-        self.port = port
-        self.workdir = workdir
-        self.app_name = app_name
-        self.env = env
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = workdir / f"mlflow-server-{port}.log"
+    backend: str
+    port: int
+    workdir: Path
+    _: KW_ONLY
+    app_name: str | None = None
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"mlflow-server-{self.port}.log"
 
     @property
     def url(self) -> str:
