@@ -214,10 +214,23 @@ class TextShapExplainer:
         log.info("text explainer of %s warmed up in %.2fs", self.model.label, time.perf_counter() - start)
 
     def unload(self) -> None:
-        """Drop the explainer state (waiting for a running explanation to finish)."""
+        """Drop the explainer state. Never waits (the data plane evicts on the event loop): while an
+        explanation runs, a thread drops it once that explanation is done."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._drop()
+            finally:
+                self._lock.release()
+        else:
+            threading.Thread(target=self._drop_when_idle, name="explain-text-unload", daemon=True).start()
+
+    def _drop_when_idle(self) -> None:
         with self._lock:
-            self._teacher = None
-            self._masker = None
+            self._drop()
+
+    def _drop(self) -> None:
+        self._teacher = None
+        self._masker = None
 
     def count_tokens(self, text: str) -> int:
         """Input tokens of ``text`` as the model sees it (special tokens included); for request validation."""

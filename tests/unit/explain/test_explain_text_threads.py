@@ -64,3 +64,27 @@ def test_validating_while_an_explanation_runs(explainer: TextShapExplainer) -> N
         worker.join()
     assert not errors, errors
     assert len(explained) >= 2 and checks > 100
+
+
+def test_unloading_during_an_explanation_does_not_wait_for_it(explainer: TextShapExplainer) -> None:
+    """The data plane evicts explainers on the event loop: unload returns while the explanation still
+    runs (it holds the lock), which finishes normally; the state is dropped once it is done."""
+    results: list = []
+    worker = threading.Thread(
+        target=lambda: results.append(explainer.explain(TEXTS, max_evals=300, max_tokens=6))
+    )
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not explainer._lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    try:
+        explainer.unload()
+        assert explainer._lock.locked() and worker.is_alive()  # returned without waiting for it
+    finally:
+        worker.join()
+    assert len(results) == 1 and len(results[0]) == len(TEXTS)
+    deadline = time.monotonic() + 30
+    while explainer._teacher is not None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert explainer._teacher is None and explainer._masker is None
+    explainer.load()  # for the module's other tests
