@@ -15,7 +15,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.requests import Request
 
@@ -193,11 +192,7 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[None]]:
     return _dependency
 
 
-def auth_error_docs(scope: str, model: type | None = None) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for what :func:`require_scope` answers: 401 (no or unknown key) and
-    403 (``API key lacks <scope>``, e.g. ``"the 'infer' scope"``), with the error body ``model`` if given."""
-    body: dict[str, Any] = {"model": model} if model is not None else {}
-    return {
-        401: {**body, "description": "missing or unknown API key"},
-        403: {**body, "description": f"API key lacks {scope}"},
-    }
+def auth_error_docs(scope: str) -> dict[int, str]:
+    """What :func:`require_scope` answers, for :func:`~mlplatform.core.errors.error_docs`: 401 (no or
+    unknown key) and 403 (``API key lacks <scope>``, e.g. ``"the 'infer' scope"``)."""
+    return {401: "missing or unknown API key", 403: f"API key lacks {scope}"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import orjson
 from fastapi import FastAPI, Request
@@ -32,6 +33,12 @@ class ErrorBody(BaseModel):
     """The one error body every service answers (``{"error": "..."}``), for ``responses=`` in OpenAPI."""
 
     error: str = Field(description="What was wrong, naming the input, field or model.")
+
+
+def error_docs(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries, in status order, for the error statuses a route answers: each
+    documents :class:`ErrorBody` with its description (``{404: "unknown model"}``)."""
+    return {status: {"model": ErrorBody, "description": text} for status, text in sorted(descriptions.items())}
 
 
 class BadRequest(PlatformError):

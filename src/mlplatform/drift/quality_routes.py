@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
-from mlplatform.core.auth import require_scope
+from mlplatform.core.errors import error_docs
 from mlplatform.drift.quality import QualityService
 from mlplatform.drift.quality_schemas import LabelsRequest, LabelsResponse, QualityHistory, SegmentsOut
-from mlplatform.drift.routes import ERRORS, MODEL, json_body_doc, parse_body
+from mlplatform.drift.routes import ERRORS, LIMIT, MODEL, READ, WRITE, json_body_doc, parse_body
 
 LABELS_BODY_DOC = json_body_doc(LabelsRequest)
 
@@ -19,8 +19,8 @@ def quality_router(service: QualityService) -> APIRouter:
     @router.post(
         "/v1/models/{model}/labels",
         response_model=LabelsResponse,
-        dependencies=[Depends(require_scope("drift:write"))],
-        responses={413: {"description": "too many labels in one request"}},
+        dependencies=WRITE,
+        responses=error_docs({413: "too many labels in one request"}),
         openapi_extra=LABELS_BODY_DOC,
     )
     async def labels(request: Request, model: str = MODEL) -> LabelsResponse:
@@ -30,11 +30,11 @@ def quality_router(service: QualityService) -> APIRouter:
     @router.get(
         "/v1/models/{model}/quality",
         response_model=QualityHistory,
-        dependencies=[Depends(require_scope("drift:read"))],
+        dependencies=READ,
     )
     async def quality(
         model: str = MODEL,
-        limit: int = Query(50, ge=1, le=1000, description="Most windows returned, newest first."),
+        limit: int = LIMIT,
         version: str | None = Query(None, max_length=64, description="Only this model version."),
     ) -> QualityHistory:
         return await service.history(model, limit, version)
@@ -42,7 +42,7 @@ def quality_router(service: QualityService) -> APIRouter:
     @router.get(
         "/v1/models/{model}/segments",
         response_model=SegmentsOut,
-        dependencies=[Depends(require_scope("drift:read"))],
+        dependencies=READ,
     )
     async def segments(
         model: str = MODEL,

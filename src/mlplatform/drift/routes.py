@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ValidationError
 
 from mlplatform.core.auth import auth_error_docs, require_scope
-from mlplatform.core.errors import PayloadTooLarge
+from mlplatform.core.errors import PayloadTooLarge, error_docs
 from mlplatform.drift import report_sections
 from mlplatform.drift.dataplane import DriftDataPlane
 from mlplatform.drift.quality import QualityService
@@ -24,12 +24,14 @@ from mlplatform.drift.schemas import (
     RetrainResponse,
 )
 
-ERRORS = {
-    400: {"description": "malformed JSON body"},
-    **auth_error_docs("the needed scope"),
-    404: {"description": "model or version not in the registry / unknown to drift detection"},
-    422: {"description": "records do not match the model's signature (the columns are named)"},
-}
+ERRORS = error_docs(
+    {
+        400: "malformed JSON body",
+        **auth_error_docs("the needed scope"),
+        404: "model or version not in the registry / unknown to drift detection",
+        422: "records do not match the model's signature (the columns are named)",
+    }
+)
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
@@ -76,6 +78,10 @@ def parse_body(schema: type[BodyT], raw: bytes) -> BodyT:
 INGEST_BODY_DOC = json_body_doc(IngestRequest)
 
 MODEL = Path(description="Registered model name.", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+LIMIT = Query(50, ge=1, le=1000, description="Most windows returned, newest first.")
+#: route dependencies: the scope each kind of route needs
+READ = [Depends(require_scope("drift:read"))]
+WRITE = [Depends(require_scope("drift:write"))]
 
 
 def build_router(plane: DriftDataPlane, quality: QualityService | None = None) -> APIRouter:
@@ -86,8 +92,8 @@ def build_router(plane: DriftDataPlane, quality: QualityService | None = None) -
     @router.post(
         "/v1/records",
         response_model=IngestResponse,
-        dependencies=[Depends(require_scope("drift:write"))],
-        responses={413: {"description": "too many records in one request"}},
+        dependencies=WRITE,
+        responses=error_docs({413: "too many records in one request"}),
         openapi_extra=INGEST_BODY_DOC,
     )
     async def ingest(request: Request) -> IngestResponse:
@@ -98,14 +104,14 @@ def build_router(plane: DriftDataPlane, quality: QualityService | None = None) -
             raise PayloadTooLarge(f"records: {rows} records exceed the limit of {limit} per request")
         return await plane.ingest(body.all_records())
 
-    @router.get("/v1/models", response_model=ModelsOut, dependencies=[Depends(require_scope("drift:read"))])
+    @router.get("/v1/models", response_model=ModelsOut, dependencies=READ)
     async def models() -> ModelsOut:
         return ModelsOut(models=await plane.models())
 
     @router.get(
         "/v1/models/{model}/drift",
         response_model=DriftStatus,
-        dependencies=[Depends(require_scope("drift:read"))],
+        dependencies=READ,
     )
     async def status(model: str = MODEL) -> DriftStatus:
         return await plane.status(model)
@@ -113,11 +119,11 @@ def build_router(plane: DriftDataPlane, quality: QualityService | None = None) -
     @router.get(
         "/v1/models/{model}/drift/history",
         response_model=DriftHistory,
-        dependencies=[Depends(require_scope("drift:read"))],
+        dependencies=READ,
     )
     async def history(
         model: str = MODEL,
-        limit: int = Query(50, ge=1, le=1000, description="Most windows returned, newest first."),
+        limit: int = LIMIT,
     ) -> DriftHistory:
         return await plane.history(model, limit)
 
@@ -126,7 +132,7 @@ def build_router(plane: DriftDataPlane, quality: QualityService | None = None) -
         response_class=HTMLResponse,
         response_model=None,
         responses={200: {"content": {"text/html": {}}, "description": "Evidently HTML report"}},
-        dependencies=[Depends(require_scope("drift:read"))],
+        dependencies=READ,
     )
     async def report(model: str = MODEL) -> HTMLResponse:
         page = await plane.report_html(model)

@@ -5,21 +5,23 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 
 from mlplatform.core.auth import auth_error_docs, require_scope
-from mlplatform.core.errors import ErrorBody
+from mlplatform.core.errors import error_docs
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.responses import JSONResponse
 from mlplatform.explain.dataplane import ExplainDataPlane
 from mlplatform.explain.schemas import ExplainResponse, ImportanceResponse, TextExplainResponse
 from mlplatform.v2.types import REQUEST_BODY_DOC
 
-ERRORS = {
-    400: {"model": ErrorBody, "description": "malformed JSON"},
-    **auth_error_docs("the 'explain' scope", ErrorBody),
-    404: {"model": ErrorBody, "description": "unknown model, or a version other than the served one"},
-    413: {"model": ErrorBody, "description": "body over the size limit"},
-    422: {"model": ErrorBody, "description": "bad input, or the model's flavour has no explainer"},
-    503: {"model": ErrorBody, "description": "model not loaded yet or feature store unavailable"},
-}
+ERRORS = error_docs(
+    {
+        400: "malformed JSON",
+        **auth_error_docs("the 'explain' scope"),
+        404: "unknown model, or a version other than the served one",
+        413: "body over the size limit",
+        422: "bad input, or the model's flavour has no explainer",
+        503: "model not loaded yet or feature store unavailable",
+    }
+)
 TOP_K_DOC = "Top features per row by |attribution| (else the body's parameters.top_k, else the default)."
 # tabular models answer ExplainResponse, text models (text_input) TextExplainResponse
 EXPLAIN_RESPONSE = ExplainResponse | TextExplainResponse

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlplatform.core.app import FastHandler, FastRoute
 from mlplatform.core.auth import ApiKeyAuth, auth_error_docs, require_scope
-from mlplatform.core.errors import PlatformError, describe_validation_error
+from mlplatform.core.errors import PlatformError, describe_validation_error, error_docs
 from mlplatform.core.responses import JSONResponse, render_json
 from mlplatform.features.dataplane import FeatureDataPlane
 from mlplatform.features.schemas import (
@@ -27,13 +27,15 @@ from mlplatform.v2.codec import load_json
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
-ERRORS = {
-    400: {"description": "malformed JSON body"},
-    **auth_error_docs("the required scope"),
-    404: {"description": "unknown feature service, feature view, feature or push source"},
-    422: {"description": "invalid input: malformed entity keys, missing request fields"},
-    503: {"description": "feature store not loaded yet"},
-}
+ERRORS = error_docs(
+    {
+        400: "malformed JSON body",
+        **auth_error_docs("the required scope"),
+        404: "unknown feature service, feature view, feature or push source",
+        422: "invalid input: malformed entity keys, missing request fields",
+        503: "feature store not loaded yet",
+    }
+)
 
 
 def read_router(plane: FeatureDataPlane) -> APIRouter:

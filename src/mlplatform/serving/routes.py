@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from mlplatform.core.auth import ApiKeyAuth, auth_error_docs, require_scope
-from mlplatform.core.errors import ErrorBody
+from mlplatform.core.errors import error_docs
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.pipeline import FastHandler
 from mlplatform.core.responses import JSONResponse
@@ -18,14 +18,16 @@ from mlplatform.serving.dataplane import ServingDataPlane
 from mlplatform.serving.schemas import ReloadResult
 from mlplatform.v2.types import REQUEST_BODY_DOC, InferenceResponse, ModelMetadata, ModelReady, ServerMetadata
 
-INFER_ERRORS = {
-    400: {"model": ErrorBody, "description": "malformed JSON"},
-    **auth_error_docs("the 'infer' scope", ErrorBody),
-    404: {"model": ErrorBody, "description": "unknown model or version"},
-    413: {"model": ErrorBody, "description": "body over the size limit"},
-    422: {"model": ErrorBody, "description": "bad input (shape, datatype, missing/extra input, NaN)"},
-    503: {"model": ErrorBody, "description": "model not loaded yet or feature store unavailable"},
-}
+INFER_ERRORS = error_docs(
+    {
+        400: "malformed JSON",
+        **auth_error_docs("the 'infer' scope"),
+        404: "unknown model or version",
+        413: "body over the size limit",
+        422: "bad input (shape, datatype, missing/extra input, NaN)",
+        503: "model not loaded yet or feature store unavailable",
+    }
+)
 _JSON = "application/json"
 log = logging.getLogger("mlplatform.serving.routes")
 
@@ -65,7 +67,9 @@ def build_router(plane: ServingDataPlane, infer: FastHandler) -> APIRouter:
         return plane.model_metadata(model_name, model_version)
 
     @router.get(
-        "/v2/models/{model_name}/ready", response_model=ModelReady, responses={404: {"model": ErrorBody}}
+        "/v2/models/{model_name}/ready",
+        response_model=ModelReady,
+        responses=error_docs({404: "model not served here", 422: "invalid request (the field is named)"}),
     )
     async def model_ready(model_name: str) -> JSONResponse:
         ok = plane.model_ready(model_name)

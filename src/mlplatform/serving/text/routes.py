@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response, StreamingResponse
 
 from mlplatform.core.auth import auth_error_docs, require_scope
-from mlplatform.core.errors import BadRequest, InvalidInput, PlatformError
+from mlplatform.core.errors import BadRequest, InvalidInput, PlatformError, error_docs
 from mlplatform.core.logging import request_id_var
 from mlplatform.core.payloads import PayloadBatch
 from mlplatform.serving.batching import BatcherClosed
@@ -67,17 +67,15 @@ class GenerateResponse(BaseModel):
     finish_reason: str | None = None
 
 
-class GenerateError(BaseModel):
-    error: str = Field(description="What was wrong, naming the field or model.")
-
-
-ERRORS = {
-    400: {"model": GenerateError, "description": "malformed JSON or the model does not generate text"},
-    **auth_error_docs("the 'infer' scope", GenerateError),
-    404: {"model": GenerateError, "description": "unknown model or version"},
-    422: {"model": GenerateError, "description": "bad text_input or parameters (named in the error)"},
-    503: {"model": GenerateError, "description": "model not loaded yet"},
-}
+ERRORS = error_docs(
+    {
+        400: "malformed JSON or the model does not generate text",
+        **auth_error_docs("the 'infer' scope"),
+        404: "unknown model or version",
+        422: "bad text_input or parameters (named in the error)",
+        503: "model not loaded yet",
+    }
+)
 _BODY_DOC = {"requestBody": {"required": True, "content": {"application/json": {"schema": GenerateRequest.model_json_schema()}}}}  # fmt: skip
 
 
