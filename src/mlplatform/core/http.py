@@ -11,6 +11,14 @@ import httpx
 from mlplatform.core.tracing import inject_trace_headers
 
 RETRYABLE_STATUS = frozenset({502, 503, 504})
+#: First back-off of :func:`request_with_retries`, doubled on each retry (with jitter 0.5x..1.5x).
+DEFAULT_BACKOFF_S = 0.05
+
+
+def backoff_bound_s(retries: int, backoff_s: float = DEFAULT_BACKOFF_S) -> float:
+    """An upper bound of the time :func:`request_with_retries` sleeps between ``retries + 1`` attempts:
+    ``backoff_s * 2 ** (retries + 1)`` (the sleeps add up to at most 1.5 x ``backoff_s`` x (2^retries - 1))."""
+    return backoff_s * 2 ** (retries + 1)
 
 
 def build_async_client(
@@ -31,7 +39,7 @@ async def request_with_retries(
     url: str,
     *,
     retries: int = 2,
-    backoff_s: float = 0.05,
+    backoff_s: float = DEFAULT_BACKOFF_S,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send with W3C trace headers; retry connection errors, timeouts and 502/503/504 with jittered backoff.

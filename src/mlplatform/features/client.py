@@ -21,7 +21,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
 from mlplatform.core.errors import PlatformError
-from mlplatform.core.http import build_async_client, request_with_retries
+from mlplatform.core.http import backoff_bound_s, build_async_client, request_with_retries
 from mlplatform.core.metrics import LABEL_OUTCOME
 from mlplatform.core.secrets import SecretsBackend, follow_secret
 from mlplatform.features.metrics import FAST_BUCKETS
@@ -194,8 +194,8 @@ class FeatureStoreClientSettings(BaseSettings):
         """:attr:`feature_deadline_s`, or every attempt's timeout plus the client's retry back-off."""
         if self.feature_deadline_s is not None:
             return self.feature_deadline_s
-        attempts = self.feature_store_retries + 1
-        return self.feature_store_timeout_s * attempts + 0.05 * (2**attempts) + 0.25
+        retries = self.feature_store_retries
+        return self.feature_store_timeout_s * (retries + 1) + backoff_bound_s(retries) + 0.25
 
 
 def build_feature_client(
