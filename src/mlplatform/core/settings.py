@@ -10,13 +10,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlplatform.core.registry import DEMO_MODELS, ModelRef, parse_model_list
 
 
 def default_data_dir() -> Path:
     """The data directory used when none is configured: ``./data`` under the working directory."""
     return Path.cwd() / "data"
+
+
+class ModelListSettings(BaseSettings):
+    """The registered models a service loads: model-serving serves them, explainability explains them
+    (``SERVING_MODELS``, ``EXPLAIN_MODELS``), both resolved the same way."""
+
+    models: str = Field(
+        ",".join(DEMO_MODELS),
+        description=(
+            "Comma-separated registered models: 'name' (alias champion), 'name@alias' or 'name/version'. "
+            "Each name may appear once. Keep EXPLAIN_MODELS equal to SERVING_MODELS so the explained "
+            "version is the served one."
+        ),
+    )
+
+    @field_validator("models")
+    @classmethod
+    def _check_models(cls, value: str) -> str:
+        parse_model_list(value)
+        return value
+
+    def model_refs(self) -> list[ModelRef]:
+        """The parsed ``models`` list."""
+        return parse_model_list(self.models)
 
 
 class ServiceSettings(BaseSettings):

@@ -4,28 +4,19 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from mlplatform.core.registry import DEMO_MODELS, ModelRef, parse_model_list
-from mlplatform.core.settings import ServiceSettings
+from mlplatform.core.settings import ModelListSettings, ServiceSettings
 from mlplatform.features.client import FeatureStoreClientSettings
 
 
-class ExplainSettings(ServiceSettings, FeatureStoreClientSettings):
+class ExplainSettings(ServiceSettings, ModelListSettings, FeatureStoreClientSettings):
     """Configuration of the explainability service."""
 
     model_config = SettingsConfigDict(env_prefix="EXPLAIN_", extra="ignore", populate_by_name=True)
 
     port: int = Field(8083, ge=1, le=65535, description="TCP port the HTTP server listens on.")
-    models: str = Field(
-        ",".join(DEMO_MODELS),
-        description=(
-            "Comma-separated model references to explain, resolved exactly like SERVING_MODELS: "
-            "'name' (alias champion), 'name@alias' or 'name/version'. Keep it equal to SERVING_MODELS "
-            "so the explained version is the served one."
-        ),
-    )
     poll_interval_s: float = Field(
         30.0,
         ge=0,
@@ -149,12 +140,20 @@ class ExplainSettings(ServiceSettings, FeatureStoreClientSettings):
         2.0, gt=0, description="Total time allowed for the feature lookup of one request (retries included)."
     )
 
-    @field_validator("models")
-    @classmethod
-    def _check_models(cls, value: str) -> str:
-        parse_model_list(value)
-        return value
-
-    def model_refs(self) -> list[ModelRef]:
-        """The configured model references."""
-        return parse_model_list(self.models)
+    @model_validator(mode="after")
+    def _check_text_evals(self) -> ExplainSettings:
+        """The text explain bounds agree with each other: a request may ask for ``max_evals`` in
+        ``text_min_evals..text_max_evals_limit``, and ``text_max_evals`` (what a request that names none
+        gets) lies in that range too, else such requests would fail with a 422 they did not cause."""
+        low, default, high = self.text_min_evals, self.text_max_evals, self.text_max_evals_limit
+        if low > high:
+            raise ValueError(
+                f"EXPLAIN_TEXT_MIN_EVALS ({low}) is above EXPLAIN_TEXT_MAX_EVALS_LIMIT ({high}): "
+                "no parameters.max_evals could be asked for"
+            )
+        if not low <= default <= high:
+            raise ValueError(
+                f"EXPLAIN_TEXT_MAX_EVALS ({default}) is outside EXPLAIN_TEXT_MIN_EVALS..EXPLAIN_TEXT_MAX_EVALS_LIMIT "
+                f"({low}..{high}): every text explain request without parameters.max_evals would be refused"
+            )
+        return self

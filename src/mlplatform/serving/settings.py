@@ -7,8 +7,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from mlplatform.core.registry import DEMO_MODELS, ModelRef, parse_model_list
-from mlplatform.core.settings import ServiceSettings
+from mlplatform.core.settings import ModelListSettings, ServiceSettings
 from mlplatform.features.client import FeatureStoreClientSettings
 
 #: The accepted values of the settings that take one of a few words.
@@ -18,7 +17,7 @@ CHOICES: dict[str | None, tuple[str, ...]] = {
 }
 
 
-class ServingSettings(ServiceSettings, FeatureStoreClientSettings):
+class ServingSettings(ServiceSettings, ModelListSettings, FeatureStoreClientSettings):
     """Configuration of model-serving. Every field is read from ``SERVING_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore", populate_by_name=True)
@@ -41,13 +40,6 @@ class ServingSettings(ServiceSettings, FeatureStoreClientSettings):
         description=(
             "On shutdown, how long in-flight gRPC calls may finish after the HTTP server has drained "
             "(new calls are refused); keep shutdown_delay_s plus this below terminationGracePeriodSeconds."
-        ),
-    )
-    models: str = Field(
-        ",".join(DEMO_MODELS),
-        description=(
-            "Comma-separated registered models to serve: 'name' (alias champion), 'name@alias' "
-            "or 'name/version'. Each name may appear once."
         ),
     )
     runtime: str = Field(
@@ -143,12 +135,6 @@ class ServingSettings(ServiceSettings, FeatureStoreClientSettings):
         None, description="Spool folder for undelivered payloads. Default: <data_dir>/serving/spool."
     )
 
-    @field_validator("models")
-    @classmethod
-    def _check_models(cls, value: str) -> str:
-        parse_model_list(value)
-        return value
-
     @field_validator("runtime", "torch_device")
     @classmethod
     def _check_choice(cls, value: str, info: ValidationInfo) -> str:
@@ -157,10 +143,6 @@ class ServingSettings(ServiceSettings, FeatureStoreClientSettings):
             listed = ", ".join(repr(c) for c in choices[:-1])
             raise ValueError(f"{info.field_name} must be {listed} or {choices[-1]!r}")
         return value
-
-    def model_refs(self) -> list[ModelRef]:
-        """The parsed ``models`` list."""
-        return parse_model_list(self.models)
 
     def resolved_cache_dir(self) -> Path:
         """Folder for downloaded model artifacts."""
