@@ -10,9 +10,10 @@ from pydantic_settings import SettingsConfigDict
 from mlplatform.core.secrets import SecretsBackend
 from mlplatform.core.settings import ServiceSettings
 from mlplatform.drift.multivariate import MultivariateOptions
+from mlplatform.quality.segments import SegmentBinsSettings
 
 
-class DriftSettings(ServiceSettings):
+class DriftSettings(ServiceSettings, SegmentBinsSettings):
     """Configuration of drift detection; every field is read from ``DRIFT_<NAME>``."""
 
     model_config = SettingsConfigDict(env_prefix="DRIFT_", extra="ignore", populate_by_name=True)
@@ -102,11 +103,6 @@ class DriftSettings(ServiceSettings):
         description='Segment columns per model, as JSON: {"fraud-rf": ["merchant_category", "hour"]}. Each must '
         "be an input column of the model: checked at start-up against the @champion's reference, a missing "
         "column fails start-up naming it.",
-    )
-    segment_bins: dict[str, list[float]] = Field(
-        default_factory=lambda: {"hour": [0, 6, 12, 18, 24]},
-        description="Bucket edges of numeric segment columns, as JSON (left-closed buckets): the default cuts "
-        "hour into night, morning, afternoon and evening. Columns without edges segment by value.",
     )
     retrain_after_windows: int = Field(
         3, ge=1, description="Start retraining after dataset drift in this many consecutive windows."

@@ -38,6 +38,8 @@ from mlplatform.features.routes import ERRORS, json_fast_route
 
 GET_ONLINE_FEATURES_PATH = "/get-online-features"
 PUSH_TARGETS = ("online", "offline", "online_and_offline")
+#: ``?async=`` of the materialisation routes (accepted as in ``feast serve``, refused when true)
+ASYNC_MODE = Query(False, alias="async", description="Not supported (422 when true).")
 
 
 async def _read(plane: FeatureDataPlane, req: FeastGetOnlineFeaturesRequest) -> dict[str, Any]:
@@ -114,7 +116,7 @@ def feast_admin_router(plane: FeatureDataPlane) -> APIRouter:
     @router.post("/materialize", response_model=None)
     async def materialize(
         body: FeastMaterializeRequest,
-        async_mode: bool = Query(False, alias="async", description="Not supported (422 when true)."),
+        async_mode: bool = ASYNC_MODE,
     ) -> JSONResponse:
         _refuse_unsupported(async_mode, body.version)
         if body.disable_event_timestamp:
@@ -128,7 +130,7 @@ def feast_admin_router(plane: FeatureDataPlane) -> APIRouter:
     @router.post("/materialize-incremental", response_model=None)
     async def materialize_incremental(
         body: FeastMaterializeIncrementalRequest,
-        async_mode: bool = Query(False, alias="async", description="Not supported (422 when true)."),
+        async_mode: bool = ASYNC_MODE,
     ) -> JSONResponse:
         _refuse_unsupported(async_mode, body.version)
         await plane.materialize(_timestamp(body.end_ts, "end_ts"), body.feature_views)

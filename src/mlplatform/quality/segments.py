@@ -20,8 +20,21 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
+from pydantic_settings import BaseSettings
 
 from mlplatform.quality.metrics import realized_metrics
+
+
+class SegmentBinsSettings(BaseSettings):
+    """How numeric segment columns are cut: drift detection's segments (``DRIFT_SEGMENT_BINS``) and the
+    retraining gate's (``MLPLATFORM_RETRAIN_SEGMENT_BINS``) share the default, so both cut alike."""
+
+    segment_bins: dict[str, list[float]] = Field(
+        default_factory=lambda: {"hour": [0, 6, 12, 18, 24]},
+        description="Bucket edges of numeric segment columns, as JSON (left-closed buckets): the default cuts "
+        "hour into night, morning, afternoon and evening. Columns without edges segment by value.",
+    )
 
 
 @dataclass(frozen=True)

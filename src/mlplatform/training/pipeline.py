@@ -285,15 +285,18 @@ def _log_and_register(
                 mlflow.log_artifact(
                     str(qpath), artifact_path=str(Path(QUALITY_REFERENCE_ARTIFACT_PATH).parent)
                 )
+        logged = {
+            "name": "model",
+            "signature": signature,
+            "input_example": example,
+            "registered_model_name": name,
+        }
         if flavor == "sklearn":
             import sklearn
 
             info = mlflow.sklearn.log_model(
                 model,
-                name="model",
-                signature=signature,
-                input_example=example,
-                registered_model_name=name,
+                **logged,
                 pyfunc_predict_fn="predict_proba",
                 skops_trusted_types=["sklearn.tree._tree.Tree"],
                 pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
@@ -303,10 +306,7 @@ def _log_and_register(
 
             info = mlflow.pytorch.log_model(
                 model,
-                name="model",
-                signature=signature,
-                input_example=example,
-                registered_model_name=name,
+                **logged,
                 serialization_format="pickle",
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )

@@ -34,11 +34,12 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from mlplatform.core.registry import DEFAULT_ALIAS
 from mlplatform.features import contract as feat
 from mlplatform.quality.segments import (
+    SegmentBinsSettings,
     SegmentSpec,
     missing_columns,
     parse_specs,
@@ -79,7 +80,7 @@ class RetrainError(RuntimeError):
     """Retraining could not run or finish (unknown model, registry unreachable): a one-line message."""
 
 
-class RetrainSettings(BaseSettings):
+class RetrainSettings(SegmentBinsSettings):
     """What ``mlplatform retrain`` retrains and how it decides (env prefix ``MLPLATFORM_RETRAIN_``).
 
     The training itself is configured by :class:`~mlplatform.training.pipeline.TrainSettings`
@@ -113,11 +114,6 @@ class RetrainSettings(BaseSettings):
         description="Comma-separated input columns whose segments the gate checks: the challenger is refused "
         "if it is worse than the champion by more than segment_margin in any segment. Empty: no segment check. "
         "A column the training data lacks is an error naming it.",
-    )
-    segment_bins: dict[str, list[float]] = Field(
-        default_factory=lambda: {"hour": [0, 6, 12, 18, 24]},
-        description="Bucket edges of numeric segment columns, as JSON (left-closed): hour cut into night, "
-        "morning, afternoon, evening. Columns without edges segment by value.",
     )
     segment_metric: Literal["roc_auc", "pr_auc", "recall", "precision", "f1"] = Field(
         "roc_auc", description="Metric compared per segment."

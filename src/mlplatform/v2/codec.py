@@ -185,7 +185,9 @@ def _decode_input(
     return Tensor(name=name, shape=tuple(shape), datatype=datatype, array=array), offset + size
 
 
-_WIRE_DTYPE = {
+#: numpy dtype of each datatype's little-endian wire form, binary extension and gRPC raw contents (BYTES:
+#: handled apart)
+WIRE_DTYPE: dict[str, np.dtype] = {
     "BOOL": np.dtype("?"),
     "UINT8": np.dtype("<u1"),
     "UINT16": np.dtype("<u2"),
@@ -235,7 +237,7 @@ def decode_binary(raw: bytes, datatype: str, shape: list[int] | tuple[int, ...],
     count = math.prod(shape)
     if datatype == "BYTES":
         return split_bytes_elements(raw, shape, name, "binary data")
-    wire = _WIRE_DTYPE[datatype]
+    wire = WIRE_DTYPE[datatype]
     if len(raw) != count * wire.itemsize:
         raise InvalidInput(
             f"input '{name}': binary_data_size {len(raw)} does not match shape {list(shape)} of {datatype} "
@@ -261,7 +263,7 @@ def output_bytes(arr: np.ndarray, datatype: str) -> bytes:
             b = v if isinstance(v, bytes) else str(v).encode("utf-8")
             parts += (len(b).to_bytes(4, "little"), b)
         return b"".join(parts)
-    return np.ascontiguousarray(arr, dtype=_WIRE_DTYPE[datatype]).tobytes()
+    return np.ascontiguousarray(arr, dtype=WIRE_DTYPE[datatype]).tobytes()
 
 
 MAX_DIMS = 8

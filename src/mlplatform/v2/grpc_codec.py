@@ -22,24 +22,8 @@ from typing import Any
 import numpy as np
 
 from mlplatform.core.errors import InvalidInput
-from mlplatform.v2.codec import ParsedRequest, Tensor, split_bytes_elements
+from mlplatform.v2.codec import WIRE_DTYPE, ParsedRequest, Tensor, split_bytes_elements
 from mlplatform.v2.types import DATATYPE_SET, DATATYPES
-
-#: numpy dtype of each datatype's little-endian wire form (BYTES: handled apart)
-WIRE_DTYPE: dict[str, np.dtype] = {
-    "BOOL": np.dtype("?"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-}
 
 #: the same in this machine's byte order (little-endian machines: the wire dtype itself, no copy)
 _NATIVE = {k: v.newbyteorder("=") for k, v in WIRE_DTYPE.items()}
