@@ -185,3 +185,23 @@ def test_decoding_work_grows_linearly_with_the_output(tokenizer) -> None:  # noq
     assert done[-1] and not any(done[:-1])
     assert req.text == tokenizer.decode(ids, skip_special_tokens=True)
     assert counting.decoded < 10 * len(ids), counting.decoded
+
+
+def test_text_held_back_for_a_stop_string_is_sent_when_the_model_ends(tokenizer) -> None:  # noqa: ANN001
+    """A tail that might begin a stop string is held back; when end-of-sequence comes instead, that tail is
+    part of the answer (it used to be dropped from the text and the stream)."""
+    sched = _scheduler(tokenizer)
+    ids = tokenizer(CORPUS[3], add_special_tokens=False)["input_ids"]
+    whole = tokenizer.decode(ids, skip_special_tokens=True)
+    tail = whole[-3:]
+    params = GenParams(max_tokens=len(ids) + 5, stop=(tail + "\u2603",))  # never completed
+    deltas: list[str] = []
+    req = GenRequest([], params, lambda ev: deltas.append(ev[1]) if ev[0] == "delta" else None)
+    for token in ids:
+        assert not sched._step(req, token)
+    assert not req.text.endswith(tail)  # held back while the stop string could still follow
+    assert sched._step(req, tokenizer.eos_token_id)
+    assert req.finish_reason == FINISH_STOP
+    assert req.text == whole
+    if not tokenizer.clean_up_tokenization_spaces:
+        assert "".join(deltas) == whole

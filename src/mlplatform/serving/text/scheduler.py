@@ -326,6 +326,8 @@ class GenerationScheduler:
             if self.metrics is not None:
                 self.metrics.ttft.labels(self.name, self.version).observe(now - r.submitted)
         if token in self.eos_ids:
+            if r.detokenizer is not None:  # send what was held back: no stop string can follow the end
+                self._send(r, r.detokenizer.text_of(r.generated))
             self._finish(r, FINISH_STOP)
             return True
         r.generated.append(token)
@@ -343,16 +345,21 @@ class GenerationScheduler:
             return False  # half a UTF-8 character: wait for the rest
         if finished is None:  # hold back a tail that may be the start of a stop string
             text = text[: len(text) - _stop_prefix_len(text, r.params.stop)]
+        self._send(r, text)
+        if finished is not None:
+            self._finish(r, finished)
+            return True
+        return False
+
+    @staticmethod
+    def _send(r: GenRequest, text: str) -> None:
+        """Make ``text`` the request's text, sending the caller what it has not had yet."""
         if len(text) > len(r.text) and text.startswith(r.text):
             r.emit(("delta", text[len(r.text) :]))
             r.text = text
         elif text != r.text and not text.startswith(r.text):  # the decoded prefix changed: send the rest
             r.emit(("delta", text[len(r.text) :] if len(text) > len(r.text) else ""))
             r.text = text
-        if finished is not None:
-            self._finish(r, finished)
-            return True
-        return False
 
     def _finish(self, r: GenRequest, reason: str | None, *, error: str | None = None) -> None:
         if r.finish_reason is not None:
