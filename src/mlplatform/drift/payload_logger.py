@@ -268,11 +268,7 @@ class PayloadLogger:
         """Queue over ``max_queue``: move its oldest rows to the disk spool (a task, writes in a thread)."""
         if self._spill_task is not None or self._loop is None or self._stopping:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if self._on_own_loop():
             self._spill_task = self._loop.create_task(self._spill(), name="payload-spill")
         else:
             self._loop.call_soon_threadsafe(self._start_spill)
@@ -399,14 +395,18 @@ class PayloadLogger:
     def _notify(self) -> None:
         if self._wake is None or self._loop is None:
             return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self._loop:
+        if self._on_own_loop():
             self._wake.set()
         else:
             self._loop.call_soon_threadsafe(self._wake.set)
+
+    def _on_own_loop(self) -> bool:
+        """Whether the caller runs on the logger's event loop (else it hands work over with
+        ``call_soon_threadsafe``: ``submit`` is called from any thread)."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     def _take(self, n: int) -> list[PayloadBatch]:
         """The oldest queued requests, at least ``n`` rows of them (or all)."""
