@@ -35,10 +35,21 @@ class ErrorBody(BaseModel):
     error: str = Field(description="What was wrong, naming the input, field or model.")
 
 
-def error_docs(descriptions: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+def error_docs(
+    descriptions: Mapping[int, str], route_media_type: str = "application/json"
+) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses=`` entries, in status order, for the error statuses a route answers: each
-    documents :class:`ErrorBody` with its description (``{404: "unknown model"}``)."""
-    return {status: {"model": ErrorBody, "description": text} for status, text in sorted(descriptions.items())}
+    documents :class:`ErrorBody` with its description (``{404: "unknown model"}``).
+
+    FastAPI documents a response ``model`` under the route's own media type; errors are JSON whatever
+    the route answers on success, so for a route of another ``route_media_type`` (an HTML page) the
+    entries name ErrorBody's schema under ``application/json`` themselves (the app must use ErrorBody
+    as a ``model`` elsewhere, which puts it in ``components``)."""
+    ordered = sorted(descriptions.items())
+    if route_media_type == "application/json":
+        return {status: {"model": ErrorBody, "description": text} for status, text in ordered}
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    return {status: {"description": text, "content": body} for status, text in ordered}
 
 
 class BadRequest(PlatformError):

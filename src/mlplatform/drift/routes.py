@@ -24,14 +24,13 @@ from mlplatform.drift.schemas import (
     RetrainResponse,
 )
 
-ERRORS = error_docs(
-    {
-        400: "malformed JSON body",
-        **auth_error_docs("the needed scope"),
-        404: "model or version not in the registry / unknown to drift detection",
-        422: "records do not match the model's signature (the columns are named)",
-    }
-)
+ERROR_DESCRIPTIONS = {
+    400: "malformed JSON body",
+    **auth_error_docs("the needed scope"),
+    404: "model or version not in the registry / unknown to drift detection",
+    422: "records do not match the model's signature (the columns are named)",
+}
+ERRORS = error_docs(ERROR_DESCRIPTIONS)
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 
@@ -131,7 +130,10 @@ def build_router(plane: DriftDataPlane, quality: QualityService | None = None) -
         "/v1/models/{model}/drift/report",
         response_class=HTMLResponse,
         response_model=None,
-        responses={200: {"content": {"text/html": {}}, "description": "Evidently HTML report"}},
+        responses={
+            200: {"content": {"text/html": {}}, "description": "Evidently HTML report"},
+            **error_docs(ERROR_DESCRIPTIONS, HTMLResponse.media_type),
+        },
         dependencies=READ,
     )
     async def report(model: str = MODEL) -> HTMLResponse:

@@ -1,7 +1,8 @@
 """Every documented error answer of the four services is the one error body, ``core.errors.ErrorBody``.
 
 Each app is built by its own factory (as ``mlplatform serve`` builds it) and its ``/openapi.json``
-document walked: every non-2xx response of every operation must name ErrorBody (or a subclass of it),
+document walked: every non-2xx response of every operation must name ErrorBody (or a subclass of it)
+as its ``application/json`` body (also on a route whose success answer is an HTML page),
 the body :func:`~mlplatform.core.errors.error_response` answers, never a copy or FastAPI's own
 ``HTTPValidationError`` (our handler reshapes validation errors into ``{"error": ...}``).
 """
@@ -53,9 +54,10 @@ def test_every_error_response_documents_error_body(name, tmp_path):
     assert len(errors) >= 5, f"{name}: only {len(errors)} documented error responses"
     wrong = []
     for method, path, status, response in errors:
-        schemas = [c.get("schema", {}).get("$ref") for c in response.get("content", {}).values()]
-        if not schemas or any(ref not in allowed for ref in schemas):
-            wrong.append(f"{method.upper()} {path} {status}: {schemas or 'no body documented'}")
+        content = response.get("content", {})
+        schemas = [c.get("schema", {}).get("$ref") for c in content.values()]
+        if set(content) != {"application/json"} or any(ref not in allowed for ref in schemas):
+            wrong.append(f"{method.upper()} {path} {status}: {content or 'no body documented'}")
     assert not wrong, f"{name}: error responses not documenting ErrorBody:\n" + "\n".join(wrong)
     schemas = doc["components"]["schemas"]
     assert schemas["ErrorBody"] == ErrorBody.model_json_schema()
