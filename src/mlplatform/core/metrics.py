@@ -22,13 +22,30 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from mlplatform.core.tracing import current_trace_id
 
-# Label names code outside the catalogue uses (metrics_catalogue.yaml declares every family's labels).
-LABEL_MODEL = "model"
-LABEL_VERSION = "version"
+# A label name code outside the catalogue uses (metrics_catalogue.yaml declares every family's labels).
 LABEL_OUTCOME = "outcome"
 
 CATALOGUE_FILE = "metrics_catalogue.yaml"  # package data of mlplatform.core
-METRIC_TYPES = ("counter", "gauge", "histogram")
+_TYPES: dict[str, type[MetricWrapperBase]] = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}
+_CLASS_KEYS = ("module", "service", "metrics")  # required keys of a class entry
+_METRIC_KEYS = ("name", "type", "help")  # required keys of a family
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's loader when built with it
+
+
+def _check_keys(where: str, entry: object, required: Sequence[str], optional: Sequence[str]) -> None:
+    """A catalogue entry is a mapping with every required key and no key it does not know (a typo such as
+    ``label:`` would otherwise declare a family without its labels)."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(entry).__name__}")
+    missing = [k for k in required if k not in entry]
+    unknown = sorted(set(entry) - set(required) - set(optional))
+    problems = []
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if unknown:
+        problems.append(f"unknown key(s) {', '.join(unknown)} (known: {', '.join([*required, *optional])})")
+    if problems:
+        raise ValueError(f"{where}: {'; '.join(problems)}")
 
 
 @dataclass(frozen=True)
@@ -64,19 +81,27 @@ class MetricCatalogue:
     @classmethod
     def parse(cls, text: str) -> MetricCatalogue:
         """Parse and check the catalogue; a ValueError names the entry and what is wrong with it."""
-        raw = yaml.safe_load(text) or {}
-        buckets = {k: tuple(float(b) for b in v) for k, v in (raw.get("buckets") or {}).items()}
+        raw = yaml.load(text, Loader=_YAML_LOADER) or {}
+        _check_keys("metrics catalogue", raw, (), ("buckets", "classes"))
+        buckets: dict[str, tuple[float, ...]] = {}
+        for name, bounds in (raw.get("buckets") or {}).items():
+            if not isinstance(bounds, list) or not all(isinstance(b, int | float) for b in bounds):
+                raise ValueError(f"metrics catalogue: bucket set {name!r} is not a list of numbers")
+            buckets[name] = tuple(float(b) for b in bounds)
         classes: dict[str, MetricClassSpec] = {}
         names: set[str] = set()
         for cname, entry in (raw.get("classes") or {}).items():
+            _check_keys(f"metrics catalogue: {cname}", entry, _CLASS_KEYS, ("when",))
             specs = []
-            for attr, m in (entry.get("metrics") or {}).items():
+            for attr, m in (entry["metrics"] or {}).items():
                 where = f"metrics catalogue: {cname}.{attr}"
-                spec = MetricSpec(
-                    attr, m["name"], m["type"], m["help"], tuple(m.get("labels") or ()), m.get("buckets")
-                )
-                if spec.type not in METRIC_TYPES:
-                    raise ValueError(f"{where}: type {spec.type!r} is not one of {', '.join(METRIC_TYPES)}")
+                _check_keys(where, m, _METRIC_KEYS, ("labels", "buckets"))
+                labels = m.get("labels") or []
+                if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                    raise ValueError(f"{where}: labels must be a list of label names, not {labels!r}")
+                spec = MetricSpec(attr, m["name"], m["type"], m["help"], tuple(labels), m.get("buckets"))
+                if spec.type not in _TYPES:
+                    raise ValueError(f"{where}: type {spec.type!r} is not one of {', '.join(_TYPES)}")
                 if (spec.type == "histogram") != (spec.buckets is not None):
                     raise ValueError(f"{where}: a histogram names a bucket set, other types do not")
                 if spec.buckets is not None and spec.buckets not in buckets:
@@ -109,42 +134,20 @@ def bucket_set(name: str) -> tuple[float, ...]:
     return metric_catalogue().buckets[name]
 
 
-class MetricFactory:
-    """Declares metrics on one app's private registry, so a declaration is only what differs:
-    name, help text, label names and, for a histogram, its buckets."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-
-    def counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
-        return Counter(name, documentation, labels, registry=self.registry)
-
-    def gauge(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Gauge:
-        return Gauge(name, documentation, labels, registry=self.registry)
-
-    def histogram(
-        self, name: str, documentation: str, labels: Sequence[str] = (), *, buckets: Sequence[float]
-    ) -> Histogram:
-        return Histogram(name, documentation, labels, buckets=buckets, registry=self.registry)
-
-    def declare(self, spec: MetricSpec) -> MetricWrapperBase:
-        """Declare one catalogue family."""
-        if spec.type == "histogram":
-            assert spec.buckets is not None  # checked when the catalogue was parsed
-            return self.histogram(spec.name, spec.help, spec.labels, buckets=bucket_set(spec.buckets))
-        make = self.counter if spec.type == "counter" else self.gauge
-        return make(spec.name, spec.help, spec.labels)
-
-
 class MetricSet:
     """Base of a metrics class: its families are the catalogue entry named like the class, declared
     on the registry it is handed and set as attributes named as in the catalogue. The subclass keeps
     only behaviour (observe helpers, label caches) and its docstring."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        factory = MetricFactory(registry)
         for spec in metric_catalogue().family_set(type(self)).metrics:
-            setattr(self, spec.attr, factory.declare(spec))
+            if hasattr(self, spec.attr):  # a method or attribute of the class: it would be hidden
+                raise TypeError(
+                    f"{type(self).__name__}.{spec.attr} is both a catalogue family and the class's own"
+                )
+            kwargs = {"buckets": bucket_set(spec.buckets)} if spec.buckets is not None else {}
+            family = _TYPES[spec.type](spec.name, spec.help, spec.labels, registry=registry, **kwargs)
+            setattr(self, spec.attr, family)
 
     def __getattr__(self, name: str) -> Any:
         # only reached when normal lookup fails: the families are instance attributes (typed Any for

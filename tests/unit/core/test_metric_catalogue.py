@@ -4,7 +4,7 @@ attribute name is a clear AttributeError, and a malformed catalogue fails naming
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from mlplatform.core.metrics import MetricCatalogue, MetricSet, metric_catalogue
 from mlplatform.explain.metrics import ExplainMetrics
@@ -81,6 +81,15 @@ def test_a_subclass_uses_its_base_class_entry() -> None:
         ("type: histogram", "type: summary", r"ExplainMetrics.latency: type 'summary' is not one of"),
         ("        buckets: quick\n", "", r"ExplainMetrics.latency: a histogram names a bucket set"),
         ("buckets: quick", "buckets: slow", r"ExplainMetrics.latency: no bucket set 'slow'"),
+        ('help: "Latency."', "", r"ExplainMetrics.latency: missing help"),
+        (
+            "labels: [model]",
+            "label: [model]",
+            r"ExplainMetrics.latency: unknown key\(s\) label \(known: name",
+        ),
+        ("labels: [model]", "labels: model", r"ExplainMetrics.latency: labels must be a list of label names"),
+        ("    module: mlplatform.explain.metrics\n", "", r"catalogue: ExplainMetrics: missing module"),
+        ("quick: [0.1, 1]", "quick: 0.1", r"bucket set 'quick' is not a list of numbers"),
     ],
 )
 def test_a_malformed_catalogue_fails_naming_the_entry(old: str, new: str, error: str) -> None:
@@ -94,3 +103,27 @@ def test_a_name_declared_twice_fails() -> None:
     twice = GOOD + GOOD.split("    metrics:\n")[1].replace("      latency:", "      again:")
     with pytest.raises(ValueError, match="ExplainMetrics.again: t_latency_seconds is declared twice"):
         MetricCatalogue.parse(twice)
+
+
+def test_a_family_named_like_a_method_of_its_class_fails() -> None:
+    class Clashing(ExplainMetrics):
+        def rows(self) -> None:  # the catalogue's ExplainMetrics.rows would hide it
+            pass
+
+    with pytest.raises(TypeError, match="Clashing.rows is both a catalogue family and the class's own"):
+        Clashing(CollectorRegistry())
+
+
+def test_families_land_on_the_given_registry_never_the_default_one() -> None:
+    registry = CollectorRegistry()
+    ExplainMetrics(registry).rows.labels("m", "tree").inc(2)
+    assert (
+        registry.get_sample_value("mlplatform_explain_rows_total", {"model": "m", "explainer": "tree"}) == 2
+    )
+    assert (
+        REGISTRY.get_sample_value("mlplatform_explain_rows_total", {"model": "m", "explainer": "tree"})
+        is None
+    )
+    types = {f.name: f.type for f in registry.collect()}
+    assert types["mlplatform_explain_duration_seconds"] == "histogram"
+    assert types["mlplatform_explain_cache_hits"] == "counter"
