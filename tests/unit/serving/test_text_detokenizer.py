@@ -205,3 +205,21 @@ def test_text_held_back_for_a_stop_string_is_sent_when_the_model_ends(tokenizer)
     assert req.text == whole
     if not tokenizer.clean_up_tokenization_spaces:
         assert "".join(deltas) == whole
+
+
+def test_runs_of_special_tokens_cost_no_decoding_and_change_no_text(tokenizer) -> None:  # noqa: ANN001
+    """Special tokens decode to nothing: mixed in (a fifth of the ids), the text is still the whole decode
+    at every token, and 400 of them in a row decode nothing (the window used to grow over them: ~80,000)."""
+    for seed in SEEDS:
+        rng = random.Random(seed)
+        ids = [t if rng.random() > 0.2 else tokenizer.pad_token_id for t in _random_ids(tokenizer, rng, 60)]
+        detok, grown = IncrementalDetokenizer(tokenizer), []
+        for token in ids:
+            grown.append(token)
+            assert detok.text_of(grown) == tokenizer.decode(grown, skip_special_tokens=True), (seed, grown)
+    counting = _CountingTokenizer(tokenizer)
+    detok, pads = IncrementalDetokenizer(counting), []
+    for _ in range(400):
+        pads.append(tokenizer.pad_token_id)
+        assert detok.text_of(pads) == ""
+    assert counting.decoded < 10 * len(pads), counting.decoded

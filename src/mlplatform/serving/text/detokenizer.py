@@ -10,7 +10,9 @@ a UTF-8 character so far) is not committed until the rest arrives. Where a token
 before it, the window's text does not extend its committed part's, and the whole output is decoded
 instead. A tokenizer's clean-up rules (``clean_up_tokenization_spaces``: `` 's`` -> ``'s``) join text
 across tokens, so the text is kept without them and cleaned up whole at every step, as ``decode``
-does (string replacements, linear and cheap beside decoding). The result is always
+does (string replacements, linear and cheap beside decoding). Special tokens (padding, sentinels,
+markers) decode to nothing, so they are dropped before the window: a run of them would otherwise
+never commit and the window would grow back to the whole output. The result is always
 ``tokenizer.decode(ids, skip_special_tokens=True)``.
 """
 
@@ -31,6 +33,9 @@ class IncrementalDetokenizer:
         self._read = 0  # tokens whose text is in _text
         self._prefix_text = ""  # text of ids[_prefix:_read], decoded alone
         self._cleanup = bool(getattr(tokenizer, "clean_up_tokenization_spaces", False))
+        self._special = frozenset(getattr(tokenizer, "all_special_ids", ()))
+        self._kept: list[int] = []  # the ids seen so far, less special tokens
+        self._seen = 0  # how many ids of the caller's list are in _kept
 
     def _decode(self, ids: list[int]) -> str:
         return str(self._tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
@@ -38,6 +43,9 @@ class IncrementalDetokenizer:
     def text_of(self, ids: list[int]) -> str:
         """``tokenizer.decode(ids, skip_special_tokens=True)``, where ``ids`` extends the ``ids`` of the
         previous call (the same list, grown by one or more tokens)."""
+        self._kept.extend(t for t in ids[self._seen :] if t not in self._special)
+        self._seen = len(ids)
+        ids = self._kept
         window = self._decode(ids[self._prefix :])
         if window.startswith(self._prefix_text):
             tail = window[len(self._prefix_text) :]
