@@ -315,4 +315,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from mlplatform.core.environment import apply_environment_defaults
+
+    apply_environment_defaults()  # a process entry point, like the mlplatform command
     main()

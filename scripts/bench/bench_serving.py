@@ -542,4 +542,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    from mlplatform.core.environment import apply_environment_defaults
+
+    apply_environment_defaults()  # a process entry point, like the mlplatform command
     sys.exit(main())

@@ -151,7 +151,6 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=10.0, help="seconds of concurrent streams per round")
     p.add_argument("--repeat", type=int, default=2)
     args = p.parse_args()
-    os.environ["HF_HUB_OFFLINE"] = "1"
     from tests.observability.otlp import OtlpReceiver
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-text-"))
@@ -223,4 +222,7 @@ def _torch() -> str:
 
 
 if __name__ == "__main__":
+    from mlplatform.core.environment import apply_environment_defaults
+
+    apply_environment_defaults()  # a process entry point, like the mlplatform command
     raise SystemExit(main())
