@@ -72,6 +72,7 @@ class ExplainDataPlane:
         self._cache: OrderedDict[tuple[str, str], ShapExplainer] = OrderedDict()
         self._failed: dict[tuple[str, str], PlatformError] = {}
         self._build_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._unloading: set[asyncio.Future[None]] = set()
         self._work_dir: Path | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._ready = False
@@ -104,8 +105,10 @@ class ExplainDataPlane:
                 await self._poll_task
             self._poll_task = None
         for explainer in self._cache.values():
-            explainer.unload()
+            self._unload(explainer)
         self._cache.clear()
+        if self._unloading:  # every explainer released before returning, as before
+            await asyncio.gather(*self._unloading)
         if self._owned_client is not None:
             await self._owned_client.aclose()
             self.enricher.client = self._owned_client = None
@@ -224,7 +227,15 @@ class ExplainDataPlane:
             victim = next((k for k in self._cache if k not in current), None)
             if victim is None:
                 return
-            self._cache.pop(victim).unload()
+            self._unload(self._cache.pop(victim))
+
+    def _unload(self, explainer: ShapExplainer) -> None:
+        """Unload ``explainer`` in a worker thread, not waiting: unloading waits for a running explanation
+        (the explainer's lock), which would stall the event loop. A request that fetched it before and
+        explains after gets a 422 (its explainer was unloaded); stop() awaits the pending unloads."""
+        future = asyncio.get_running_loop().run_in_executor(None, explainer.unload)
+        self._unloading.add(future)
+        future.add_done_callback(self._unloading.discard)
 
     def cached_versions(self) -> list[tuple[str, str]]:
         """(name, version) of every cached explainer, least recently used first."""

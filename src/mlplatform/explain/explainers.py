@@ -42,6 +42,11 @@ class UnsupportedModel(InvalidInput):
     """The model's flavour has no explainer (422)."""
 
 
+def unloaded(label: str) -> InvalidInput:
+    """The 422 of a request whose explainer was unloaded (evicted) after the request fetched it."""
+    return InvalidInput(f"model {label}: its explainer was unloaded")
+
+
 @dataclass
 class LoadedModel:
     """A registered model version loaded for explanation."""
@@ -53,7 +58,6 @@ class LoadedModel:
     schema: InputSchema  # serving's input schema (column names and types, in order)
     reference: pd.DataFrame  # reference sample restricted to feature_names, float64
     feature_service: str | None = None
-    entity_keys: tuple[str, ...] = ()  # of the feature service: the inputs an entity request names
     request_keys: tuple[str, ...] = ()  # what makes a request entity-keyed (set at load)
 
     @property
@@ -85,6 +89,7 @@ class ShapExplainer(ABC):
         self.settings = settings
         self.output_space = RAW
         self.feature_perturbation: str | None = None
+        self._explainer: Any = None  # what load builds; None again once unloaded
         self._lock = threading.Lock()
         self._importance_lock = threading.Lock()
         self._importance: np.ndarray | None = None
@@ -111,7 +116,13 @@ class ShapExplainer(ABC):
     def explain(self, x: np.ndarray) -> Explanation:
         """Explain rows ``x`` of shape (n, n_features) in ``feature_names`` order."""
         with self._lock:
-            return self._explain(np.asarray(x, dtype=np.float64))
+            return self._explain_loaded(np.asarray(x, dtype=np.float64))
+
+    def _explain_loaded(self, x: np.ndarray) -> Explanation:
+        """``_explain`` (lock held), or a 422 when the explainer was unloaded since it was fetched."""
+        if self._explainer is None:
+            raise unloaded(self.model.label)
+        return self._explain(x)
 
     def importance(self) -> tuple[np.ndarray, int]:
         """Global mean |SHAP| per feature over the reference sample (computed once, then cached).
@@ -128,7 +139,7 @@ class ShapExplainer(ABC):
                 total = np.zeros(x.shape[1])
                 for start in range(0, len(x), IMPORTANCE_CHUNK):
                     with self._lock:
-                        expl = self._explain(x[start : start + IMPORTANCE_CHUNK])
+                        expl = self._explain_loaded(x[start : start + IMPORTANCE_CHUNK])
                     total += np.abs(expl.attributions).sum(axis=0)
                 self._importance = total / len(x)
                 self._importance_rows = len(x)

@@ -88,6 +88,5 @@ def load_model_version(
         schema=schema,
         reference=reference,
         feature_service=feature_service,
-        entity_keys=entity_keys,
         request_keys=request_keys(feature_service, entity_keys),  # once, in the loading thread
     )

@@ -214,17 +214,7 @@ class TextShapExplainer:
         log.info("text explainer of %s warmed up in %.2fs", self.model.label, time.perf_counter() - start)
 
     def unload(self) -> None:
-        """Drop the explainer state. Never waits (the data plane evicts on the event loop): while an
-        explanation runs, a thread drops it once that explanation is done."""
-        if self._lock.acquire(blocking=False):
-            try:
-                self._drop()
-            finally:
-                self._lock.release()
-        else:
-            threading.Thread(target=self._drop_when_idle, name="explain-text-unload", daemon=True).start()
-
-    def _drop_when_idle(self) -> None:
+        """Drop the explainer state (waiting for a running explanation to finish)."""
         with self._lock:
             self._drop()
 
