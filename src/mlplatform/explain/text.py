@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from mlplatform.core.errors import InvalidInput
-from mlplatform.explain.explainers import UnsupportedModel
+from mlplatform.explain.explainers import UnsupportedModel, unloaded
 from mlplatform.text.limits import context_length, default_max_tokens
 from mlplatform.v2.codec import ParsedRequest
 
@@ -254,26 +254,34 @@ class TextShapExplainer:
     def output_ids(self, output: str) -> list[int]:
         """Token ids of a given output text, as the model would write it (no special tokens); for request
         validation."""
-        return _output_ids(self._request_tokenizer, output)
+        return list(self._request_tokenizer(output, add_special_tokens=False)["input_ids"])
 
     def explain(
-        self, texts: list[str], *, max_evals: int, max_tokens: int, outputs: list[str] | None = None
+        self,
+        texts: list[str],
+        *,
+        max_evals: int,
+        max_tokens: int,
+        output_ids: list[list[int]] | None = None,
     ) -> list[TextExplanation]:
-        """Explain each text's generated output, or the given ``outputs`` (one explanation per output token)."""
+        """Explain each text's generated output, or the given outputs' token ids (:meth:`output_ids`), one
+        explanation per output token."""
         with self._lock:
             if self._teacher is None:
-                raise InvalidInput(f"model {self.model.label}: its explainer was unloaded")
-            given = outputs if outputs is not None else [None] * len(texts)
+                raise unloaded(self.model.label)
+            given = output_ids if output_ids is not None else [None] * len(texts)
             return [self._explain_one(t, max_evals, max_tokens, o) for t, o in zip(texts, given, strict=True)]
 
-    def _explain_one(self, text: str, max_evals: int, max_tokens: int, output: str | None) -> TextExplanation:
+    def _explain_one(
+        self, text: str, max_evals: int, max_tokens: int, given_ids: list[int] | None
+    ) -> TextExplanation:
         import shap
 
         tok = self.model.tokenizer
-        if output is None:
+        if given_ids is None:
             target = self._generate(text, max_tokens)
         else:
-            target = np.asarray([_output_ids(tok, output)], dtype=np.int64)
+            target = np.asarray([given_ids], dtype=np.int64)
         output_ids = target[0].tolist()
         input_tokens = self._input_tokens(text)
         if not output_ids:  # the model answers with end-of-sequence at once: nothing to attribute
@@ -303,17 +311,13 @@ class TextShapExplainer:
         return [seg.strip() or str(name) for seg, name in zip(segments, names, strict=True)]
 
 
-def _output_ids(tokenizer: Any, output: str) -> list[int]:  # noqa: ANN401
-    return list(tokenizer(output, add_special_tokens=False)["input_ids"])
-
-
 # request handling ----------------------------------------------------------------------------------
 @dataclass
 class TextRequest:
     texts: list[str]
     max_evals: int
     max_tokens: int
-    outputs: list[str] | None = None  # parameters.text_output: explain these instead of generating
+    output_ids: list[list[int]] | None = None  # parameters.text_output's token ids: explained, not generated
 
 
 def _int_parameter(params: dict[str, Any], key: str, default: int, low: int, high: int) -> int:
@@ -365,7 +369,7 @@ def text_request(req: ParsedRequest, explainer: TextShapExplainer, settings: Any
     limit = explainer.model.context_length
     for i, text in enumerate(texts):
         n = explainer.count_tokens(text)
-        extra = (len(explainer.output_ids(given[i])) if given else max_tokens) if decoder_only else 0
+        extra = (len(given[i]) if given else max_tokens) if decoder_only else 0
         if n + extra > limit:
             plus = f" + {extra} output tokens" if extra else ""
             raise InvalidInput(
@@ -377,8 +381,9 @@ def text_request(req: ParsedRequest, explainer: TextShapExplainer, settings: Any
 
 def _given_outputs(
     params: dict[str, Any], texts: list[str], explainer: TextShapExplainer, settings: Any
-) -> list[str] | None:
-    """``parameters.text_output``: one output text per input (a string for a single input)."""
+) -> list[list[int]] | None:
+    """``parameters.text_output``: one output text per input (a string for a single input), as token ids
+    (tokenized once per request)."""
     if "text_output" not in params:
         return None
     value = params["text_output"]
@@ -390,13 +395,15 @@ def _given_outputs(
             f"parameters.text_output: {len(outputs)} output texts for {len(texts)} input texts (one per input)"
         )
     limit = settings.text_max_tokens_limit
-    for i, out in enumerate(outputs):
-        n = len(explainer.output_ids(out))
-        if n == 0:
+    ids = [explainer.output_ids(out) for out in outputs]
+    for i, out_ids in enumerate(ids):
+        if not out_ids:
             raise InvalidInput(f"parameters.text_output: element {i} is empty")
-        if n > limit:
-            raise InvalidInput(f"parameters.text_output: element {i} has {n} tokens, more than {limit}")
-    return outputs
+        if len(out_ids) > limit:
+            raise InvalidInput(
+                f"parameters.text_output: element {i} has {len(out_ids)} tokens, more than {limit}"
+            )
+    return ids
 
 
 async def explain_text(
@@ -413,7 +420,7 @@ async def explain_text(
         spec.texts,
         max_evals=spec.max_evals,
         max_tokens=spec.max_tokens,
-        outputs=spec.outputs,
+        output_ids=spec.output_ids,
     )
     metrics.latency.labels(model.name, explainer.kind).observe(time.perf_counter() - start)
     metrics.rows.labels(model.name, explainer.kind).inc(len(rows))

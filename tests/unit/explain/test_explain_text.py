@@ -213,6 +213,38 @@ async def test_a_given_output_is_explained_against_the_word_that_contradicts_it(
     assert row["base_values"][0] + sum(attr) == pytest.approx(row["outputs"][0], abs=1e-3)
 
 
+class _CountingTokenizer:
+    """A tokenizer that records the texts it is called on (everything else is the real one's)."""
+
+    def __init__(self, inner: Any, calls: list[Any]) -> None:
+        self._inner, self._calls = inner, calls
+
+    def __call__(self, text: Any, **kw: Any) -> Any:  # noqa: ANN401
+        self._calls.append(text)
+        return self._inner(text, **kw)
+
+    def __getattr__(self, name: str) -> Any:  # noqa: ANN401
+        return getattr(self._inner, name)
+
+
+@pytest.mark.parametrize("name", [KEYWORD_MODEL, CAUSAL_MODEL])
+async def test_a_given_output_is_tokenized_once_per_request(text_app, name, monkeypatch):
+    """Validation (its length, and a decoder-only model's context check) and the explanation share the
+    token ids of parameters.text_output: one tokenizer call for it per request."""
+    explainer = await text_app.plane.explainer_for(name)
+    calls: list[Any] = []
+    monkeypatch.setattr(
+        explainer, "_request_tokenizer", _CountingTokenizer(explainer._request_tokenizer, calls)
+    )
+    monkeypatch.setattr(explainer.model, "tokenizer", _CountingTokenizer(explainer.model.tokenizer, calls))
+    output = "blue"
+    body = text_body("the dog sat on a red mat", text_output=output, max_evals=20)
+    r = await text_app.client.post(f"/v2/models/{name}/explain", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["explanations"][0]["text_output"].strip() == output
+    assert [c for c in calls if output in (c if isinstance(c, list) else [c])] == [output]
+
+
 def _field_error(r: httpx.Response, *needles: str) -> None:
     assert r.status_code == 422, r.text
     error = r.json()["error"]
