@@ -145,6 +145,7 @@ class ExplainDataPlane:
                             raise
                         log.warning("model %s cannot be explained: %s", ref, exc.message)
                     self._current[name] = resolved
+                    self._evict()  # the version left behind, now that it is not current
                     if previous is not None:
                         log.info(
                             "model %s moved from version %s to %s", ref, previous.version, resolved.version
@@ -195,7 +196,7 @@ class ExplainDataPlane:
                     self._failed[key] = exc
                 raise
             self._cache[key] = explainer
-            self._evict()
+            self._evict(keep=key)  # refresh builds a new version before it becomes current
             settle_heap()  # the explainer's objects leave the collector's generations (no full-GC stalls)
             return explainer
 
@@ -221,8 +222,9 @@ class ExplainDataPlane:
         )
         return explainer
 
-    def _evict(self) -> None:
-        current = {(r.name, r.version) for r in self._current.values()}
+    def _evict(self, keep: tuple[str, str] | None = None) -> None:
+        """Unload least recently used explainers over the cache size, never a current version's or ``keep``."""
+        current = {(r.name, r.version) for r in self._current.values()} | {keep}
         while len(self._cache) > self.settings.explainer_cache_size:
             victim = next((k for k in self._cache if k not in current), None)
             if victim is None:

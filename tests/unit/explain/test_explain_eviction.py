@@ -1,7 +1,7 @@
 """Evicting a tabular explainer while requests use it (own registry: a forest whose alias moves).
 
 With ``EXPLAIN_EXPLAINER_CACHE_SIZE=1``, the explainer of the version the alias left is evicted when
-the new version's is built for a request. Unloading waits for a running explanation (the explainer's
+the plane switches to the new version. Unloading waits for a running explanation (the explainer's
 lock): the data plane must not wait for it on the event loop, and a request that fetched the
 explainer before it was unloaded gets a 422 naming the reason, not a 500.
 """
@@ -42,8 +42,8 @@ def _rows(registry: Registry) -> pd.DataFrame:
 
 
 async def _move_alias_and_evict(app: Any, registry: Registry, tmp_path: Path) -> asyncio.Task:
-    """Register version 2, let the plane switch to it, and start a request for it: building its
-    explainer evicts version 1's (cache size 1). Returns that request's task once version 1 is gone."""
+    """Register version 2 and let the plane switch to it, which evicts version 1's explainer (cache size
+    1); start a request for version 2. Returns that request's task once version 1 is gone."""
     assert register_new_tree_version(registry.tracking_uri, registry.frame, tmp_path, seed=2) == "2"
     await app.plane.refresh()
     second = asyncio.create_task(app.client.post(f"/v2/models/{TREE}/explain", json=body(_rows(registry))))
@@ -125,3 +125,25 @@ async def test_an_explainer_unloaded_between_lookup_and_explain_is_a_422(
         assert r1.status_code == 422, r1.text
         assert r1.json() == {"error": f"model '{TREE}' version 1: its explainer was unloaded"}
         assert r2.status_code == 200 and r2.json()["model_version"] == "2"
+
+
+async def test_a_moved_alias_keeps_the_new_versions_explainer_and_drops_the_old(tree_registry, tmp_path):
+    """Cache size 1: refresh builds version 2 before switching to it. The explainer kept is version 2's (it
+    used to evict the one it had just built, since version 1 was still current, and build it again for
+    the next request)."""
+    settings = explain_settings(tmp_path / "data", tree_registry.tracking_uri, TREE, explainer_cache_size=1)
+    async with running(settings) as app:
+        assert app.plane.cached_versions() == [(TREE, "1")]
+        built = app.plane.metrics.build
+        assert (
+            register_new_tree_version(tree_registry.tracking_uri, tree_registry.frame, tmp_path, seed=2)
+            == "2"
+        )
+        await app.plane.refresh()
+        assert app.plane.cached_versions() == [(TREE, "2")]
+        r = await app.client.post(f"/v2/models/{TREE}/explain", json=body(_rows(tree_registry)))
+        assert r.status_code == 200, r.text
+        builds = {
+            s.labels["version"]: s.value for s in built.collect()[0].samples if s.name.endswith("_count")
+        }
+        assert builds == {"1": 1, "2": 1}
