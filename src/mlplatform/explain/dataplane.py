@@ -108,7 +108,7 @@ class ExplainDataPlane:
             self._unload(explainer)
         self._cache.clear()
         if self._unloading:  # every explainer released before returning, as before
-            await asyncio.gather(*self._unloading)
+            await asyncio.gather(*self._unloading, return_exceptions=True)  # failures: logged by _unloaded
         if self._owned_client is not None:
             await self._owned_client.aclose()
             self.enricher.client = self._owned_client = None
@@ -237,7 +237,13 @@ class ExplainDataPlane:
         explains after gets a 422 (its explainer was unloaded); stop() awaits the pending unloads."""
         future = asyncio.get_running_loop().run_in_executor(None, explainer.unload)
         self._unloading.add(future)
-        future.add_done_callback(self._unloading.discard)
+        future.add_done_callback(self._unloaded)
+
+    def _unloaded(self, future: asyncio.Future[None]) -> None:
+        self._unloading.discard(future)
+        exc = None if future.cancelled() else future.exception()
+        if exc is not None:  # retrieved here, so asyncio does not report it as never retrieved
+            log.error("unloading an explainer failed: %s", exc, exc_info=exc)
 
     def cached_versions(self) -> list[tuple[str, str]]:
         """(name, version) of every cached explainer, least recently used first."""

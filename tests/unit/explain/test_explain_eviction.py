@@ -147,3 +147,22 @@ async def test_a_moved_alias_keeps_the_new_versions_explainer_and_drops_the_old(
             s.labels["version"]: s.value for s in built.collect()[0].samples if s.name.endswith("_count")
         }
         assert builds == {"1": 1, "2": 1}
+
+
+async def test_a_failing_background_unload_is_logged(tree_registry, tmp_path, caplog) -> None:  # noqa: ANN001
+    settings = explain_settings(tmp_path / "data", tree_registry.tracking_uri, TREE, explainer_cache_size=1)
+    async with running(settings) as app:
+        old = await app.plane.explainer_for(TREE)
+
+        def fails() -> None:
+            raise RuntimeError("unload broke for the test")
+
+        old.unload = fails
+        assert (
+            register_new_tree_version(tree_registry.tracking_uri, tree_registry.frame, tmp_path, seed=2)
+            == "2"
+        )
+        with caplog.at_level("ERROR", logger="mlplatform.explain"):
+            await app.plane.refresh()
+            await wait_until(lambda: not app.plane._unloading, 30, "the background unload to end")
+    assert "unloading an explainer failed: unload broke for the test" in caplog.text
