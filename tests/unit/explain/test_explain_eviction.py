@@ -15,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 import pytest
 
 import mlplatform.explain.dataplane as dataplane_module
-from tests.helpers import wait_until
+from tests.helpers import v2_body, wait_until
 from tests.unit.explain.conftest import explain_settings, running
 from tests.unit.explain.models import FEATURES, TREE, Registry, make_data, register_new_tree_version
-from tests.unit.explain.test_explain_extra import body
 
 
 @pytest.fixture
@@ -37,8 +35,9 @@ def tree_registry(tmp_path: Path) -> Registry:
     return Registry(uri, frame)
 
 
-def _rows(registry: Registry) -> pd.DataFrame:
-    return registry.frame[FEATURES].head(2)
+def _body(registry: Registry) -> dict[str, Any]:
+    """A V2 request for two rows of the forest's features, as FP64."""
+    return v2_body(registry.frame[FEATURES].head(2).astype(float))
 
 
 async def _move_alias_and_evict(app: Any, registry: Registry, tmp_path: Path) -> asyncio.Task:
@@ -46,7 +45,7 @@ async def _move_alias_and_evict(app: Any, registry: Registry, tmp_path: Path) ->
     1); start a request for version 2. Returns that request's task once version 1 is gone."""
     assert register_new_tree_version(registry.tracking_uri, registry.frame, tmp_path, seed=2) == "2"
     await app.plane.refresh()
-    second = asyncio.create_task(app.client.post(f"/v2/models/{TREE}/explain", json=body(_rows(registry))))
+    second = asyncio.create_task(app.client.post(f"/v2/models/{TREE}/explain", json=_body(registry)))
     await wait_until(lambda: (TREE, "1") not in app.plane.cached_versions(), 60, "version 1 evicted")
     return second
 
@@ -65,9 +64,7 @@ async def test_evicting_during_a_slow_explanation_keeps_the_event_loop_answering
             return real(x)
 
         old._explain = slow
-        first = asyncio.create_task(
-            app.client.post(f"/v2/models/{TREE}/explain", json=body(_rows(tree_registry)))
-        )
+        first = asyncio.create_task(app.client.post(f"/v2/models/{TREE}/explain", json=_body(tree_registry)))
         await wait_until(old._lock.locked, 30, "the slow explanation to start")
         gaps: list[float] = []
 
@@ -114,9 +111,7 @@ async def test_an_explainer_unloaded_between_lookup_and_explain_is_a_422(
             return await real(*args)
 
         monkeypatch.setattr(dataplane_module, "feature_matrix", held_lookup)
-        first = asyncio.create_task(
-            app.client.post(f"/v2/models/{TREE}/explain", json=body(_rows(tree_registry)))
-        )
+        first = asyncio.create_task(app.client.post(f"/v2/models/{TREE}/explain", json=_body(tree_registry)))
         await asyncio.wait_for(looking_up.wait(), 30)
         second = await _move_alias_and_evict(app, tree_registry, tmp_path)
         await wait_until(lambda: old._explainer is None, 30, "version 1 unloaded")
@@ -141,7 +136,7 @@ async def test_a_moved_alias_keeps_the_new_versions_explainer_and_drops_the_old(
         )
         await app.plane.refresh()
         assert app.plane.cached_versions() == [(TREE, "2")]
-        r = await app.client.post(f"/v2/models/{TREE}/explain", json=body(_rows(tree_registry)))
+        r = await app.client.post(f"/v2/models/{TREE}/explain", json=_body(tree_registry))
         assert r.status_code == 200, r.text
         builds = {
             s.labels["version"]: s.value for s in built.collect()[0].samples if s.name.endswith("_count")
