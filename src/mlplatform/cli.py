@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import typer
 
 from mlplatform.core.environment import apply_environment_defaults
-from mlplatform.services import SERVICES
+from mlplatform.services import SERVICES, STOP_WAVES
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="mlplatform: serving, features, drift, explain"
@@ -428,14 +429,23 @@ def up(
     except KeyboardInterrupt:
         typer.echo("stopping")
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
+        stop_services(dict(zip(SERVICES, procs)))  # noqa: B905 - procs may stop short if a start failed
+
+
+def stop_services(procs: Mapping[str, subprocess.Popen[bytes]], timeout_s: float = 35) -> None:
+    """SIGTERM the services wave by wave (:data:`mlplatform.services.STOP_WAVES`: clients before the
+    peers they send to), waiting for each wave to exit (killed after ``timeout_s``) before the next."""
+    waves = [*STOP_WAVES, tuple(n for n in procs if all(n not in w for w in STOP_WAVES))]
+    for wave in waves:
+        running = [procs[n] for n in wave if n in procs and procs[n].poll() is None]
+        for p in running:
+            p.send_signal(signal.SIGTERM)
+        for p in running:
             try:
-                p.wait(timeout=35)
+                p.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
 
 
 # Deployment: pin a model version or image tag in an environment overlay (mlplatform.deploy.promote).

@@ -52,3 +52,11 @@ SERVICES: dict[str, ServiceSpec] = {
         ),
     )
 }
+
+#: The order ``mlplatform up`` stops the services in, wave by wave: the clients of other services first
+#: (serving sends payloads to drift detection and reads features; explainability reads features), so a
+#: client's last payloads and lookups reach a peer still running.
+STOP_WAVES: tuple[tuple[str, ...], ...] = (
+    ("model-serving", "explainability"),
+    ("feature-store", "drift-detection"),
+)
