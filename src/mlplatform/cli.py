@@ -419,7 +419,7 @@ def up(
     for spec in SERVICES.values():
         cmd = [sys.executable, "-m", "mlplatform.cli", "serve", spec.name, "--port", str(spec.port)]
         typer.echo(f"starting {spec.name} on http://127.0.0.1:{spec.port}")
-        procs.append(subprocess.Popen(cmd, env=env))
+        procs.append(start_child(cmd, env))
     try:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
@@ -430,6 +430,25 @@ def up(
         typer.echo("stopping")
     finally:
         stop_services(dict(zip(SERVICES, procs)))  # noqa: B905 - procs may stop short if a start failed
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM when the process that started it dies (even by SIGKILL)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def start_child(cmd: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start a service in its own process group, so a terminal's Ctrl-C reaches only ``up``, which
+    stops the services in order (:func:`stop_services`); it still dies with ``up``."""
+    return subprocess.Popen(
+        cmd,
+        env=dict(env),
+        process_group=0,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - single-threaded here
+    )
 
 
 def stop_services(procs: Mapping[str, subprocess.Popen[bytes]], timeout_s: float = 35) -> None:

@@ -67,3 +67,41 @@ def test_a_service_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
     assert p.stdout is not None and p.stdout.readline()
     stop_services({"model-serving": p}, timeout_s=0.5)
     assert p.returncode is not None and p.returncode < 0
+
+
+def test_a_service_runs_in_its_own_process_group_and_dies_with_up(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C goes to its foreground process group: with the services in their own groups it
+    reaches only ``up``, which stops them in waves. If ``up`` itself is killed, they get SIGTERM."""
+    import os
+    import signal
+    import time
+
+    marker = tmp_path / "child.pid"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys, time\n"
+            "from mlplatform.cli import start_child\n"
+            f"p = start_child([sys.executable, '-c', 'import time; time.sleep(60)'], dict(os.environ))\n"
+            f"open({str(marker)!r}, 'w').write(str(p.pid))\n"
+            "time.sleep(60)\n",
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while not (marker.exists() and marker.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    assert os.getpgid(child) == child != os.getpgid(parent.pid)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the service outlived up")
