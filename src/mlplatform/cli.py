@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -432,23 +432,23 @@ def up(
         stop_services(dict(zip(SERVICES, procs)))  # noqa: B905 - procs may stop short if a start failed
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM when the process that started it dies (even by SIGKILL)."""
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: a function for the child to run between fork and exec so that it gets SIGTERM when the
+    process that started it dies (even by SIGKILL). libc is loaded here, in the parent: the child may
+    only call it, since ``up`` has threads (training) and an import after fork could deadlock."""
+    if sys.platform != "linux":
+        return None
     import ctypes
 
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
     pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def start_child(cmd: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start a service in its own process group, so a terminal's Ctrl-C reaches only ``up``, which
     stops the services in order (:func:`stop_services`); it still dies with ``up``."""
-    return subprocess.Popen(
-        cmd,
-        env=dict(env),
-        process_group=0,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509 - single-threaded here
-    )
+    return subprocess.Popen(cmd, env=dict(env), process_group=0, preexec_fn=_die_with_parent())  # noqa: PLW1509
 
 
 def stop_services(procs: Mapping[str, subprocess.Popen[bytes]], timeout_s: float = 35) -> None:
